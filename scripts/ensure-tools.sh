@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Makes sure the command-line tools the integration tests drive are installed (today:
+# skopeo, for tests/skopeo_roundtrip.rs). Idempotent and quiet unless something fails.
+# Installing needs root (CI machines run the test script as root); Debian/Ubuntu only.
+set -euo pipefail
+
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+((${#missing[@]} == 0)) && exit 0
+
+fail() { echo "ensure-tools: $*" >&2; exit 1; }
+
+if [[ "$(id -u)" != 0 ]]; then
+  fail "missing ${missing[*]}; run this script as root or install it yourself (apt-get install ${missing[*]})"
+fi
+command -v apt-get >/dev/null 2>&1 || fail "missing ${missing[*]} and apt-get is not available"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+  >"$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  fail "apt-get install ${missing[*]} failed"
+fi
+for tool in "${missing[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool is still missing after apt-get install"
+done

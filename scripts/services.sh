@@ -1,0 +1,79 @@
+# Sourced by scripts/test.sh and scripts/run.sh: makes sure the services the registry needs
+# are running on this machine, installing them from Debian/npm when missing.
+#
+#   ensure_postgres   exports IPFS_REGISTRY_TEST_DATABASE_URL (an admin URL, trust auth)
+#   ensure_ipfs_node  exports IPFS_REGISTRY_TEST_IPFS_URL (a Kubo-RPC-compatible node)
+
+SERVICES_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PRIVATE_PG_PORT="${IPFS_REGISTRY_PG_PORT:-55432}"
+PRIVATE_PG_DIR="${TMPDIR:-/tmp}/ipfs-registry-pg"
+
+say() { echo "services: $*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    say "need root to apt-get install $*"
+    return 1
+  fi
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_answers() {
+  psql "$1" -Atqc 'select 1' >/dev/null 2>&1
+}
+
+ensure_postgres() {
+  if [ -n "${IPFS_REGISTRY_TEST_DATABASE_URL:-}" ]; then
+    pg_answers "$IPFS_REGISTRY_TEST_DATABASE_URL" && return 0
+    say "IPFS_REGISTRY_TEST_DATABASE_URL does not answer: $IPFS_REGISTRY_TEST_DATABASE_URL"
+    return 1
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  # The machine's own server, when it runs with trust auth on the standard port.
+  local url="postgres://postgres@127.0.0.1:5432/postgres"
+  if ! pg_answers "$url" && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    [ -n "$version" ] && pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+  fi
+  if pg_answers "$url"; then
+    export IPFS_REGISTRY_TEST_DATABASE_URL="$url"
+    return 0
+  fi
+  # Otherwise a private throwaway cluster with trust auth on loopback.
+  url="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/postgres"
+  if ! pg_answers "$url"; then
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    local as=()
+    [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+    if [ ! -f "$PRIVATE_PG_DIR/PG_VERSION" ]; then
+      mkdir -p "$PRIVATE_PG_DIR"
+      [ "$(id -u)" = 0 ] && chown postgres "$PRIVATE_PG_DIR"
+      "${as[@]}" "$bin/initdb" -D "$PRIVATE_PG_DIR" -A trust -U postgres >/dev/null
+    fi
+    say "starting a private PostgreSQL on 127.0.0.1:$PRIVATE_PG_PORT"
+    "${as[@]}" "$bin/pg_ctl" -D "$PRIVATE_PG_DIR" -l "$PRIVATE_PG_DIR/server.log" -w \
+      -o "-p $PRIVATE_PG_PORT -k $PRIVATE_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300" \
+      start >/dev/null
+  fi
+  pg_answers "$url" || { say "PostgreSQL did not come up"; return 1; }
+  export IPFS_REGISTRY_TEST_DATABASE_URL="$url"
+}
+
+ensure_ipfs_node() {
+  if [ -n "${IPFS_REGISTRY_TEST_IPFS_URL:-}" ]; then
+    curl -sf -X POST --max-time 5 "$IPFS_REGISTRY_TEST_IPFS_URL/api/v0/id" >/dev/null && return 0
+    say "IPFS_REGISTRY_TEST_IPFS_URL does not answer: $IPFS_REGISTRY_TEST_IPFS_URL"
+    return 1
+  fi
+  command -v node >/dev/null || apt_install nodejs npm
+  local url
+  url=$("$SERVICES_ROOT/scripts/ipfs-node.sh" start | tail -n 1)
+  export IPFS_REGISTRY_TEST_IPFS_URL="$url"
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on this machine, installing and starting what it needs:
+# PostgreSQL, the IPFS node (js-ipfs from npm, pinned by tests/ipfs-node/package-lock.json)
+# and skopeo. Point IPFS_REGISTRY_TEST_IPFS_URL at a Kubo node or
+# IPFS_REGISTRY_TEST_DATABASE_URL at another PostgreSQL to use those instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+started=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - started ))s)" >&2; }
+
+step "tools"
+scripts/ensure-tools.sh
+command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
+
+step "PostgreSQL"
+ensure_postgres
+echo "PostgreSQL: $IPFS_REGISTRY_TEST_DATABASE_URL" >&2
+
+step "IPFS node"
+ensure_ipfs_node
+echo "IPFS node: $IPFS_REGISTRY_TEST_IPFS_URL" >&2
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
+step "done"

@@ -1,0 +1,54 @@
+use actix_web::body::SizedStream;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::Response;
+use crate::api::headers::{self, DOCKER_CONTENT_DIGEST};
+use crate::api::AppState;
+use crate::meta::BlobRecord;
+use crate::oci::{Digest, RepoName};
+
+fn blob_headers(record: &BlobRecord) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header((DOCKER_CONTENT_DIGEST, record.digest.to_string()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, format!("\"{}\"", record.digest)))
+        .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
+    response
+}
+
+pub async fn head(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {
+    let record = state.registry.stat_blob(repo, digest).await?;
+    Ok(super::head_response(blob_headers(&record), record.size))
+}
+
+pub async fn get(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Response {
+    let range = headers::blob_range(req.headers())?;
+    let content = state.registry.get_blob(repo, digest, range).await?;
+    let mut response = blob_headers(&content.record);
+    let length = match content.range {
+        Some((start, end)) => {
+            response
+                .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+                .insert_header((
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{}", content.record.size),
+                ));
+            end - start + 1
+        }
+        None => content.record.size,
+    };
+    Ok(response.body(SizedStream::new(length, content.body)))
+}
+
+pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {
+    state.registry.delete_blob(repo, digest).await?;
+    Ok(HttpResponse::Accepted().finish())
+}

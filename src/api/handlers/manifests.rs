@@ -1,0 +1,62 @@
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::Response;
+use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use crate::api::{body, AppState};
+use crate::oci::{Reference, RepoName};
+use crate::registry::ManifestPush;
+
+pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, head: bool) -> Response {
+    let manifest = state.registry.get_manifest(repo, reference).await?;
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, manifest.media_type.as_str()))
+        .insert_header((DOCKER_CONTENT_DIGEST, manifest.digest.to_string()))
+        .insert_header((header::ETAG, format!("\"{}\"", manifest.digest)));
+    if head {
+        return Ok(super::head_response(
+            response,
+            manifest.content.len() as u64,
+        ));
+    }
+    Ok(response.body(manifest.content))
+}
+
+pub async fn put(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Response {
+    let limit = state.registry.settings().max_manifest_size;
+    if headers::content_length(req.headers())?.is_some_and(|len| len > limit as u64) {
+        return Err(crate::registry::RegistryError::TooLarge(format!(
+            "manifest exceeds the limit of {limit} bytes"
+        ))
+        .into());
+    }
+    let content = body::read_limited(payload, limit).await?;
+    let push = ManifestPush {
+        content,
+        content_type: headers::content_type(req.headers()),
+    };
+    let pushed = state.registry.put_manifest(repo, reference, push).await?;
+    let mut response = HttpResponse::build(StatusCode::CREATED);
+    response
+        .insert_header((
+            header::LOCATION,
+            state.location(&format!("/v2/{repo}/manifests/{}", pushed.digest)),
+        ))
+        .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
+    if let Some(subject) = pushed.subject {
+        response.insert_header((OCI_SUBJECT, subject.to_string()));
+    }
+    Ok(response.finish())
+}
+
+pub async fn delete(state: &AppState, repo: &RepoName, reference: &Reference) -> Response {
+    state.registry.delete_manifest(repo, reference).await?;
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,123 @@
+//! Request dispatch: which endpoint, which method, with validated names and references.
+
+mod blobs;
+pub mod listing;
+mod manifests;
+mod uploads;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::path::{self, Endpoint};
+use super::AppState;
+use crate::oci::{Digest, Reference, RepoName};
+
+type Response = Result<HttpResponse, ApiError>;
+
+/// The response to a HEAD request for content of `len` bytes. actix-http writes
+/// `Content-Length` from the body's size (dropping one set by hand, so `no_chunking(len)`
+/// with an empty body announces 0); a sized body that is never sent for HEAD announces `len`.
+fn head_response(mut response: actix_web::HttpResponseBuilder, len: u64) -> HttpResponse {
+    let nothing = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+    response.body(actix_web::body::SizedStream::new(len, nothing))
+}
+
+pub async fn base() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({}))
+}
+
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Response {
+    let tail = req.match_info().get("tail").unwrap_or_default();
+    let endpoint = path::parse(tail).ok_or(ApiError::NotFound)?;
+    let method = req.method().clone();
+    match endpoint {
+        Endpoint::Manifest { name, reference } => {
+            let repo = repo_name(name)?;
+            let reference: Reference = reference.parse().map_err(|e| match e {
+                crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
+                crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
+            })?;
+            match method {
+                Method::GET => manifests::get(&state, &repo, &reference, false).await,
+                Method::HEAD => manifests::get(&state, &repo, &reference, true).await,
+                Method::PUT => manifests::put(&state, &req, payload, &repo, &reference).await,
+                Method::DELETE => manifests::delete(&state, &repo, &reference).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        Endpoint::Blob { name, digest } => {
+            let repo = repo_name(name)?;
+            let digest = parse_digest(digest)?;
+            match method {
+                Method::GET => blobs::get(&state, &req, &repo, &digest).await,
+                Method::HEAD => blobs::head(&state, &repo, &digest).await,
+                Method::DELETE => blobs::delete(&state, &repo, &digest).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        Endpoint::UploadStart { name } => {
+            let repo = repo_name(name)?;
+            match method {
+                Method::POST => uploads::start(&state, &req, payload, &repo).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        Endpoint::Upload { name, id } => {
+            let repo = repo_name(name)?;
+            let id: Uuid = id.parse().map_err(|_| ApiError::UploadUnknown)?;
+            match method {
+                Method::GET => uploads::status(&state, &repo, id).await,
+                Method::PATCH => uploads::append(&state, &req, payload, &repo, id).await,
+                Method::PUT => uploads::complete(&state, &req, payload, &repo, id).await,
+                Method::DELETE => uploads::cancel(&state, &repo, id).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        Endpoint::Tags { name } => {
+            let repo = repo_name(name)?;
+            match method {
+                Method::GET => listing::tags(&state, &req, &repo).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        Endpoint::Referrers { name, digest } => {
+            let repo = repo_name(name)?;
+            let digest = parse_digest(digest)?;
+            match method {
+                Method::GET => listing::referrers(&state, &req, &repo, &digest).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+    }
+}
+
+fn repo_name(name: &str) -> Result<RepoName, ApiError> {
+    name.parse()
+        .map_err(|_| ApiError::NameInvalid(name.to_owned()))
+}
+
+fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
+    digest
+        .parse()
+        .map_err(|e: crate::oci::DigestError| ApiError::DigestInvalid(e.to_string()))
+}
+
+/// The request's query parameters, decoded, in order (repeats kept).
+fn query(req: &HttpRequest) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn query_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}

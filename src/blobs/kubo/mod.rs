@@ -1,0 +1,396 @@
+//! The production [`BlobStore`]: an IPFS node (Kubo, an IPFS Cluster proxy, or js-ipfs in
+//! tests) driven over its Kubo RPC API.
+//!
+//! **Why our own client.** The design named the `ipfs-api-backend-hyper` crate. We write
+//! this small client on `reqwest` 0.12 instead: the crate's latest release depends (through
+//! multiaddr/multihash 0.17) on `core2 0.4`, every version of which is yanked, so a fresh
+//! dependency resolution fails; it brings a second HTTP/TLS stack (hyper 0.14, rustls 0.20,
+//! ring 0.16) beside ours; and its typed `add` response expects `Size` as a string, which
+//! breaks on js-ipfs (a number there). The five calls we need fit in a few hundred lines.
+//!
+//! **Node behaviour relied upon** (observed on js-ipfs 0.66.1, known for Kubo): every RPC
+//! is POST; the multipart file part needs a Content-Type; `add` answers only after the whole
+//! body has been received; the node's `timeout=` parameter is a *total* deadline on the
+//! command (an expired one cuts a running `cat` and reports it only in an `X-Stream-Error`
+//! trailer); a missing block makes `cat`/`block/stat` wait until that deadline, then
+//! answers 500 "request timed out" (Kubo: "context deadline exceeded"); `pin/ls` and
+//! `pin/rm` of something not pinned answer 500 "... is not pinned" (js-ipfs `pin/rm`
+//! takes seconds to say so, see `unpin`).
+//!
+//! **Timeouts** (`IpfsConfig::timeout` = T). There is no client-wide request timeout, since
+//! adds and cats stream arbitrarily large bodies. Instead:
+//! - control calls (`block/stat`, `pin/*`, `version`) send `timeout=T` to the node and give
+//!   up client-side after T plus a grace period, so the node's own "timed out" answer (which
+//!   tells a missing block from a dead node) normally arrives first;
+//! - `add` must not have a total timeout (a 10 GiB layer from a slow client takes as long as
+//!   it takes), and no response exists until the last body byte is sent. So a watchdog
+//!   tracks whose turn it is: while the HTTP client waits for the next chunk of *our input*,
+//!   no clock runs (the caller bounds its own input); when a chunk has been handed over and
+//!   the client does not come back for the next one within T (the node stopped reading), or
+//!   the body is complete and the answer has not arrived within T, the add fails as
+//!   `Unavailable` (the same watchdog covers reading the answer, since a node may send its
+//!   headers before it has read the whole body);
+//! - `cat` first checks the root with `block/stat` (a control call, so a missing CID is
+//!   `NotFound` after T, not a hang), then streams with a node deadline of
+//!   [`CAT_NODE_DEADLINE`] (the node's deadline is total, so T would cut large reads; this
+//!   one only stops a forgotten fetch), response headers within T + grace, and a T idle
+//!   timeout on the body. With a `length`, a body that ends early is an error.
+
+mod raw_cid;
+mod rpc;
+mod stream;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Body, Client, RequestBuilder, Response};
+use url::Url;
+
+use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+use crate::config::IpfsConfig;
+
+pub use self::raw_cid::{raw_cid_v1_from_sha256, DAG_PB_CODEC, RAW_CODEC, SHA2_256};
+use self::rpc::{transport_error, CallError, NodeError};
+use self::stream::{ExactLength, IdleTimeout, UploadTracker};
+
+/// The node-side deadline sent with `cat`. Both js-ipfs and Kubo apply `timeout=` to the
+/// whole command, so this bounds the longest possible read; liveness is checked client-side.
+pub const CAT_NODE_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Pooled connections idle longer than this are closed by us first: js-ipfs closes idle
+/// keep-alive connections after 5 s, and reusing one it is closing fails the request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Largest control-call or `add` answer we read.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// A [`BlobStore`] on a Kubo RPC endpoint. Cheap to share (`Arc`); one pooled HTTP client.
+#[derive(Debug, Clone)]
+pub struct KuboStore {
+    client: Client,
+    /// `<url>/api/v0/`, so `join("add")` is the add endpoint.
+    api: Url,
+    timeout: Duration,
+    profile: ImportProfile,
+}
+
+impl KuboStore {
+    /// `url` is the RPC base URL (e.g. `http://127.0.0.1:5001`); the connect timeout and the
+    /// control/idle timeout come from `config`.
+    pub fn new(
+        config: &IpfsConfig,
+        url: Url,
+        profile: ImportProfile,
+    ) -> Result<KuboStore, BlobError> {
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(BlobError::Backend(format!(
+                "IPFS RPC URL must be http(s)://host:port, got {url}"
+            )));
+        }
+        if config.timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(BlobError::Backend("IPFS timeouts must be > 0".into()));
+        }
+        let mut api = url;
+        let base_path = api.path().trim_end_matches('/').to_owned();
+        api.set_path(&format!("{base_path}/api/v0/"));
+        api.set_query(None);
+        api.set_fragment(None);
+        let client = Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // The RPC API is an internal endpoint: never route it through HTTP(S)_PROXY.
+            .no_proxy()
+            .build()
+            .map_err(|e| BlobError::Backend(format!("HTTP client: {}", rpc::chain(&e))))?;
+        Ok(KuboStore {
+            client,
+            api,
+            timeout: config.timeout,
+            profile,
+        })
+    }
+
+    fn endpoint(&self, command: &str) -> Result<Url, BlobError> {
+        self.api
+            .join(command)
+            .map_err(|e| BlobError::Backend(format!("IPFS endpoint {command}: {e}")))
+    }
+
+    /// Client-side limit for a call that carries `timeout=T`: a little more than T, so the
+    /// node's own timeout answer wins the race.
+    fn control_deadline(&self) -> Duration {
+        self.timeout + (self.timeout / 10).max(Duration::from_secs(1))
+    }
+
+    /// A control call: `timeout=T` for the node, T + grace for us; returns the 2xx body.
+    async fn control(&self, command: &str, query: &[(&str, String)]) -> Result<Bytes, CallError> {
+        let url = self.endpoint(command)?;
+        let call = async {
+            let response = self
+                .client
+                .post(url)
+                .query(query)
+                .query(&[("timeout", millis(self.timeout))])
+                .send()
+                .await
+                .map_err(|e| transport_error(command, &e))?;
+            let status = response.status();
+            let body = read_answer(response, command, Some(self.timeout)).await?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(CallError::Node(NodeError::from_body(status, &body)))
+            }
+        };
+        match tokio::time::timeout(self.control_deadline(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Blob(BlobError::Unavailable(format!(
+                "IPFS node {command}: no answer within {:?}",
+                self.control_deadline()
+            )))),
+        }
+    }
+
+    /// The add request: profile parameters, pin, and the input as a streamed file part.
+    fn add_request(
+        &self,
+        tracker: &UploadTracker,
+        data: ByteStream,
+    ) -> Result<RequestBuilder, BlobError> {
+        let part = Part::stream(Body::wrap_stream(tracker.watch(data)))
+            .file_name("blob")
+            .mime_str("application/octet-stream")
+            .map_err(|e| BlobError::Backend(format!("multipart part: {e}")))?;
+        let mut query = self.profile.add_params();
+        query.extend([
+            ("pin", "true".to_owned()),
+            ("progress", "false".to_owned()),
+            ("quieter", "true".to_owned()),
+        ]);
+        Ok(self
+            .client
+            .post(self.endpoint("add")?)
+            .query(&query)
+            .multipart(Form::new().part("file", part)))
+    }
+}
+
+#[async_trait]
+impl BlobStore for KuboStore {
+    fn profile(&self) -> &ImportProfile {
+        &self.profile
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        self.control("version", &[])
+            .await
+            .map(drop)
+            .map_err(|e| e.into_blob_error("version", None))
+    }
+
+    async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError> {
+        let tracker = UploadTracker::new();
+        let request = self.add_request(&tracker, data)?;
+        let exchange = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error("add", &e))?;
+            let status = response.status();
+            // No idle timeout of its own: a node may send headers before it has read the
+            // whole body, and then the answer legitimately waits on our input. The watchdog
+            // below covers the answer too (it is the node's turn once the body is sent).
+            let body = read_answer(response, "add", None).await?;
+            Ok::<_, BlobError>((status, body))
+        };
+        let (status, body) = tokio::select! {
+            // When the input failed, that error aborted the request body: the node sees a
+            // cut connection and pins nothing.
+            done = exchange => done.map_err(|e| match tracker.input_error() {
+                Some(input) => BlobError::Input(input),
+                None => e,
+            })?,
+            () = tracker.stalled(self.timeout) => {
+                return Err(BlobError::Unavailable(format!(
+                    "IPFS node add: no progress for {:?} after {} bytes sent",
+                    self.timeout,
+                    tracker.bytes()
+                )))
+            }
+        };
+        if !status.is_success() {
+            return Err(NodeError::from_body(status, &body).into_blob_error("add", None));
+        }
+        let added = rpc::parse_add_response(&body)?;
+        let size = tracker.bytes();
+        // The node's Size is the DAG size: at least the file size (equal for one raw block).
+        if added.dag_size.is_some_and(|dag| dag < size) {
+            return Err(BlobError::Backend(format!(
+                "IPFS add of {size} bytes answered {} with Size {:?}: bytes were lost",
+                added.cid, added.dag_size
+            )));
+        }
+        Ok(StoredBytes {
+            cid: added.cid,
+            size,
+        })
+    }
+
+    async fn cat(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        // The root must be there (or fetchable) within T: NotFound rather than a hang.
+        self.control("block/stat", &[("arg", cid.to_string())])
+            .await
+            .map_err(|e| e.into_blob_error("block/stat", Some(cid)))?;
+        if length == Some(0) {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let mut query = vec![("arg", cid.to_string()), ("offset", offset.to_string())];
+        if let Some(length) = length {
+            query.push(("length", length.to_string()));
+        }
+        query.push(("timeout", millis(CAT_NODE_DEADLINE)));
+        let request = self.client.post(self.endpoint("cat")?).query(&query).send();
+        let response = match tokio::time::timeout(self.control_deadline(), request).await {
+            Ok(sent) => sent.map_err(|e| transport_error("cat", &e))?,
+            Err(_) => {
+                return Err(BlobError::Unavailable(format!(
+                    "IPFS node cat {cid}: no answer within {:?}",
+                    self.control_deadline()
+                )))
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_answer(response, "cat", Some(self.timeout)).await?;
+            return Err(NodeError::from_body(status, &body).into_blob_error("cat", Some(cid)));
+        }
+        let body = IdleTimeout::new(
+            response.bytes_stream().map_err(std::io::Error::other),
+            self.timeout,
+        );
+        Ok(match length {
+            Some(length) => Box::pin(ExactLength::new(body, length)),
+            None => Box::pin(body),
+        })
+    }
+
+    async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {
+        // Ask first: on js-ipfs, `pin/rm` of something not pinned walks every pinned DAG
+        // to rule out an indirect pin (seconds with a few hundred pins, growing with the
+        // pinset), while `pin/ls ?type=recursive` is a lookup. A concurrent unpin between
+        // the two calls is still fine: `pin/rm` then answers "not pinned".
+        if !self.is_pinned(cid).await? {
+            return Ok(());
+        }
+        let query = [("arg", cid.to_string()), ("recursive", "true".to_owned())];
+        match self.control("pin/rm", &query).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Node(e)) if e.is_not_pinned() => Ok(()),
+            // A pinned CID's blocks are local: a timeout here is the node being slow.
+            Err(CallError::Node(e)) if e.is_not_found() => Err(BlobError::Unavailable(format!(
+                "IPFS node pin/rm {cid}: {}",
+                e.message
+            ))),
+            Err(e) => Err(e.into_blob_error("pin/rm", None)),
+        }
+    }
+
+    async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
+        let query = [("arg", cid.to_string()), ("type", "recursive".to_owned())];
+        match self.control("pin/ls", &query).await {
+            Ok(body) => rpc::pin_ls_contains(&body, cid),
+            Err(CallError::Node(e)) if e.is_not_pinned() => Ok(false),
+            Err(e) => Err(e.into_blob_error("pin/ls", Some(cid))),
+        }
+    }
+}
+
+/// A duration as both js-ipfs (`parse-duration`) and Kubo (Go `time.ParseDuration`) read it.
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Reads a (small) answer body with a size cap, and with an idle timeout when given.
+async fn read_answer(
+    response: Response,
+    call: &str,
+    idle: Option<Duration>,
+) -> Result<Bytes, BlobError> {
+    let body = response.bytes_stream().map_err(std::io::Error::other);
+    let mut body: ByteStream = match idle {
+        Some(idle) => Box::pin(IdleTimeout::new(body, idle)),
+        None => Box::pin(body),
+    };
+    let mut answer = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            BlobError::Unavailable(format!("IPFS node {call}: reading the answer: {e}"))
+        })?;
+        if answer.len() + chunk.len() > MAX_ANSWER {
+            return Err(BlobError::Backend(format!(
+                "IPFS node {call}: answer larger than {MAX_ANSWER} bytes"
+            )));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok(answer.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> IpfsConfig {
+        IpfsConfig {
+            url: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn endpoints_keep_a_base_path() {
+        let store = KuboStore::new(
+            &config(),
+            "http://node:5001".parse().unwrap(),
+            ImportProfile::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            store.endpoint("pin/ls").unwrap().as_str(),
+            "http://node:5001/api/v0/pin/ls"
+        );
+        let store = KuboStore::new(
+            &config(),
+            "https://proxy/ipfs/?x=1".parse().unwrap(),
+            ImportProfile::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            store.endpoint("add").unwrap().as_str(),
+            "https://proxy/ipfs/api/v0/add"
+        );
+        assert!(KuboStore::new(
+            &config(),
+            "unix:/run/ipfs.sock".parse().unwrap(),
+            ImportProfile::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn durations_are_sent_in_milliseconds() {
+        assert_eq!(millis(Duration::from_secs(30)), "30000ms");
+        assert_eq!(millis(Duration::from_micros(10)), "1ms");
+    }
+}

@@ -1,0 +1,277 @@
+//! Kubo RPC wire formats: the `add` answer, pin listings, error bodies, and how failures
+//! map to [`BlobError`].
+
+use cid::Cid;
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::blobs::BlobError;
+
+/// A non-2xx answer from the node: `{"Message": "...", "Code": 0, "Type": "error"}`.
+#[derive(Debug, Clone)]
+pub(super) struct NodeError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+impl NodeError {
+    pub(super) fn from_body(status: StatusCode, body: &[u8]) -> NodeError {
+        let message = match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(parsed) => parsed.message,
+            Err(_) => String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(512)
+                .collect(),
+        };
+        NodeError { status, message }
+    }
+
+    /// `pin/ls` and `pin/rm` of something not pinned. js-ipfs: "path '<cid>' is not pinned",
+    /// "Failed to remove pin: <cid> is not pinned"; Kubo: "... is not pinned",
+    /// "not pinned or pinned indirectly".
+    pub(super) fn is_not_pinned(&self) -> bool {
+        self.message.to_ascii_lowercase().contains("not pinned")
+    }
+
+    /// The content could not be found (locally or, within the RPC `timeout=`, on the
+    /// network). js-ipfs answers a missing block only when its `timeout=` expires:
+    /// "Failed to cat file: request timed out" / "request timed out"; Kubo says "context
+    /// deadline exceeded", or "block was not found locally (offline)" / "ipld: could not
+    /// find <cid>" / "no link named ..." .
+    pub(super) fn is_not_found(&self) -> bool {
+        let m = self.message.to_ascii_lowercase();
+        [
+            "not found",
+            "could not find",
+            "timed out",
+            "deadline exceeded",
+            "no link named",
+        ]
+        .iter()
+        .any(|needle| m.contains(needle))
+    }
+
+    /// `NotFound(cid)` when the message says so, otherwise `Backend`.
+    pub(super) fn into_blob_error(self, call: &str, cid: Option<&Cid>) -> BlobError {
+        match cid {
+            Some(cid) if self.is_not_found() => BlobError::NotFound(*cid),
+            _ => BlobError::Backend(format!(
+                "IPFS node refused {call} ({}): {}",
+                self.status, self.message
+            )),
+        }
+    }
+}
+
+/// How a call can fail: before the node answered, or with the node's error answer.
+#[derive(Debug)]
+pub(super) enum CallError {
+    Blob(BlobError),
+    Node(NodeError),
+}
+
+impl From<BlobError> for CallError {
+    fn from(e: BlobError) -> Self {
+        CallError::Blob(e)
+    }
+}
+
+impl CallError {
+    pub(super) fn into_blob_error(self, call: &str, cid: Option<&Cid>) -> BlobError {
+        match self {
+            CallError::Blob(e) => e,
+            CallError::Node(e) => e.into_blob_error(call, cid),
+        }
+    }
+}
+
+/// An error's message with its whole source chain ("error sending request: client error
+/// (Connect): tcp connect error: Connection refused (os error 111)").
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A transport failure (nothing usable came back from the node).
+pub(super) fn transport_error(call: &str, e: &reqwest::Error) -> BlobError {
+    if e.is_builder() {
+        return BlobError::Backend(format!("{call}: invalid request: {}", chain(e)));
+    }
+    // Connect refused/timed out, reset, closed mid-request, timeouts: the node is not
+    // (or no longer) reachable.
+    BlobError::Unavailable(format!("IPFS node {call}: {}", chain(e)))
+}
+
+/// `Size` is a number on js-ipfs and a string on Kubo.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeField {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct AddLine {
+    #[serde(rename = "Hash")]
+    hash: Option<String>,
+    #[serde(rename = "Size")]
+    size: Option<SizeField>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// The parsed `add` answer: root CID and the node's `Size` (the UnixFS DAG size — the file
+/// size plus dag-pb overhead for multi-block files, not the number of bytes added).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Added {
+    pub cid: Cid,
+    pub dag_size: Option<u64>,
+}
+
+/// Parses the `add` answer: one JSON object, or newline-delimited objects (progress lines,
+/// one line per file) of which the last one carrying a `Hash` is the root.
+pub(super) fn parse_add_response(body: &[u8]) -> Result<Added, BlobError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| BlobError::Backend("IPFS add answer is not UTF-8".into()))?;
+    let mut last: Option<AddLine> = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let parsed: AddLine = serde_json::from_str(line).map_err(|e| {
+            BlobError::Backend(format!("IPFS add answer is not JSON ({e}): {line:.200}"))
+        })?;
+        match (&parsed.hash, &parsed.message) {
+            (Some(_), _) => last = Some(parsed),
+            (None, Some(message)) => {
+                return Err(BlobError::Backend(format!("IPFS add failed: {message}")))
+            }
+            (None, None) => {}
+        }
+    }
+    let Some(AddLine {
+        hash: Some(hash),
+        size,
+        ..
+    }) = last
+    else {
+        return Err(BlobError::Backend(format!(
+            "IPFS add answer has no Hash: {text:.200}"
+        )));
+    };
+    let cid = Cid::try_from(hash.as_str())
+        .map_err(|e| BlobError::Backend(format!("IPFS add answered an invalid CID {hash}: {e}")))?;
+    let dag_size =
+        match size {
+            None => None,
+            Some(SizeField::Number(n)) => Some(n),
+            Some(SizeField::Text(s)) => Some(s.parse().map_err(|_| {
+                BlobError::Backend(format!("IPFS add answered an invalid Size {s:?}"))
+            })?),
+        };
+    Ok(Added { cid, dag_size })
+}
+
+#[derive(Deserialize)]
+struct PinLs {
+    #[serde(rename = "Keys", default)]
+    keys: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// Whether a successful `pin/ls?arg=<cid>` answer lists `cid` (compared as parsed CIDs: the
+/// node may answer in another base, or as CIDv0 for a dag-pb sha2-256 CIDv1).
+pub(super) fn pin_ls_contains(body: &[u8], cid: &Cid) -> Result<bool, BlobError> {
+    let parsed: PinLs = serde_json::from_slice(body)
+        .map_err(|e| BlobError::Backend(format!("IPFS pin/ls answer is not understood: {e}")))?;
+    Ok(parsed.keys.keys().any(|key| {
+        Cid::try_from(key.as_str())
+            .map(|k| k.codec() == cid.codec() && k.hash() == cid.hash())
+            .unwrap_or(false)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+
+    #[test]
+    fn add_answer_js_ipfs_number_size_base58() {
+        let body = br#"{"Name":"blob","Hash":"zb2rhi36Gc9GJWijLEL6zW45MBux5FcFv5gJmjXA7VAMozEXY","Size":12}"#;
+        let added = parse_add_response(body).unwrap();
+        assert_eq!(added.cid, Cid::try_from(HELLO).unwrap());
+        assert_eq!(added.dag_size, Some(12));
+    }
+
+    #[test]
+    fn add_answer_kubo_string_size_ndjson_takes_last() {
+        let body = format!(
+            "{{\"Name\":\"blob\",\"Bytes\":262144}}\n{{\"Name\":\"blob\",\"Hash\":\"{HELLO}\",\"Size\":\"262249\"}}\n"
+        );
+        let added = parse_add_response(body.as_bytes()).unwrap();
+        assert_eq!(added.cid.to_string(), HELLO);
+        assert_eq!(added.dag_size, Some(262_249));
+    }
+
+    #[test]
+    fn add_answer_without_hash_or_with_error_is_refused() {
+        assert!(parse_add_response(b"").is_err());
+        assert!(parse_add_response(br#"{"Name":"blob","Bytes":5}"#).is_err());
+        let err = parse_add_response(br#"{"Message":"boom","Code":0,"Type":"error"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("boom"), "{err}");
+        assert!(parse_add_response(br#"{"Hash":"nonsense","Size":1}"#).is_err());
+        assert!(
+            parse_add_response(format!(r#"{{"Hash":"{HELLO}","Size":"x"}}"#).as_bytes()).is_err()
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_classified() {
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        let cid = Cid::try_from(HELLO).unwrap();
+        let e = NodeError::from_body(
+            status,
+            br#"{"Message":"Failed to cat file: request timed out","Code":0,"Type":"error"}"#,
+        );
+        assert!(e.is_not_found());
+        assert!(matches!(e.into_blob_error("cat", Some(&cid)), BlobError::NotFound(c) if c == cid));
+
+        let e = NodeError::from_body(
+            status,
+            format!(r#"{{"Message":"path '{HELLO}' is not pinned","Code":0,"Type":"error"}}"#)
+                .as_bytes(),
+        );
+        assert!(e.is_not_pinned());
+
+        let e = NodeError::from_body(StatusCode::METHOD_NOT_ALLOWED, b"<html>nope</html>");
+        assert_eq!(e.message, "<html>nope</html>");
+        match e.into_blob_error("add", None) {
+            BlobError::Backend(m) => assert!(m.contains("405") && m.contains("nope"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pin_listing_compares_parsed_cids() {
+        let cid = Cid::try_from(HELLO).unwrap();
+        let body = br#"{"Keys":{"zb2rhi36Gc9GJWijLEL6zW45MBux5FcFv5gJmjXA7VAMozEXY":{"Type":"recursive"}}}"#;
+        assert!(pin_ls_contains(body, &cid).unwrap());
+        assert!(!pin_ls_contains(br#"{"Keys":{}}"#, &cid).unwrap());
+    }
+}

@@ -1,0 +1,67 @@
+//! Where blob bytes live. `kubo` is the production store (an IPFS node over its RPC API).
+
+pub mod kubo;
+mod profile;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use futures::Stream;
+
+pub use profile::{ImportProfile, ProfileError};
+
+/// A stream of blob bytes. Errors are I/O errors so the stream can come from an HTTP body,
+/// a file or the IPFS node alike.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;
+
+/// The result of storing bytes: their CID under the store's import profile, and their length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBytes {
+    pub cid: Cid,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The store could not be reached or did not answer in time.
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+    /// The content is not in the store (or could not be found before the timeout).
+    #[error("content {0} not found in the blob store")]
+    NotFound(Cid),
+    /// The input stream failed (client went away, size limit); nothing was stored.
+    #[error("input stream failed: {0}")]
+    Input(String),
+    /// The store answered, but with something unexpected.
+    #[error("blob store error: {0}")]
+    Backend(String),
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The import profile every `add` uses; recorded with each blob.
+    fn profile(&self) -> &ImportProfile;
+
+    /// Cheap reachability check.
+    async fn ping(&self) -> Result<(), BlobError>;
+
+    /// Stores the bytes under the import profile and pins them. When the input stream
+    /// yields an error, the add is abandoned and nothing is pinned.
+    async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError>;
+
+    /// Streams `length` bytes (all remaining when `None`) starting at `offset`.
+    async fn cat(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError>;
+
+    /// Removes the pin. Unpinning something not pinned is not an error.
+    async fn unpin(&self, cid: &Cid) -> Result<(), BlobError>;
+
+    /// Whether the content is pinned (recursively).
+    async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError>;
+}

@@ -1,0 +1,200 @@
+//! Metadata: repositories, blobs (digest → CID), manifests, tags, referrers, uploads.
+//! `postgres` is the production store.
+
+pub mod postgres;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use uuid::Uuid;
+
+use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The database could not be reached or did not answer in time.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// A manifest references blobs or manifests that are not in its repository.
+    #[error("manifest references content not in the repository: {0:?}")]
+    MissingReferences(Vec<Digest>),
+    /// Stored data that cannot be read back into domain types.
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    #[error("metadata store error: {0}")]
+    Backend(String),
+}
+
+/// A stored blob: its digest, where its bytes are, and how they were imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub digest: Digest,
+    pub cid: Cid,
+    pub size: u64,
+    /// `ImportProfile::id()` at the time of import.
+    pub import_profile: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub content: Bytes,
+    pub subject: Option<Digest>,
+}
+
+/// A manifest ready to be stored: verified digest, parsed references.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+    pub json: serde_json::Value,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// Must all be present in the repository, or the whole put is refused.
+    pub references: Vec<(Digest, ReferenceKind)>,
+}
+
+/// Keyset pagination: up to `n` entries strictly after `last`, in lexical order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub n: Option<u32>,
+    pub last: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: Uuid,
+    pub repository: RepoName,
+    pub bytes_received: u64,
+    /// The serialized running sha256 state over all bytes received.
+    pub hash_state: Vec<u8>,
+    pub chunk_count: u32,
+    pub started_at: SystemTime,
+}
+
+/// Bytes of an upload that were stored in the blob store (pinned) as they arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadChunk {
+    pub offset: u64,
+    pub size: u64,
+    pub cid: Cid,
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Cheap reachability check.
+    async fn ping(&self) -> Result<(), MetaError>;
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
+
+    // --- blobs ---
+
+    /// A blob by digest, whichever repository it is in (for deduplication, never for access).
+    async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError>;
+
+    /// A blob as seen from a repository: only when linked there.
+    async fn repository_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError>;
+
+    /// Records a verified blob (unless the digest is stored already) and links it into the
+    /// repository, creating the repository if needed. Returns the record now stored, which is
+    /// the earlier one when the digest existed.
+    async fn commit_blob(&self, repo: &RepoName, blob: BlobRecord)
+        -> Result<BlobRecord, MetaError>;
+
+    /// Links a blob linked in `from` into `to`. `None` when `from` has no such blob.
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError>;
+
+    /// Removes the blob's link from the repository. False when it was not linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Whether any blob or live upload chunk still needs this CID pinned.
+    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError>;
+
+    // --- manifests, tags, referrers ---
+
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, MetaError>;
+
+    /// Stores the manifest, its references and (optionally) points `tag` at it, in one
+    /// transaction. Fails with `MissingReferences` when a referenced blob or child manifest
+    /// is not in the repository; then nothing changes.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError>;
+
+    /// Deletes the manifest and every tag pointing at it. False when it did not exist.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Deletes only the tag. False when it did not exist.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+
+    /// Tags in lexical order. `None` when the repository does not exist.
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;
+
+    /// Repository names in lexical order.
+    async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError>;
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only
+    /// those with the given artifact type, ordered by digest.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError>;
+
+    // --- upload sessions ---
+
+    /// Starts an upload session, creating the repository if needed.
+    async fn create_upload(
+        &self,
+        repo: &RepoName,
+        hash_state: Vec<u8>,
+    ) -> Result<Upload, MetaError>;
+
+    async fn upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<Upload>, MetaError>;
+
+    /// Records a chunk if the session still holds exactly `chunk.offset` bytes. False when it
+    /// does not (another request appended first, or the session is gone).
+    async fn append_upload_chunk(
+        &self,
+        id: Uuid,
+        chunk: UploadChunk,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError>;
+
+    async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError>;
+
+    /// Commits the blob assembled from the session and ends the session, in one transaction.
+    /// Returns the stored record and the session's chunks (whose pins may now be released).
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError>;
+
+    /// Ends the session; returns its chunks so their pins can be released.
+    /// Empty when the session did not exist.
+    async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError>;
+}

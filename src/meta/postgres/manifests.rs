@@ -1,0 +1,258 @@
+//! Manifests, their references and tags.
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::GenericClient;
+
+use super::repos;
+use super::sql::{self, get};
+use crate::meta::{MetaError, NewManifest, Page, StoredManifest};
+use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
+
+pub(crate) async fn get_manifest<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Option<StoredManifest>, MetaError> {
+    let row = match reference {
+        Reference::Digest(digest) => {
+            sql::query_opt(
+                c,
+                "SELECT m.digest, m.media_type, m.content, m.subject_digest \
+                 FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+                 WHERE r.name = $1 AND m.digest = $2",
+                &[&repo.as_str(), &digest.to_string()],
+            )
+            .await?
+        }
+        Reference::Tag(tag) => {
+            sql::query_opt(
+                c,
+                "SELECT m.digest, m.media_type, m.content, m.subject_digest \
+                 FROM repositories r \
+                 JOIN tags t ON t.repository_id = r.id \
+                 JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+                 WHERE r.name = $1 AND t.name = $2",
+                &[&repo.as_str(), &tag.as_str()],
+            )
+            .await?
+        }
+    };
+    let Some(row) = row else { return Ok(None) };
+    let content: Vec<u8> = get(&row, 2)?;
+    Ok(Some(StoredManifest {
+        digest: sql::digest(&row, 0)?,
+        media_type: get(&row, 1)?,
+        content: content.into(),
+        subject: sql::opt_digest(&row, 3)?,
+    }))
+}
+
+/// The whole push; call inside a transaction (an error leaves it to be rolled back).
+pub(crate) async fn put<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    manifest: &NewManifest,
+    tag: Option<&Tag>,
+) -> Result<(), MetaError> {
+    let repo_id = repos::ensure(c, repo).await?;
+    check_references(c, repo_id, &manifest.references).await?;
+    insert(c, repo_id, manifest).await?;
+    if let Some(tag) = tag {
+        sql::execute(
+            c,
+            "INSERT INTO tags (repository_id, name, manifest_digest) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id, name) DO UPDATE \
+             SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now() \
+             WHERE tags.manifest_digest <> EXCLUDED.manifest_digest",
+            &[&repo_id, &tag.as_str(), &manifest.digest.to_string()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Fails with `MissingReferences` unless every reference is in the repository. The rows
+/// found stay locked (FOR KEY SHARE) until the transaction ends, so a concurrent unlink or
+/// delete waits for this push instead of slipping in between check and commit.
+async fn check_references<C: GenericClient>(
+    c: &C,
+    repo_id: i64,
+    references: &[(Digest, ReferenceKind)],
+) -> Result<(), MetaError> {
+    let wanted = |kind: ReferenceKind| -> Vec<String> {
+        let set: BTreeSet<String> = references
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .map(|(d, _)| d.to_string())
+            .collect();
+        set.into_iter().collect()
+    };
+    let blobs = wanted(ReferenceKind::Blob);
+    let manifests = wanted(ReferenceKind::Manifest);
+    let mut found = BTreeSet::new();
+    if !blobs.is_empty() {
+        let rows = sql::query(
+            c,
+            "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2) \
+             FOR KEY SHARE",
+            &[&repo_id, &blobs],
+        )
+        .await?;
+        for row in &rows {
+            found.insert((get::<String>(row, 0)?, kind_name(ReferenceKind::Blob)));
+        }
+    }
+    if !manifests.is_empty() {
+        let rows = sql::query(
+            c,
+            "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY($2) \
+             FOR KEY SHARE",
+            &[&repo_id, &manifests],
+        )
+        .await?;
+        for row in &rows {
+            found.insert((get::<String>(row, 0)?, kind_name(ReferenceKind::Manifest)));
+        }
+    }
+    let mut missing: Vec<Digest> = Vec::new();
+    for (digest, kind) in references {
+        if !found.contains(&(digest.to_string(), kind_name(*kind))) && !missing.contains(digest) {
+            missing.push(digest.clone());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MetaError::MissingReferences(missing))
+    }
+}
+
+/// Inserts the manifest and its references; an identical manifest already there is kept
+/// (and locked, so a concurrent delete cannot remove it before the tag points at it).
+async fn insert<C: GenericClient>(c: &C, repo_id: i64, m: &NewManifest) -> Result<(), MetaError> {
+    let digest = m.digest.to_string();
+    let size = i64::try_from(m.content.len())
+        .map_err(|_| MetaError::Backend("manifest too large".into()))?;
+    let subject = m.subject.as_ref().map(Digest::to_string);
+    for _ in 0..3 {
+        let inserted = sql::query_opt(
+            c,
+            "INSERT INTO manifests \
+             (repository_id, digest, media_type, artifact_type, content, parsed, size, subject_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (repository_id, digest) DO NOTHING RETURNING 1",
+            &[
+                &repo_id,
+                &digest,
+                &m.media_type,
+                &m.artifact_type,
+                &m.content.as_ref(),
+                &m.json,
+                &size,
+                &subject,
+            ],
+        )
+        .await?;
+        if inserted.is_some() {
+            return insert_references(c, repo_id, &digest, &m.references).await;
+        }
+        let existing = sql::query_opt(
+            c,
+            "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR KEY SHARE",
+            &[&repo_id, &digest],
+        )
+        .await?;
+        if existing.is_some() {
+            return Ok(());
+        }
+        // Deleted between our INSERT and SELECT: try again.
+    }
+    Err(MetaError::Backend(format!(
+        "manifest {digest} was deleted repeatedly while being stored"
+    )))
+}
+
+async fn insert_references<C: GenericClient>(
+    c: &C,
+    repo_id: i64,
+    manifest_digest: &str,
+    references: &[(Digest, ReferenceKind)],
+) -> Result<(), MetaError> {
+    if references.is_empty() {
+        return Ok(());
+    }
+    let (digests, kinds): (Vec<String>, Vec<&str>) = references
+        .iter()
+        .map(|(d, k)| (d.to_string(), kind_name(*k)))
+        .unzip();
+    sql::execute(
+        c,
+        "INSERT INTO manifest_references (repository_id, manifest_digest, referenced_digest, kind) \
+         SELECT $1, $2, r.digest, r.kind FROM unnest($3::text[], $4::text[]) AS r (digest, kind) \
+         ON CONFLICT DO NOTHING",
+        &[&repo_id, &manifest_digest, &digests, &kinds],
+    )
+    .await?;
+    Ok(())
+}
+
+fn kind_name(kind: ReferenceKind) -> &'static str {
+    match kind {
+        ReferenceKind::Blob => "blob",
+        ReferenceKind::Manifest => "manifest",
+    }
+}
+
+pub(crate) async fn delete<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<bool, MetaError> {
+    let n = sql::execute(
+        c,
+        "DELETE FROM manifests m USING repositories r \
+         WHERE m.repository_id = r.id AND r.name = $1 AND m.digest = $2",
+        &[&repo.as_str(), &digest.to_string()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn delete_tag<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    tag: &Tag,
+) -> Result<bool, MetaError> {
+    let n = sql::execute(
+        c,
+        "DELETE FROM tags t USING repositories r \
+         WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2",
+        &[&repo.as_str(), &tag.as_str()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn tags<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    page: &Page,
+) -> Result<Option<Vec<String>>, MetaError> {
+    let Some(repo_id) = repos::id(c, repo).await? else {
+        return Ok(None);
+    };
+    let after = page.last.as_deref().unwrap_or("");
+    let limit = page.n.map(i64::from);
+    // Tags are never empty, so `name > ''` is the first page; `LIMIT NULL` is no limit.
+    let rows = sql::query(
+        c,
+        "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        &[&repo_id, &after, &limit],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}

@@ -1,0 +1,268 @@
+//! PostgreSQL metadata store: a deadpool connection pool, one module per concern.
+//!
+//! Every multi-statement operation runs in one READ COMMITTED transaction; rows a decision
+//! depends on are locked (`FOR KEY SHARE` / `FOR UPDATE`) so the decision holds until commit.
+
+mod blobs;
+mod error;
+mod manifests;
+mod migrate;
+mod referrers;
+mod repos;
+mod sql;
+mod uploads;
+
+use async_trait::async_trait;
+use cid::Cid;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use self::error::db;
+use super::{
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+};
+use crate::config::DatabaseConfig;
+use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
+
+/// The production `MetadataStore`. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Builds the pool and opens one connection to check the database is reachable.
+    ///
+    /// `config.timeout` bounds both the wait for a pooled connection and the opening of a
+    /// new one, so an unreachable database yields `Unavailable` instead of a hang; every
+    /// connection runs with `statement_timeout = config.statement_timeout`.
+    pub async fn connect(config: &DatabaseConfig) -> Result<PostgresStore, MetaError> {
+        let url = config
+            .url
+            .as_deref()
+            .ok_or_else(|| MetaError::Backend("no database URL configured".into()))?;
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| MetaError::Backend(format!("invalid database URL: {e}")))?;
+        let limit = format!(
+            "-c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        );
+        let options = match pg.get_options() {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} {limit}"),
+            _ => limit,
+        };
+        pg.options(options);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(config.timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("ipfs-registry");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| MetaError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let store = PostgresStore { pool };
+        drop(store.client().await?);
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations (`migrations/`). Safe to call from several replicas
+    /// at once: they are serialised by a PostgreSQL advisory lock.
+    pub async fn migrate(&self) -> Result<(), MetaError> {
+        migrate::migrate(&self.pool).await
+    }
+
+    /// Whether every embedded migration has been applied (for the readiness probe).
+    pub async fn applied_migrations_current(&self) -> Result<bool, MetaError> {
+        migrate::current(&self.pool).await
+    }
+
+    async fn client(&self) -> Result<Object, MetaError> {
+        self.pool.get().await.map_err(error::pool)
+    }
+}
+
+#[async_trait]
+impl MetadataStore for PostgresStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        let client = self.client().await?;
+        sql::query_opt(&client, "SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        Ok(repos::id(&self.client().await?, repo).await?.is_some())
+    }
+
+    async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
+        blobs::get(&self.client().await?, digest).await
+    }
+
+    async fn repository_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        blobs::linked(&self.client().await?, repo, digest, false).await
+    }
+
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<BlobRecord, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let stored = blobs::commit(&tx, repo, blob).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let Some(record) = blobs::linked(&tx, from, digest, true).await? else {
+            return Ok(None);
+        };
+        let to_id = repos::ensure(&tx, to).await?;
+        blobs::link(&tx, to_id, &record.digest.to_string()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(record))
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        blobs::unlink(&self.client().await?, repo, digest).await
+    }
+
+    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
+        blobs::cid_in_use(&self.client().await?, cid).await
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        manifests::get_manifest(&self.client().await?, repo, reference).await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        manifests::put(&tx, repo, &manifest, tag).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        manifests::delete(&self.client().await?, repo, digest).await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        manifests::delete_tag(&self.client().await?, repo, tag).await
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        manifests::tags(&self.client().await?, repo, page).await
+    }
+
+    async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
+        repos::catalog(&self.client().await?, page).await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        referrers::referrers(&self.client().await?, repo, subject, artifact_type).await
+    }
+
+    async fn create_upload(
+        &self,
+        repo: &RepoName,
+        hash_state: Vec<u8>,
+    ) -> Result<Upload, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let upload = uploads::create(&tx, repo, hash_state).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(upload)
+    }
+
+    async fn upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<Upload>, MetaError> {
+        uploads::get_upload(&self.client().await?, repo, id).await
+    }
+
+    async fn append_upload_chunk(
+        &self,
+        id: Uuid,
+        chunk: UploadChunk,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let appended = uploads::append(&tx, id, &chunk, &hash_state).await?;
+        if appended {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(appended)
+    }
+
+    async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
+        uploads::chunks(&self.client().await?, id).await
+    }
+
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let done = uploads::complete(&tx, id, repo, blob).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done)
+    }
+
+    async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let chunks = uploads::delete(&tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(chunks)
+    }
+}

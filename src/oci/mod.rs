@@ -1,0 +1,12 @@
+//! Pure OCI domain types. Depends on nothing else in the crate.
+
+mod digest;
+pub mod manifest;
+pub mod media;
+mod name;
+mod reference;
+
+pub use digest::{Algorithm, Digest, DigestError};
+pub use manifest::{Descriptor, ManifestError, ParsedManifest, ReferenceKind};
+pub use name::{InvalidName, InvalidTag, RepoName, Tag};
+pub use reference::{InvalidReference, Reference};

@@ -1,0 +1,74 @@
+//! The core's error type: one variant per distinct outcome a client must be told about.
+//! `api::error` maps each to its OCI error code and HTTP status.
+
+use crate::blobs::BlobError;
+use crate::meta::MetaError;
+use crate::oci::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to registry")]
+    BlobUnknown(Digest),
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk did not start where the upload stands (416, with the current range).
+    #[error("chunk out of order: upload holds {received} bytes")]
+    ChunkOutOfOrder { received: u64 },
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestInvalid(String),
+    #[error("manifest references unknown blobs or manifests")]
+    ManifestBlobUnknown(Vec<Digest>),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("provided length did not match content length: {0}")]
+    SizeInvalid(String),
+    /// The body is over a configured limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A Range request past the end of the blob (416).
+    #[error("requested range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    /// Too many uploads at once (429).
+    #[error("too many concurrent uploads; retry later")]
+    TooManyRequests,
+    #[error("the operation is unsupported: {0}")]
+    Unsupported(String),
+    /// A backing service (database, IPFS node) is unreachable or timed out (503).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::Unavailable(m) => RegistryError::Unavailable(format!("metadata store: {m}")),
+            MetaError::MissingReferences(missing) => RegistryError::ManifestBlobUnknown(missing),
+            MetaError::Corrupt(m) | MetaError::Backend(m) => {
+                RegistryError::Internal(format!("metadata store: {m}"))
+            }
+        }
+    }
+}
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Unavailable(m) => RegistryError::Unavailable(format!("blob store: {m}")),
+            BlobError::NotFound(cid) => {
+                RegistryError::Unavailable(format!("blob store: content {cid} not retrievable"))
+            }
+            BlobError::Input(m) => RegistryError::BlobUploadInvalid(m),
+            BlobError::Backend(m) => RegistryError::Internal(format!("blob store: {m}")),
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

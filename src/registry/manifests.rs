@@ -1,0 +1,106 @@
+//! Manifests, tags, catalog and referrers.
+
+use bytes::Bytes;
+
+use super::{Registry, RegistryError, Result};
+use crate::meta::{NewManifest, Page, StoredManifest};
+use crate::oci::{manifest, Descriptor, Digest, Reference, RepoName};
+
+/// A manifest push as it arrives: exact bytes and the declared Content-Type.
+pub struct ManifestPush {
+    pub content: Bytes,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        push: ManifestPush,
+    ) -> Result<PushedManifest> {
+        if push.content.len() > self.settings.max_manifest_size {
+            return Err(RegistryError::TooLarge(format!(
+                "manifest exceeds the limit of {} bytes",
+                self.settings.max_manifest_size
+            )));
+        }
+        let parsed = manifest::parse(&push.content, push.content_type.as_deref())
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let (digest, tag) = match reference {
+            Reference::Digest(claimed) => {
+                let actual = Digest::of(claimed.algorithm(), &push.content);
+                if actual != *claimed {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "manifest hashes to {actual}, not {claimed}"
+                    )));
+                }
+                (actual, None)
+            }
+            Reference::Tag(tag) => (Digest::sha256_of(&push.content), Some(tag)),
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let new = NewManifest {
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            content: push.content,
+            json: parsed.json,
+            artifact_type: parsed.artifact_type,
+            subject: subject.clone(),
+            references: parsed.references,
+        };
+        self.meta.put_manifest(repo, new, tag).await?;
+        Ok(PushedManifest { digest, subject })
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        self.meta
+            .manifest(repo, reference)
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)
+    }
+
+    /// By digest: deletes the manifest and its tags. By tag: deletes only the tag.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.ensure_deletes_enabled()?;
+        let deleted = match reference {
+            Reference::Digest(digest) => self.meta.delete_manifest(repo, digest).await?,
+            Reference::Tag(tag) => self.meta.delete_tag(repo, tag).await?,
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(RegistryError::ManifestUnknown)
+        }
+    }
+
+    pub async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<String>> {
+        self.meta
+            .tags(repo, page)
+            .await?
+            .ok_or(RegistryError::NameUnknown)
+    }
+
+    pub async fn catalog(&self, page: &Page) -> Result<Vec<String>> {
+        Ok(self.meta.catalog(page).await?)
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+    }
+}

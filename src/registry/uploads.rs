@@ -1,0 +1,461 @@
+//! Blob uploads: monolithic, chunked and resumable on any replica.
+//!
+//! Each chunk is added to the blob store (pinned) as it arrives and recorded in the
+//! metadata store together with the running sha256 state, so no replica holds upload
+//! state in memory. On completion a one-chunk upload's CID is already the blob's CID
+//! (same import profile, same bytes); a multi-chunk upload is re-added as one stream.
+
+use std::io;
+
+use futures::{stream, StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+use super::hashing::{restore_sha256, save_sha256, Hasher, Meter};
+use super::{Registry, RegistryError, Result};
+use crate::blobs::{BlobError, ByteStream};
+use crate::meta::{BlobRecord, Upload, UploadChunk};
+use crate::oci::{Algorithm, Digest, RepoName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: Uuid,
+    pub bytes_received: u64,
+}
+
+impl From<&Upload> for UploadStatus {
+    fn from(u: &Upload) -> Self {
+        UploadStatus {
+            id: u.id,
+            bytes_received: u.bytes_received,
+        }
+    }
+}
+
+/// Why a metered stream was cut short.
+enum Limit {
+    /// The client declared a length (Content-Range / Content-Length).
+    Declared(u64),
+    /// The registry's maximum blob size.
+    Configured(u64),
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let upload = self
+            .meta
+            .create_upload(repo, save_sha256(&Default::default()))
+            .await?;
+        Ok(UploadStatus::from(&upload))
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: Uuid) -> Result<UploadStatus> {
+        Ok(UploadStatus::from(&self.session(repo, id).await?))
+    }
+
+    /// PATCH: appends a chunk. `range` is the Content-Range (inclusive), if sent.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        body: ByteStream,
+        range: Option<(u64, u64)>,
+        content_length: Option<u64>,
+    ) -> Result<UploadStatus> {
+        let _permit = self.upload_permit()?;
+        let upload = self.session(repo, id).await?;
+        let declared = match range {
+            Some((start, _)) if start != upload.bytes_received => {
+                return Err(RegistryError::ChunkOutOfOrder {
+                    received: upload.bytes_received,
+                })
+            }
+            Some((start, end)) if end < start => {
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "Content-Range {start}-{end} is inverted"
+                )))
+            }
+            Some((start, end)) => {
+                let len = end - start + 1;
+                if content_length.is_some_and(|cl| cl != len) {
+                    return Err(RegistryError::SizeInvalid(format!(
+                        "Content-Range covers {len} bytes but Content-Length is {}",
+                        content_length.unwrap_or_default()
+                    )));
+                }
+                Some(len)
+            }
+            None => content_length,
+        };
+        self.store_chunk(&upload, body, declared).await
+    }
+
+    /// PUT: completes the upload with an optional last chunk, verifies the digest and makes
+    /// the blob visible in the repository. A mismatch ends the session and leaves nothing.
+    pub async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        digest: &Digest,
+        body: ByteStream,
+        content_length: Option<u64>,
+    ) -> Result<BlobRecord> {
+        let _permit = self.upload_permit()?;
+        let upload = self.session(repo, id).await?;
+        if upload.bytes_received == 0 {
+            // Everything arrives in this request: stream it straight into the store.
+            let stored = self
+                .store_verified(repo, digest, body, content_length)
+                .await;
+            return match stored {
+                Ok(record) => self.finish_session(id, repo, record).await,
+                Err(e) => {
+                    self.end_session(id).await;
+                    Err(e)
+                }
+            };
+        }
+        let upload = match self.store_chunk(&upload, body, content_length).await {
+            Ok(status) if status.bytes_received != upload.bytes_received => {
+                self.session(repo, id).await?
+            }
+            Ok(_) => upload,
+            Err(e) => return Err(e),
+        };
+        match self.assemble(&upload, digest).await {
+            Ok(record) => self.finish_session(id, repo, record).await,
+            Err(e) => {
+                if matches!(e, RegistryError::DigestInvalid(_)) {
+                    self.end_session(id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: Uuid) -> Result<()> {
+        self.session(repo, id).await?;
+        self.end_session(id).await;
+        Ok(())
+    }
+
+    /// Single-request upload (`POST ?digest=`, or PUT on a fresh session): streams the body
+    /// into the blob store while hashing it. A digest already stored is not added again;
+    /// the body is only hashed to prove the client has the content.
+    pub async fn store_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        content_length: Option<u64>,
+    ) -> Result<BlobRecord> {
+        let _permit = self.upload_permit()?;
+        self.store_verified(repo, digest, body, content_length)
+            .await
+    }
+
+    async fn store_verified(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        content_length: Option<u64>,
+    ) -> Result<BlobRecord> {
+        let (meter, stream, limit) =
+            self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
+        if let Some(existing) = self.meta.blob(digest).await? {
+            let drained = stream
+                .try_for_each(|_| futures::future::ready(Ok(())))
+                .await;
+            if let Err(e) = drained {
+                return Err(input_error(BlobError::Input(e.to_string()), &meter, &limit));
+            }
+            check_declared(&meter, content_length)?;
+            verify(&meter, digest)?;
+            return Ok(self.meta.commit_blob(repo, existing).await?);
+        }
+        let stored = self
+            .blobs
+            .add(stream)
+            .await
+            .map_err(|e| input_error(e, &meter, &limit))?;
+        let checked = check_declared(&meter, content_length).and_then(|()| verify(&meter, digest));
+        if let Err(e) = checked {
+            self.release(&stored.cid).await;
+            return Err(e);
+        }
+        let record = BlobRecord {
+            digest: digest.clone(),
+            cid: stored.cid,
+            size: meter.bytes(),
+            import_profile: self.blobs.profile().id(),
+        };
+        match self.meta.commit_blob(repo, record.clone()).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                self.release(&record.cid).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn session(&self, repo: &RepoName, id: Uuid) -> Result<Upload> {
+        self.meta
+            .upload(repo, id)
+            .await?
+            .ok_or(RegistryError::BlobUploadUnknown)
+    }
+
+    /// Adds one chunk to the blob store and records it, continuing the session's hash.
+    async fn store_chunk(
+        &self,
+        upload: &Upload,
+        body: ByteStream,
+        declared: Option<u64>,
+    ) -> Result<UploadStatus> {
+        let hasher = restore_sha256(&upload.hash_state)
+            .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
+        let Some(body) = non_empty(body).await? else {
+            if declared.is_some_and(|d| d > 0) {
+                return Err(RegistryError::SizeInvalid("the body is empty".into()));
+            }
+            return Ok(UploadStatus::from(upload));
+        };
+        let (meter, stream, limit) = self.meter(
+            body,
+            Hasher::Sha256(hasher),
+            upload.bytes_received,
+            declared,
+        );
+        let stored = self
+            .blobs
+            .add(stream)
+            .await
+            .map_err(|e| input_error(e, &meter, &limit))?;
+        if let Err(e) = check_declared(&meter, declared) {
+            self.release(&stored.cid).await;
+            return Err(e);
+        }
+        let Some(Hasher::Sha256(hasher)) = meter.take_hasher() else {
+            return Err(RegistryError::Internal("upload hasher missing".into()));
+        };
+        let chunk = UploadChunk {
+            offset: upload.bytes_received,
+            size: meter.bytes(),
+            cid: stored.cid,
+        };
+        let appended = self
+            .meta
+            .append_upload_chunk(upload.id, chunk.clone(), save_sha256(&hasher))
+            .await;
+        match appended {
+            Ok(true) => Ok(UploadStatus {
+                id: upload.id,
+                bytes_received: upload.bytes_received + chunk.size,
+            }),
+            Ok(false) => {
+                // Another request appended first (or the session ended meanwhile).
+                self.release(&chunk.cid).await;
+                let current = self.session(&upload.repository, upload.id).await?;
+                Err(RegistryError::ChunkOutOfOrder {
+                    received: current.bytes_received,
+                })
+            }
+            Err(e) => {
+                self.release(&chunk.cid).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Verifies the session's bytes against `digest` and produces the blob record.
+    async fn assemble(&self, upload: &Upload, digest: &Digest) -> Result<BlobRecord> {
+        let chunks = self.meta.upload_chunks(upload.id).await?;
+        let total: u64 = chunks.iter().map(|c| c.size).sum();
+        if total != upload.bytes_received {
+            return Err(RegistryError::Internal(format!(
+                "upload {} records {} bytes but its chunks hold {total}",
+                upload.id, upload.bytes_received
+            )));
+        }
+        let existing = self.meta.blob(digest).await?;
+        if digest.algorithm() == Algorithm::Sha256 {
+            let hasher = restore_sha256(&upload.hash_state)
+                .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
+            let actual = Hasher::Sha256(hasher).finish();
+            if actual != *digest {
+                return Err(digest_mismatch(digest, &actual));
+            }
+            if let Some(existing) = existing {
+                return Ok(existing);
+            }
+            if let [only] = chunks.as_slice() {
+                return Ok(self.record(digest, only.cid, total));
+            }
+        }
+        // Re-read the chunks as one stream: hashing it when the session's running sha256
+        // cannot answer (sha512), adding it when the blob needs its own CID.
+        let (meter, stream, limit) = self.meter(
+            self.concat(chunks),
+            Hasher::new(digest.algorithm()),
+            0,
+            None,
+        );
+        if let Some(existing) = existing {
+            stream
+                .try_for_each(|_| futures::future::ready(Ok(())))
+                .await
+                .map_err(|e| input_error(BlobError::Input(e.to_string()), &meter, &limit))?;
+            verify(&meter, digest)?;
+            return Ok(existing);
+        }
+        let stored = self.blobs.add(stream).await?;
+        if let Err(e) = verify(&meter, digest) {
+            self.release(&stored.cid).await;
+            return Err(e);
+        }
+        Ok(self.record(digest, stored.cid, meter.bytes()))
+    }
+
+    fn record(&self, digest: &Digest, cid: cid::Cid, size: u64) -> BlobRecord {
+        BlobRecord {
+            digest: digest.clone(),
+            cid,
+            size,
+            import_profile: self.blobs.profile().id(),
+        }
+    }
+
+    fn concat(&self, chunks: Vec<UploadChunk>) -> ByteStream {
+        let blobs = self.blobs.clone();
+        Box::pin(
+            stream::iter(chunks)
+                .then(move |chunk| {
+                    let blobs = blobs.clone();
+                    async move {
+                        blobs
+                            .cat(&chunk.cid, 0, Some(chunk.size))
+                            .await
+                            .map_err(io::Error::other)
+                    }
+                })
+                .try_flatten(),
+        )
+    }
+
+    /// Commits the blob and ends the session in one step, then drops the chunks' pins.
+    async fn finish_session(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        record: BlobRecord,
+    ) -> Result<BlobRecord> {
+        let cid = record.cid;
+        match self.meta.complete_upload(id, repo, record).await {
+            Ok((stored, chunks)) => {
+                for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
+                    self.release(&chunk.cid).await;
+                }
+                if stored.cid != cid {
+                    // The digest was stored meanwhile under another CID (older profile).
+                    self.release(&cid).await;
+                }
+                Ok(stored)
+            }
+            Err(e) => {
+                self.release(&cid).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Ends a session and drops its chunks' pins.
+    async fn end_session(&self, id: Uuid) {
+        match self.meta.delete_upload(id).await {
+            Ok(chunks) => {
+                for chunk in chunks {
+                    self.release(&chunk.cid).await;
+                }
+            }
+            Err(e) => tracing::warn!(event = "upload_cleanup_failed", upload = %id, error = %e),
+        }
+    }
+
+    /// Wraps a body with hashing and the tighter of the declared and configured limits.
+    fn meter(
+        &self,
+        body: ByteStream,
+        hasher: Hasher,
+        already: u64,
+        declared: Option<u64>,
+    ) -> (Meter, ByteStream, Option<Limit>) {
+        let configured = self
+            .max_blob_size()
+            .map(|max| Limit::Configured(max.saturating_sub(already)));
+        let limit = match (declared.map(Limit::Declared), configured) {
+            (Some(Limit::Declared(d)), Some(Limit::Configured(c))) if c < d => {
+                Some(Limit::Configured(c))
+            }
+            (Some(d), _) => Some(d),
+            (None, c) => c,
+        };
+        let bytes = limit.as_ref().map(|l| match l {
+            Limit::Declared(n) | Limit::Configured(n) => *n,
+        });
+        let (meter, stream) = Meter::wrap(body, Some(hasher), bytes);
+        (meter, stream, limit)
+    }
+}
+
+/// Waits for the first non-empty piece of a body; `None` when the body is empty.
+async fn non_empty(mut body: ByteStream) -> Result<Option<ByteStream>> {
+    loop {
+        match body.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(RegistryError::BlobUploadInvalid(e.to_string())),
+            Some(Ok(piece)) if piece.is_empty() => continue,
+            Some(Ok(piece)) => {
+                let first = stream::once(futures::future::ready(Ok(piece)));
+                return Ok(Some(Box::pin(first.chain(body))));
+            }
+        }
+    }
+}
+
+fn input_error(e: BlobError, meter: &Meter, limit: &Option<Limit>) -> RegistryError {
+    if meter.overflowed() {
+        return match limit {
+            Some(Limit::Declared(n)) => {
+                RegistryError::SizeInvalid(format!("body is longer than the declared {n} bytes"))
+            }
+            Some(Limit::Configured(_)) | None => {
+                RegistryError::TooLarge("blob exceeds the registry's maximum blob size".into())
+            }
+        };
+    }
+    e.into()
+}
+
+fn check_declared(meter: &Meter, declared: Option<u64>) -> Result<()> {
+    match declared {
+        Some(d) if d != meter.bytes() => Err(RegistryError::SizeInvalid(format!(
+            "received {} bytes, declared {d}",
+            meter.bytes()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn verify(meter: &Meter, digest: &Digest) -> Result<()> {
+    let actual = meter
+        .take_hasher()
+        .ok_or_else(|| RegistryError::Internal("hasher missing".into()))?
+        .finish();
+    if actual != *digest {
+        return Err(digest_mismatch(digest, &actual));
+    }
+    Ok(())
+}
+
+fn digest_mismatch(expected: &Digest, actual: &Digest) -> RegistryError {
+    RegistryError::DigestInvalid(format!("content hashes to {actual}, not {expected}"))
+}

@@ -1,0 +1,449 @@
+//! `KuboStore` against a real node (`scripts/ipfs-node.sh start`; URL from
+//! `IPFS_REGISTRY_TEST_IPFS_URL`, default http://127.0.0.1:45001).
+
+mod common;
+
+use std::collections::HashSet;
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures::{stream, StreamExt};
+use ipfs_registry::blobs::kubo::{raw_cid_v1_from_sha256, KuboStore, DAG_PB_CODEC, RAW_CODEC};
+use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
+use ipfs_registry::config::IpfsConfig;
+use sha2::{Digest, Sha256};
+
+const CHUNK: usize = 256 * 1024;
+
+fn store_with(url: url::Url, timeout: Duration) -> KuboStore {
+    let config = IpfsConfig {
+        url: Some(url.clone()),
+        connect_timeout: Duration::from_secs(2),
+        timeout,
+    };
+    KuboStore::new(&config, url, ImportProfile::default()).expect("store")
+}
+
+fn store() -> KuboStore {
+    store_with(common::ipfs_url(), Duration::from_secs(10))
+}
+
+/// Deterministic, incompressible-looking bytes (xorshift), different per `seed`.
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A seed nobody else uses (other test runs against the same node included).
+fn unique_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The bytes as a stream of 64 KiB pieces.
+fn byte_stream(data: Vec<u8>) -> ByteStream {
+    let data = Bytes::from(data);
+    let pieces: Vec<Result<Bytes, io::Error>> = (0..data.len())
+        .step_by(64 * 1024)
+        .map(|start| Ok(data.slice(start..(start + 64 * 1024).min(data.len()))))
+        .collect();
+    Box::pin(stream::iter(pieces))
+}
+
+async fn cat_all(store: &KuboStore, cid: &Cid, offset: u64, length: Option<u64>) -> Vec<u8> {
+    let mut body = store.cat(cid, offset, length).await.expect("cat");
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.expect("cat chunk"));
+    }
+    out
+}
+
+/// Raw RPC call, for what the trait does not offer (only-hash, the full pin list).
+async fn rpc(command: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    let url = common::ipfs_url()
+        .join(&format!("api/v0/{command}"))
+        .unwrap();
+    reqwest::Client::new()
+        .post(url)
+        .query(query)
+        .send()
+        .await
+        .expect("rpc")
+}
+
+/// The CID `data` would get under the default profile, without storing anything.
+async fn only_hash(data: &[u8]) -> Cid {
+    let part = reqwest::multipart::Part::bytes(data.to_vec())
+        .file_name("blob")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let mut query = ImportProfile::default().add_params();
+    query.extend([
+        ("only-hash", "true".to_owned()),
+        ("pin", "false".to_owned()),
+    ]);
+    let url = common::ipfs_url().join("api/v0/add").unwrap();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .query(&query)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Cid::try_from(answer["Hash"].as_str().unwrap()).unwrap()
+}
+
+async fn recursive_pins() -> HashSet<Cid> {
+    let answer: serde_json::Value = rpc("pin/ls", &[("type", "recursive")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    answer["Keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| Cid::try_from(k.as_str()).unwrap())
+        .collect()
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+#[tokio::test]
+async fn hello_world_golden_cid() {
+    let store = store();
+    store.ping().await.expect("ping");
+    let stored = store
+        .add(byte_stream(b"hello world\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.cid,
+        Cid::try_from("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap()
+    );
+    assert_eq!(stored.size, 12);
+    assert_eq!(
+        stored.cid,
+        raw_cid_v1_from_sha256(&sha256(b"hello world\n")).unwrap()
+    );
+    assert_eq!(
+        cat_all(&store, &stored.cid, 0, None).await,
+        b"hello world\n"
+    );
+}
+
+#[tokio::test]
+async fn one_chunk_is_the_raw_sha256_cid() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), CHUNK);
+    let expected = raw_cid_v1_from_sha256(&sha256(&data)).unwrap();
+    let stored = store.add(byte_stream(data)).await.unwrap();
+    assert_eq!(stored.cid, expected);
+    assert_eq!(stored.cid.codec(), RAW_CODEC);
+    assert_eq!(stored.size, CHUNK as u64);
+}
+
+#[tokio::test]
+async fn one_byte_more_is_dag_pb_and_size_is_the_file_size() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), CHUNK + 1);
+    let expected_sha = sha256(&data);
+    let stored = store.add(byte_stream(data)).await.unwrap();
+    assert_eq!(stored.cid.codec(), DAG_PB_CODEC);
+    assert_eq!(stored.cid.version(), cid::Version::V1);
+    // The node's own Size is the DAG size (262,249 here); ours is the byte count.
+    assert_eq!(stored.size, CHUNK as u64 + 1);
+    let back = cat_all(&store, &stored.cid, 0, Some(CHUNK as u64 + 1)).await;
+    assert_eq!(sha256(&back), expected_sha);
+}
+
+#[tokio::test]
+async fn empty_blob() {
+    let store = store();
+    let stored = store.add(Box::pin(stream::empty())).await.unwrap();
+    assert_eq!(stored.size, 0);
+    assert_eq!(stored.cid, raw_cid_v1_from_sha256(&sha256(b"")).unwrap());
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+    assert!(cat_all(&store, &stored.cid, 0, None).await.is_empty());
+    assert!(cat_all(&store, &stored.cid, 0, Some(0)).await.is_empty());
+}
+
+#[tokio::test]
+async fn twenty_mib_streams_in_and_out() {
+    const LEN: usize = 20 * 1024 * 1024;
+    const PIECE: usize = 64 * 1024;
+    let store = store();
+    let seed = unique_seed();
+    // Generated piece by piece while streaming: no copy of the whole blob is kept.
+    let mut hasher = Sha256::new();
+    let input = stream::iter(0..LEN / PIECE)
+        .map(move |i| Ok::<_, io::Error>(Bytes::from(pseudo_random(seed ^ i as u64, PIECE))));
+    for i in 0..LEN / PIECE {
+        hasher.update(pseudo_random(seed ^ i as u64, PIECE));
+    }
+    let expected = hasher.finalize().to_vec();
+
+    let start = Instant::now();
+    let stored = store.add(Box::pin(input)).await.unwrap();
+    let add_time = start.elapsed();
+    assert_eq!(stored.size, LEN as u64);
+    assert_eq!(stored.cid.codec(), DAG_PB_CODEC);
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+
+    let start = Instant::now();
+    let mut body = store.cat(&stored.cid, 0, Some(LEN as u64)).await.unwrap();
+    let mut hasher = Sha256::new();
+    let mut read = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        read += chunk.len();
+        hasher.update(&chunk);
+    }
+    let cat_time = start.elapsed();
+    assert_eq!(read, LEN);
+    assert_eq!(hasher.finalize().to_vec(), expected);
+    let mib = LEN as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "20 MiB: add {:.2} s ({:.0} MiB/s), cat {:.2} s ({:.0} MiB/s)",
+        add_time.as_secs_f64(),
+        mib / add_time.as_secs_f64(),
+        cat_time.as_secs_f64(),
+        mib / cat_time.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn cat_with_offset_and_length() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), 3 * CHUNK + 1000);
+    let stored = store.add(byte_stream(data.clone())).await.unwrap();
+    let cid = stored.cid;
+    // Across chunk boundaries.
+    let (offset, length) = (CHUNK - 10, CHUNK + 20);
+    assert_eq!(
+        cat_all(&store, &cid, offset as u64, Some(length as u64)).await,
+        &data[offset..offset + length]
+    );
+    // The tail, without a length.
+    let offset = 2 * CHUNK + 5;
+    assert_eq!(
+        cat_all(&store, &cid, offset as u64, None).await,
+        &data[offset..]
+    );
+    // Exactly to the end.
+    let offset = data.len() - 7;
+    assert_eq!(
+        cat_all(&store, &cid, offset as u64, Some(7)).await,
+        &data[offset..]
+    );
+    // A length past the end is an error, not a silently short body.
+    let mut body = store
+        .cat(&cid, offset as u64, Some(100))
+        .await
+        .expect("cat starts");
+    let mut failed = false;
+    while let Some(chunk) = body.next().await {
+        if let Err(e) = chunk {
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+            failed = true;
+        }
+    }
+    assert!(failed, "a short body must end with an error");
+}
+
+#[tokio::test]
+async fn pinned_after_add_and_unpin_is_idempotent() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), 2 * CHUNK);
+    let stored = store.add(byte_stream(data)).await.unwrap();
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+    store.unpin(&stored.cid).await.unwrap();
+    assert!(!store.is_pinned(&stored.cid).await.unwrap());
+    store
+        .unpin(&stored.cid)
+        .await
+        .expect("unpinning something not pinned is fine");
+}
+
+#[tokio::test]
+async fn missing_cid_fails_within_the_timeout() {
+    let timeout = Duration::from_secs(2);
+    let store = store_with(common::ipfs_url(), timeout);
+    let missing = raw_cid_v1_from_sha256(&sha256(&pseudo_random(unique_seed(), 100))).unwrap();
+
+    let start = Instant::now();
+    let err = match store.cat(&missing, 0, None).await {
+        Ok(_) => panic!("cat of a missing CID must fail"),
+        Err(e) => e,
+    };
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(err, BlobError::NotFound(c) if c == missing),
+        "expected NotFound, got {err:?}"
+    );
+    assert!(
+        elapsed < timeout + Duration::from_secs(3),
+        "took {elapsed:?}"
+    );
+
+    assert!(!store.is_pinned(&missing).await.unwrap());
+    store.unpin(&missing).await.expect("unpin of a missing CID");
+}
+
+#[tokio::test]
+async fn unreachable_node_is_unavailable_promptly() {
+    let store = store_with(
+        "http://127.0.0.1:1".parse().unwrap(),
+        Duration::from_secs(5),
+    );
+    let cid = raw_cid_v1_from_sha256(&sha256(b"x")).unwrap();
+    let start = Instant::now();
+    assert!(matches!(store.ping().await, Err(BlobError::Unavailable(_))));
+    assert!(matches!(
+        store.add(byte_stream(b"abc".to_vec())).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.cat(&cid, 0, None).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.is_pinned(&cid).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.unpin(&cid).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A "node" that accepts connections and never reads nor answers.
+async fn black_hole() -> (url::Url, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_node_that_stops_answering_is_unavailable_after_the_timeout() {
+    let timeout = Duration::from_secs(1);
+    let (url, task) = black_hole().await;
+    let store = store_with(url, timeout);
+    let cid = raw_cid_v1_from_sha256(&sha256(b"x")).unwrap();
+
+    // A body larger than the socket buffers: the node stops reading mid-body.
+    let start = Instant::now();
+    let err = store
+        .add(byte_stream(pseudo_random(1, 32 * 1024 * 1024)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < 5 * timeout, "{:?}", start.elapsed());
+
+    // A small body: sent completely, then no answer.
+    let start = Instant::now();
+    let err = store.add(byte_stream(b"abc".to_vec())).await.unwrap_err();
+    assert!(matches!(err, BlobError::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < 5 * timeout, "{:?}", start.elapsed());
+
+    let start = Instant::now();
+    assert!(matches!(
+        store.cat(&cid, 0, None).await,
+        Err(BlobError::Unavailable(_))
+    ));
+    assert!(matches!(store.ping().await, Err(BlobError::Unavailable(_))));
+    assert!(start.elapsed() < 10 * timeout, "{:?}", start.elapsed());
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_slow_input_is_not_a_node_timeout() {
+    let timeout = Duration::from_secs(1);
+    let store = store_with(common::ipfs_url(), timeout);
+    let data = pseudo_random(unique_seed(), 2 * CHUNK);
+    let expected = only_hash(&data).await;
+    let (first, second) = data.split_at(CHUNK);
+    let (first, second) = (Bytes::from(first.to_vec()), Bytes::from(second.to_vec()));
+    let input =
+        stream::once(async move { Ok::<_, io::Error>(first) }).chain(stream::once(async move {
+            tokio::time::sleep(3 * timeout).await;
+            Ok(second)
+        }));
+    let stored = store
+        .add(Box::pin(input))
+        .await
+        .expect("slow input is fine");
+    assert_eq!(stored.cid, expected);
+    assert_eq!(stored.size, 2 * CHUNK as u64);
+}
+
+#[tokio::test]
+async fn failing_input_stores_and_pins_nothing() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), 4 * CHUNK);
+    let full_cid = only_hash(&data).await;
+    let half_cid = only_hash(&data[..2 * CHUNK]).await;
+    let before = recursive_pins().await;
+
+    let (head, _) = data.split_at(2 * CHUNK);
+    let head = Bytes::from(head.to_vec());
+    let input = stream::iter([
+        Ok(head.slice(..CHUNK)),
+        Ok(head.slice(CHUNK..)),
+        Err(io::Error::other("client disconnected")),
+    ]);
+    let err = store.add(Box::pin(input)).await.unwrap_err();
+    match &err {
+        BlobError::Input(message) => assert!(message.contains("client disconnected"), "{message}"),
+        other => panic!("expected Input, got {other:?}"),
+    }
+
+    // Give the node a moment to finish whatever it would do with the cut request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!store.is_pinned(&full_cid).await.unwrap());
+    assert!(!store.is_pinned(&half_cid).await.unwrap());
+    // Other tests pin concurrently: any new pin must not hold our (unique) bytes.
+    let prefix = &data[..64];
+    for cid in recursive_pins().await.difference(&before) {
+        let Ok(mut body) = store.cat(cid, 0, Some(64)).await else {
+            continue;
+        };
+        let mut start = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            start.extend_from_slice(&chunk);
+        }
+        assert_ne!(start, prefix, "a pin {cid} holds the aborted upload");
+    }
+}

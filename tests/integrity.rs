@@ -1,0 +1,124 @@
+//! Failure behaviour against real services: a corrupt layer is never served as complete,
+//! and a database that goes away turns into 503s, not hangs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::oci::{self, Oci};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+async fn sql(database_url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_layer_is_cut_short_not_served() {
+    let registry = common::start_registry().await;
+    let client = Oci::new(&registry.base);
+    // Two blobs of equal size spanning several IPFS chunks; then the metadata of the first
+    // is made to point at the bytes of the second, as a corrupted node or row would.
+    let good = client.push_random_blob("integrity/a", 700_000).await;
+    let other = client.push_random_blob("integrity/a", 700_000).await;
+    let db = sql(&registry.database_url).await;
+    let moved = db
+        .execute(
+            "UPDATE blobs SET cid = (SELECT cid FROM blobs WHERE digest = $2) WHERE digest = $1",
+            &[&good.digest, &other.digest],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+
+    let response = client
+        .get(&format!("/v2/integrity/a/blobs/{}", good.digest))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(700_000));
+    let body = response.bytes().await;
+    assert!(
+        body.is_err(),
+        "a corrupt blob must not arrive as a complete body"
+    );
+
+    // The intact blob still streams completely.
+    let response = client
+        .get(&format!("/v2/integrity/a/blobs/{}", other.digest))
+        .await;
+    assert!(response.bytes().await.unwrap() == other.data);
+    registry.server.stop().await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut.
+struct Relay {
+    port: u16,
+    tasks: JoinSet<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { port, tasks }
+    }
+
+    /// Closes the listener and every relayed connection.
+    async fn cut(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_503_within_the_timeout() {
+    let mut config = common::test_config().await;
+    let mut url = url::Url::parse(config.database.url.as_deref().unwrap()).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let relay = Relay::start(target).await;
+    url.set_port(Some(relay.port)).unwrap();
+    config.database.url = Some(url.to_string());
+    config.database.timeout = Duration::from_secs(2);
+    let registry = common::start_registry_from(config).await;
+    let client = Oci::new(&registry.base);
+    let blob = client.push_random_blob("outage/x", 1000).await;
+
+    relay.cut().await;
+    for path in [
+        format!("/v2/outage/x/blobs/{}", blob.digest),
+        "/v2/outage/x/tags/list".to_owned(),
+        "/v2/outage/x/manifests/latest".to_owned(),
+    ] {
+        let started = Instant::now();
+        let response = client.get(&path).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        oci::assert_error(response, 503, "UNAVAILABLE").await;
+    }
+    let started = Instant::now();
+    let response = client
+        .post_blob("outage/x", b"abc", &oci::sha256(b"abc"))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    oci::assert_error(response, 503, "UNAVAILABLE").await;
+    registry.server.stop().await;
+}
