@@ -122,3 +122,59 @@ async fn database_outage_is_503_within_the_timeout() {
     oci::assert_error(response, 503, "UNAVAILABLE").await;
     registry.server.stop().await;
 }
+
+/// A digest already stored is never added to IPFS again: a replica whose IPFS node is
+/// down still accepts a push of known content (it only hashes the body to prove the client
+/// has it), and still refuses a push that does not match the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_digest_is_not_added_again() {
+    let registry = common::start_registry().await;
+    let client = Oci::new(&registry.base);
+    let blob = client.push_random_blob("dedup/first", 300_000).await;
+
+    let mut offline = registry.config.clone();
+    offline.ipfs.url = Some("http://127.0.0.1:1".parse().unwrap());
+    offline.ipfs.connect_timeout = Duration::from_millis(500);
+    let offline = common::start_registry_from(offline).await;
+    let offline_client = Oci::new(&offline.base);
+
+    let response = offline_client
+        .post_blob("dedup/second", &blob.data, &blob.digest)
+        .await;
+    assert_eq!(response.status(), 201, "known content needs no IPFS add");
+    let response = offline_client
+        .upload_as("dedup/third", &blob.data, &blob.digest)
+        .await;
+    assert_eq!(response.status(), 201);
+
+    let mut forged = blob.data.clone();
+    forged[0] ^= 1;
+    let response = offline_client
+        .post_blob("dedup/fourth", &forged, &blob.digest)
+        .await;
+    oci::assert_error(response, 400, "DIGEST_INVALID").await;
+    let response = client
+        .head(&format!("/v2/dedup/fourth/blobs/{}", blob.digest))
+        .await;
+    assert_eq!(response.status(), 404);
+
+    // One row for the digest, linked where it was pushed.
+    let db = sql(&registry.database_url).await;
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM blobs WHERE digest = $1",
+            &[&blob.digest],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+    for repo in ["dedup/second", "dedup/third"] {
+        let response = client
+            .head(&format!("/v2/{repo}/blobs/{}", blob.digest))
+            .await;
+        assert_eq!(response.status(), 200, "{repo}");
+    }
+    offline.server.stop().await;
+    registry.server.stop().await;
+}

@@ -49,7 +49,7 @@ async fn a_large_layer_streams_through_in_bounded_memory() {
     let mut hasher = Sha256::new();
     let mut digest_pass = Box::pin(layer_stream(42, LAYER));
     while let Some(piece) = digest_pass.next().await {
-        hasher.update(&piece.unwrap());
+        hasher.update(piece.unwrap());
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let baseline = peak_rss_kib();
