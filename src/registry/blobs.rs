@@ -62,7 +62,7 @@ impl Registry {
             let raw: ByteStream = if record.size == 0 {
                 Box::pin(stream::empty())
             } else {
-                self.blobs.cat(&record.cid, 0, None).await?
+                self.blobs.cat(&record.cid, 0, Some(record.size)).await?
             };
             let body = Box::pin(Verified::new(raw, digest.clone(), record.size));
             return Ok(BlobContent {
