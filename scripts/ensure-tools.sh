@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Makes sure the command-line tools the integration tests drive are installed (today:
-# skopeo, for tests/skopeo_roundtrip.rs). Idempotent and quiet unless something fails.
+# Makes sure the command-line tools the integration tests drive are installed: skopeo (the
+# OCI client of tests/skopeo_roundtrip.rs), Chromium (the browser of tests/browse.rs) and
+# CNCF distribution (Debian's docker-registry: the reference the benchmark, and its smoke
+# test tests/bench_smoke.rs, measure against).
+# Idempotent and quiet unless something fails.
 # Installing needs root (CI machines run the test script as root); Debian/Ubuntu only.
 set -euo pipefail
 
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 ((${#missing[@]} == 0)) && exit 0
 
 fail() { echo "ensure-tools: $*" >&2; exit 1; }
@@ -26,3 +31,7 @@ fi
 for tool in "${missing[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is still missing after apt-get install"
 done
+# The package enables a service on port 5000; the benchmark starts its own instances.
+if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

@@ -77,3 +77,14 @@ ensure_ipfs_node() {
   url=$("$SERVICES_ROOT/scripts/ipfs-node.sh" start | tail -n 1)
   export IPFS_REGISTRY_TEST_IPFS_URL="$url"
 }
+
+# Drops the databases earlier test runs created (tests/common: one per test, named
+# ipfs_registry_test_*); each costs a few MB, and thousands accumulate on a machine that
+# keeps its PostgreSQL. Databases still in use (a run in progress) are left alone.
+drop_test_databases() {
+  local admin="$1" name
+  psql "$admin" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ipfs\_registry\_test\_%'" |
+    while read -r name; do
+      psql "$admin" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true
+    done
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on this machine, installing and starting what it needs:
 # PostgreSQL, the IPFS node (js-ipfs from npm, pinned by tests/ipfs-node/package-lock.json)
-# and skopeo. Point IPFS_REGISTRY_TEST_IPFS_URL at a Kubo node or
-# IPFS_REGISTRY_TEST_DATABASE_URL at another PostgreSQL to use those instead.
+# and skopeo; then validates the deployment files (scripts/check-deploy.sh). Point
+# IPFS_REGISTRY_TEST_IPFS_URL at a Kubo node or IPFS_REGISTRY_TEST_DATABASE_URL at another
+# PostgreSQL to use those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -17,6 +18,9 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 
 step "PostgreSQL"
 ensure_postgres
 echo "PostgreSQL: $IPFS_REGISTRY_TEST_DATABASE_URL" >&2
+drop_test_databases "$IPFS_REGISTRY_TEST_DATABASE_URL"
+# ...and this run's own, however it ends.
+trap 'drop_test_databases "$IPFS_REGISTRY_TEST_DATABASE_URL"' EXIT
 
 step "IPFS node"
 ensure_ipfs_node
@@ -28,4 +32,20 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
+
+# The suites that do not pick their stores themselves, again on the embedded default: the
+# SQLite metadata store and the embedded blob store, a data directory per test registry.
+step "tests on the embedded stores"
+embedded_dirs="${TMPDIR:-/tmp}/ipfs-registry-tests"
+IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded cargo test --locked \
+  --test conformance_pull --test conformance_push --test conformance_discovery \
+  --test conformance_management --test conformance_manifests --test upload_replicas \
+  --test limits --test memory --test skopeo_roundtrip --test browse \
+  --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging \
+  -- --test-threads "${TEST_THREADS:-4}"
+rm -rf "$embedded_dirs"
+
+# After the tests: it runs the debug binary they built (its `config` subcommand).
+step "deployment files (Akash SDL, compose)"
+scripts/check-deploy.sh target/debug/ipfs-registry
 step "done"

@@ -1,8 +1,8 @@
 //! Configuration: defaults, then a TOML file, then `IPFS_REGISTRY_*` environment variables
 //! (nested keys joined by `__`, e.g. `IPFS_REGISTRY_DATABASE__POOL_SIZE`).
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::blobs::ImportProfile;
+
+mod redact;
+pub use redact::REDACTED;
 
 pub const ENV_PREFIX: &str = "IPFS_REGISTRY_";
 
@@ -30,12 +33,128 @@ pub struct Config {
     /// When unset, locations are relative paths (which every OCI client resolves).
     #[serde(default)]
     pub public_url: Option<Url>,
+    /// Where the registry keeps what it stores itself: the embedded metadata store and blob
+    /// store (when no database / IPFS node is configured) and the generated token signing
+    /// key.
+    pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub ipfs: IpfsConfig,
     pub import_profile: ImportProfile,
     pub limits: LimitsConfig,
+    pub gateway: GatewayConfig,
     /// Whether DELETE of manifests, tags and blobs is allowed.
     pub delete_enabled: bool,
+    pub auth: AuthConfig,
+    /// How long a stopping server lets in-flight requests finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub logging: LoggingConfig,
+    pub gc: GcConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive (`info`, `warn,ipfs_registry=debug`). `IPFS_REGISTRY_LOG`,
+    /// when set, wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Period of the online GC in `serve` (0 = no online GC; `ipfs-registry gc` still works).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Unreferenced blobs and blob links younger than this are kept.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Upload sessions idle longer than this are ended and their chunks unpinned.
+    #[serde(with = "humantime_serde")]
+    pub upload_expiry: Duration,
+    /// When set, untagged manifests older than this that no tag reaches are deleted.
+    #[serde(default, with = "humantime_serde")]
+    pub untagged_retention: Option<Duration>,
+}
+
+impl GcConfig {
+    pub fn policy(&self) -> crate::meta::gc::SweepPolicy {
+        crate::meta::gc::SweepPolicy {
+            grace_period: self.grace_period,
+            untagged_retention: self.untagged_retention,
+            upload_expiry: self.upload_expiry,
+        }
+    }
+}
+
+/// Docker token authentication (`docs/architecture.md`, "Authentication").
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Off: every request is anonymous and allowed (the registry core alone).
+    pub enabled: bool,
+    /// The `service` of the challenge and the `aud` of every token.
+    pub service: String,
+    /// The `iss` of every token.
+    pub issuer: String,
+    /// The token endpoint announced in challenges; `<public_url or request host>/token`
+    /// when unset.
+    #[serde(default)]
+    pub realm: Option<Url>,
+    /// Lifetime of registry tokens; revocations take effect within it.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// PEM private key (EC P-256 or RSA) that signs tokens. A secret.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// File with the PEM private key, when not given inline.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed when telling clients apart for login
+    /// throttling; everyone else is identified by the connection's address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("service", &self.service)
+            .field("issuer", &self.issuer)
+            .field("realm", &self.realm)
+            .field("token_ttl", &self.token_ttl)
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("signing_key_file", &self.signing_key_file)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            service: "ipfs-registry".to_owned(),
+            issuer: "ipfs-registry".to_owned(),
+            realm: None,
+            token_ttl: Duration::from_secs(300),
+            signing_key: None,
+            signing_key_file: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +175,8 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpfsConfig {
-    /// Base URL of the Kubo RPC API, e.g. `http://127.0.0.1:5001`.
+    /// Base URL of the Kubo RPC API, e.g. `http://127.0.0.1:5001`. When unset, blobs are
+    /// kept in the embedded store under `data_dir`, with the same CIDs.
     #[serde(default)]
     pub url: Option<Url>,
     #[serde(with = "humantime_serde")]
@@ -64,6 +184,15 @@ pub struct IpfsConfig {
     /// Limit for a control call (pin, stat) and for any pause inside a byte stream.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The IPFS gateway that layer links point at (`<url>/ipfs/<cid>`), e.g.
+    /// `https://ipfs.io`. Unset: the registry's own gateway.
+    #[serde(default)]
+    pub url: Option<Url>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +207,12 @@ pub struct LimitsConfig {
     pub chunk_min_length: u64,
     /// Uploads streaming at once; more get 429 TOOMANYREQUESTS.
     pub max_concurrent_uploads: usize,
+    /// Requests handled at once (health, readiness and metrics excepted); more get 429.
+    pub max_concurrent_requests: usize,
+    /// Limit on a request that does not stream a blob (manifests, listings, upload
+    /// control); past it the request gets 503. Blob bodies are bounded by the IPFS timeouts.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -85,6 +220,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             public_url: None,
+            data_dir: PathBuf::from("./data"),
             database: DatabaseConfig {
                 url: None,
                 pool_size: 16,
@@ -102,21 +238,44 @@ impl Default for Config {
                 max_blob_size: 0,
                 chunk_min_length: 1024 * 1024,
                 max_concurrent_uploads: 128,
+                max_concurrent_requests: 1024,
+                request_timeout: Duration::from_secs(60),
             },
+            gateway: GatewayConfig::default(),
             delete_enabled: true,
+            auth: AuthConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            logging: LoggingConfig {
+                format: LogFormat::Text,
+                level: "info".to_owned(),
+            },
+            gc: GcConfig {
+                interval: Duration::ZERO,
+                grace_period: Duration::from_secs(60 * 60),
+                upload_expiry: Duration::from_secs(24 * 60 * 60),
+                untagged_retention: None,
+            },
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The message already includes figment's whole account, so it is not also a `source`
+    /// (which would print it twice in an error chain).
     #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(Box<figment::Error>),
     #[error("configuration setting `{setting}`: {message}")]
     Invalid {
         setting: &'static str,
         message: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Parse(e)
+    }
 }
 
 impl Config {
@@ -176,11 +335,51 @@ impl Config {
         if let Err(e) = self.import_profile.validate() {
             return invalid("import_profile.chunk_size", &e.to_string());
         }
+        if let Some(url) = &self.gateway.url {
+            if !matches!(url.scheme(), "http" | "https") {
+                return invalid("gateway.url", "must be an http:// or https:// URL");
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
         if self.limits.max_concurrent_uploads == 0 {
             return invalid("limits.max_concurrent_uploads", "must be at least 1");
         }
+        if self.limits.max_concurrent_requests == 0 {
+            return invalid("limits.max_concurrent_requests", "must be at least 1");
+        }
+        if self.limits.request_timeout.is_zero() {
+            return invalid("limits.request_timeout", "must be greater than zero");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return invalid("logging.level", &format!("is not a log filter: {e}"));
+        }
+        if self.gc.upload_expiry.is_zero() {
+            return invalid("gc.upload_expiry", "must be greater than zero");
+        }
         if self.limits.max_manifest_size == 0 {
             return invalid("limits.max_manifest_size", "must be greater than zero");
+        }
+        if self.auth.token_ttl.as_secs() == 0 {
+            return invalid("auth.token_ttl", "must be at least one second");
+        }
+        if self.auth.service.is_empty() {
+            return invalid("auth.service", "must not be empty");
+        }
+        if self.auth.issuer.is_empty() {
+            return invalid("auth.issuer", "must not be empty");
+        }
+        if self.auth.signing_key.is_some() && self.auth.signing_key_file.is_some() {
+            return invalid(
+                "auth.signing_key",
+                "set either auth.signing_key or auth.signing_key_file, not both",
+            );
+        }
+        if let Some(url) = &self.auth.realm {
+            if !matches!(url.scheme(), "http" | "https") {
+                return invalid("auth.realm", "must be an http:// or https:// URL");
+            }
         }
         Ok(())
     }
@@ -228,6 +427,11 @@ mod tests {
             jail.set_env("IPFS_REGISTRY_DATABASE__POOL_SIZE", "32");
             jail.set_env("IPFS_REGISTRY_LIMITS__MAX_MANIFEST_SIZE", "1024");
             jail.set_env("IPFS_REGISTRY_LOG", "debug");
+            jail.set_env("IPFS_REGISTRY_LOGGING__FORMAT", "json");
+            jail.set_env("IPFS_REGISTRY_GC__INTERVAL", "10m");
+            jail.set_env("IPFS_REGISTRY_GC__UNTAGGED_RETENTION", "7days");
+            jail.set_env("IPFS_REGISTRY_SHUTDOWN_TIMEOUT", "5s");
+            jail.set_env("IPFS_REGISTRY_LIMITS__MAX_CONCURRENT_REQUESTS", "7");
             jail.set_env("IPFS_REGISTRY_TEST_DATABASE_URL", "postgres://test");
             let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
             assert_eq!(config.listen.port(), 6000);
@@ -247,8 +451,78 @@ mod tests {
                 config.limits.max_blob_size, 0,
                 "unset settings keep defaults"
             );
+            assert_eq!(config.logging.format, LogFormat::Json);
+            assert_eq!(config.logging.level, "info");
+            assert_eq!(config.gc.interval, Duration::from_secs(600));
+            assert_eq!(config.gc.grace_period, Duration::from_secs(3600));
+            assert_eq!(
+                config.gc.untagged_retention,
+                Some(Duration::from_secs(7 * 24 * 3600))
+            );
+            assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+            assert_eq!(config.limits.max_concurrent_requests, 7);
             Ok(())
         });
+    }
+
+    #[test]
+    fn auth_settings_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None).unwrap();
+            assert!(!config.auth.enabled, "auth is off by default");
+            assert_eq!(config.auth.service, "ipfs-registry");
+            assert_eq!(config.auth.token_ttl, Duration::from_secs(300));
+            assert_eq!(config.data_dir, PathBuf::from("./data"));
+
+            jail.set_env("IPFS_REGISTRY_AUTH__ENABLED", "true");
+            jail.set_env("IPFS_REGISTRY_AUTH__SERVICE", "registry.example.com");
+            jail.set_env("IPFS_REGISTRY_AUTH__ISSUER", "issuer.example.com");
+            jail.set_env(
+                "IPFS_REGISTRY_AUTH__REALM",
+                "https://auth.example.com/token",
+            );
+            jail.set_env("IPFS_REGISTRY_AUTH__TOKEN_TTL", "10m");
+            jail.set_env(
+                "IPFS_REGISTRY_AUTH__SIGNING_KEY",
+                "-----BEGIN PRIVATE KEY-----",
+            );
+            jail.set_env("IPFS_REGISTRY_AUTH__TRUSTED_PROXIES", "[10.0.0.1, \"::1\"]");
+            jail.set_env("IPFS_REGISTRY_DATA_DIR", "/var/lib/registry");
+            let config = Config::load(None).unwrap();
+            assert!(config.auth.enabled);
+            assert_eq!(config.auth.service, "registry.example.com");
+            assert_eq!(config.auth.issuer, "issuer.example.com");
+            assert_eq!(
+                config.auth.realm.as_ref().map(Url::as_str),
+                Some("https://auth.example.com/token")
+            );
+            assert_eq!(config.auth.token_ttl, Duration::from_secs(600));
+            assert_eq!(config.auth.trusted_proxies.len(), 2);
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/registry"));
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("BEGIN PRIVATE KEY"), "the key is redacted");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_auth_settings_are_named() {
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__TOKEN_TTL", "0s");
+            Ok(())
+        });
+        assert!(message.contains("auth.token_ttl"), "{message}");
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__SIGNING_KEY", "x");
+            jail.set_env("IPFS_REGISTRY_AUTH__SIGNING_KEY_FILE", "/k.pem");
+            Ok(())
+        });
+        assert!(message.contains("auth.signing_key"), "{message}");
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__REALM", "ftp://x/token");
+            Ok(())
+        });
+        assert!(message.contains("auth.realm"), "{message}");
     }
 
     #[test]
@@ -277,6 +551,21 @@ mod tests {
         });
         assert!(
             message.to_lowercase().contains("database.timeout"),
+            "{message}"
+        );
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");
+            Ok(())
+        });
+        assert!(message.contains("logging.level"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LOGGING__FORMAT", "xml");
+            Ok(())
+        });
+        assert!(
+            message.to_lowercase().contains("logging.format"),
             "{message}"
         );
 

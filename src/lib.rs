@@ -4,9 +4,12 @@
 //! Data flows one way: `api → registry → {meta, blobs}`; `oci` holds pure domain types.
 
 pub mod api;
+pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod logging;
 pub mod meta;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod server;

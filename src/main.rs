@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ipfs_registry::auth::admin;
 use ipfs_registry::config::Config;
-use ipfs_registry::meta::postgres::PostgresStore;
-use tracing_subscriber::EnvFilter;
+use ipfs_registry::meta::users::UserStore;
 
 #[derive(Parser)]
 #[command(
@@ -27,8 +27,193 @@ struct Cli {
 enum Command {
     /// Run the registry (the default).
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply the metadata store's migrations (PostgreSQL, or the embedded SQLite file) and
+    /// exit.
     Migrate,
+    /// Load and validate the configuration (file and IPFS_REGISTRY_* variables), then print
+    /// the effective settings as TOML with secrets redacted. Exits non-zero, naming the
+    /// setting, when the configuration is invalid.
+    Config,
+    /// Copy every blob of the embedded store (under data_dir) into the IPFS node at
+    /// ipfs.url, checking each comes out under the same CID; then set ipfs.url for serve.
+    /// A CID that differs stops it, and what it added is unpinned again.
+    MigrateBlobs,
+    /// Collect garbage once: expire abandoned uploads, delete what nothing references
+    /// (per the `gc.*` settings), unpin it in IPFS, and print a report.
+    Gc {
+        /// Report what would be collected without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// Access control administration (on the configured metadata store).
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Manage users (passwords are read from standard input, never from arguments).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Give a user permissions on repositories: a name, `<namespace>/*` or `*`.
+    Grant {
+        user: String,
+        repositories: String,
+        /// Comma-separated: pull, push, delete, admin.
+        actions: String,
+    },
+    /// Take permissions away (all of them on the pattern when no actions are given).
+    Revoke {
+        user: String,
+        repositories: String,
+        actions: Option<String>,
+    },
+    /// Repositories anyone may pull without credentials.
+    Public {
+        #[command(subcommand)]
+        command: PublicCommand,
+    },
+    /// Robot tokens for CI.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (prompted without echo on a
+    /// terminal).
+    Add {
+        name: String,
+        /// The user may do everything, everywhere.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a user, with their permissions and robot tokens.
+    Remove { name: String },
+    /// Set a user's password (read from standard input).
+    Passwd { name: String },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum PublicCommand {
+    /// Let anyone pull the repositories matching the pattern.
+    Add {
+        repositories: String,
+    },
+    /// Make them private again.
+    Remove {
+        repositories: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new robot token: the user's password substitute, limited to the scopes.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// `repository:<name or namespace/*>:<actions>`; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime (`30d`, `12h`).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
+}
+
+/// A password from standard input: prompted twice without echo on a terminal, else the
+/// first line (its line ending stripped). Never an argument, so never in shell history.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Repeat password: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    Ok(password.to_owned())
+}
+
+async fn administer(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let stores = ipfs_registry::server::metadata_stores(config).await?;
+    let store: &dyn UserStore = stores.users.as_ref();
+    match command {
+        AdminCommand::User { command } => match command {
+            UserCommand::Add { name, admin } => {
+                let password = read_password()?;
+                admin::add_user(store, &name, &password, admin).await?;
+                println!("user {name} created");
+            }
+            UserCommand::Remove { name } => {
+                admin::remove_user(store, &name).await?;
+                println!("user {name} removed");
+            }
+            UserCommand::Passwd { name } => {
+                let password = read_password()?;
+                admin::set_password(store, &name, &password).await?;
+                println!("password of {name} changed");
+            }
+            UserCommand::List => {
+                for (name, is_admin) in store.users().await? {
+                    println!("{name}{}", if is_admin { " (admin)" } else { "" });
+                }
+            }
+        },
+        AdminCommand::Grant {
+            user,
+            repositories,
+            actions,
+        } => {
+            admin::grant(store, &user, &repositories, &actions).await?;
+            println!("granted {actions} on {repositories} to {user}");
+        }
+        AdminCommand::Revoke {
+            user,
+            repositories,
+            actions,
+        } => {
+            admin::revoke(store, &user, &repositories, actions.as_deref()).await?;
+            println!("revoked from {user} on {repositories}");
+        }
+        AdminCommand::Public { command } => match command {
+            PublicCommand::Add { repositories } => {
+                admin::set_public(store, &repositories, true).await?;
+                println!("{repositories} is public");
+            }
+            PublicCommand::Remove { repositories } => {
+                admin::set_public(store, &repositories, false).await?;
+                println!("{repositories} is private");
+            }
+            PublicCommand::List => {
+                for pattern in store.public_patterns().await? {
+                    println!("{pattern}");
+                }
+            }
+        },
+        AdminCommand::Token {
+            command:
+                TokenCommand::Create {
+                    user,
+                    scopes,
+                    expires,
+                },
+        } => {
+            let token = admin::create_robot_token(store, &user, &scopes, expires).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -43,12 +228,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("IPFS_REGISTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let config = Config::load(cli.config.as_deref())?;
+    ipfs_registry::logging::init(&config.logging);
     actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
@@ -56,18 +237,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.wait().await.context("server failed")
             }
             Command::Migrate => {
-                let url = config
-                    .database
-                    .url
-                    .clone()
-                    .context("configuration setting `database.url` is required")?;
-                let mut database = config.database.clone();
-                database.url = Some(url);
-                let store = PostgresStore::connect(&database).await?;
-                store.migrate().await?;
+                ipfs_registry::server::metadata_stores(&config).await?;
                 println!("migrations applied");
                 Ok(())
             }
+            Command::Gc { dry_run } => {
+                let registry = ipfs_registry::server::build_registry(&config).await?;
+                let progress = |message: &str| println!("gc: {message}");
+                let report = registry
+                    .collect_garbage(&config.gc.policy(), dry_run, &progress)
+                    .await?
+                    .context(
+                        "another garbage collection is running (on this or another replica)",
+                    )?;
+                println!("gc: {report}");
+                Ok(())
+            }
+            Command::MigrateBlobs => {
+                let report = ipfs_registry::server::migrate_blobs(&config, |cid, done, all| {
+                    eprintln!("[{done}/{all}] {cid}");
+                })
+                .await?;
+                println!(
+                    "{} blobs copied ({} bytes), {} already in the node; every CID unchanged",
+                    report.copied, report.bytes, report.present
+                );
+                Ok(())
+            }
+            Command::Config => {
+                let text = config
+                    .to_redacted_toml()
+                    .context("printing the configuration")?;
+                print!("{text}");
+                Ok(())
+            }
+            Command::Admin(command) => administer(&config, command).await,
         }
     })
 }

@@ -3,45 +3,135 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix_web::dev::{ServerHandle, Service};
+use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use anyhow::{anyhow, Context};
 
-use crate::api::{self, AppState};
+use crate::api::{self, middleware, AppState};
+use crate::auth::Auth;
+use crate::blobs::embedded::EmbeddedStore;
 use crate::blobs::kubo::KuboStore;
+use crate::blobs::metered::MeteredBlobStore;
+use crate::blobs::migrate::{self, MigrateReport};
 use crate::blobs::BlobStore;
 use crate::config::Config;
+use crate::meta::gc::GcStore;
+use crate::meta::metered::MeteredMetadataStore;
 use crate::meta::postgres::PostgresStore;
+use crate::meta::sqlite::SqliteStore;
+use crate::meta::status::StoreStatus;
+use crate::meta::users::UserStore;
 use crate::meta::MetadataStore;
-use crate::registry::{Registry, Settings};
+use crate::metrics::Metrics;
+use crate::registry::{Registry, Settings, Stores};
 
 /// Connects the metadata and blob stores named by the configuration, applying migrations.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Registry> {
-    let database_url = config
-        .database
-        .url
-        .as_ref()
-        .ok_or_else(|| anyhow!("configuration setting `database.url` is required"))?;
-    let ipfs_url = config
-        .ipfs
-        .url
-        .clone()
-        .ok_or_else(|| anyhow!("configuration setting `ipfs.url` is required"))?;
-    let mut database = config.database.clone();
-    database.url = Some(database_url.clone());
-    let meta = PostgresStore::connect(&database)
+    let stores = metadata_stores(config).await?;
+    registry_on(config, &stores)
+}
+
+/// The registry over `stores` and the blob store the configuration names, with its metrics.
+fn registry_on(config: &Config, stores: &MetadataStores) -> anyhow::Result<Registry> {
+    let metrics = Arc::new(Metrics::new());
+    let stores = Stores {
+        meta: Arc::new(MeteredMetadataStore::new(
+            stores.meta.clone(),
+            metrics.clone(),
+        )),
+        gc: stores.gc.clone(),
+        status: stores.status.clone(),
+        blobs: Arc::new(MeteredBlobStore::new(blob_store(config)?, metrics.clone())),
+    };
+    Ok(Registry::new(stores, settings(config), metrics))
+}
+
+/// One metadata store, through each trait it implements.
+pub struct MetadataStores {
+    pub meta: Arc<dyn MetadataStore>,
+    pub users: Arc<dyn UserStore>,
+    pub gc: Arc<dyn GcStore>,
+    pub status: Arc<dyn StoreStatus>,
+}
+
+impl MetadataStores {
+    fn of<S: MetadataStore + UserStore + GcStore + StoreStatus>(store: S) -> MetadataStores {
+        let store = Arc::new(store);
+        MetadataStores {
+            meta: store.clone(),
+            users: store.clone(),
+            gc: store.clone(),
+            status: store,
+        }
+    }
+}
+
+/// PostgreSQL when `database.url` is set, otherwise the embedded SQLite store under
+/// `data_dir`; migrated either way.
+pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> {
+    if config.database.url.is_some() {
+        let store = PostgresStore::connect(&config.database)
+            .await
+            .context("connecting to PostgreSQL (database.url)")?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        return Ok(MetadataStores::of(store));
+    }
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the data directory {} (data_dir)", dir.display()))?;
+    let path = dir.join("metadata.sqlite");
+    tracing::info!(event = "metadata_store", store = "embedded", file = %path.display());
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
         .await
-        .context("connecting to PostgreSQL (database.url)")?;
-    meta.migrate()
-        .await
-        .context("applying database migrations")?;
-    let blobs = KuboStore::new(&config.ipfs, ipfs_url, config.import_profile.clone())
+        .context("opening the embedded metadata store")?
+        .with_context(|| format!("opening the embedded metadata store in {}", dir.display()))?;
+    Ok(MetadataStores::of(store))
+}
+
+/// The IPFS node when `ipfs.url` is set, otherwise the embedded store under `data_dir`.
+fn blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let profile = config.import_profile.clone();
+    Ok(match &config.ipfs.url {
+        Some(url) => Arc::new(
+            KuboStore::new(&config.ipfs, url.clone(), profile)
+                .context("setting up the IPFS client (ipfs.url)")?,
+        ),
+        None => {
+            let dir = config.data_dir.join("blobs");
+            tracing::info!(event = "blob_store", store = "embedded", directory = %dir.display());
+            Arc::new(
+                EmbeddedStore::open(&dir, profile).with_context(|| {
+                    format!("opening the embedded blob store in {}", dir.display())
+                })?,
+            )
+        }
+    })
+}
+
+/// Copies the embedded blob store under `data_dir` into the IPFS node at `ipfs.url`.
+pub async fn migrate_blobs(
+    config: &Config,
+    progress: impl FnMut(&cid::Cid, usize, usize),
+) -> anyhow::Result<MigrateReport> {
+    let url = config.ipfs.url.clone().ok_or_else(|| {
+        anyhow!("configuration setting `ipfs.url` names the node to copy the blobs to")
+    })?;
+    let dir = config.data_dir.join("blobs");
+    if !dir.join("blocks.sqlite").exists() {
+        return Err(anyhow!(
+            "no embedded blob store in {} (data_dir)",
+            dir.display()
+        ));
+    }
+    let from = EmbeddedStore::open(&dir, config.import_profile.clone())
+        .with_context(|| format!("opening the embedded blob store in {}", dir.display()))?;
+    let to = KuboStore::new(&config.ipfs, url, config.import_profile.clone())
         .context("setting up the IPFS client (ipfs.url)")?;
-    let meta: Arc<dyn MetadataStore> = Arc::new(meta);
-    let blobs: Arc<dyn BlobStore> = Arc::new(blobs);
-    Ok(Registry::new(meta, blobs, settings(config)))
+    Ok(migrate::copy_all(&from, &to, progress).await?)
 }
 
 fn settings(config: &Config) -> Settings {
@@ -56,8 +146,10 @@ fn settings(config: &Config) -> Settings {
 /// A server running in the background of the current actix/tokio runtime.
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    pub registry: Arc<Registry>,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    gc: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -65,54 +157,63 @@ impl RunningServer {
         format!("http://{}", self.local_addr)
     }
 
-    /// Stops accepting connections and waits for in-flight requests to finish.
+    /// Stops accepting connections and waits for in-flight requests to finish (at most
+    /// `shutdown_timeout`).
     pub async fn stop(self) {
+        if let Some(gc) = &self.gc {
+            gc.abort();
+        }
         self.handle.stop(true).await;
         let _ = self.task.await;
     }
 
     /// Waits until the server stops (by signal).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task
+        let result = self
+            .task
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(gc) = &self.gc {
+            gc.abort();
+        }
+        result
     }
 }
 
 /// Builds the registry and serves it on `config.listen` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let registry = Arc::new(build_registry(&config).await?);
-    serve(config, registry)
+    let stores = metadata_stores(&config).await?;
+    let auth = Auth::from_config(&config, stores.users.clone())
+        .context("setting up authentication (auth.*)")?;
+    let registry = registry_on(&config, &stores)?;
+    serve(config, Arc::new(registry), auth)
 }
 
-pub fn serve(config: Config, registry: Arc<Registry>) -> anyhow::Result<RunningServer> {
+pub fn serve(
+    config: Config,
+    registry: Arc<Registry>,
+    auth: Option<Arc<Auth>>,
+) -> anyhow::Result<RunningServer> {
     let state = web::Data::new(AppState {
-        registry,
+        registry: registry.clone(),
         public_url: config.public_url.clone(),
         chunk_min_length: config.limits.chunk_min_length,
+        gateway_url: config.gateway.url.clone(),
+        auth,
     });
+    let guard = Arc::new(middleware::Guard::new(
+        config.limits.max_concurrent_requests,
+        config.limits.request_timeout,
+        registry.metrics().clone(),
+    ));
     let server = HttpServer::new(move || {
+        let guard = guard.clone();
         App::new()
             .app_data(state.clone())
-            .wrap_fn(|req, srv| {
-                let started = Instant::now();
-                let method = req.method().clone();
-                let path = req.path().to_owned();
-                let call = srv.call(req);
-                async move {
-                    let response = call.await?;
-                    tracing::info!(
-                        event = "request",
-                        method = %method,
-                        path = %path,
-                        status = response.status().as_u16(),
-                        duration_ms = started.elapsed().as_millis() as u64,
-                    );
-                    Ok(response)
-                }
-            })
+            .wrap_fn(move |req, srv| middleware::handle(&guard, req, srv))
             .configure(api::configure)
     })
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
     .bind(config.listen)
     .with_context(|| format!("binding the listen address {}", config.listen))?;
     let local_addr = server
@@ -123,10 +224,35 @@ pub fn serve(config: Config, registry: Arc<Registry>) -> anyhow::Result<RunningS
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    let gc = (!config.gc.interval.is_zero()).then(|| spawn_online_gc(&config, registry.clone()));
     tracing::info!(event = "listening", address = %local_addr);
     Ok(RunningServer {
         local_addr,
+        registry,
         handle,
         task,
+        gc,
+    })
+}
+
+/// Runs GC every `gc.interval`. Replicas all run the loop; the GC lock lets one of them
+/// sweep at a time and the others skip that round.
+fn spawn_online_gc(config: &Config, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    let interval = config.gc.interval;
+    let policy = config.gc.policy();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick fires at once: wait a whole interval after starting.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let progress = |message: &str| tracing::debug!(event = "gc_progress", message);
+            match registry.collect_garbage(&policy, false, &progress).await {
+                Ok(Some(report)) => tracing::info!(event = "gc_report", %report),
+                Ok(None) => tracing::info!(event = "gc_skipped", "another replica is collecting"),
+                Err(e) => tracing::warn!(event = "gc_failed", error = %e),
+            }
+        }
     })
 }

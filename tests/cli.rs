@@ -76,11 +76,7 @@ fn invalid_configuration_fails_naming_the_setting() {
 }
 
 #[test]
-fn serve_requires_the_database_and_ipfs_urls() {
-    let out = registry(&["serve"], &[]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
-
+fn serve_requires_a_reachable_database() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("registry.toml");
     std::fs::write(
@@ -88,11 +84,258 @@ fn serve_requires_the_database_and_ipfs_urls() {
         "[database]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
     )
     .unwrap();
+    // Without ipfs.url the blobs would go to the embedded store; the database still decides.
     let out = registry(&["--config", file.to_str().unwrap(), "serve"], &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ipfs.url"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
 
     let out = registry(&["--config", "/nonexistent/registry.toml", "serve"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// A free loopback port (bound and released; good enough for one test's child process).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A registry process, killed when dropped (also when the test fails).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ipfs-registry serve` with nothing configured but a data directory and a port,
+/// and waits until it answers.
+async fn serve_embedded(data_dir: &std::path::Path, port: u16) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("IPFS_REGISTRY_") {
+            command.env_remove(key);
+        }
+    }
+    let server = Server(
+        command
+            .arg("serve")
+            .env("IPFS_REGISTRY_LOG", "warn")
+            .env("IPFS_REGISTRY_DATA_DIR", data_dir)
+            .env("IPFS_REGISTRY_LISTEN", format!("127.0.0.1:{port}"))
+            .spawn()
+            .expect("start ipfs-registry serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}/v2/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(response) = reqwest::get(&base).await {
+            if response.status() == 200 {
+                return server;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the embedded registry did not answer within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// With no database and no IPFS node configured, `serve` is a working registry on its
+/// own data directory, and what it stored is there after a restart.
+#[tokio::test]
+async fn with_nothing_configured_serve_is_a_standalone_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = serve_embedded(dir.path(), port).await;
+    let oci = common::oci::Oci::new(&format!("http://127.0.0.1:{port}"));
+    let image = oci.push_image("standalone/app", Some("1.0"), 2).await;
+    drop(server);
+
+    assert!(dir.path().join("metadata.sqlite").exists());
+    let blob_files = std::fs::read_dir(dir.path().join("blobs/data"))
+        .unwrap()
+        .count();
+    assert_eq!(blob_files, 3, "a config and two layers, one file each");
+
+    let server = serve_embedded(dir.path(), port).await;
+    let pulled = oci.get("/v2/standalone/app/manifests/1.0").await;
+    assert_eq!(pulled.status(), 200);
+    assert_eq!(pulled.bytes().await.unwrap(), image.manifest.content);
+    for layer in &image.layers {
+        let blob = oci
+            .get(&format!("/v2/standalone/app/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(blob.status(), 200);
+        assert_eq!(blob.bytes().await.unwrap(), layer.data);
+    }
+    drop(server);
+}
+
+#[test]
+fn migrate_without_a_database_url_prepares_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let out = registry(
+        &["migrate"],
+        &[("IPFS_REGISTRY_DATA_DIR", data_dir.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data_dir.join("metadata.sqlite").exists());
+}
+
+#[test]
+fn config_prints_the_effective_settings_with_secrets_redacted() {
+    let env = [
+        (
+            "IPFS_REGISTRY_DATABASE__URL",
+            "postgres://registry:s3cret-pw@db:5432/registry",
+        ),
+        ("IPFS_REGISTRY_DATABASE__POOL_SIZE", "7"),
+        ("IPFS_REGISTRY_IPFS__URL", "http://kubo:5001"),
+        ("IPFS_REGISTRY_LISTEN", "0.0.0.0:5000"),
+    ];
+    let out = registry(&["config"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    let printed: toml::Table = toml::from_str(&text).unwrap();
+    let database = printed["database"].as_table().unwrap();
+    assert_eq!(
+        database["url"].as_str(),
+        Some("postgres://registry:REDACTED@db:5432/registry")
+    );
+    assert_eq!(database["pool_size"].as_integer(), Some(7));
+    assert_eq!(printed["listen"].as_str(), Some("0.0.0.0:5000"));
+    assert_eq!(
+        printed["import_profile"]["chunk_size"].as_integer(),
+        Some(262144),
+        "defaults are part of the effective configuration"
+    );
+
+    // The output is a configuration file: loading it back gives the same settings.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("effective.toml");
+    std::fs::write(&file, &text).unwrap();
+    let again = registry(&["--config", file.to_str().unwrap(), "config"], &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+}
+
+#[test]
+fn config_refuses_unknown_and_invalid_settings_naming_them() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "IPFS_REGISTRY_DATABASE__POOL_SIZE",
+            "0",
+            "database.pool_size",
+        ),
+        ("IPFS_REGISTRY_IPFS__URL", "ftp://kubo", "ipfs.url"),
+        // Settings are deny_unknown_fields: a misspelt variable is an error, not ignored.
+        ("IPFS_REGISTRY_DATABASE__POOLSIZE", "8", "poolsize"),
+        ("IPFS_REGISTRY_NO_SUCH_SECTION__KEY", "1", "no_such_section"),
+    ];
+    for (key, value, named) in cases {
+        let out = registry(&["config"], &[(key, value)]);
+        assert!(!out.status.success(), "{key}={value} was accepted");
+        assert!(out.stdout.is_empty(), "{key}: printed a configuration");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(stderr.contains(named), "{key}: {stderr}");
+    }
+}
+
+/// The README's first command, end to end: nothing configured, push with skopeo, pull back
+/// byte-identical, open the web UI and download each layer through its gateway link.
+#[tokio::test]
+async fn standalone_registry_with_skopeo_ui_and_gateway() {
+    use common::images::{make_image, write_oci_layout, LayerSpec, OciLayout, MIB};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve_embedded(dir.path(), port).await;
+    let host = format!("127.0.0.1:{port}");
+
+    let image = make_image(
+        "amd64",
+        "linux",
+        &[LayerSpec::gzip(3 * MIB), LayerSpec::tar(MIB + 7)],
+        false,
+    );
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "1.0", &image.manifest, image.blobs());
+    let skopeo = common::skopeo::Skopeo::new();
+    let remote = format!("docker://{host}/standalone/skopeo:1.0");
+    skopeo
+        .copy(
+            &format!("oci:{}:1.0", source.path().display()),
+            &remote,
+            &["--preserve-digests"],
+        )
+        .await;
+    let back = tempfile::tempdir().unwrap();
+    skopeo
+        .copy(
+            &remote,
+            &format!("oci:{}:1.0", back.path().display()),
+            &["--preserve-digests"],
+        )
+        .await;
+    let layout = OciLayout::open(back.path());
+    assert_eq!(
+        layout.tagged("1.0")["digest"],
+        image.manifest.digest.as_str()
+    );
+    for blob in image.blobs() {
+        assert!(
+            layout.blob(&blob.digest) == blob.data,
+            "{} differs",
+            blob.digest
+        );
+    }
+
+    let page = reqwest::get(format!("http://{host}/ui/image/standalone/skopeo@1.0"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link =
+        regex::Regex::new(r#"<a class="gateway" href="([^"]+)" data-digest="([^"]+)""#).unwrap();
+    let links: Vec<(String, String)> = link
+        .captures_iter(&page)
+        .map(|c| (c[1].to_owned(), c[2].to_owned()))
+        .collect();
+    assert_eq!(links.len(), 3, "config and two layers: {page}");
+    for (href, digest) in links {
+        let blob = image
+            .blobs()
+            .into_iter()
+            .find(|b| b.digest == digest)
+            .expect("a pushed blob");
+        let fetched = reqwest::get(format!("http://{host}{href}"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(fetched == blob.data, "{href} is not {digest}");
+    }
 }

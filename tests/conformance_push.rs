@@ -29,27 +29,6 @@ async fn assert_no_blob(oci: &Oci, repo: &str, digest: &str) {
     assert_error(oci.get(&path).await, 404, "BLOB_UNKNOWN").await;
 }
 
-/// Whether the IPFS node pins the raw-leaf CIDv1 of `data` (the CID the registry's
-/// import profile gives a blob under one chunk).
-async fn ipfs_pins(data: &[u8]) -> bool {
-    use sha2::Digest as _;
-    let hash = multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).unwrap();
-    let cid = cid::Cid::new_v1(0x55, hash);
-    let url = common::ipfs_url()
-        .join(&format!("api/v0/pin/ls?arg={cid}&type=recursive"))
-        .unwrap();
-    let response = reqwest::Client::new().post(url).send().await.unwrap();
-    if !response.status().is_success() {
-        return false;
-    }
-    let body: serde_json::Value = response.json().await.unwrap();
-    // Nodes differ in the multibase they answer with; compare CIDs, not strings.
-    body["Keys"].as_object().is_some_and(|keys| {
-        keys.keys()
-            .any(|key| key.parse::<cid::Cid>().is_ok_and(|key| key == cid))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monolithic_post_then_put() {
     let (registry, oci) = registry().await;
@@ -303,7 +282,10 @@ async fn digest_mismatch_leaves_nothing_visible() {
     assert_error(refused, 400, "DIGEST_INVALID").await;
     assert_no_blob(&oci, repo, &claimed).await;
     assert_no_blob(&oci, repo, &sha256(&data)).await;
-    assert!(!ipfs_pins(&data).await, "mismatched content stays pinned");
+    assert!(
+        !common::blob_store_holds(&registry, &data).await,
+        "mismatched content stays pinned"
+    );
 
     // Single POST.
     let data = random_bytes(2000);
@@ -312,7 +294,10 @@ async fn digest_mismatch_leaves_nothing_visible() {
     assert_error(refused, 400, "DIGEST_INVALID").await;
     assert_no_blob(&oci, repo, &claimed).await;
     assert_no_blob(&oci, repo, &sha256(&data)).await;
-    assert!(!ipfs_pins(&data).await, "mismatched content stays pinned");
+    assert!(
+        !common::blob_store_holds(&registry, &data).await,
+        "mismatched content stays pinned"
+    );
 
     // Chunked, with the mismatch found at the PUT.
     let data = random_bytes(6000);
@@ -326,7 +311,10 @@ async fn digest_mismatch_leaves_nothing_visible() {
     assert_error(refused, 400, "DIGEST_INVALID").await;
     assert_no_blob(&oci, repo, &claimed).await;
     assert_no_blob(&oci, repo, &sha256(&data)).await;
-    assert!(!ipfs_pins(&data[..3000]).await, "chunk stays pinned");
+    assert!(
+        !common::blob_store_holds(&registry, &data[..3000]).await,
+        "chunk stays pinned"
+    );
 
     // A sha512 claim that does not match.
     let data = random_bytes(100);
@@ -341,7 +329,10 @@ async fn digest_mismatch_leaves_nothing_visible() {
 
     // Positive control for the pin check: a good push is pinned.
     let good = oci.push_random_blob(repo, 2000).await;
-    assert!(ipfs_pins(&good.data).await, "pushed blob is pinned");
+    assert!(
+        common::blob_store_holds(&registry, &good.data).await,
+        "pushed blob is pinned"
+    );
     registry.server.stop().await;
 }
 

@@ -9,14 +9,6 @@ use common::oci::{self, Oci};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-async fn sql(database_url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_layer_is_cut_short_not_served() {
     let registry = common::start_registry().await;
@@ -25,14 +17,13 @@ async fn a_corrupt_layer_is_cut_short_not_served() {
     // is made to point at the bytes of the second, as a corrupted node or row would.
     let good = client.push_random_blob("integrity/a", 700_000).await;
     let other = client.push_random_blob("integrity/a", 700_000).await;
-    let db = sql(&registry.database_url).await;
+    let db = common::sql::metadata(&registry).await;
     let moved = db
         .execute(
             "UPDATE blobs SET cid = (SELECT cid FROM blobs WHERE digest = $2) WHERE digest = $1",
             &[&good.digest, &other.digest],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(moved, 1);
 
     let response = client
@@ -159,16 +150,14 @@ async fn a_known_digest_is_not_added_again() {
     assert_eq!(response.status(), 404);
 
     // One row for the digest, linked where it was pushed.
-    let db = sql(&registry.database_url).await;
-    let rows: i64 = db
-        .query_one(
-            "SELECT count(*) FROM blobs WHERE digest = $1",
+    let db = common::sql::metadata(&registry).await;
+    let rows = db
+        .value(
+            "SELECT CAST(count(*) AS TEXT) FROM blobs WHERE digest = $1",
             &[&blob.digest],
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 1);
+        .await;
+    assert_eq!(rows, "1");
     for repo in ["dedup/second", "dedup/third"] {
         let response = client
             .head(&format!("/v2/{repo}/blobs/{}", blob.digest))

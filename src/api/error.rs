@@ -4,6 +4,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::guard::Challenge;
+use crate::auth::AuthError;
 use crate::registry::RegistryError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +24,39 @@ pub enum ApiError {
     PaginationInvalid(String),
     #[error("invalid request header: {0}")]
     HeaderInvalid(String),
+    #[error("invalid CID: {0}")]
+    CidInvalid(String),
+    #[error("unsupported gateway response format: {0}")]
+    FormatUnsupported(String),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// No token, an invalid one, or one without the scope the request needs.
+    #[error("authentication required")]
+    Unauthorized(Challenge),
+    /// A browser page (UI, gateway) the caller may see only after logging in: answered
+    /// with a Basic challenge, so the browser asks for credentials.
+    #[error("log in to see this")]
+    LoginRequired,
+    /// Authenticated, but the caller may not do this.
+    #[error("requested access to the resource is denied")]
+    Denied,
+    /// More requests than `limits.max_concurrent_requests` (429).
+    #[error("too many concurrent requests; retry later")]
+    TooManyRequests,
+    /// The request ran past `limits.request_timeout` (503).
+    #[error("the request did not finish within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Registry(e) => match e {
-                RegistryError::BlobUnknown(_) => "BLOB_UNKNOWN",
+                RegistryError::BlobUnknown(_) | RegistryError::ContentUnknown(_) => "BLOB_UNKNOWN",
                 RegistryError::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
                 RegistryError::BlobUploadInvalid(_) | RegistryError::ChunkOutOfOrder { .. } => {
                     "BLOB_UPLOAD_INVALID"
@@ -56,14 +80,30 @@ impl ApiError {
             ApiError::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             ApiError::PaginationInvalid(_) => "PAGINATION_NUMBER_INVALID",
             ApiError::HeaderInvalid(_) => "BLOB_UPLOAD_INVALID",
+            ApiError::CidInvalid(_) => "CID_INVALID",
+            ApiError::FormatUnsupported(_) => "UNSUPPORTED",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "UNSUPPORTED",
+            ApiError::Auth(e) => match e {
+                AuthError::InvalidCredentials | AuthError::InvalidToken(_) => "UNAUTHORIZED",
+                AuthError::Throttled(_) => "TOOMANYREQUESTS",
+                AuthError::BadRequest(_) => "UNSUPPORTED",
+                AuthError::Unavailable(_) => "UNAVAILABLE",
+                AuthError::Internal(_) | AuthError::Key(_) => "UNKNOWN",
+            },
+            ApiError::Unauthorized(_) | ApiError::LoginRequired => "UNAUTHORIZED",
+            ApiError::Denied => "DENIED",
+            ApiError::TooManyRequests => "TOOMANYREQUESTS",
+            ApiError::Timeout(_) => "UNAVAILABLE",
         }
     }
 
     fn detail(&self) -> serde_json::Value {
         match self {
             ApiError::Registry(RegistryError::BlobUnknown(d)) => json!({ "digest": d }),
+            ApiError::Registry(RegistryError::ContentUnknown(cid)) => {
+                json!({ "cid": cid.to_string() })
+            }
             ApiError::Registry(RegistryError::ManifestBlobUnknown(missing)) => {
                 json!({ "missing": missing })
             }
@@ -81,6 +121,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Registry(e) => match e {
                 RegistryError::BlobUnknown(_)
+                | RegistryError::ContentUnknown(_)
                 | RegistryError::BlobUploadUnknown
                 | RegistryError::ManifestUnknown
                 | RegistryError::NameUnknown => StatusCode::NOT_FOUND,
@@ -99,7 +140,22 @@ impl ResponseError for ApiError {
             },
             ApiError::UploadUnknown | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Auth(e) => match e {
+                AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
+                    StatusCode::UNAUTHORIZED
+                }
+                AuthError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::Internal(_) | AuthError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Unauthorized(_) | ApiError::LoginRequired => StatusCode::UNAUTHORIZED,
+            ApiError::Denied => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NameInvalid(_)
+            | ApiError::CidInvalid(_)
+            | ApiError::FormatUnsupported(_)
             | ApiError::DigestInvalid(_)
             | ApiError::ReferenceInvalid(_)
             | ApiError::PaginationInvalid(_)
@@ -120,8 +176,23 @@ impl ResponseError for ApiError {
             ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
-            ApiError::Registry(RegistryError::Unavailable(_) | RegistryError::TooManyRequests) => {
+            ApiError::Registry(RegistryError::Unavailable(_) | RegistryError::TooManyRequests)
+            | ApiError::Auth(AuthError::Unavailable(_))
+            | ApiError::TooManyRequests
+            | ApiError::Timeout(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Auth(AuthError::Throttled(wait)) => {
+                response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            }
+            ApiError::Unauthorized(challenge) => {
+                response.insert_header((header::WWW_AUTHENTICATE, challenge.to_string()));
+            }
+            ApiError::LoginRequired => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"ipfs-registry\", charset=\"UTF-8\"",
+                ));
             }
             _ => {}
         }

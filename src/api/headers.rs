@@ -10,6 +10,8 @@ pub const DOCKER_UPLOAD_UUID: &str = "Docker-Upload-UUID";
 pub const OCI_CHUNK_MIN_LENGTH: &str = "OCI-Chunk-Min-Length";
 pub const OCI_SUBJECT: &str = "OCI-Subject";
 pub const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
+/// Where the content is in IPFS (`/ipfs/<cid>`), as IPFS gateways announce it.
+pub const X_IPFS_PATH: &str = "X-Ipfs-Path";
 pub const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
 /// The `Range` value of an upload holding `received` bytes. An empty upload reports `0-0`,

@@ -2,18 +2,25 @@
 
 mod body;
 mod error;
+mod guard;
 mod handlers;
 pub mod headers;
+pub mod middleware;
+mod ops;
 mod path;
+mod token;
+mod ui;
+mod viewer;
 
 use std::sync::Arc;
 
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::web;
 use url::Url;
 
 pub use error::ApiError;
 
+use crate::auth::Auth;
 use crate::registry::Registry;
 
 /// Everything the handlers share.
@@ -23,6 +30,10 @@ pub struct AppState {
     pub public_url: Option<Url>,
     /// Advertised as `OCI-Chunk-Min-Length` (0 = not advertised).
     pub chunk_min_length: u64,
+    /// The IPFS gateway layer links point at; the registry's own when `None`.
+    pub gateway_url: Option<Url>,
+    /// Token authentication; `None` when `auth.enabled` is false (everyone may do anything).
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl AppState {
@@ -33,11 +44,37 @@ impl AppState {
             None => path.to_owned(),
         }
     }
+
+    /// Where a person fetches content by CID: the configured gateway, else ours.
+    pub fn gateway_link(&self, cid: &cid::Cid) -> String {
+        match &self.gateway_url {
+            Some(base) => format!("{}/ipfs/{cid}", base.as_str().trim_end_matches('/')),
+            None => self.location(&format!("/ipfs/{cid}")),
+        }
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(ui::configure);
+    cfg.route("/ipfs/{cid}", web::get().to(handlers::gateway::get))
+        .route("/ipfs/{cid}", web::head().to(handlers::gateway::head))
+        .route("/ipfs/{cid}/", web::get().to(handlers::gateway::get))
+        .route("/ipfs/{cid}/", web::head().to(handlers::gateway::head));
+    cfg.service(
+        web::resource("/token")
+            .app_data(web::PayloadConfig::new(token::MAX_FORM))
+            .route(web::get().to(token::get))
+            .route(web::post().to(token::post)),
+    );
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/healthz", web::head().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/readyz", web::head().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
     cfg.service(
         web::scope("/v2")
+            // Inside the version header, so challenges carry it too (docker reads it there).
+            .wrap(from_fn(guard::guard))
             .wrap(DefaultHeaders::new().add(headers::API_VERSION))
             .route("", web::get().to(handlers::base))
             .route("", web::head().to(handlers::base))

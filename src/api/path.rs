@@ -4,16 +4,42 @@
 /// The endpoint, with the still-unvalidated name and reference segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint<'a> {
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    UploadStart { name: &'a str },
-    Upload { name: &'a str, id: &'a str },
-    Tags { name: &'a str },
-    Referrers { name: &'a str, digest: &'a str },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
+    UploadStart {
+        name: &'a str,
+    },
+    Upload {
+        name: &'a str,
+        id: &'a str,
+    },
+    Tags {
+        name: &'a str,
+    },
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
+    /// Extension API (`_ext/<name>/manifests/<reference>/layers`): a manifest's blobs with
+    /// their CIDs. Repository names cannot start with `_`, so it collides with nothing.
+    ExtLayers {
+        name: &'a str,
+        reference: &'a str,
+    },
 }
 
 /// `tail` is the path after `/v2/`.
 pub fn parse(tail: &str) -> Option<Endpoint<'_>> {
+    if let Some(ext) = tail.strip_prefix("_ext/") {
+        let (name, reference) = ext.strip_suffix("/layers")?.rsplit_once("/manifests/")?;
+        return Some(Endpoint::ExtLayers { name, reference });
+    }
     if let Some(name) = tail.strip_suffix("/tags/list") {
         return Some(Endpoint::Tags { name });
     }
@@ -40,9 +66,46 @@ pub fn parse(tail: &str) -> Option<Endpoint<'_>> {
     }
 }
 
+/// A low-cardinality name for the route a request path addresses (for metrics).
+pub fn route_name(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/v2" | "/v2/" => "base",
+        "/v2/_catalog" => "catalog",
+        "/token" => "token",
+        _ if path.starts_with("/ipfs/") => "gateway",
+        _ if path == "/ui" || path.starts_with("/ui/") => "ui",
+        _ => match path.strip_prefix("/v2/").and_then(parse) {
+            Some(Endpoint::Manifest { .. }) => "manifest",
+            Some(Endpoint::Blob { .. }) => "blob",
+            Some(Endpoint::UploadStart { .. }) => "upload_start",
+            Some(Endpoint::Upload { .. }) => "upload",
+            Some(Endpoint::Tags { .. }) => "tags",
+            Some(Endpoint::Referrers { .. }) => "referrers",
+            Some(Endpoint::ExtLayers { .. }) => "ext_layers",
+            None => "other",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_the_extension_api() {
+        assert_eq!(
+            parse("_ext/team/app/manifests/1.0/layers"),
+            Some(Endpoint::ExtLayers {
+                name: "team/app",
+                reference: "1.0"
+            })
+        );
+        assert_eq!(parse("_ext/team/app/manifests/1.0"), None);
+        assert_eq!(parse("_ext/layers"), None);
+    }
 
     #[test]
     fn recognises_every_endpoint() {
@@ -109,5 +172,17 @@ mod tests {
         assert_eq!(parse("a"), None);
         assert_eq!(parse("a/b/c"), None);
         assert_eq!(parse("a/uploads/1"), None);
+    }
+
+    #[test]
+    fn routes_have_fixed_names() {
+        assert_eq!(route_name("/v2/"), "base");
+        assert_eq!(route_name("/v2/a/b/manifests/latest"), "manifest");
+        assert_eq!(route_name("/v2/a/blobs/uploads/"), "upload_start");
+        assert_eq!(route_name("/v2/a/blobs/uploads/1234"), "upload");
+        assert_eq!(route_name("/v2/a/blobs/sha256:x"), "blob");
+        assert_eq!(route_name("/v2/_catalog"), "catalog");
+        assert_eq!(route_name("/readyz"), "readyz");
+        assert_eq!(route_name("/favicon.ico"), "other");
     }
 }

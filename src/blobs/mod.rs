@@ -1,7 +1,12 @@
-//! Where blob bytes live. `kubo` is the production store (an IPFS node over its RPC API).
+//! Where blob bytes live. `kubo` is the production store (an IPFS node over its RPC API);
+//! `embedded` keeps them in files under a data directory, with the same CIDs.
 
+pub mod embedded;
 pub mod kubo;
+pub mod metered;
+pub mod migrate;
 mod profile;
+pub mod unixfs;
 
 use std::pin::Pin;
 
@@ -51,6 +56,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// yields an error, the add is abandoned and nothing is pinned.
     async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError>;
 
+    /// Stores the concatenation of the stored blobs `parts` (pinned, like `add`) when the
+    /// store can do so without the bytes passing through the caller; `None` when it cannot,
+    /// and the caller then streams them into `add`. The parts stay stored.
+    async fn concat(&self, _parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+        Ok(None)
+    }
+
     /// Streams `length` bytes (all remaining when `None`) starting at `offset`.
     async fn cat(
         &self,
@@ -59,9 +71,20 @@ pub trait BlobStore: Send + Sync + 'static {
         length: Option<u64>,
     ) -> Result<ByteStream, BlobError>;
 
+    /// Pins content already in the store (recursively). Pinning something pinned is not an
+    /// error.
+    async fn pin(&self, cid: &Cid) -> Result<(), BlobError>;
+
     /// Removes the pin. Unpinning something not pinned is not an error.
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError>;
 
     /// Whether the content is pinned (recursively).
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError>;
+
+    /// One block (of any stored DAG) by its CID, checked against it. `NotFound` when this
+    /// store does not hold it: never fetched from elsewhere.
+    async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError>;
+
+    /// The DAG under a stored root as a CARv1 stream, root first, depth-first.
+    async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError>;
 }

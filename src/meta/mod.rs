@@ -1,7 +1,12 @@
 //! Metadata: repositories, blobs (digest → CID), manifests, tags, referrers, uploads.
 //! `postgres` is the production store.
 
+pub mod gc;
+pub mod metered;
 pub mod postgres;
+pub mod sqlite;
+pub mod status;
+pub mod users;
 
 use std::time::SystemTime;
 
@@ -96,6 +101,14 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// A blob by digest, whichever repository it is in (for deduplication, never for access).
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError>;
+
+    /// The blob stored as the DAG under `cid`, for the IPFS gateway (whose content is
+    /// public by CID, as on the IPFS network).
+    async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError>;
+
+    /// The repositories that hold the blob stored as the DAG under `cid` (for deciding who
+    /// may fetch it through the gateway when access control is on).
+    async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError>;
 
     /// A blob as seen from a repository: only when linked there.
     async fn repository_blob(

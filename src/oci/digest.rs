@@ -56,12 +56,6 @@ impl Digest {
         &self.hex
     }
 
-    /// The raw digest bytes (the hex decoded).
-    pub fn bytes(&self) -> Vec<u8> {
-        // The hex was validated at construction.
-        hex::decode(&self.hex).unwrap_or_default()
-    }
-
     pub fn sha256_of(data: &[u8]) -> Digest {
         Digest::from_hash(Algorithm::Sha256, &Sha256::digest(data))
     }

@@ -78,6 +78,12 @@ pub struct ParsedManifest {
     pub references: Vec<(Digest, ReferenceKind)>,
     /// Non-distributable layers: recorded, not required to exist.
     pub external_layers: Vec<Digest>,
+    /// An image's config descriptor.
+    pub config: Option<Descriptor>,
+    /// An image's layer descriptors, in order.
+    pub layers: Vec<Descriptor>,
+    /// An index's child manifest descriptors, in order.
+    pub manifests: Vec<Descriptor>,
     pub json: serde_json::Value,
 }
 
@@ -166,6 +172,9 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
         annotations: raw.annotations,
         references,
         external_layers,
+        config: raw.config,
+        layers: raw.layers.unwrap_or_default(),
+        manifests: raw.manifests.unwrap_or_default(),
         json,
     })
 }

@@ -1,11 +1,18 @@
 //! Pulling, mounting and deleting blobs.
 
-use futures::stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{stream, Stream};
 
 use super::hashing::Verified;
 use super::{Registry, RegistryError, Result};
 use crate::blobs::ByteStream;
 use crate::meta::BlobRecord;
+use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 
 /// A byte range as a client asks for it (`Range: bytes=...`).
@@ -57,14 +64,46 @@ impl Registry {
         digest: &Digest,
         range: Option<BlobRange>,
     ) -> Result<BlobContent> {
+        let started = Instant::now();
+        let content = self.open_blob(repo, digest, range).await?;
+        let body = Box::pin(Served {
+            inner: content.body,
+            sent: 0,
+            pull: Some(Pull {
+                metrics: self.metrics.clone(),
+                repository: repo.to_string(),
+                record: content.record.clone(),
+                started,
+                span: tracing::Span::current(),
+            }),
+        });
+        Ok(BlobContent { body, ..content })
+    }
+
+    async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<BlobRange>,
+    ) -> Result<BlobContent> {
         let record = self.stat_blob(repo, digest).await?;
+        self.blob_content(record, range).await
+    }
+
+    /// Streams a stored blob (or a range of it); a full read is verified against the digest
+    /// as it streams.
+    pub(super) async fn blob_content(
+        &self,
+        record: BlobRecord,
+        range: Option<BlobRange>,
+    ) -> Result<BlobContent> {
         let Some(range) = range else {
             let raw: ByteStream = if record.size == 0 {
                 Box::pin(stream::empty())
             } else {
                 self.blobs.cat(&record.cid, 0, Some(record.size)).await?
             };
-            let body = Box::pin(Verified::new(raw, digest.clone(), record.size));
+            let body = Box::pin(Verified::new(raw, record.digest.clone(), record.size));
             return Ok(BlobContent {
                 record,
                 range: None,
@@ -89,7 +128,14 @@ impl Registry {
     /// nothing else uses them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.ensure_deletes_enabled()?;
+        let started = Instant::now();
         if self.meta.unlink_blob(repo, digest).await? {
+            tracing::info!(
+                event = "blob_delete",
+                repository = %repo,
+                digest = %digest,
+                duration_ms = started.elapsed().as_millis() as u64,
+            );
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
@@ -104,7 +150,75 @@ impl Registry {
         to: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>> {
-        Ok(self.meta.mount_blob(from, to, digest).await?)
+        let started = Instant::now();
+        let mounted = self.meta.mount_blob(from, to, digest).await?;
+        if let Some(record) = &mounted {
+            self.blob_event("blob_mount", to, record, started);
+        }
+        Ok(mounted)
+    }
+}
+
+/// What a pull reports when its body ends.
+struct Pull {
+    metrics: Arc<Metrics>,
+    repository: String,
+    record: BlobRecord,
+    started: Instant,
+    /// The request's span: the body is streamed after the handler has returned.
+    span: tracing::Span,
+}
+
+pin_project_lite::pin_project! {
+    /// A pull's body: counts the bytes sent and logs the pull once, when the body ends or
+    /// is dropped (the client went away).
+    struct Served {
+        #[pin]
+        inner: ByteStream,
+        sent: u64,
+        pull: Option<Pull>,
+    }
+
+    impl PinnedDrop for Served {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            report(this.pull.take(), *this.sent, false);
+        }
+    }
+}
+
+fn report(pull: Option<Pull>, sent: u64, complete: bool) {
+    let Some(pull) = pull else { return };
+    pull.span.in_scope(|| {
+        tracing::info!(
+            event = "blob_pull",
+            repository = %pull.repository,
+            digest = %pull.record.digest,
+            ipfs_cid = %pull.record.cid,
+            size = sent,
+            complete,
+            duration_ms = pull.started.elapsed().as_millis() as u64,
+        );
+    });
+}
+
+impl Stream for Served {
+    type Item = std::result::Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        let item = this.inner.poll_next(cx);
+        match &item {
+            Poll::Ready(Some(Ok(bytes))) => {
+                *this.sent += bytes.len() as u64;
+                if let Some(pull) = this.pull.as_ref() {
+                    pull.metrics.blob_bytes_out.inc_by(bytes.len() as u64);
+                }
+            }
+            Poll::Ready(None) => report(this.pull.take(), *this.sent, true),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        item
     }
 }
 

@@ -9,6 +9,9 @@ use crate::oci::Digest;
 pub enum RegistryError {
     #[error("blob unknown to registry")]
     BlobUnknown(Digest),
+    /// No stored content has this CID (gateway requests).
+    #[error("content {0} is not stored in this registry")]
+    ContentUnknown(cid::Cid),
     #[error("blob upload unknown to registry")]
     BlobUploadUnknown,
     #[error("blob upload invalid: {0}")]

@@ -2,8 +2,12 @@
 //! blob store. Knows nothing of HTTP.
 
 mod blobs;
+mod browse;
 mod error;
+mod gateway;
+pub mod gc;
 pub mod hashing;
+mod health;
 mod manifests;
 mod uploads;
 
@@ -13,10 +17,16 @@ use cid::Cid;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::blobs::BlobStore;
-use crate::meta::MetadataStore;
+use crate::meta::gc::GcStore;
+use crate::meta::status::StoreStatus;
+use crate::meta::{BlobRecord, MetadataStore};
+use crate::metrics::Metrics;
+use crate::oci::RepoName;
 
 pub use blobs::{BlobContent, BlobRange};
+pub use browse::{LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
+pub use health::Readiness;
 pub use manifests::{ManifestPush, PushedManifest};
 pub use uploads::UploadStatus;
 
@@ -30,25 +40,36 @@ pub struct Settings {
     pub max_concurrent_uploads: usize,
 }
 
+/// The stores the core works on.
+#[derive(Clone)]
+pub struct Stores {
+    pub meta: Arc<dyn MetadataStore>,
+    pub gc: Arc<dyn GcStore>,
+    pub status: Arc<dyn StoreStatus>,
+    pub blobs: Arc<dyn BlobStore>,
+}
+
 pub struct Registry {
     meta: Arc<dyn MetadataStore>,
+    gc: Arc<dyn GcStore>,
+    status: Arc<dyn StoreStatus>,
     blobs: Arc<dyn BlobStore>,
     settings: Settings,
+    metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
     uploads: Arc<Semaphore>,
 }
 
 impl Registry {
-    pub fn new(
-        meta: Arc<dyn MetadataStore>,
-        blobs: Arc<dyn BlobStore>,
-        settings: Settings,
-    ) -> Registry {
+    pub fn new(stores: Stores, settings: Settings, metrics: Arc<Metrics>) -> Registry {
         let uploads = Arc::new(Semaphore::new(settings.max_concurrent_uploads));
         Registry {
-            meta,
-            blobs,
+            meta: stores.meta,
+            gc: stores.gc,
+            status: stores.status,
+            blobs: stores.blobs,
             settings,
+            metrics,
             uploads,
         }
     }
@@ -57,21 +78,19 @@ impl Registry {
         &self.settings
     }
 
-    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
-        &self.meta
-    }
-
-    pub fn blob_store(&self) -> &Arc<dyn BlobStore> {
-        &self.blobs
-    }
-
-    fn max_blob_size(&self) -> Option<u64> {
-        (self.settings.max_blob_size > 0).then_some(self.settings.max_blob_size)
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Upload requests streaming right now.
     pub fn uploads_in_progress(&self) -> usize {
-        self.settings.max_concurrent_uploads - self.uploads.available_permits()
+        self.settings
+            .max_concurrent_uploads
+            .saturating_sub(self.uploads.available_permits())
+    }
+
+    fn max_blob_size(&self) -> Option<u64> {
+        (self.settings.max_blob_size > 0).then_some(self.settings.max_blob_size)
     }
 
     fn upload_permit(&self) -> Result<OwnedSemaphorePermit> {
@@ -91,19 +110,60 @@ impl Registry {
         }
     }
 
+    /// The one log event per blob operation.
+    fn blob_event(
+        &self,
+        event: &'static str,
+        repo: &RepoName,
+        record: &BlobRecord,
+        started: std::time::Instant,
+    ) {
+        tracing::info!(
+            event,
+            repository = %repo,
+            digest = %record.digest,
+            ipfs_cid = %record.cid,
+            size = record.size,
+            duration_ms = started.elapsed().as_millis() as u64,
+        );
+    }
+
     /// Drops the pin on bytes nothing references any more. Failure only leaks a pin (GC
     /// collects it later), so it is logged rather than failing the request.
     async fn release(&self, cid: &Cid) {
-        match self.meta.cid_in_use(cid).await {
-            Ok(true) => {}
-            Ok(false) => {
-                if let Err(e) = self.blobs.unpin(cid).await {
-                    tracing::warn!(event = "unpin_failed", ipfs_cid = %cid, error = %e, "could not unpin released content");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(event = "unpin_skipped", ipfs_cid = %cid, error = %e, "could not check whether content is still referenced");
-            }
+        if let Err(e) = self.unpin_unused(cid).await {
+            tracing::warn!(event = "unpin_failed", ipfs_cid = %cid, error = %e, "could not release content");
+        }
+    }
+
+    /// Unpins `cid` unless the metadata still records it. The check and the unpin run under
+    /// the CID's unpin lease, which holds back every transaction recording that CID, so a
+    /// push of the same bytes either is seen by the check or commits after the unpin (and
+    /// then re-pins, see [`Registry::ensure_pinned`]). True when it was unpinned.
+    async fn unpin_unused(&self, cid: &Cid) -> Result<bool> {
+        let mut lease = self.gc.unpin_lease(cid).await?;
+        if lease.in_use().await? {
+            return Ok(false);
+        }
+        self.blobs.unpin(cid).await?;
+        drop(lease);
+        Ok(true)
+    }
+
+    /// Called after a commit recorded `cid`: from then on no unpin of it can start, but one
+    /// may have finished between our add and our commit (a concurrent release of the same
+    /// bytes, or GC), so the pin is restored if it is gone. The window is tiny and a known
+    /// digest is pushed without the IPFS node, so an unreachable node is logged, not fatal.
+    async fn ensure_pinned(&self, cid: &Cid) {
+        let repaired = match self.blobs.is_pinned(cid).await {
+            Ok(true) => return,
+            Ok(false) => self.blobs.pin(cid).await.map(|()| {
+                tracing::info!(event = "repin", ipfs_cid = %cid, "content recorded while being unpinned: pinned again");
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of committed content");
         }
     }
 }

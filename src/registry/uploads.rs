@@ -100,6 +100,22 @@ impl Registry {
         content_length: Option<u64>,
     ) -> Result<BlobRecord> {
         let _permit = self.upload_permit()?;
+        let started = std::time::Instant::now();
+        let record = self
+            .complete_session(repo, id, digest, body, content_length)
+            .await?;
+        self.blob_event("blob_push", repo, &record, started);
+        Ok(record)
+    }
+
+    async fn complete_session(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        digest: &Digest,
+        body: ByteStream,
+        content_length: Option<u64>,
+    ) -> Result<BlobRecord> {
         let upload = self.session(repo, id).await?;
         if upload.bytes_received == 0 {
             // Everything arrives in this request: stream it straight into the store.
@@ -149,8 +165,12 @@ impl Registry {
         content_length: Option<u64>,
     ) -> Result<BlobRecord> {
         let _permit = self.upload_permit()?;
-        self.store_verified(repo, digest, body, content_length)
-            .await
+        let started = std::time::Instant::now();
+        let record = self
+            .store_verified(repo, digest, body, content_length)
+            .await?;
+        self.blob_event("blob_push", repo, &record, started);
+        Ok(record)
     }
 
     async fn store_verified(
@@ -163,21 +183,20 @@ impl Registry {
         let (meter, stream, limit) =
             self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
         if let Some(existing) = self.meta.blob(digest).await? {
-            let drained = stream
-                .try_for_each(|_| futures::future::ready(Ok(())))
-                .await;
-            if let Err(e) = drained {
-                return Err(input_error(BlobError::Input(e.to_string()), &meter, &limit));
-            }
+            drain(stream, &meter, &limit).await?;
+            self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
-            return Ok(self.meta.commit_blob(repo, existing).await?);
+            let stored = self.meta.commit_blob(repo, existing).await?;
+            self.ensure_pinned(&stored.cid).await;
+            return Ok(stored);
         }
         let stored = self
             .blobs
             .add(stream)
             .await
             .map_err(|e| input_error(e, &meter, &limit))?;
+        self.metrics.blob_bytes_in.inc_by(meter.bytes());
         let checked = check_declared(&meter, content_length).and_then(|()| verify(&meter, digest));
         if let Err(e) = checked {
             self.release(&stored.cid).await;
@@ -190,7 +209,14 @@ impl Registry {
             import_profile: self.blobs.profile().id(),
         };
         match self.meta.commit_blob(repo, record.clone()).await {
-            Ok(stored) => Ok(stored),
+            Ok(stored) => {
+                if stored.cid != record.cid {
+                    // The digest was stored meanwhile under another CID (older profile).
+                    self.release(&record.cid).await;
+                }
+                self.ensure_pinned(&stored.cid).await;
+                Ok(stored)
+            }
             Err(e) => {
                 self.release(&record.cid).await;
                 Err(e.into())
@@ -231,6 +257,7 @@ impl Registry {
             .add(stream)
             .await
             .map_err(|e| input_error(e, &meter, &limit))?;
+        self.metrics.blob_bytes_in.inc_by(meter.bytes());
         if let Err(e) = check_declared(&meter, declared) {
             self.release(&stored.cid).await;
             return Err(e);
@@ -291,6 +318,19 @@ impl Registry {
             if let [only] = chunks.as_slice() {
                 return Ok(self.record(digest, only.cid, total));
             }
+            // The digest is proven by the session's running hash; a store that can join
+            // the chunks itself spares re-reading them (the embedded store, leaf-aligned).
+            let parts: Vec<cid::Cid> = chunks.iter().map(|c| c.cid).collect();
+            if let Some(stored) = self.blobs.concat(&parts).await? {
+                if stored.size != total {
+                    self.release(&stored.cid).await;
+                    return Err(RegistryError::Internal(format!(
+                        "the joined chunks of upload {} hold {} bytes, not {total}",
+                        upload.id, stored.size
+                    )));
+                }
+                return Ok(self.record(digest, stored.cid, total));
+            }
         }
         // Re-read the chunks as one stream: hashing it when the session's running sha256
         // cannot answer (sha512), adding it when the blob needs its own CID.
@@ -301,10 +341,7 @@ impl Registry {
             None,
         );
         if let Some(existing) = existing {
-            stream
-                .try_for_each(|_| futures::future::ready(Ok(())))
-                .await
-                .map_err(|e| input_error(BlobError::Input(e.to_string()), &meter, &limit))?;
+            drain(stream, &meter, &limit).await?;
             verify(&meter, digest)?;
             return Ok(existing);
         }
@@ -359,6 +396,7 @@ impl Registry {
                     // The digest was stored meanwhile under another CID (older profile).
                     self.release(&cid).await;
                 }
+                self.ensure_pinned(&stored.cid).await;
                 Ok(stored)
             }
             Err(e) => {
@@ -419,6 +457,14 @@ async fn non_empty(mut body: ByteStream) -> Result<Option<ByteStream>> {
             }
         }
     }
+}
+
+/// Reads a metered stream to its end without storing it (its meter hashes it).
+async fn drain(stream: ByteStream, meter: &Meter, limit: &Option<Limit>) -> Result<()> {
+    stream
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await
+        .map_err(|e| input_error(BlobError::Input(e.to_string()), meter, limit))
 }
 
 fn input_error(e: BlobError, meter: &Meter, limit: &Option<Limit>) -> RegistryError {

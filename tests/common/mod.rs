@@ -3,9 +3,11 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod auth;
 pub mod images;
 pub mod oci;
 pub mod skopeo;
+pub mod sql;
 
 /// Admin connection used to create one fresh database per test.
 pub fn admin_database_url() -> String {
@@ -52,3 +54,41 @@ pub async fn fresh_database_url() -> String {
 mod registry;
 #[allow(unused_imports)]
 pub use registry::*;
+
+/// Imports a CAR into the test IPFS node (`dag/import`, roots pinned); returns its root.
+pub async fn ipfs_dag_import(car: Vec<u8>) -> cid::Cid {
+    let part = reqwest::multipart::Part::bytes(car)
+        .file_name("dag.car")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let url = ipfs_url().join("api/v0/dag/import").unwrap();
+    let response = reqwest::Client::new()
+        .post(url)
+        .query(&[("pin-roots", "true")])
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("dag/import");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "dag/import refused the CAR: {text}");
+    let answer: serde_json::Value = serde_json::from_str(
+        text.lines()
+            .find(|l| l.contains("Root"))
+            .expect("a Root line"),
+    )
+    .unwrap();
+    assert_eq!(answer["Root"]["PinErrorMsg"], "", "{text}");
+    cid::Cid::try_from(answer["Root"]["Cid"]["/"].as_str().unwrap()).unwrap()
+}
+
+/// `data` as a stream of pieces of an odd size, so chunk boundaries never line up with what
+/// arrives.
+pub fn odd_pieces(data: &bytes::Bytes) -> ipfs_registry::blobs::ByteStream {
+    const PIECE: usize = 65_521;
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = (0..data.len())
+        .step_by(PIECE)
+        .map(|start| Ok(data.slice(start..(start + PIECE).min(data.len()))))
+        .collect();
+    Box::pin(futures::stream::iter(pieces))
+}

@@ -175,6 +175,9 @@ impl Oci {
         Oci {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // Below the server's 5 s keep-alive: a test that pauses (a browser run, a
+                // GC) must not reuse a connection the server is closing.
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .unwrap(),
             base: base.parse().expect("base URL"),

@@ -23,20 +23,44 @@ impl TestRegistry {
     }
 }
 
-/// The configuration a test registry starts from: a fresh database, the test IPFS node,
-/// a free port, short timeouts.
+/// Whether test registries keep blobs in the embedded store instead of the IPFS node
+/// (`IPFS_REGISTRY_TEST_BLOB_STORE=embedded`; the test script runs the storage-agnostic
+/// suites both ways).
+pub fn embedded_blobs() -> bool {
+    std::env::var("IPFS_REGISTRY_TEST_BLOB_STORE").is_ok_and(|v| v == "embedded")
+}
+
+/// Whether test registries keep metadata in the embedded SQLite store (under their data
+/// directory) instead of PostgreSQL (`IPFS_REGISTRY_TEST_META_STORE=embedded`).
+pub fn embedded_metadata() -> bool {
+    std::env::var("IPFS_REGISTRY_TEST_META_STORE").is_ok_and(|v| v == "embedded")
+}
+
+/// The configuration a test registry starts from: a fresh database, the test IPFS node (or
+/// an embedded store of its own), a free port, short timeouts.
 pub async fn test_config() -> ipfs_registry::config::Config {
     use ipfs_registry::config::{Config, DatabaseConfig, IpfsConfig};
     let defaults = Config::default();
+    let database_url = fresh_database_url().await;
+    // Named after the database, so replicas started from this configuration share it.
+    let database_name = database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or("registry")
+        .to_owned();
+    let data_dir = std::env::temp_dir()
+        .join("ipfs-registry-tests")
+        .join(database_name);
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
         database: DatabaseConfig {
-            url: Some(fresh_database_url().await),
+            url: (!embedded_metadata()).then_some(database_url),
             pool_size: 8,
             ..defaults.database
         },
         ipfs: IpfsConfig {
-            url: Some(ipfs_url()),
+            url: (!embedded_blobs()).then(ipfs_url),
             ..defaults.ipfs
         },
         ..defaults
@@ -70,4 +94,41 @@ pub async fn start_registry_from(config: ipfs_registry::config::Config) -> TestR
         database_url,
         config,
     }
+}
+
+/// The CID the registry's import profile gives `data` (computed as the IPFS node would).
+pub fn cid_of_blob(data: &[u8]) -> cid::Cid {
+    let mut builder = ipfs_registry::blobs::unixfs::DagBuilder::new(
+        ipfs_registry::blobs::ImportProfile::default().chunk_size,
+    );
+    let mut blocks = Vec::new();
+    builder.push(data, &mut blocks);
+    builder.finish(&mut blocks).root
+}
+
+/// Whether the registry's blob store holds `data`: pinned in the IPFS node, or a file of
+/// the embedded store.
+pub async fn blob_store_holds(registry: &TestRegistry, data: &[u8]) -> bool {
+    let cid = cid_of_blob(data);
+    if registry.config.ipfs.url.is_none() {
+        return registry
+            .config
+            .data_dir
+            .join("blobs/data")
+            .join(cid.to_string())
+            .exists();
+    }
+    let url = ipfs_url()
+        .join(&format!("api/v0/pin/ls?arg={cid}&type=recursive"))
+        .unwrap();
+    let response = reqwest::Client::new().post(url).send().await.unwrap();
+    if !response.status().is_success() {
+        return false;
+    }
+    let body: serde_json::Value = response.json().await.unwrap();
+    // Nodes differ in the multibase they answer with; compare CIDs, not strings.
+    body["Keys"].as_object().is_some_and(|keys| {
+        keys.keys()
+            .any(|key| key.parse::<cid::Cid>().is_ok_and(|key| key == cid))
+    })
 }

@@ -157,6 +157,47 @@ impl Skopeo {
         self.run(&args).await;
     }
 
+    /// `skopeo copy --preserve-digests` with credentials (`user:password`) for a
+    /// `docker://` side, or none (`None` means `--*-no-creds`). Returns the output whatever
+    /// the exit status.
+    pub async fn copy_with_creds(
+        &self,
+        source: &str,
+        destination: &str,
+        src_creds: Option<&str>,
+        dest_creds: Option<&str>,
+    ) -> Output {
+        let authfile = self.path("auth.json");
+        let authfile = authfile.to_str().unwrap();
+        let mut args = vec![
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--src-authfile",
+            authfile,
+            "--dest-authfile",
+            authfile,
+            "--retry-times",
+            "0",
+            "--preserve-digests",
+        ];
+        if source.starts_with("docker://") {
+            match src_creds {
+                Some(creds) => args.extend(["--src-creds", creds]),
+                None => args.push("--src-no-creds"),
+            }
+        }
+        if destination.starts_with("docker://") {
+            match dest_creds {
+                Some(creds) => args.extend(["--dest-creds", creds]),
+                None => args.push("--dest-no-creds"),
+            }
+        }
+        args.push(source);
+        args.push(destination);
+        self.run_unchecked(&args).await
+    }
+
     /// `skopeo inspect --raw` (the manifest's exact bytes), or with `--config` the config
     /// blob's bytes.
     pub async fn inspect_raw(&self, image: &str, config: bool) -> Vec<u8> {

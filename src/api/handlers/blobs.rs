@@ -3,20 +3,42 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::Response;
-use crate::api::headers::{self, DOCKER_CONTENT_DIGEST};
+use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, X_IPFS_PATH};
 use crate::api::AppState;
 use crate::meta::BlobRecord;
 use crate::oci::{Digest, RepoName};
+use crate::registry::BlobContent;
 
-fn blob_headers(record: &BlobRecord) -> actix_web::HttpResponseBuilder {
+/// Headers of a blob's bytes, wherever they are served from: its digest, and its path in
+/// IPFS (the header IPFS gateways send), so anyone can fetch it by CID elsewhere.
+pub(super) fn blob_headers(record: &BlobRecord) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
         .insert_header((DOCKER_CONTENT_DIGEST, record.digest.to_string()))
+        .insert_header((X_IPFS_PATH, format!("/ipfs/{}", record.cid)))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::ETAG, format!("\"{}\"", record.digest)))
         .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
     response
+}
+
+/// A full (200) or ranged (206) body of blob content.
+pub(super) fn content_response(content: BlobContent) -> HttpResponse {
+    let mut response = blob_headers(&content.record);
+    let length = match content.range {
+        Some((start, end)) => {
+            response
+                .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+                .insert_header((
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{}", content.record.size),
+                ));
+            end - start + 1
+        }
+        None => content.record.size,
+    };
+    response.body(SizedStream::new(length, content.body))
 }
 
 pub async fn head(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {
@@ -32,20 +54,7 @@ pub async fn get(
 ) -> Response {
     let range = headers::blob_range(req.headers())?;
     let content = state.registry.get_blob(repo, digest, range).await?;
-    let mut response = blob_headers(&content.record);
-    let length = match content.range {
-        Some((start, end)) => {
-            response
-                .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
-                .insert_header((
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{}", content.record.size),
-                ));
-            end - start + 1
-        }
-        None => content.record.size,
-    };
-    Ok(response.body(SizedStream::new(length, content.body)))
+    Ok(content_response(content))
 }
 
 pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {

@@ -1,11 +1,12 @@
 //! Tag listing, catalog and referrers.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{query, query_param, Response};
 use crate::api::error::ApiError;
+use crate::api::guard::Caller;
 use crate::api::headers::OCI_FILTERS_APPLIED;
 use crate::api::AppState;
 use crate::meta::Page;
@@ -90,8 +91,20 @@ pub async fn tags(state: &AppState, req: &HttpRequest, repo: &RepoName) -> Respo
 pub async fn catalog(req: HttpRequest, state: web::Data<AppState>) -> Response {
     let page = page(&query(&req))?;
     let registry = &state.registry;
-    let (repositories, next) =
-        paginate(page, |p| async move { Ok(registry.catalog(&p).await?) }).await?;
+    let caller = req.extensions().get::<Caller>().cloned();
+    let (repositories, next) = match (&state.auth, caller) {
+        // Filtered in the query, so a page of `n` is n names the caller may pull.
+        (Some(auth), Some(Caller(claims))) => {
+            paginate(
+                page,
+                |p| async move { Ok(auth.catalog(&claims, &p).await?) },
+            )
+            .await?
+        }
+        // The guard always records the caller; without one, show nothing rather than all.
+        (Some(_), None) => return Err(ApiError::Denied),
+        (None, _) => paginate(page, |p| async move { Ok(registry.catalog(&p).await?) }).await?,
+    };
     let mut response = HttpResponse::Ok();
     if let Some(next) = next {
         response.insert_header((header::LINK, link(&state, "/v2/_catalog", &next)));

@@ -1,6 +1,8 @@
 //! Request dispatch: which endpoint, which method, with validated names and references.
 
 mod blobs;
+mod browse;
+pub mod gateway;
 pub mod listing;
 mod manifests;
 mod uploads;
@@ -39,10 +41,7 @@ pub async fn dispatch(
     match endpoint {
         Endpoint::Manifest { name, reference } => {
             let repo = repo_name(name)?;
-            let reference: Reference = reference.parse().map_err(|e| match e {
-                crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
-                crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
-            })?;
+            let reference = parse_reference(reference)?;
             match method {
                 Method::GET => manifests::get(&state, &repo, &reference, false).await,
                 Method::HEAD => manifests::get(&state, &repo, &reference, true).await,
@@ -86,6 +85,14 @@ pub async fn dispatch(
                 _ => Err(ApiError::MethodNotAllowed),
             }
         }
+        Endpoint::ExtLayers { name, reference } => {
+            let repo = repo_name(name)?;
+            let reference = parse_reference(reference)?;
+            match method {
+                Method::GET => browse::layers(&state, &repo, &reference).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
         Endpoint::Referrers { name, digest } => {
             let repo = repo_name(name)?;
             let digest = parse_digest(digest)?;
@@ -102,6 +109,13 @@ fn repo_name(name: &str) -> Result<RepoName, ApiError> {
         .map_err(|_| ApiError::NameInvalid(name.to_owned()))
 }
 
+fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
+    reference.parse().map_err(|e| match e {
+        crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
+        crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
+    })
+}
+
 fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
     digest
         .parse()
@@ -109,13 +123,13 @@ fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
 }
 
 /// The request's query parameters, decoded, in order (repeats kept).
-fn query(req: &HttpRequest) -> Vec<(String, String)> {
+pub(super) fn query(req: &HttpRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn query_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == key)

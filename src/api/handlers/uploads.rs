@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{parse_digest, query, query_param, repo_name, Response};
 use crate::api::error::ApiError;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
-use crate::api::{body, AppState};
+use crate::api::{body, guard, AppState};
 use crate::meta::BlobRecord;
 use crate::oci::RepoName;
 use crate::registry::UploadStatus;
@@ -21,10 +21,14 @@ pub async fn start(
     if let Some(mount) = query_param(&params, "mount") {
         let digest = parse_digest(mount)?;
         // Without `from` there is no repository to mount from that the client is known to
-        // read; the spec then allows falling back to an upload session.
+        // read; the spec then allows falling back to an upload session. The same fallback
+        // when the caller may not pull `from`: the answer must not reveal what it holds.
         if let Some(from) = query_param(&params, "from") {
             let from = repo_name(from)?;
-            if let Some(record) = state.registry.mount_blob(&from, repo, &digest).await? {
+            let readable = guard::may_pull(state, req, from.as_str());
+            if !readable {
+                tracing::debug!(event = "mount_refused", from = %from, to = %repo);
+            } else if let Some(record) = state.registry.mount_blob(&from, repo, &digest).await? {
                 return Ok(created(state, repo, &record));
             }
         }

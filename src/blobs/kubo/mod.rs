@@ -156,6 +156,41 @@ impl KuboStore {
         }
     }
 
+    /// A call whose answer is a byte stream of any length (`cat`, `dag/export`): the node's
+    /// deadline is [`CAT_NODE_DEADLINE`], the answer must start within T + grace, and the
+    /// body may pause for at most T.
+    async fn stream(
+        &self,
+        command: &str,
+        cid: &Cid,
+        mut query: Vec<(&str, String)>,
+    ) -> Result<ByteStream, BlobError> {
+        query.push(("timeout", millis(CAT_NODE_DEADLINE)));
+        let request = self
+            .client
+            .post(self.endpoint(command)?)
+            .query(&query)
+            .send();
+        let response = match tokio::time::timeout(self.control_deadline(), request).await {
+            Ok(sent) => sent.map_err(|e| transport_error(command, &e))?,
+            Err(_) => {
+                return Err(BlobError::Unavailable(format!(
+                    "IPFS node {command} {cid}: no answer within {:?}",
+                    self.control_deadline()
+                )))
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_answer(response, command, Some(self.timeout)).await?;
+            return Err(NodeError::from_body(status, &body).into_blob_error(command, Some(cid)));
+        }
+        Ok(Box::pin(IdleTimeout::new(
+            response.bytes_stream().map_err(std::io::Error::other),
+            self.timeout,
+        )))
+    }
+
     /// The add request: profile parameters, pin, and the input as a streamed file part.
     fn add_request(
         &self,
@@ -258,30 +293,19 @@ impl BlobStore for KuboStore {
         if let Some(length) = length {
             query.push(("length", length.to_string()));
         }
-        query.push(("timeout", millis(CAT_NODE_DEADLINE)));
-        let request = self.client.post(self.endpoint("cat")?).query(&query).send();
-        let response = match tokio::time::timeout(self.control_deadline(), request).await {
-            Ok(sent) => sent.map_err(|e| transport_error("cat", &e))?,
-            Err(_) => {
-                return Err(BlobError::Unavailable(format!(
-                    "IPFS node cat {cid}: no answer within {:?}",
-                    self.control_deadline()
-                )))
-            }
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let body = read_answer(response, "cat", Some(self.timeout)).await?;
-            return Err(NodeError::from_body(status, &body).into_blob_error("cat", Some(cid)));
-        }
-        let body = IdleTimeout::new(
-            response.bytes_stream().map_err(std::io::Error::other),
-            self.timeout,
-        );
+        let body = self.stream("cat", cid, query).await?;
         Ok(match length {
             Some(length) => Box::pin(ExactLength::new(body, length)),
-            None => Box::pin(body),
+            None => body,
         })
+    }
+
+    async fn pin(&self, cid: &Cid) -> Result<(), BlobError> {
+        let query = [("arg", cid.to_string()), ("recursive", "true".to_owned())];
+        self.control("pin/add", &query)
+            .await
+            .map(drop)
+            .map_err(|e| e.into_blob_error("pin/add", Some(cid)))
     }
 
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {
@@ -312,6 +336,29 @@ impl BlobStore for KuboStore {
             Err(CallError::Node(e)) if e.is_not_pinned() => Ok(false),
             Err(e) => Err(e.into_blob_error("pin/ls", Some(cid))),
         }
+    }
+
+    async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
+        // Offline: a block this node does not hold is NotFound, never fetched from peers.
+        let query = [("arg", cid.to_string()), ("offline", "true".to_owned())];
+        let bytes = self
+            .control("block/get", &query)
+            .await
+            .map_err(|e| e.into_blob_error("block/get", Some(cid)))?;
+        if crate::blobs::unixfs::cid_of(cid.codec(), &bytes) != *cid {
+            return Err(BlobError::Backend(format!(
+                "IPFS node block/get {cid}: the bytes do not match the CID"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {
+        self.control("block/stat", &[("arg", root.to_string())])
+            .await
+            .map_err(|e| e.into_blob_error("block/stat", Some(root)))?;
+        self.stream("dag/export", root, vec![("arg", root.to_string())])
+            .await
     }
 }
 

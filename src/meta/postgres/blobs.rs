@@ -21,6 +21,21 @@ pub(crate) async fn get<C: GenericClient>(
     row.map(|r| blob_record(&r, 0)).transpose()
 }
 
+/// A blob whose bytes are the DAG under `cid` (several digests can share one only if their
+/// bytes are identical, so any of them describes the content).
+pub(crate) async fn by_cid<C: GenericClient>(
+    c: &C,
+    cid: &Cid,
+) -> Result<Option<BlobRecord>, MetaError> {
+    let row = sql::query_opt(
+        c,
+        "SELECT digest, cid, size, import_profile FROM blobs WHERE cid = $1 LIMIT 1",
+        &[&cid.to_string()],
+    )
+    .await?;
+    row.map(|r| blob_record(&r, 0)).transpose()
+}
+
 /// The blob as seen from `repo`. With `lock`, the blob row is held (FOR KEY SHARE) until the
 /// transaction ends, so it cannot be deleted meanwhile.
 pub(crate) async fn linked<C: GenericClient>(
@@ -56,26 +71,39 @@ pub(crate) async fn commit<C: GenericClient>(
 ) -> Result<BlobRecord, MetaError> {
     let repo_id = repos::ensure(c, repo).await?;
     let digest = blob.digest.to_string();
-    sql::execute(
-        c,
-        "INSERT INTO blobs (digest, cid, size, import_profile) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (digest) DO NOTHING",
-        &[
-            &digest,
-            &blob.cid.to_string(),
-            &to_i64(blob.size, "blob size")?,
-            &blob.import_profile,
-        ],
-    )
-    .await?;
-    // A new statement: sees the row whether we or a concurrent commit inserted it.
-    let row = sql::query_opt(
-        c,
-        "SELECT digest, cid, size, import_profile FROM blobs WHERE digest = $1 FOR KEY SHARE",
-        &[&digest],
-    )
-    .await?
-    .ok_or_else(|| MetaError::Backend(format!("blob {digest} vanished while being committed")))?;
+    super::gc::lock_cid_shared(c, &blob.cid).await?;
+    // GC may delete an unlinked row between our INSERT (which saw it) and our SELECT: the
+    // next round then inserts it afresh.
+    let mut found = None;
+    for _ in 0..3 {
+        sql::execute(
+            c,
+            "INSERT INTO blobs (digest, cid, size, import_profile) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (digest) DO NOTHING",
+            &[
+                &digest,
+                &blob.cid.to_string(),
+                &to_i64(blob.size, "blob size")?,
+                &blob.import_profile,
+            ],
+        )
+        .await?;
+        // A new statement: sees the row whether we or a concurrent commit inserted it.
+        found = sql::query_opt(
+            c,
+            "SELECT digest, cid, size, import_profile FROM blobs WHERE digest = $1 FOR KEY SHARE",
+            &[&digest],
+        )
+        .await?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let row = found.ok_or_else(|| {
+        MetaError::Backend(format!(
+            "blob {digest} was deleted repeatedly while being committed"
+        ))
+    })?;
     let stored = blob_record(&row, 0)?;
     link(c, repo_id, &digest).await?;
     Ok(stored)
@@ -88,8 +116,9 @@ pub(crate) async fn link<C: GenericClient>(
 ) -> Result<(), MetaError> {
     sql::execute(
         c,
+        // Pushing or mounting again restarts the link's grace period (see gc.rs).
         "INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) \
-         ON CONFLICT (repository_id, digest) DO NOTHING",
+         ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = now()",
         &[&repo_id, &digest],
     )
     .await?;

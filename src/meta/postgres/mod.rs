@@ -5,12 +5,14 @@
 
 mod blobs;
 mod error;
+mod gc;
 mod manifests;
 mod migrate;
 mod referrers;
 mod repos;
 mod sql;
 mod uploads;
+mod users;
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -118,6 +120,24 @@ impl MetadataStore for PostgresStore {
 
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         blobs::get(&self.client().await?, digest).await
+    }
+
+    async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError> {
+        blobs::by_cid(&self.client().await?, cid).await
+    }
+
+    async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError> {
+        let client = self.client().await?;
+        let rows = sql::query(
+            &client,
+            "SELECT DISTINCT r.name FROM blobs b \
+             JOIN repository_blobs rb ON rb.digest = b.digest \
+             JOIN repositories r ON r.id = rb.repository_id \
+             WHERE b.cid = $1 ORDER BY r.name",
+            &[&cid.to_string()],
+        )
+        .await?;
+        rows.iter().map(|r| sql::get(r, 0)).collect()
     }
 
     async fn repository_blob(
@@ -264,5 +284,22 @@ impl MetadataStore for PostgresStore {
         let chunks = uploads::delete(&tx, id).await?;
         tx.commit().await.map_err(db)?;
         Ok(chunks)
+    }
+}
+
+#[async_trait]
+impl super::status::StoreStatus for PostgresStore {
+    async fn schema_current(&self) -> Result<bool, MetaError> {
+        self.applied_migrations_current().await
+    }
+
+    fn pool_use(&self) -> Option<super::status::PoolUse> {
+        let status = self.pool.status();
+        Some(super::status::PoolUse {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
     }
 }

@@ -82,6 +82,7 @@ pub(crate) async fn append<C: GenericClient>(
         return Ok(false);
     }
     if chunk.size > 0 {
+        super::gc::lock_cid_shared(c, &chunk.cid).await?;
         sql::execute(
             c,
             "INSERT INTO upload_chunks (upload_id, byte_offset, size, cid) VALUES ($1, $2, $3, $4)",

@@ -1,13 +1,18 @@
-//! The PostgreSQL metadata store against a real PostgreSQL server (one fresh database per test).
+//! The metadata stores: PostgreSQL against a real server (one fresh database per test), and
+//! the embedded SQLite store. Every test of behaviour through the `MetadataStore` trait runs
+//! on both; the tests that look inside PostgreSQL (migrations, collation, query plans,
+//! timeouts, locks) run on it alone.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
 use ipfs_registry::config::DatabaseConfig;
 use ipfs_registry::meta::postgres::PostgresStore;
+use ipfs_registry::meta::sqlite::SqliteStore;
 use ipfs_registry::meta::{BlobRecord, MetaError, MetadataStore, NewManifest, Page, UploadChunk};
 use ipfs_registry::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 use multihash_codetable::{Code, MultihashDigest};
@@ -36,6 +41,16 @@ async fn store() -> (PostgresStore, String) {
         .expect("connect");
     store.migrate().await.expect("migrate");
     (store, url)
+}
+
+/// Both stores, empty: PostgreSQL on a fresh database and SQLite in a fresh file.
+async fn stores() -> Vec<Arc<dyn MetadataStore>> {
+    let (postgres, _) = store().await;
+    let dir = std::env::temp_dir().join("ipfs-registry-tests");
+    std::fs::create_dir_all(&dir).expect("test directory");
+    let file = dir.join(format!("meta-{}.sqlite", Uuid::new_v4()));
+    let sqlite = SqliteStore::open(&file).expect("open SQLite store");
+    vec![Arc::new(postgres), Arc::new(sqlite)]
 }
 
 /// A plain connection to the test database, for poking at it from outside the store.
@@ -146,7 +161,7 @@ fn index(children: &[&NewManifest]) -> NewManifest {
 }
 
 /// Commits a config and one layer into `r` and returns an image manifest over them.
-async fn pushed_image(store: &PostgresStore, r: &RepoName, seed: &str) -> NewManifest {
+async fn pushed_image(store: &dyn MetadataStore, r: &RepoName, seed: &str) -> NewManifest {
     let config = blob(format!("config {seed}").as_bytes());
     let layer = blob(format!("layer {seed}").as_bytes());
     store.commit_blob(r, config.clone()).await.expect("config");
@@ -154,7 +169,7 @@ async fn pushed_image(store: &PostgresStore, r: &RepoName, seed: &str) -> NewMan
     image(&config, &[&layer])
 }
 
-async fn by_tag(store: &PostgresStore, r: &RepoName, t: &str) -> Option<Digest> {
+async fn by_tag(store: &dyn MetadataStore, r: &RepoName, t: &str) -> Option<Digest> {
     store
         .manifest(r, &Reference::Tag(tag(t)))
         .await
@@ -162,7 +177,7 @@ async fn by_tag(store: &PostgresStore, r: &RepoName, t: &str) -> Option<Digest> 
         .map(|m| m.digest)
 }
 
-async fn by_digest(store: &PostgresStore, r: &RepoName, d: &Digest) -> Option<Bytes> {
+async fn by_digest(store: &dyn MetadataStore, r: &RepoName, d: &Digest) -> Option<Bytes> {
     store
         .manifest(r, &Reference::Digest(d.clone()))
         .await
@@ -170,7 +185,7 @@ async fn by_digest(store: &PostgresStore, r: &RepoName, d: &Digest) -> Option<By
         .map(|m| m.content)
 }
 
-async fn all_tags(store: &PostgresStore, r: &RepoName) -> Option<Vec<String>> {
+async fn all_tags(store: &dyn MetadataStore, r: &RepoName) -> Option<Vec<String>> {
     store.tags(r, &Page::default()).await.expect("tags")
 }
 
@@ -197,12 +212,25 @@ async fn migrate_is_idempotent_and_reports_current() {
     store.ping().await.expect("ping");
 
     let db = raw(&url).await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT version) FROM refinery_schema_history",
+            &[],
+        )
         .await
-        .expect("history")
-        .get(0);
-    assert_eq!(n, 1, "one migration recorded once");
+        .expect("history");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".sql"))
+        })
+        .count() as i64;
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (files, files),
+        "every migration recorded once"
+    );
 
     // A stale checksum (someone edited an applied migration) is not "current".
     db.execute("UPDATE refinery_schema_history SET checksum = '1'", &[])
@@ -353,7 +381,12 @@ async fn statement_timeout_applies_and_is_unavailable() {
 
 #[tokio::test]
 async fn commit_blob_links_and_deduplicates() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        commit_blob_links_and_deduplicates_on(store).await;
+    }
+}
+
+async fn commit_blob_links_and_deduplicates_on(store: Arc<dyn MetadataStore>) {
     let a = repo("team/a");
     let b = repo("team/b");
     let record = blob(b"layer bytes");
@@ -404,7 +437,12 @@ async fn commit_blob_links_and_deduplicates() {
 
 #[tokio::test]
 async fn large_and_empty_blob_sizes_round_trip() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        large_and_empty_blob_sizes_round_trip_on(store).await;
+    }
+}
+
+async fn large_and_empty_blob_sizes_round_trip_on(store: Arc<dyn MetadataStore>) {
     let r = repo("sizes");
     let mut big = blob(b"big");
     big.size = 5 * 1024 * 1024 * 1024 * 1024; // 5 TiB
@@ -422,7 +460,12 @@ async fn large_and_empty_blob_sizes_round_trip() {
 
 #[tokio::test]
 async fn mount_blob_requires_a_link_in_the_source() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        mount_blob_requires_a_link_in_the_source_on(store).await;
+    }
+}
+
+async fn mount_blob_requires_a_link_in_the_source_on(store: Arc<dyn MetadataStore>) {
     let from = repo("from");
     let to = repo("to");
     let elsewhere = repo("elsewhere");
@@ -485,7 +528,12 @@ async fn mount_blob_requires_a_link_in_the_source() {
 
 #[tokio::test]
 async fn unlink_blob_removes_only_the_link() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        unlink_blob_removes_only_the_link_on(store).await;
+    }
+}
+
+async fn unlink_blob_removes_only_the_link_on(store: Arc<dyn MetadataStore>) {
     let a = repo("a");
     let b = repo("b");
     let record = blob(b"linked twice");
@@ -517,7 +565,12 @@ async fn unlink_blob_removes_only_the_link() {
 
 #[tokio::test]
 async fn cid_in_use_sees_blobs_and_live_upload_chunks() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        cid_in_use_sees_blobs_and_live_upload_chunks_on(store).await;
+    }
+}
+
+async fn cid_in_use_sees_blobs_and_live_upload_chunks_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cids");
     let record = blob(b"blob bytes");
     let chunk_cid = cid_of(b"chunk bytes");
@@ -551,9 +604,14 @@ async fn cid_in_use_sees_blobs_and_live_upload_chunks() {
 
 #[tokio::test]
 async fn put_manifest_stores_exact_bytes_and_tag() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        put_manifest_stores_exact_bytes_and_tag_on(store).await;
+    }
+}
+
+async fn put_manifest_stores_exact_bytes_and_tag_on(store: Arc<dyn MetadataStore>) {
     let r = repo("library/app");
-    let m = pushed_image(&store, &r, "1").await;
+    let m = pushed_image(&*store, &r, "1").await;
     store
         .put_manifest(&r, m.clone(), Some(&tag("v1")))
         .await
@@ -577,8 +635,8 @@ async fn put_manifest_stores_exact_bytes_and_tag() {
     assert_eq!(got.digest, m.digest);
 
     // Not visible from another repository, and unknown tags are absent.
-    assert_eq!(by_digest(&store, &repo("other"), &m.digest).await, None);
-    assert_eq!(by_tag(&store, &r, "v2").await, None);
+    assert_eq!(by_digest(&*store, &repo("other"), &m.digest).await, None);
+    assert_eq!(by_tag(&*store, &r, "v2").await, None);
 
     // Re-pushing identical bytes (with and without a tag) is fine.
     store
@@ -594,7 +652,7 @@ async fn put_manifest_stores_exact_bytes_and_tag() {
         .await
         .expect("re-put other tag");
     assert_eq!(
-        all_tags(&store, &r).await,
+        all_tags(&*store, &r).await,
         Some(vec!["also".into(), "v1".into()])
     );
 }
@@ -746,10 +804,15 @@ async fn index_requires_child_manifests_in_the_repository() {
 
 #[tokio::test]
 async fn moving_a_tag_points_it_at_the_new_manifest() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        moving_a_tag_points_it_at_the_new_manifest_on(store).await;
+    }
+}
+
+async fn moving_a_tag_points_it_at_the_new_manifest_on(store: Arc<dyn MetadataStore>) {
     let r = repo("moving");
-    let one = pushed_image(&store, &r, "one").await;
-    let two = pushed_image(&store, &r, "two").await;
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
     store
         .put_manifest(&r, one.clone(), Some(&tag("latest")))
         .await
@@ -758,21 +821,30 @@ async fn moving_a_tag_points_it_at_the_new_manifest() {
         .put_manifest(&r, one.clone(), Some(&tag("stable")))
         .await
         .expect("one");
-    assert_eq!(by_tag(&store, &r, "latest").await, Some(one.digest.clone()));
+    assert_eq!(
+        by_tag(&*store, &r, "latest").await,
+        Some(one.digest.clone())
+    );
 
     store
         .put_manifest(&r, two.clone(), Some(&tag("latest")))
         .await
         .expect("two");
-    assert_eq!(by_tag(&store, &r, "latest").await, Some(two.digest.clone()));
-    assert_eq!(by_tag(&store, &r, "stable").await, Some(one.digest.clone()));
+    assert_eq!(
+        by_tag(&*store, &r, "latest").await,
+        Some(two.digest.clone())
+    );
+    assert_eq!(
+        by_tag(&*store, &r, "stable").await,
+        Some(one.digest.clone())
+    );
     // The old manifest is still there by digest.
     assert_eq!(
-        by_digest(&store, &r, &one.digest).await,
+        by_digest(&*store, &r, &one.digest).await,
         Some(one.content.clone())
     );
     assert_eq!(
-        all_tags(&store, &r).await,
+        all_tags(&*store, &r).await,
         Some(vec!["latest".into(), "stable".into()])
     );
 }
@@ -957,9 +1029,14 @@ async fn put_manifest_sees_a_concurrently_deleted_reference_as_missing() {
 
 #[tokio::test]
 async fn tags_paginate_in_bytewise_order() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        tags_paginate_in_bytewise_order_on(store).await;
+    }
+}
+
+async fn tags_paginate_in_bytewise_order_on(store: Arc<dyn MetadataStore>) {
     let r = repo("paged");
-    let m = pushed_image(&store, &r, "m").await;
+    let m = pushed_image(&*store, &r, "m").await;
     // Bytewise: digits < uppercase < '_' < lowercase.
     let names = ["b", "a", "Z", "_x", "10", "2", "a-1", "a.1"];
     for name in names {
@@ -972,7 +1049,7 @@ async fn tags_paginate_in_bytewise_order() {
     expected.sort(); // Rust's String order is bytewise.
     assert_eq!(expected, ["10", "2", "Z", "_x", "a", "a-1", "a.1", "b"]);
 
-    assert_eq!(all_tags(&store, &r).await, Some(expected.clone()));
+    assert_eq!(all_tags(&*store, &r).await, Some(expected.clone()));
 
     // Walk in pages of 3.
     let mut seen = Vec::new();
@@ -1029,12 +1106,17 @@ async fn tags_paginate_in_bytewise_order() {
     );
     let bare = repo("bare");
     store.commit_blob(&bare, blob(b"x")).await.expect("commit");
-    assert_eq!(all_tags(&store, &bare).await, Some(vec![]));
+    assert_eq!(all_tags(&*store, &bare).await, Some(vec![]));
 }
 
 #[tokio::test]
 async fn catalog_lists_existing_repositories_in_order() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        catalog_lists_existing_repositories_in_order_on(store).await;
+    }
+}
+
+async fn catalog_lists_existing_repositories_in_order_on(store: Arc<dyn MetadataStore>) {
     assert_eq!(
         store.catalog(&Page::default()).await.expect("catalog"),
         Vec::<String>::new()
@@ -1159,9 +1241,14 @@ async fn listing_queries_are_index_range_scans() {
 
 #[tokio::test]
 async fn referrers_by_subject_with_and_without_filter() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        referrers_by_subject_with_and_without_filter_on(store).await;
+    }
+}
+
+async fn referrers_by_subject_with_and_without_filter_on(store: Arc<dyn MetadataStore>) {
     let r = repo("signed");
-    let subject = pushed_image(&store, &r, "subject").await;
+    let subject = pushed_image(&*store, &r, "subject").await;
     store
         .put_manifest(&r, subject.clone(), Some(&tag("v1")))
         .await
@@ -1282,7 +1369,12 @@ async fn referrers_by_subject_with_and_without_filter() {
 
 #[tokio::test]
 async fn upload_session_lifecycle() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        upload_session_lifecycle_on(store).await;
+    }
+}
+
+async fn upload_session_lifecycle_on(store: Arc<dyn MetadataStore>) {
     let r = repo("uploads");
     let started = std::time::SystemTime::now() - Duration::from_secs(60);
     let upload = store
@@ -1456,7 +1548,12 @@ async fn upload_session_lifecycle() {
 
 #[tokio::test]
 async fn concurrent_appends_at_the_same_offset_only_one_wins() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        concurrent_appends_at_the_same_offset_only_one_wins_on(store).await;
+    }
+}
+
+async fn concurrent_appends_at_the_same_offset_only_one_wins_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cas");
     let upload = store.create_upload(&r, vec![]).await.expect("create");
     let attempts = (0..8u8).map(|i| {
@@ -1492,7 +1589,14 @@ async fn concurrent_appends_at_the_same_offset_only_one_wins() {
 
 #[tokio::test]
 async fn complete_upload_returns_the_earlier_record_for_a_known_digest() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        complete_upload_returns_the_earlier_record_for_a_known_digest_on(store).await;
+    }
+}
+
+async fn complete_upload_returns_the_earlier_record_for_a_known_digest_on(
+    store: Arc<dyn MetadataStore>,
+) {
     let a = repo("a");
     let b = repo("b");
     let record = blob(b"same bytes");
@@ -1524,7 +1628,14 @@ async fn complete_upload_returns_the_earlier_record_for_a_known_digest() {
 
 #[tokio::test]
 async fn complete_upload_from_another_repository_does_not_end_the_session() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        complete_upload_from_another_repository_does_not_end_the_session_on(store).await;
+    }
+}
+
+async fn complete_upload_from_another_repository_does_not_end_the_session_on(
+    store: Arc<dyn MetadataStore>,
+) {
     let r = repo("mine");
     let upload = store.create_upload(&r, vec![]).await.expect("create");
     let chunk = UploadChunk {
@@ -1547,7 +1658,12 @@ async fn complete_upload_from_another_repository_does_not_end_the_session() {
 
 #[tokio::test]
 async fn delete_upload_returns_chunks_and_ends_the_session() {
-    let (store, _) = store().await;
+    for store in stores().await {
+        delete_upload_returns_chunks_and_ends_the_session_on(store).await;
+    }
+}
+
+async fn delete_upload_returns_chunks_and_ends_the_session_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cancel");
     let upload = store.create_upload(&r, vec![]).await.expect("create");
     let c1 = UploadChunk {

@@ -1,0 +1,59 @@
+#!/bin/sh
+# Kubo configuration for the node behind ipfs-registry, used by both stacks: docker compose
+# mounts this file into /container-init.d/, and the Akash SDL carries it base64-encoded in
+# KUBO_INIT_SCRIPT (akash/render.sh). The ipfs/kubo image runs /container-init.d/*.sh on
+# every start, after `ipfs init` (which applies IPFS_PROFILE=server to a new repo) and
+# before the daemon, so every setting here is written each time: the script is idempotent
+# and an existing repo picks up changes on its next restart.
+#
+# Environment (all optional):
+#   KUBO_STORAGE_MAX      Datastore.StorageMax, e.g. 90GB (default 90GB; keep it below the volume)
+#   KUBO_GC_PERIOD        Datastore.GCPeriod (default 1h)
+#   KUBO_APPEND_ANNOUNCE  comma-separated multiaddrs to announce besides the container's own,
+#                         e.g. /dns4/provider.example.com/tcp/31401 on Akash
+set -eu
+
+cfg() { ipfs config "$@" >/dev/null; }
+
+# Server profile for repos created before IPFS_PROFILE was set (no-op otherwise): no mDNS,
+# no NAT port mapping, no dialing or announcing of private address ranges.
+ipfs config profile apply server >/dev/null
+
+# RPC API on all interfaces of the container. It has no authentication: each stack keeps
+# port 5001 on its internal network only (compose does not publish it; the SDL exposes it
+# to the registry service alone).
+cfg Addresses.API /ip4/0.0.0.0/tcp/5001
+# Public read-only gateway. NoFetch: serve only blocks this node holds (the registry's
+# layers), so the node is not an open gateway for the whole IPFS network.
+cfg Addresses.Gateway /ip4/0.0.0.0/tcp/8080
+cfg --json Gateway.NoFetch true
+
+# The import profile the registry records with each blob (import_profile.chunk_size):
+# CIDv1, raw leaves, fixed 256 KiB chunks, sha2-256. The registry passes these explicitly
+# on every add; they are also Kubo's defaults here so that `ipfs add` by an operator yields
+# the same CIDs as the registry.
+cfg --json Import.CidVersion 1
+cfg --json Import.UnixFSRawLeaves true
+cfg Import.UnixFSChunker size-262144
+cfg Import.HashFunction sha2-256
+
+# Announce every block of every recursive pin (the registry pins each layer), and nothing
+# the gateway merely cached.
+cfg Provide.Strategy pinned
+
+# Repository GC (the daemon runs with --enable-gc): when the repo passes
+# StorageGCWatermark % of StorageMax, checked every GCPeriod, Kubo deletes blocks that no
+# pin holds. The registry pins everything its metadata references and adds with pin=true,
+# so GC only frees what the registry has unpinned (its own gc) or cached gateway blocks.
+cfg Datastore.StorageMax "${KUBO_STORAGE_MAX:-90GB}"
+cfg --json Datastore.StorageGCWatermark 90
+cfg Datastore.GCPeriod "${KUBO_GC_PERIOD:-1h}"
+
+if [ -n "${KUBO_APPEND_ANNOUNCE:-}" ]; then
+  json=$(printf '%s' "$KUBO_APPEND_ANNOUNCE" | tr -d ' ' | sed 's/,/","/g')
+  cfg --json Addresses.AppendAnnounce "[\"$json\"]"
+else
+  cfg --json Addresses.AppendAnnounce '[]'
+fi
+
+echo "010-ipfs-registry: Kubo configured for ipfs-registry"

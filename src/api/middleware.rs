@@ -1,0 +1,176 @@
+//! What wraps every request: a request id (taken from `X-Request-Id` when sane, returned in
+//! the response), a tracing span carrying it, the concurrency limit, the request timeout,
+//! one log event and the HTTP metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::ResponseError;
+use futures::future::LocalBoxFuture;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::path::route_name;
+use crate::metrics::{InFlight, Metrics};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Shared by every worker of one server.
+pub struct Guard {
+    requests: Arc<Semaphore>,
+    request_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Guard {
+    pub fn new(max_requests: usize, request_timeout: Duration, metrics: Arc<Metrics>) -> Guard {
+        Guard {
+            requests: Arc::new(Semaphore::new(max_requests)),
+            request_timeout,
+            metrics,
+        }
+    }
+}
+
+/// An incoming id is kept when it is short and plain (it goes into logs and a header);
+/// otherwise a fresh one is made.
+fn request_id(headers: &HeaderMap) -> String {
+    let incoming = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    match incoming {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_owned()
+        }
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+/// Requests whose handler streams a blob body from the client: bounded by the IPFS
+/// timeouts and the client's pace, not by the request timeout.
+fn streams_blob(method: &Method, route: &str) -> bool {
+    matches!(
+        (route, method.as_str()),
+        ("upload_start", "POST") | ("upload", "PATCH") | ("upload", "PUT")
+    )
+}
+
+pub fn handle<S, B>(
+    guard: &Arc<Guard>,
+    req: ServiceRequest,
+    srv: &S,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let route = route_name(&path);
+    let span = tracing::info_span!("request", request_id = %id);
+    let operational = matches!(route, "healthz" | "readyz" | "metrics");
+    let in_flight = InFlight::new(&guard.metrics.http_in_flight);
+    let permit = if operational {
+        Ok(None)
+    } else {
+        guard.requests.clone().try_acquire_owned().map(Some)
+    };
+    let call = match permit {
+        Ok(permit) => {
+            let _entered = span.enter();
+            Ok((srv.call(req), permit))
+        }
+        // Refused before routing, so the request is still ours to answer.
+        Err(_) => Err(req.into_response(ApiError::TooManyRequests.error_response())),
+    };
+    let timeout = (!operational && !streams_blob(&method, route)).then_some(guard.request_timeout);
+    let guard = guard.clone();
+    let log_span = span.clone();
+    Box::pin(
+        async move {
+            let result = match call {
+                Err(refused) => Ok(refused),
+                Ok((call, _permit)) => match timeout {
+                    Some(limit) => match tokio::time::timeout(limit, call).await {
+                        Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
+                        Err(_) => {
+                            tracing::warn!(
+                                event = "request_timeout",
+                                limit_ms = limit.as_millis() as u64
+                            );
+                            // The request went down with the handler: actix renders the
+                            // error (ApiError's OCI body) without our headers.
+                            Err(ApiError::Timeout(limit).into())
+                        }
+                    },
+                    None => call.await.map(ServiceResponse::map_into_boxed_body),
+                },
+            };
+            drop(in_flight);
+            let status = match &result {
+                Ok(response) => response.status(),
+                Err(e) => e.as_response_error().status_code(),
+            };
+            let took = started.elapsed();
+            guard
+                .metrics
+                .record_http(method.as_str(), route, status.as_u16(), took);
+            // Probes poll every few seconds: their lines would drown the rest at `info`.
+            if operational {
+                tracing::debug!(
+                    event = "request",
+                    method = %method,
+                    path = %path,
+                    route,
+                    status = status.as_u16(),
+                    duration_ms = took.as_millis() as u64,
+                );
+            } else {
+                tracing::info!(
+                    event = "request",
+                    method = %method,
+                    path = %path,
+                    route,
+                    status = status.as_u16(),
+                    duration_ms = took.as_millis() as u64,
+                );
+            }
+            let mut response = result?;
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            Ok(response)
+        }
+        .instrument(log_span),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123_x.y:z"));
+        assert_eq!(request_id(&headers), "abc-123_x.y:z");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        let generated = request_id(&headers);
+        assert_eq!(generated.len(), 32, "{generated}");
+        assert_ne!(request_id(&HeaderMap::new()), generated);
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(request_id(&headers).len(), 32);
+    }
+}

@@ -1,0 +1,308 @@
+//! The authentication service: checks credentials against the user store, works out what
+//! a caller may do, and issues tokens for the intersection of that and what was asked.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use url::Url;
+
+use super::keys::SigningKey;
+use super::permission::{parse_permissions, Grant, Pattern, Rights};
+use super::scope::{self, Scope};
+use super::throttle::{Key, LoginThrottle, Policy};
+use super::token::{unix, Claims, Issued, TokenIssuer};
+use super::{password, robot, AuthError};
+use crate::config::Config;
+use crate::meta::users::{User, UserStore};
+use crate::meta::Page;
+
+/// Who logged in, and (for a robot token) the scopes the token is limited to.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: User,
+    pub robot_limit: Option<Rights>,
+}
+
+/// What `/token` answers.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    pub access: Issued,
+    pub granted: Vec<Scope>,
+    pub refresh: Option<Issued>,
+}
+
+pub struct Auth {
+    pub issuer: TokenIssuer,
+    store: Arc<dyn UserStore>,
+    throttle: LoginThrottle,
+    /// The configured token endpoint for challenges, if any.
+    pub realm: Option<Url>,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Auth {
+    /// The service for `config`, or `None` when `auth.enabled` is false.
+    pub fn from_config(
+        config: &Config,
+        store: Arc<dyn UserStore>,
+    ) -> Result<Option<Arc<Auth>>, AuthError> {
+        let auth = &config.auth;
+        if !auth.enabled {
+            return Ok(None);
+        }
+        let key = SigningKey::load(
+            auth.signing_key.as_deref(),
+            auth.signing_key_file.as_deref(),
+            &config.data_dir,
+        )?;
+        tracing::info!(event = "auth_enabled", kid = %key.kid, algorithm = ?key.algorithm);
+        Ok(Some(Arc::new(Auth {
+            issuer: TokenIssuer::new(
+                key,
+                auth.issuer.clone(),
+                auth.service.clone(),
+                auth.token_ttl,
+            ),
+            store,
+            throttle: LoginThrottle::new(Policy::default()),
+            realm: auth.realm.clone(),
+            trusted_proxies: auth.trusted_proxies.clone(),
+        })))
+    }
+
+    /// Checks a user name and a password (or robot token). Repeated failures per user and
+    /// per client are throttled before any password work is done.
+    pub async fn login(
+        &self,
+        name: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Login, AuthError> {
+        let keys = [Key::User(name.to_owned()), Key::Client(client)];
+        if let Some(wait) = self.throttle.retry_after(&keys, Instant::now()) {
+            return Err(AuthError::Throttled(wait));
+        }
+        match self.check(name, secret).await {
+            Ok(login) => {
+                self.throttle.record_success(name);
+                Ok(login)
+            }
+            Err(AuthError::InvalidCredentials) => {
+                tracing::info!(event = "login_failed", user = %name, client = %client);
+                self.throttle.record_failure(&keys, Instant::now());
+                Err(AuthError::InvalidCredentials)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn check(&self, name: &str, secret: &str) -> Result<Login, AuthError> {
+        let user = self.store.user(name).await?;
+        if let Some((id, digest)) = robot::parse(secret) {
+            let user = user.ok_or(AuthError::InvalidCredentials)?;
+            let token = self
+                .store
+                .robot_token(id)
+                .await?
+                .ok_or(AuthError::InvalidCredentials)?;
+            if token.user_id != user.id
+                || !robot::same_digest(&token.secret_sha256, &digest)
+                || token.expires_at <= SystemTime::now()
+            {
+                return Err(AuthError::InvalidCredentials);
+            }
+            let limit = robot_limit(&token.scopes)?;
+            return Ok(Login {
+                user,
+                robot_limit: Some(limit),
+            });
+        }
+        let secret = secret.to_owned();
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+        let matches = tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => password::verify(&secret, &hash),
+            None => {
+                password::verify_dummy(&secret);
+                false
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("password check: {e}")))?;
+        match user {
+            Some(user) if matches => Ok(Login {
+                user,
+                robot_limit: None,
+            }),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// The login a refresh token stands for; the user must still exist (with the same id)
+    /// and not have changed password since the token was issued.
+    pub async fn refresh(&self, token: &str, client: IpAddr) -> Result<Login, AuthError> {
+        let keys = [Key::Client(client)];
+        if let Some(wait) = self.throttle.retry_after(&keys, Instant::now()) {
+            return Err(AuthError::Throttled(wait));
+        }
+        let claims = match self.issuer.verify_refresh(token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.throttle.record_failure(&keys, Instant::now());
+                return Err(e);
+            }
+        };
+        match self.store.user(&claims.sub).await? {
+            Some(user) if Some(user.id) == claims.uid => {
+                if claims.iat < unix(user.password_changed_at) {
+                    return Err(AuthError::InvalidToken(
+                        "issued before the last password change".into(),
+                    ));
+                }
+                Ok(Login {
+                    user,
+                    robot_limit: None,
+                })
+            }
+            _ => Err(AuthError::InvalidToken("the user no longer exists".into())),
+        }
+    }
+
+    /// Everything the user (or, for `None`, an anonymous caller) may do.
+    pub async fn rights(&self, user: Option<&User>) -> Result<Rights, AuthError> {
+        let public = self
+            .store
+            .public_patterns()
+            .await?
+            .iter()
+            .filter_map(|p| p.parse::<Pattern>().ok())
+            .collect();
+        let Some(user) = user else {
+            return Ok(Rights::anonymous(public));
+        };
+        let grants = self
+            .store
+            .grants(user.id)
+            .await?
+            .into_iter()
+            .filter_map(|g| {
+                Some(Grant {
+                    pattern: g.pattern.parse().ok()?,
+                    permissions: g
+                        .permissions
+                        .iter()
+                        .filter_map(|p| p.parse().ok())
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(Rights {
+            admin: user.admin,
+            grants,
+            public,
+        })
+    }
+
+    /// The rights of a token's subject as they stand now (anonymous when the subject is
+    /// empty or no longer exists).
+    pub async fn rights_of(&self, claims: &Claims) -> Result<Rights, AuthError> {
+        let user = if claims.anonymous() {
+            None
+        } else {
+            self.store.user(&claims.sub).await?
+        };
+        self.rights(user.as_ref()).await
+    }
+
+    /// Tokens for `login` (anonymous when `None`): access is the intersection of what was
+    /// requested, what the user may do and, for robot tokens, the token's own scopes.
+    pub async fn grant(
+        &self,
+        login: Option<&Login>,
+        requested: &[Scope],
+        offline: bool,
+    ) -> Result<TokenGrant, AuthError> {
+        let rights = self.rights(login.map(|l| &l.user)).await?;
+        let mut granted = rights.intersect(requested);
+        if let Some(limit) = login.and_then(|l| l.robot_limit.as_ref()) {
+            granted = limit.intersect(&granted);
+        }
+        let subject = login.map_or("", |l| l.user.name.as_str());
+        let access = self.issuer.access_token(subject, granted.clone())?;
+        // Refresh tokens would outlive a robot token's limits, so robots log in each time.
+        let refresh = match login {
+            Some(login) if offline && login.robot_limit.is_none() => {
+                Some(self.issuer.refresh_token(&login.user.name, login.user.id)?)
+            }
+            _ => None,
+        };
+        tracing::info!(
+            event = "token_issued",
+            user = %subject,
+            granted = %granted.iter().map(Scope::to_string).collect::<Vec<_>>().join(" "),
+        );
+        Ok(TokenGrant {
+            access,
+            granted,
+            refresh,
+        })
+    }
+
+    /// A catalog page holding only repositories `rights` allow pulling.
+    pub async fn catalog_for(
+        &self,
+        rights: &Rights,
+        page: &Page,
+    ) -> Result<Vec<String>, AuthError> {
+        Ok(self
+            .store
+            .catalog_filtered(page, &rights.pull_filter())
+            .await?)
+    }
+
+    /// A catalog page holding only repositories the token's subject may pull.
+    pub async fn catalog(&self, claims: &Claims, page: &Page) -> Result<Vec<String>, AuthError> {
+        let filter = self.rights_of(claims).await?.pull_filter();
+        Ok(self.store.catalog_filtered(page, &filter).await?)
+    }
+}
+
+/// The rights a robot token's stored scopes allow (the tokens may name patterns).
+fn robot_limit(scopes: &str) -> Result<Rights, AuthError> {
+    let corrupt = |e: String| AuthError::Internal(format!("stored robot token scopes: {e}"));
+    let grants = scope::parse_all([scopes])
+        .map_err(|e| corrupt(e.to_string()))?
+        .into_iter()
+        .map(|s| {
+            let actions: Vec<&str> = s.actions.iter().map(String::as_str).collect();
+            Ok(Grant {
+                pattern: s
+                    .name
+                    .parse()
+                    .map_err(|e: super::permission::InvalidPattern| corrupt(e.to_string()))?,
+                permissions: parse_permissions(&actions.join(","))
+                    .map_err(|e| corrupt(e.to_string()))?,
+            })
+        })
+        .collect::<Result<_, AuthError>>()?;
+    Ok(Rights {
+        admin: false,
+        grants,
+        public: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robot_limits_allow_only_their_scopes() {
+        let limit = robot_limit("repository:team/*:pull,push repository:solo:pull").unwrap();
+        assert!(limit.allows("team/app", "push"));
+        assert!(limit.allows("solo", "pull"));
+        assert!(!limit.allows("solo", "push"));
+        assert!(!limit.allows("other", "pull"));
+    }
+}

@@ -1,0 +1,88 @@
+//! A stored DAG as a CARv1 stream (the trustless-gateway `application/vnd.ipld.car`
+//! response): the root first, then depth-first in link order, each block once — the order
+//! `dag/export` and gateways use, so a client can verify blocks as they arrive.
+
+use std::collections::{HashMap, HashSet};
+use std::io::SeekFrom;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures::StreamExt;
+use ipld_dagpb::PbNode;
+use iroh_car::{CarHeader, CarWriter};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::index::Location;
+use crate::blobs::{BlobError, ByteStream};
+
+/// Bytes buffered between the CAR writer task and the response.
+const PIPE: usize = 256 * 1024;
+
+/// The blocks of `dag` in export order.
+fn export_order(
+    root: Cid,
+    dag: &HashMap<Cid, Location>,
+) -> Result<Vec<(Cid, Location)>, BlobError> {
+    let mut order = Vec::with_capacity(dag.len());
+    let mut seen = HashSet::with_capacity(dag.len());
+    let mut stack = vec![root];
+    while let Some(cid) = stack.pop() {
+        if !seen.insert(cid) {
+            continue;
+        }
+        let location = dag.get(&cid).ok_or_else(|| {
+            BlobError::Backend(format!("block {cid} of {root} is missing from the index"))
+        })?;
+        if let Location::Node { bytes, .. } = location {
+            let node = PbNode::from_bytes(bytes.clone())
+                .map_err(|e| BlobError::Backend(format!("stored node {cid}: {e}")))?;
+            stack.extend(node.links.iter().rev().map(|link| link.cid));
+        }
+        order.push((cid, location.clone()));
+    }
+    Ok(order)
+}
+
+/// Streams the CAR of the DAG under `root`, whose leaves are ranges of `file`.
+pub(super) fn export(
+    root: Cid,
+    dag: &HashMap<Cid, Location>,
+    file: PathBuf,
+) -> Result<ByteStream, BlobError> {
+    let order = export_order(root, dag)?;
+    let (reader, writer) = tokio::io::duplex(PIPE);
+    let task = tokio::spawn(async move {
+        let mut source = tokio::fs::File::open(&file).await?;
+        let mut car = CarWriter::new(CarHeader::new_v1(vec![root]), writer);
+        for (cid, location) in order {
+            let bytes = match location {
+                Location::Node { bytes, .. } => bytes,
+                Location::Leaf { offset, length, .. } => {
+                    source.seek(SeekFrom::Start(offset)).await?;
+                    let mut bytes = vec![0; length as usize];
+                    source.read_exact(&mut bytes).await?;
+                    Bytes::from(bytes)
+                }
+            };
+            car.write(cid, &bytes)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        car.finish().await.map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(())
+    });
+    // The body ends with the writer; a failed export must not look like a complete CAR, so
+    // its error becomes the stream's last item.
+    let outcome = futures::stream::once(async move {
+        match task.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+        }
+    })
+    .filter_map(futures::future::ready);
+    Ok(Box::pin(
+        tokio_util::io::ReaderStream::with_capacity(reader, PIPE).chain(outcome),
+    ))
+}

@@ -1,0 +1,434 @@
+//! The embedded [`BlobStore`]: blobs as files under a data directory, for running without
+//! an IPFS node. Each blob is stored once, under its CID; while it streams in, its UnixFS
+//! DAG is computed with the import profile the Kubo path uses (`blobs::unixfs`), so a layer
+//! has the same CID in both modes, and every block of that DAG is recorded in a block
+//! index, so the built-in gateway can serve any of them (and the whole DAG as a CAR).
+//!
+//! Layout under the directory: `data/<cid>` (the bytes), `tmp/` (adds in progress, renamed
+//! into `data/` only once complete; leftovers of a crash are removed on open), `trash/`
+//! (unpinned blobs, deleted after [`TRASH_GRACE`]) and `blocks.sqlite` (the index).
+//! "Pinned" means the file is in `data/`.
+//!
+//! Why a trash: like a Kubo node, which keeps unpinned blocks until its own repo GC, an
+//! unpinned blob can be pinned back for a while. The registry relies on that when a push of
+//! the same bytes commits while garbage collection unpins them: its pin check after the
+//! commit brings the file back instead of leaving a row without bytes.
+
+mod car;
+mod concat;
+mod index;
+mod read;
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use uuid::Uuid;
+
+use self::index::{BlockIndex, Location};
+use crate::blobs::unixfs::{cid_of, DagBuilder};
+use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+
+/// Read and write buffer for blob files: a chunk at the default profile.
+const IO_BUFFER: usize = 256 * 1024;
+
+/// How long an unpinned blob stays restorable before its file and index rows go.
+pub const TRASH_GRACE: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data: PathBuf,
+    tmp: PathBuf,
+    trash: PathBuf,
+    trash_grace: Duration,
+    profile: ImportProfile,
+    index: BlockIndex,
+    /// Serialises what makes a blob visible or invisible (index rows + file), so a
+    /// concurrent add and unpin of the same content cannot leave one without the other.
+    commit: tokio::sync::Mutex<()>,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> BlobError {
+    BlobError::Unavailable(format!(
+        "embedded blob store: {what} {}: {e}",
+        path.display()
+    ))
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store under `dir`.
+    pub fn open(dir: &Path, profile: ImportProfile) -> Result<EmbeddedStore, BlobError> {
+        let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        let trash = dir.join("trash");
+        for path in [&data, &tmp, &trash] {
+            std::fs::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
+        }
+        // Adds cut short by a crash: never visible, never needed.
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let index = BlockIndex::open(&dir.join("blocks.sqlite"))?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                data,
+                tmp,
+                trash,
+                trash_grace: TRASH_GRACE,
+                profile,
+                index,
+                commit: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The same store with another trash grace period (tests shorten it).
+    pub fn with_trash_grace(self, grace: Duration) -> EmbeddedStore {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.trash_grace = grace;
+                EmbeddedStore {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => EmbeddedStore { inner },
+        }
+    }
+
+    /// Deletes trashed blobs older than the grace period, with their index rows (unless the
+    /// same content was stored again meanwhile). Call with the commit lock held.
+    async fn purge_trash(&self) -> Result<(), BlobError> {
+        let mut entries = match tokio::fs::read_dir(&self.inner.trash).await {
+            Ok(entries) => entries,
+            Err(e) => return Err(io_error("listing", &self.inner.trash, e)),
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let age = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            if age < self.inner.trash_grace {
+                continue;
+            }
+            let path = entry.path();
+            let Some(root) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| Cid::try_from(name).ok())
+            else {
+                let _ = tokio::fs::remove_file(&path).await;
+                continue;
+            };
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(|e| io_error("removing", &path, e))?;
+            if !tokio::fs::try_exists(self.path_of(&root))
+                .await
+                .unwrap_or(false)
+            {
+                self.with_index(move |index| index.remove(&root)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The root CID of every blob stored here.
+    pub async fn roots(&self) -> Result<Vec<Cid>, BlobError> {
+        self.with_index(|index| index.roots()).await
+    }
+
+    fn path_of(&self, cid: &Cid) -> PathBuf {
+        self.inner.data.join(cid.to_string())
+    }
+
+    /// Runs an index call on the blocking pool.
+    async fn with_index<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&BlockIndex) -> Result<T, BlobError> + Send + 'static,
+    ) -> Result<T, BlobError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || call(&inner.index))
+            .await
+            .map_err(|e| BlobError::Backend(format!("embedded block index task: {e}")))?
+    }
+
+    /// Writes the input to `path` while building its DAG.
+    async fn write(
+        &self,
+        path: &Path,
+        mut data: ByteStream,
+    ) -> Result<(crate::blobs::unixfs::Dag, Vec<crate::blobs::unixfs::Block>), BlobError> {
+        let file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| io_error("creating", path, e))?;
+        let mut file = BufWriter::with_capacity(IO_BUFFER, file);
+        let mut builder = DagBuilder::new(self.inner.profile.chunk_size);
+        let mut blocks = Vec::new();
+        while let Some(piece) = data.next().await {
+            let piece = piece.map_err(|e| BlobError::Input(e.to_string()))?;
+            builder.push(&piece, &mut blocks);
+            file.write_all(&piece)
+                .await
+                .map_err(|e| io_error("writing", path, e))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| io_error("writing", path, e))?;
+        // Stored means durable: the registry records the blob as soon as add returns.
+        file.get_ref()
+            .sync_all()
+            .await
+            .map_err(|e| io_error("syncing", path, e))?;
+        let dag = builder.finish(&mut blocks);
+        Ok((dag, blocks))
+    }
+
+    /// Makes a complete file in `tmp/` the stored blob `dag`: its blocks indexed, then the
+    /// file renamed into place (under the commit lock, against a concurrent unpin).
+    async fn place(
+        &self,
+        tmp: &Path,
+        dag: crate::blobs::unixfs::Dag,
+        blocks: Vec<crate::blobs::unixfs::Block>,
+    ) -> Result<StoredBytes, BlobError> {
+        let target = self.path_of(&dag.root);
+        let _commit = self.inner.commit.lock().await;
+        let root = dag.root;
+        let size = dag.file_size;
+        let indexed = self
+            .with_index(move |index| index.insert(&root, size, &blocks))
+            .await;
+        // Renaming over an existing file of the same CID replaces identical bytes.
+        let placed = match indexed {
+            Ok(()) => tokio::fs::rename(tmp, &target)
+                .await
+                .map_err(|e| io_error("placing", &target, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
+            let _ = tokio::fs::remove_file(tmp).await;
+            return Err(e);
+        }
+        Ok(StoredBytes {
+            cid: dag.root,
+            size: dag.file_size,
+        })
+    }
+
+    /// Reads `length` bytes at `offset` of a stored file.
+    async fn read_range(&self, root: &Cid, offset: u64, length: u64) -> Result<Bytes, BlobError> {
+        let path = self.path_of(root);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(*root))
+            }
+            Err(e) => return Err(io_error("opening", &path, e)),
+        };
+        file.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_error("seeking", &path, e))?;
+        let mut bytes = vec![0; length as usize];
+        file.read_exact(&mut bytes)
+            .await
+            .map_err(|e| io_error("reading", &path, e))?;
+        Ok(Bytes::from(bytes))
+    }
+}
+
+#[async_trait]
+impl BlobStore for EmbeddedStore {
+    fn profile(&self) -> &ImportProfile {
+        &self.inner.profile
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        tokio::fs::metadata(&self.inner.data)
+            .await
+            .map(drop)
+            .map_err(|e| io_error("checking", &self.inner.data, e))
+    }
+
+    async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError> {
+        let tmp = self.inner.tmp.join(Uuid::new_v4().to_string());
+        let (dag, blocks) = match self.write(&tmp, data).await {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        self.place(&tmp, dag, blocks).await
+    }
+
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+        let chunk_size = self.inner.profile.chunk_size;
+        let owned = parts.to_vec();
+        let leaves = self
+            .with_index(move |index| concat::leaves_of(index, &owned, u64::from(chunk_size)))
+            .await?;
+        let Some(leaves) = leaves else {
+            return Ok(None);
+        };
+        let (dag, blocks) = concat::dag_over(chunk_size, &leaves);
+        let files: Vec<PathBuf> = parts.iter().map(|p| self.path_of(p)).collect();
+        let tmp = self.inner.tmp.join(Uuid::new_v4().to_string());
+        let target = tmp.clone();
+        let joined = tokio::task::spawn_blocking(move || concat::join_files(&files, &target))
+            .await
+            .map_err(|e| BlobError::Backend(format!("embedded store join task: {e}")))?;
+        let failed = match joined {
+            // The files must hold what their DAGs say, or the leaves would lie.
+            Ok(written) if written == dag.file_size => None,
+            Ok(written) => Some(BlobError::Backend(format!(
+                "joined parts hold {written} bytes, their DAGs {}",
+                dag.file_size
+            ))),
+            Err(e) => Some(io_error("joining into", &tmp, e)),
+        };
+        if let Some(e) = failed {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        self.place(&tmp, dag, blocks).await.map(Some)
+    }
+
+    async fn cat(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        let path = self.path_of(cid);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(*cid))
+            }
+            Err(e) => return Err(io_error("opening", &path, e)),
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| io_error("reading", &path, e))?
+            .len();
+        let available = size.saturating_sub(offset);
+        let length = match length {
+            Some(length) if length > available => {
+                return Err(BlobError::Backend(format!(
+                    "{cid} holds {size} bytes, {length} asked from offset {offset}"
+                )))
+            }
+            Some(length) => length,
+            None => available,
+        };
+        Ok(read::stream(file.into_std().await, offset, length))
+    }
+
+    async fn pin(&self, cid: &Cid) -> Result<(), BlobError> {
+        let path = self.path_of(cid);
+        let _commit = self.inner.commit.lock().await;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        // Unpinned but not yet purged: bring it back.
+        let trashed = self.inner.trash.join(cid.to_string());
+        match tokio::fs::rename(&trashed, &path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(*cid)),
+            Err(e) => Err(io_error("pinning", &trashed, e)),
+        }
+    }
+
+    async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {
+        let path = self.path_of(cid);
+        let trashed = self.inner.trash.join(cid.to_string());
+        let _commit = self.inner.commit.lock().await;
+        match tokio::fs::rename(&path, &trashed).await {
+            Ok(()) => {
+                // The trash clock starts now, not when the bytes were written.
+                let stamp = trashed.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&stamp)
+                        .and_then(|f| f.set_modified(SystemTime::now()))
+                })
+                .await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("unpinning", &path, e)),
+        }
+        self.purge_trash().await
+    }
+
+    async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
+        let path = self.path_of(cid);
+        tokio::fs::try_exists(&path)
+            .await
+            .map_err(|e| io_error("checking", &path, e))
+    }
+
+    async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
+        let wanted = *cid;
+        let locations = self.with_index(move |index| index.locate(&wanted)).await?;
+        for location in locations {
+            let bytes = match location {
+                // Only blocks of pinned DAGs are served, as for leaves below.
+                Location::Node { root, bytes } => {
+                    if !self.is_pinned(&root).await? {
+                        continue;
+                    }
+                    bytes
+                }
+                Location::Leaf {
+                    root,
+                    offset,
+                    length,
+                } => match self.read_range(&root, offset, length).await {
+                    Ok(bytes) => bytes,
+                    // That DAG is unpinned; another may hold the same block.
+                    Err(BlobError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            // A block is only ever served as what its CID says it is.
+            if cid_of(cid.codec(), &bytes) != *cid {
+                return Err(BlobError::Backend(format!(
+                    "stored block {cid} does not match its CID (corrupt data directory?)"
+                )));
+            }
+            return Ok(bytes);
+        }
+        Err(BlobError::NotFound(*cid))
+    }
+
+    async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {
+        if !self.is_pinned(root).await? {
+            return Err(BlobError::NotFound(*root));
+        }
+        let wanted = *root;
+        let dag = self.with_index(move |index| index.dag(&wanted)).await?;
+        if dag.is_empty() {
+            return Err(BlobError::NotFound(*root));
+        }
+        let file = self.path_of(root);
+        car::export(*root, &dag, file)
+    }
+}

@@ -1,0 +1,83 @@
+//! A [`BlobStore`] wrapper that records every call into the metrics: one choke point for
+//! all IPFS RPC traffic, whichever store is behind it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use cid::Cid;
+
+use super::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+use crate::metrics::Metrics;
+
+pub struct MeteredBlobStore {
+    inner: Arc<dyn BlobStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredBlobStore {
+    pub fn new(inner: Arc<dyn BlobStore>, metrics: Arc<Metrics>) -> MeteredBlobStore {
+        MeteredBlobStore { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, BlobError>>,
+    ) -> Result<T, BlobError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .record_ipfs(operation, result.is_ok(), started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl BlobStore for MeteredBlobStore {
+    fn profile(&self) -> &ImportProfile {
+        self.inner.profile()
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError> {
+        self.timed("add", self.inner.add(data)).await
+    }
+
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+        self.timed("concat", self.inner.concat(parts)).await
+    }
+
+    async fn cat(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream, BlobError> {
+        self.timed("cat", self.inner.cat(cid, offset, length)).await
+    }
+
+    async fn pin(&self, cid: &Cid) -> Result<(), BlobError> {
+        self.timed("pin", self.inner.pin(cid)).await
+    }
+
+    async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {
+        self.timed("unpin", self.inner.unpin(cid)).await
+    }
+
+    async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
+        self.timed("is_pinned", self.inner.is_pinned(cid)).await
+    }
+
+    async fn block(&self, cid: &Cid) -> Result<bytes::Bytes, BlobError> {
+        self.timed("block", self.inner.block(cid)).await
+    }
+
+    async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {
+        self.timed("car", self.inner.car(root)).await
+    }
+}

@@ -1,0 +1,132 @@
+//! The effective configuration as TOML with secrets hidden, for `ipfs-registry config`:
+//! what an operator may paste into a ticket or a log.
+//!
+//! Redaction works on the serialized tree rather than on the struct, so settings that other
+//! modules add later are covered by the same rules without touching this file.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use toml::{Table, Value};
+use url::Url;
+
+use super::Config;
+
+/// URL-safe, so a redacted URL still parses and reads the same.
+pub const REDACTED: &str = "REDACTED";
+
+/// Keys whose whole value is a secret (PEM keys, passwords, shared secrets).
+fn is_secret_key(key: &str) -> bool {
+    key == "signing_key" || key.ends_with("password") || key.ends_with("secret")
+}
+
+/// `password=...` inside a libpq key/value connection string (quoted or not).
+static KV_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bpassword\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S+)").expect("static regex")
+});
+
+/// Hides the password of a URL (`postgres://user:pw@host/db`) or of a libpq key/value
+/// connection string; other text is returned unchanged.
+fn redact_credentials(text: &str) -> String {
+    if let Ok(mut url) = Url::parse(text) {
+        if url.password().is_some() && url.set_password(Some(REDACTED)).is_ok() {
+            return url.to_string();
+        }
+        return text.to_owned();
+    }
+    KV_PASSWORD
+        .replace_all(text, format!("password={REDACTED}"))
+        .into_owned()
+}
+
+fn redact_table(table: &mut Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            Value::String(text) if is_secret_key(key) => *text = REDACTED.to_owned(),
+            Value::String(text) => *text = redact_credentials(text),
+            Value::Table(inner) => redact_table(inner),
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    match item {
+                        Value::Table(inner) => redact_table(inner),
+                        Value::String(text) => *text = redact_credentials(text),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Config {
+    /// The configuration as TOML (loadable again with `--config`, secrets aside), with
+    /// `auth.signing_key`, passwords and URL credentials replaced by `REDACTED`.
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut table = Table::try_from(self)?;
+        redact_table(&mut table);
+        toml::to_string_pretty(&table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_and_key_value_passwords_are_hidden() {
+        assert_eq!(
+            redact_credentials("postgres://registry:s3cret@db:5432/registry"),
+            format!("postgres://registry:{REDACTED}@db:5432/registry")
+        );
+        assert_eq!(
+            redact_credentials("host=db user=registry password='s3 cret' dbname=registry"),
+            format!("host=db user=registry password={REDACTED} dbname=registry")
+        );
+        assert_eq!(
+            redact_credentials("host=db password=s3cret"),
+            format!("host=db password={REDACTED}")
+        );
+        // Nothing to hide: unchanged.
+        for plain in [
+            "http://kubo:5001/",
+            "postgres://registry@db/registry",
+            "0.0.0.0:5000",
+        ] {
+            assert_eq!(redact_credentials(plain), plain);
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_hidden_wherever_they_sit() {
+        let mut table: Table = toml::from_str(
+            r#"
+            listen = "0.0.0.0:5000"
+            [auth]
+            signing_key = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"
+            signing_key_file = "/run/secrets/key.pem"
+            token_ttl = "5m"
+            [[upstreams]]
+            password = "hunter2"
+            "#,
+        )
+        .unwrap();
+        redact_table(&mut table);
+        let out = toml::to_string(&table).unwrap();
+        assert!(!out.contains("abc") && !out.contains("hunter2"), "{out}");
+        assert!(out.contains("/run/secrets/key.pem"), "{out}");
+        assert!(out.contains("5m"), "{out}");
+    }
+
+    #[test]
+    fn the_effective_configuration_round_trips_without_the_password() {
+        let mut config = Config::default();
+        config.database.url = Some("postgres://registry:s3cret@db/registry".into());
+        let text = config.to_redacted_toml().unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.listen, config.listen);
+        assert_eq!(back.database.pool_size, config.database.pool_size);
+        assert_eq!(back.database.timeout, config.database.timeout);
+    }
+}

@@ -1,0 +1,93 @@
+//! Garbage-collection queries, kept apart from [`super::MetadataStore`] so that the request
+//! path's trait stays small and another store can implement GC on its own terms.
+//!
+//! The contract every implementation keeps (the argument is in docs/architecture.md):
+//! - a row is deleted only after it is locked against concurrent pushes and re-checked in a
+//!   statement that sees every push committed before the lock was taken; rows a push holds
+//!   are skipped, not waited for;
+//! - a CID is unpinned only under an [`UnpinLease`], which excludes every transaction that
+//!   records that CID until the unpin has finished.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cid::Cid;
+use uuid::Uuid;
+
+use super::{BlobRecord, MetaError, UploadChunk};
+use crate::oci::Digest;
+
+/// What a sweep may delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPolicy {
+    /// Blob links and blobs younger than this are kept even when nothing references them
+    /// (an upload whose manifest has not been pushed yet).
+    pub grace_period: Duration,
+    /// Untagged manifests older than this that no tag reaches (through an index or as a
+    /// referrer) are deleted. `None` keeps every manifest.
+    pub untagged_retention: Option<Duration>,
+    /// Upload sessions idle longer than this are ended.
+    pub upload_expiry: Duration,
+}
+
+/// A manifest a sweep deleted (or would delete, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptManifest {
+    pub repository: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// An upload session a sweep ended, with the chunks whose pins may now be dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptUpload {
+    pub id: Uuid,
+    pub chunks: Vec<UploadChunk>,
+}
+
+/// What the metadata part of a sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub uploads: Vec<SweptUpload>,
+    pub manifests: Vec<SweptManifest>,
+    /// Repository links to blobs removed.
+    pub links: u64,
+    /// Blob rows removed. Their CIDs, and those of the expired uploads' chunks, are queued
+    /// for unpinning in the same transaction.
+    pub blobs: Vec<BlobRecord>,
+}
+
+/// Held by the one GC run allowed at a time across all replicas. Dropping it releases it
+/// eventually; `release` does so before returning, so the next run can start at once.
+#[async_trait]
+pub trait GcLease: Send {
+    async fn release(self: Box<Self>);
+}
+
+/// Held while a CID is being unpinned; dropping it releases (without it, a push recording
+/// the same CID waits).
+#[async_trait]
+pub trait UnpinLease: Send {
+    /// Whether any blob or live upload chunk still records the CID (checked under the lease).
+    async fn in_use(&mut self) -> Result<bool, MetaError>;
+}
+
+#[async_trait]
+pub trait GcStore: Send + Sync + 'static {
+    /// The cross-replica GC lock, or `None` when another run holds it.
+    async fn try_gc_lease(&self) -> Result<Option<Box<dyn GcLease>>, MetaError>;
+
+    /// Deletes what the policy allows, in this order: expired upload sessions, unreachable
+    /// untagged manifests, unreferenced repository links, blobs with no link and no
+    /// reference. With `dry_run` everything is computed the same way and then rolled back.
+    async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError>;
+
+    /// CIDs queued for unpinning by earlier sweeps (oldest first, at most `limit`).
+    async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError>;
+
+    /// Removes a CID from the queue: its pin is gone, or something records it again.
+    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError>;
+
+    /// Excludes every recording of `cid` until the lease is dropped.
+    async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError>;
+}

@@ -1,0 +1,262 @@
+//! Garbage collection on the embedded SQLite store.
+//!
+//! Every write here runs on the single writer connection, so a sweep step is one
+//! transaction that no push can interleave with: a manifest put either committed before
+//! (its references are seen and keep what they use) or runs after (and finds a swept blob
+//! missing: MANIFEST_BLOB_UNKNOWN). The CID lock plays the part of PostgreSQL's advisory
+//! lock: recording a CID takes its shared side, an unpin the exclusive side, so no unpin
+//! runs between a commit and the moment its row is visible.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cid::Cid;
+use rusqlite::{params, Connection};
+use tokio::sync::{OwnedMutexGuard, OwnedRwLockWriteGuard};
+use uuid::Uuid;
+
+use super::{db, now_millis, parse_cid, parse_digest, to_u64, SqliteStore};
+use crate::meta::gc::{
+    GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
+};
+use crate::meta::{BlobRecord, MetaError};
+
+fn cutoff(age: Duration) -> i64 {
+    now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
+struct SqliteGcLease(#[allow(dead_code)] OwnedMutexGuard<()>);
+
+#[async_trait]
+impl GcLease for SqliteGcLease {
+    async fn release(self: Box<Self>) {}
+}
+
+struct SqliteUnpinLease {
+    store: SqliteStore,
+    cid: String,
+    _exclusive: OwnedRwLockWriteGuard<()>,
+}
+
+#[async_trait]
+impl UnpinLease for SqliteUnpinLease {
+    async fn in_use(&mut self) -> Result<bool, MetaError> {
+        let cid = self.cid.clone();
+        self.store.read(move |c| cid_in_use(c, &cid)).await
+    }
+}
+
+pub(super) fn cid_in_use(c: &Connection, cid: &str) -> Result<bool, MetaError> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = ?1) \
+             OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1)",
+        [cid],
+        |row| row.get(0),
+    )
+    .map_err(db)
+}
+
+fn queue_unpins(c: &Connection, cids: &[String]) -> Result<(), MetaError> {
+    let mut statement = c
+        .prepare_cached(
+            "INSERT INTO gc_unpin_queue (cid, queued_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .map_err(db)?;
+    for cid in cids {
+        statement.execute(params![cid, now_millis()]).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn expire_uploads(c: &Connection, expiry: Duration) -> Result<Vec<SweptUpload>, MetaError> {
+    let ids: Vec<String> = {
+        let mut statement = c
+            .prepare("SELECT id FROM upload_sessions WHERE updated_at < ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([cutoff(expiry)], |row| row.get(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    let mut swept = Vec::with_capacity(ids.len());
+    for id in ids {
+        let chunks = super::uploads::chunks(
+            c,
+            Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?,
+        )?;
+        c.execute("DELETE FROM upload_sessions WHERE id = ?1", [&id])
+            .map_err(db)?;
+        let cids: Vec<String> = chunks.iter().map(|c| c.cid.to_string()).collect();
+        queue_unpins(c, &cids)?;
+        swept.push(SweptUpload {
+            id: Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?,
+            chunks,
+        });
+    }
+    Ok(swept)
+}
+
+/// The manifests to keep: tagged ones, those younger than the retention, and everything
+/// reachable from them as an index's child or as a referrer of a kept manifest.
+const LIVE_MANIFESTS: &str = "WITH RECURSIVE edges (repository_id, from_digest, to_digest) AS ( \
+        SELECT repository_id, manifest_digest, referenced_digest \
+        FROM manifest_references WHERE kind = 'manifest' \
+        UNION ALL \
+        SELECT repository_id, subject_digest, digest \
+        FROM manifests WHERE subject_digest IS NOT NULL \
+    ), live (repository_id, digest) AS ( \
+        SELECT repository_id, digest FROM manifests WHERE created_at >= ?1 \
+        UNION \
+        SELECT repository_id, manifest_digest FROM tags \
+        UNION \
+        SELECT e.repository_id, e.to_digest \
+        FROM live l JOIN edges e \
+          ON e.repository_id = l.repository_id AND e.from_digest = l.digest \
+    ) ";
+
+fn delete_manifests(c: &Connection, retention: Duration) -> Result<Vec<SweptManifest>, MetaError> {
+    let doomed: Vec<(i64, String, String, i64)> = {
+        let mut statement = c
+            .prepare(&format!(
+                "{LIVE_MANIFESTS} SELECT m.repository_id, r.name, m.digest, m.size \
+                 FROM manifests m JOIN repositories r ON r.id = m.repository_id \
+                 WHERE NOT EXISTS (SELECT 1 FROM live l \
+                                   WHERE l.repository_id = m.repository_id \
+                                     AND l.digest = m.digest)"
+            ))
+            .map_err(db)?;
+        let rows = statement
+            .query_map([cutoff(retention)], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    let mut swept = Vec::with_capacity(doomed.len());
+    for (repo_id, repository, digest, size) in doomed {
+        c.execute(
+            "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+            params![repo_id, digest],
+        )
+        .map_err(db)?;
+        swept.push(SweptManifest {
+            repository,
+            digest: parse_digest(&digest)?,
+            size: to_u64(size, "manifest size")?,
+        });
+    }
+    Ok(swept)
+}
+
+fn delete_links(c: &Connection, grace: Duration) -> Result<u64, MetaError> {
+    let removed = c
+        .execute(
+            "DELETE FROM repository_blobs AS rb \
+             WHERE rb.created_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM manifest_references r \
+                               WHERE r.repository_id = rb.repository_id \
+                                 AND r.referenced_digest = rb.digest AND r.kind = 'blob')",
+            [cutoff(grace)],
+        )
+        .map_err(db)?;
+    Ok(removed as u64)
+}
+
+fn delete_blobs(c: &Connection, grace: Duration) -> Result<Vec<BlobRecord>, MetaError> {
+    let doomed: Vec<(String, String, i64, String)> = {
+        let mut statement = c
+            .prepare(
+                "SELECT b.digest, b.cid, b.size, b.import_profile FROM blobs b \
+                 WHERE b.created_at < ?1 \
+                   AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) \
+                   AND NOT EXISTS (SELECT 1 FROM manifest_references r \
+                                   WHERE r.referenced_digest = b.digest AND r.kind = 'blob')",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([cutoff(grace)], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    let mut swept = Vec::with_capacity(doomed.len());
+    for (digest, cid, size, import_profile) in doomed {
+        c.execute("DELETE FROM blobs WHERE digest = ?1", [&digest])
+            .map_err(db)?;
+        queue_unpins(c, std::slice::from_ref(&cid))?;
+        swept.push(BlobRecord {
+            digest: parse_digest(&digest)?,
+            cid: parse_cid(&cid)?,
+            size: to_u64(size, "blob size")?,
+            import_profile,
+        });
+    }
+    Ok(swept)
+}
+
+fn sweep_steps(c: &Connection, policy: &SweepPolicy) -> Result<Swept, MetaError> {
+    let mut swept = Swept {
+        uploads: expire_uploads(c, policy.upload_expiry)?,
+        ..Swept::default()
+    };
+    if let Some(retention) = policy.untagged_retention {
+        swept.manifests = delete_manifests(c, retention)?;
+    }
+    swept.links = delete_links(c, policy.grace_period)?;
+    swept.blobs = delete_blobs(c, policy.grace_period)?;
+    Ok(swept)
+}
+
+#[async_trait]
+impl GcStore for SqliteStore {
+    async fn try_gc_lease(&self) -> Result<Option<Box<dyn GcLease>>, MetaError> {
+        Ok(self
+            .inner
+            .gc_lock
+            .clone()
+            .try_lock_owned()
+            .ok()
+            .map(|guard| Box::new(SqliteGcLease(guard)) as Box<dyn GcLease>))
+    }
+
+    async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
+        let policy = policy.clone();
+        // One transaction: a dry run rolls it back, so later steps still see what earlier
+        // ones would delete.
+        self.write_if(move |tx| Ok((sweep_steps(tx, &policy)?, !dry_run)))
+            .await
+    }
+
+    async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
+        self.read(move |c| {
+            let mut statement = c
+                .prepare_cached("SELECT cid FROM gc_unpin_queue ORDER BY queued_at, cid LIMIT ?1")
+                .map_err(db)?;
+            let rows = statement
+                .query_map([i64::from(limit)], |row| row.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|row| parse_cid(&row.map_err(db)?)).collect()
+        })
+        .await
+    }
+
+    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError> {
+        let cid = cid.to_string();
+        self.write(move |tx| {
+            tx.execute("DELETE FROM gc_unpin_queue WHERE cid = ?1", [cid])
+                .map(drop)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError> {
+        let exclusive = self.inner.cid_lock.clone().write_owned().await;
+        Ok(Box::new(SqliteUnpinLease {
+            store: self.clone(),
+            cid: cid.to_string(),
+            _exclusive: exclusive,
+        }))
+    }
+}

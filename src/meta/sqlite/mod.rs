@@ -1,0 +1,526 @@
+//! The embedded `MetadataStore`: SQLite (bundled) in WAL mode, with its own refinery
+//! migrations (`migrations-embedded/meta/`), for running without PostgreSQL.
+//!
+//! One writer connection runs every write as a `BEGIN IMMEDIATE` transaction, so writes are
+//! serialised: each read-check-write sequence the PostgreSQL store guards with row locks
+//! (a manifest's references, an upload's byte count) holds here because no other write can
+//! interleave. Reads use a few connections of their own and, under WAL, never wait for the
+//! writer. SQLite calls block, so they run on tokio's blocking pool.
+
+mod blobs;
+mod gc;
+mod manifests;
+mod uploads;
+mod users;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cid::Cid;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use uuid::Uuid;
+
+use super::{
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+};
+use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
+
+mod migrations {
+    refinery::embed_migrations!("migrations-embedded/meta");
+}
+
+/// Read connections: enough for the blocking pool to serve concurrent pulls.
+const READERS: usize = 4;
+/// How long a statement waits for a lock held by another process (another registry on
+/// the same file) before the request fails as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    /// Which reader to wait for when all are busy (round robin).
+    next_reader: AtomicUsize,
+    /// One GC run at a time (the store is one process's: a data directory is not shared).
+    gc_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Recording a CID holds this shared, an unpin exclusively (see gc.rs), so no unpin
+    /// runs between a commit and the moment its row is visible.
+    cid_lock: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn db(e: rusqlite::Error) -> MetaError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            MetaError::Unavailable(format!("SQLite database busy: {e}"))
+        }
+        _ => MetaError::Backend(format!("SQLite: {e}")),
+    }
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> MetaError {
+    MetaError::Corrupt(what.to_string())
+}
+
+/// Milliseconds since the Unix epoch, as times are stored.
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, MetaError> {
+    i64::try_from(value).map_err(|_| MetaError::Backend(format!("{what} {value} out of range")))
+}
+
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, MetaError> {
+    u64::try_from(value).map_err(|_| corrupt(format_args!("negative {what} {value}")))
+}
+
+pub(crate) fn parse_digest(text: &str) -> Result<Digest, MetaError> {
+    text.parse()
+        .map_err(|e| corrupt(format_args!("stored digest {text:?}: {e}")))
+}
+
+pub(crate) fn parse_cid(text: &str) -> Result<Cid, MetaError> {
+    Cid::try_from(text).map_err(|e| corrupt(format_args!("stored CID {text:?}: {e}")))
+}
+
+fn configure(connection: &Connection) -> Result<(), MetaError> {
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .map_err(db)?;
+    connection
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db)?;
+    Ok(())
+}
+
+fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // SQLite rolls back a transaction whose owner panicked, so the connection stays usable.
+    connection
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, MetaError> {
+        let mut writer = Connection::open(path).map_err(db)?;
+        // WAL: readers never wait for the writer, and a crash loses no committed write.
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        configure(&writer)?;
+        migrations::migrations::runner()
+            .set_abort_divergent(true)
+            .run(&mut writer)
+            .map_err(|e| MetaError::Backend(format!("SQLite migrations: {e}")))?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(db)?;
+                configure(&reader)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                gc_lock: Arc::new(tokio::sync::Mutex::new(())),
+                cid_lock: Arc::new(tokio::sync::RwLock::new(())),
+            }),
+        })
+    }
+
+    /// Runs a read on a free read connection (waiting for one only if all are busy).
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            for reader in &inner.readers {
+                if let Ok(connection) = reader.try_lock() {
+                    return query(&connection);
+                }
+            }
+            let slot = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            query(&lock(&inner.readers[slot]))
+        })
+        .await
+    }
+
+    /// Runs `work` in one write transaction, committed when it returns `Ok` with `true`
+    /// as its second value (so a refused write changes nothing).
+    async fn write_if<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<(T, bool), MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut connection = lock(&inner.writer);
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let (value, commit) = work(&tx)?;
+            if commit {
+                tx.commit().map_err(db)?;
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        self.write_if(move |tx| work(tx).map(|value| (value, true)))
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs a `DELETE` of one row by `key` (?1) in the repository named `repo` (?2); whether
+    /// a row went.
+    async fn delete_in_repository(
+        &self,
+        sql: &'static str,
+        key: String,
+        repo: &RepoName,
+    ) -> Result<bool, MetaError> {
+        let repo = repo.clone();
+        self.write(move |tx| {
+            let removed = tx.execute(sql, [key.as_str(), repo.as_str()]).map_err(db)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, MetaError> + Send + 'static,
+) -> Result<T, MetaError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| MetaError::Backend(format!("SQLite task: {e}")))?
+}
+
+#[async_trait]
+impl super::status::StoreStatus for SqliteStore {
+    async fn schema_current(&self) -> Result<bool, MetaError> {
+        self.read(|c| {
+            let applied: Vec<(i64, String)> = {
+                let mut statement = c
+                    .prepare("SELECT version, checksum FROM refinery_schema_history")
+                    .map_err(db)?;
+                let rows = statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            let runner = migrations::migrations::runner();
+            Ok(runner.get_migrations().iter().all(|m| {
+                applied.iter().any(|(version, checksum)| {
+                    *version == i64::from(m.version()) && *checksum == m.checksum().to_string()
+                })
+            }))
+        })
+        .await
+    }
+
+    fn pool_use(&self) -> Option<super::status::PoolUse> {
+        None
+    }
+}
+
+/// The repository's id, if it exists.
+pub(crate) fn repository_id(c: &Connection, repo: &RepoName) -> Result<Option<i64>, MetaError> {
+    c.query_row(
+        "SELECT id FROM repositories WHERE name = ?1",
+        [repo.as_str()],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(db)
+}
+
+/// The repository's id, creating it if needed (inside a write transaction).
+pub(crate) fn ensure_repository(c: &Connection, repo: &RepoName) -> Result<i64, MetaError> {
+    c.execute(
+        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        rusqlite::params![repo.as_str(), now_millis()],
+    )
+    .map_err(db)?;
+    repository_id(c, repo)?
+        .ok_or_else(|| MetaError::Backend(format!("repository {repo} was not created")))
+}
+
+fn names(
+    c: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<String>, MetaError> {
+    let mut statement = c.prepare_cached(sql).map_err(db)?;
+    let rows = statement
+        .query_map(params, |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
+}
+
+/// `LIMIT -1` is no limit in SQLite.
+fn limit(page: &Page) -> i64 {
+    page.n.map_or(-1, i64::from)
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
+            .await
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let repo = repo.clone();
+        self.read(move |c| Ok(repository_id(c, &repo)?.is_some()))
+            .await
+    }
+
+    async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
+        let digest = digest.to_string();
+        self.read(move |c| blobs::get(c, "digest", &digest)).await
+    }
+
+    async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError> {
+        let cid = cid.to_string();
+        self.read(move |c| blobs::get(c, "cid", &cid)).await
+    }
+
+    async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError> {
+        let cid = cid.to_string();
+        self.read(move |c| {
+            names(
+                c,
+                "SELECT DISTINCT r.name FROM blobs b \
+                 JOIN repository_blobs rb ON rb.digest = b.digest \
+                 JOIN repositories r ON r.id = rb.repository_id \
+                 WHERE b.cid = ?1 ORDER BY r.name",
+                &[&cid],
+            )
+        })
+        .await
+    }
+
+    async fn repository_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.read(move |c| blobs::linked(c, &repo, &digest)).await
+    }
+
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<BlobRecord, MetaError> {
+        let repo = repo.clone();
+        let _recording = self.inner.cid_lock.read().await;
+        self.write(move |tx| blobs::commit(tx, &repo, &blob)).await
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        let (from, to, digest) = (from.clone(), to.clone(), digest.clone());
+        self.write_if(move |tx| {
+            let Some(record) = blobs::linked(tx, &from, &digest)? else {
+                return Ok((None, false));
+            };
+            let to_id = ensure_repository(tx, &to)?;
+            blobs::link(tx, to_id, &record.digest.to_string())?;
+            Ok((Some(record), true))
+        })
+        .await
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_in_repository(
+            "DELETE FROM repository_blobs WHERE digest = ?1 \
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
+            digest.to_string(),
+            repo,
+        )
+        .await
+    }
+
+    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
+        let cid = cid.to_string();
+        self.read(move |c| gc::cid_in_use(c, &cid)).await
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let (repo, reference) = (repo.clone(), reference.clone());
+        self.read(move |c| manifests::get(c, &repo, &reference))
+            .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        let (repo, tag) = (repo.clone(), tag.cloned());
+        self.write(move |tx| manifests::put(tx, &repo, &manifest, tag.as_ref()))
+            .await
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_in_repository(
+            "DELETE FROM manifests WHERE digest = ?1 \
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
+            digest.to_string(),
+            repo,
+        )
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        self.delete_in_repository(
+            "DELETE FROM tags WHERE name = ?1 \
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
+            tag.as_str().to_owned(),
+            repo,
+        )
+        .await
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |c| {
+            let Some(id) = repository_id(c, &repo)? else {
+                return Ok(None);
+            };
+            let after = page.last.clone().unwrap_or_default();
+            names(
+                c,
+                "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2 \
+                 ORDER BY name LIMIT ?3",
+                &[&id, &after, &limit(&page)],
+            )
+            .map(Some)
+        })
+        .await
+    }
+
+    async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
+        let page = page.clone();
+        self.read(move |c| {
+            let after = page.last.clone().unwrap_or_default();
+            names(
+                c,
+                "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
+                &[&after, &limit(&page)],
+            )
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        let (repo, subject) = (repo.clone(), subject.to_string());
+        let artifact_type = artifact_type.map(str::to_owned);
+        self.read(move |c| manifests::referrers(c, &repo, &subject, artifact_type.as_deref()))
+            .await
+    }
+
+    async fn create_upload(
+        &self,
+        repo: &RepoName,
+        hash_state: Vec<u8>,
+    ) -> Result<Upload, MetaError> {
+        let repo = repo.clone();
+        self.write(move |tx| uploads::create(tx, &repo, hash_state))
+            .await
+    }
+
+    async fn upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<Upload>, MetaError> {
+        let repo = repo.clone();
+        self.read(move |c| uploads::get(c, &repo, id)).await
+    }
+
+    async fn append_upload_chunk(
+        &self,
+        id: Uuid,
+        chunk: UploadChunk,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError> {
+        let _recording = self.inner.cid_lock.read().await;
+        self.write_if(move |tx| {
+            let appended = uploads::append(tx, id, &chunk, &hash_state)?;
+            Ok((appended, appended))
+        })
+        .await
+    }
+
+    async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
+        self.read(move |c| uploads::chunks(c, id)).await
+    }
+
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
+        let repo = repo.clone();
+        let _recording = self.inner.cid_lock.read().await;
+        self.write(move |tx| {
+            let chunks = uploads::end(tx, id, Some(&repo))?;
+            let stored = blobs::commit(tx, &repo, &blob)?;
+            Ok((stored, chunks))
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
+        self.write(move |tx| uploads::end(tx, id, None)).await
+    }
+}

@@ -1,0 +1,297 @@
+//! Prometheus metrics. One [`Metrics`] is built per server and handed to whatever records
+//! into it (no process-wide registry), so tests can run several servers side by side.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 1 ms to about 65 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: HistogramFamily<RouteLabels>,
+    pub http_in_flight: Gauge,
+    pub blob_bytes_in: Counter,
+    pub blob_bytes_out: Counter,
+    pub ipfs_calls: Family<OperationLabels, Counter>,
+    pub ipfs_errors: Family<OperationLabels, Counter>,
+    pub ipfs_duration: HistogramFamily<OperationLabels>,
+    pub db_queries: Family<OperationLabels, Counter>,
+    pub db_errors: Family<OperationLabels, Counter>,
+    pub db_duration: HistogramFamily<OperationLabels>,
+    pub db_pool_max: Gauge,
+    pub db_pool_size: Gauge,
+    pub db_pool_available: Gauge,
+    pub db_pool_waiting: Gauge,
+    pub uploads_in_progress: Gauge,
+    pub gc_runs: Family<OutcomeLabels, Counter>,
+    pub gc_freed_bytes: Counter,
+    pub gc_freed_blobs: Counter,
+    pub gc_deleted_manifests: Counter,
+    pub gc_expired_uploads: Counter,
+    pub auth: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ipfs_registry");
+        let m = Metrics {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency),
+            http_in_flight: Gauge::default(),
+            blob_bytes_in: Counter::default(),
+            blob_bytes_out: Counter::default(),
+            ipfs_calls: Family::default(),
+            ipfs_errors: Family::default(),
+            ipfs_duration: Family::new_with_constructor(latency),
+            db_queries: Family::default(),
+            db_errors: Family::default(),
+            db_duration: Family::new_with_constructor(latency),
+            db_pool_max: Gauge::default(),
+            db_pool_size: Gauge::default(),
+            db_pool_available: Gauge::default(),
+            db_pool_waiting: Gauge::default(),
+            uploads_in_progress: Gauge::default(),
+            gc_runs: Family::default(),
+            gc_freed_bytes: Counter::default(),
+            gc_freed_blobs: Counter::default(),
+            gc_deleted_manifests: Counter::default(),
+            gc_expired_uploads: Counter::default(),
+            auth: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency until the response head, by method and route",
+            m.http_duration.clone(),
+        );
+        r.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled",
+            m.http_in_flight.clone(),
+        );
+        r.register(
+            "blob_bytes_received",
+            "Blob bytes received from clients and stored",
+            m.blob_bytes_in.clone(),
+        );
+        r.register(
+            "blob_bytes_sent",
+            "Blob bytes sent to clients",
+            m.blob_bytes_out.clone(),
+        );
+        r.register(
+            "ipfs_calls",
+            "IPFS RPC calls by operation",
+            m.ipfs_calls.clone(),
+        );
+        r.register(
+            "ipfs_errors",
+            "IPFS RPC calls that failed, by operation",
+            m.ipfs_errors.clone(),
+        );
+        r.register(
+            "ipfs_call_duration_seconds",
+            "IPFS RPC call latency by operation (for add and cat: until the call returns)",
+            m.ipfs_duration.clone(),
+        );
+        r.register(
+            "db_queries",
+            "Metadata store operations",
+            m.db_queries.clone(),
+        );
+        r.register(
+            "db_errors",
+            "Metadata store operations that failed",
+            m.db_errors.clone(),
+        );
+        r.register(
+            "db_query_duration_seconds",
+            "Metadata store operation latency (including the wait for a connection)",
+            m.db_duration.clone(),
+        );
+        r.register(
+            "db_pool_max_connections",
+            "Configured size of the database connection pool",
+            m.db_pool_max.clone(),
+        );
+        r.register(
+            "db_pool_connections",
+            "Open database connections",
+            m.db_pool_size.clone(),
+        );
+        r.register(
+            "db_pool_idle_connections",
+            "Open database connections not in use",
+            m.db_pool_available.clone(),
+        );
+        r.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+            m.db_pool_waiting.clone(),
+        );
+        r.register(
+            "uploads_in_progress",
+            "Upload requests streaming into the blob store",
+            m.uploads_in_progress.clone(),
+        );
+        r.register(
+            "gc_runs",
+            "Garbage collection runs by outcome",
+            m.gc_runs.clone(),
+        );
+        r.register(
+            "gc_freed_bytes",
+            "Blob bytes freed by garbage collection",
+            m.gc_freed_bytes.clone(),
+        );
+        r.register(
+            "gc_freed_blobs",
+            "Blobs deleted by garbage collection",
+            m.gc_freed_blobs.clone(),
+        );
+        r.register(
+            "gc_deleted_manifests",
+            "Manifests deleted by garbage collection",
+            m.gc_deleted_manifests.clone(),
+        );
+        r.register(
+            "gc_expired_uploads",
+            "Upload sessions expired by garbage collection",
+            m.gc_expired_uploads.clone(),
+        );
+        r.register("auth", "Authentication attempts by outcome", m.auth.clone());
+        // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
+        for outcome in ["success", "failure"] {
+            let _ = m.auth.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["ok", "failed", "busy", "dry_run"] {
+            let _ = m.gc_runs.get_or_create(&OutcomeLabels { outcome });
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn record_http(&self, method: &str, route: &'static str, status: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route,
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn record_ipfs(&self, operation: &'static str, ok: bool, took: Duration) {
+        let labels = OperationLabels { operation };
+        self.ipfs_calls.get_or_create(&labels).inc();
+        if !ok {
+            self.ipfs_errors.get_or_create(&labels).inc();
+        }
+        self.ipfs_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn record_db(&self, operation: &'static str, ok: bool, took: Duration) {
+        let labels = OperationLabels { operation };
+        self.db_queries.get_or_create(&labels).inc();
+        if !ok {
+            self.db_errors.get_or_create(&labels).inc();
+        }
+        self.db_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// For the authentication layer: one call per credential or token checked.
+    pub fn record_auth(&self, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.auth.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn record_gc_run(&self, outcome: &'static str) {
+        self.gc_runs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// Counts one more in-flight request until dropped.
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    pub fn new(gauge: &Gauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,51 @@
+//! The read-only IPFS gateway over stored blobs: a blob's bytes by the CID of its DAG, one
+//! block of a DAG, or a whole DAG as a CAR (the trustless-gateway responses). Content is
+//! addressed by CID alone, as on the IPFS network where every pinned layer is announced:
+//! the gateway shows what the blob store holds, never what a repository would hide.
+
+use bytes::Bytes;
+use cid::Cid;
+
+use super::{BlobContent, BlobRange, Registry, RegistryError, Result};
+use crate::blobs::{BlobError, ByteStream};
+use crate::meta::BlobRecord;
+
+impl Registry {
+    async fn blob_by_cid(&self, cid: &Cid) -> Result<BlobRecord> {
+        self.meta
+            .blob_by_cid(cid)
+            .await?
+            .ok_or(RegistryError::ContentUnknown(*cid))
+    }
+
+    /// The repositories holding the blob whose DAG root is `cid` (none for other CIDs).
+    pub async fn ipfs_repositories(&self, cid: &Cid) -> Result<Vec<String>> {
+        Ok(self.meta.repositories_with_cid(cid).await?)
+    }
+
+    /// The bytes of the blob whose DAG root is `cid` (or a range of them).
+    pub async fn ipfs_file(&self, cid: &Cid, range: Option<BlobRange>) -> Result<BlobContent> {
+        let record = self.blob_by_cid(cid).await?;
+        self.blob_content(record, range).await
+    }
+
+    /// The blob whose DAG root is `cid` (for HEAD).
+    pub async fn ipfs_stat(&self, cid: &Cid) -> Result<BlobRecord> {
+        self.blob_by_cid(cid).await
+    }
+
+    /// One block, checked against its CID.
+    pub async fn ipfs_block(&self, cid: &Cid) -> Result<Bytes> {
+        match self.blobs.block(cid).await {
+            Ok(bytes) => Ok(bytes),
+            Err(BlobError::NotFound(_)) => Err(RegistryError::ContentUnknown(*cid)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The DAG of a stored blob as a CARv1 stream.
+    pub async fn ipfs_car(&self, cid: &Cid) -> Result<ByteStream> {
+        self.blob_by_cid(cid).await?;
+        Ok(self.blobs.car(cid).await?)
+    }
+}

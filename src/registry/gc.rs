@@ -1,0 +1,207 @@
+//! Garbage collection: what is swept, in which order, and the report.
+//!
+//! The metadata store deletes rows (see [`crate::meta::gc`] for the locking contract);
+//! this module then unpins the CIDs those deletions queued, each under its unpin lease and
+//! only when nothing records the CID any more. An unpin that fails stays queued for the
+//! next run; a blob is therefore never unpinned while a row needs it, and a pin is never
+//! lost track of.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::{Registry, Result};
+use crate::meta::gc::{SweepPolicy, Swept};
+
+/// Queue entries unpinned per batch.
+const UNPIN_BATCH: u32 = 500;
+
+/// What one run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub expired_uploads: usize,
+    pub deleted_manifests: usize,
+    /// Bytes of the deleted manifests themselves.
+    pub manifest_bytes: u64,
+    pub removed_links: u64,
+    pub freed_blobs: usize,
+    /// Bytes of the deleted blobs.
+    pub freed_bytes: u64,
+    /// CIDs unpinned in the blob store (blobs and upload chunks).
+    pub unpinned: usize,
+    /// CIDs whose unpin failed; they stay queued for the next run.
+    pub unpin_failures: usize,
+    pub duration: Duration,
+}
+
+impl std::fmt::Display for GcReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run { "would free" } else { "freed" };
+        write!(
+            f,
+            "{verb}: {} manifests ({} bytes), {} blobs ({} bytes), {} repository links, \
+             {} expired upload sessions; unpinned {} CIDs ({} failed, retried next run) in {:.1}s",
+            self.deleted_manifests,
+            self.manifest_bytes,
+            self.freed_blobs,
+            self.freed_bytes,
+            self.removed_links,
+            self.expired_uploads,
+            self.unpinned,
+            self.unpin_failures,
+            self.duration.as_secs_f64()
+        )
+    }
+}
+
+impl Registry {
+    /// Runs one garbage collection. `None` when another run (on any replica) holds the GC
+    /// lock. `progress` is told about each phase as it starts.
+    pub async fn collect_garbage(
+        &self,
+        policy: &SweepPolicy,
+        dry_run: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<GcReport>> {
+        let started = Instant::now();
+        let Some(lease) = self.gc.try_gc_lease().await? else {
+            self.metrics.record_gc_run("busy");
+            return Ok(None);
+        };
+        let result = self.run_gc(policy, dry_run, progress, started).await;
+        lease.release().await;
+        let outcome = match (&result, dry_run) {
+            (Err(_), _) => "failed",
+            (Ok(_), true) => "dry_run",
+            (Ok(_), false) => "ok",
+        };
+        self.metrics.record_gc_run(outcome);
+        result.map(Some)
+    }
+
+    async fn run_gc(
+        &self,
+        policy: &SweepPolicy,
+        dry_run: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        started: Instant,
+    ) -> Result<GcReport> {
+        progress(&format!(
+            "sweeping metadata{}: uploads idle > {}, blob links unreferenced > {}, {}",
+            if dry_run { " (dry run)" } else { "" },
+            humantime_serde::re::humantime::format_duration(policy.upload_expiry),
+            humantime_serde::re::humantime::format_duration(policy.grace_period),
+            match policy.untagged_retention {
+                Some(r) => format!(
+                    "untagged unreachable manifests > {}",
+                    humantime_serde::re::humantime::format_duration(r)
+                ),
+                None => "untagged manifests kept".to_owned(),
+            }
+        ));
+        let swept = self.gc.sweep(policy, dry_run).await?;
+        let mut report = summarise(&swept, dry_run);
+        progress(&format!(
+            "metadata: {} upload sessions, {} manifests, {} links, {} blobs",
+            report.expired_uploads,
+            report.deleted_manifests,
+            report.removed_links,
+            report.freed_blobs
+        ));
+        for manifest in &swept.manifests {
+            tracing::info!(
+                event = "manifest_gc",
+                dry_run,
+                repository = %manifest.repository,
+                digest = %manifest.digest,
+                size = manifest.size,
+            );
+        }
+        for blob in &swept.blobs {
+            tracing::info!(
+                event = "blob_gc",
+                dry_run,
+                digest = %blob.digest,
+                ipfs_cid = %blob.cid,
+                size = blob.size,
+            );
+        }
+        if !dry_run {
+            self.metrics.gc_freed_bytes.inc_by(report.freed_bytes);
+            self.metrics
+                .gc_freed_blobs
+                .inc_by(report.freed_blobs as u64);
+            self.metrics
+                .gc_deleted_manifests
+                .inc_by(report.deleted_manifests as u64);
+            self.metrics
+                .gc_expired_uploads
+                .inc_by(report.expired_uploads as u64);
+            progress("unpinning released content");
+            self.drain_unpin_queue(&mut report, progress).await?;
+        }
+        report.duration = started.elapsed();
+        tracing::info!(
+            event = "gc_done",
+            dry_run,
+            expired_uploads = report.expired_uploads,
+            deleted_manifests = report.deleted_manifests,
+            removed_links = report.removed_links,
+            freed_blobs = report.freed_blobs,
+            freed_bytes = report.freed_bytes,
+            unpinned = report.unpinned,
+            unpin_failures = report.unpin_failures,
+            duration_ms = report.duration.as_millis() as u64,
+        );
+        Ok(report)
+    }
+
+    /// Unpins every queued CID nothing records; failures stay queued.
+    async fn drain_unpin_queue(
+        &self,
+        report: &mut GcReport,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<()> {
+        let mut failed = BTreeSet::new();
+        loop {
+            let queued = self
+                .gc
+                .unpin_queue(UNPIN_BATCH + failed.len() as u32)
+                .await?;
+            let batch: Vec<_> = queued.into_iter().filter(|c| !failed.contains(c)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for cid in batch {
+                match self.unpin_unused(&cid).await {
+                    Ok(unpinned) => {
+                        if unpinned {
+                            report.unpinned += 1;
+                        }
+                        self.gc.dequeue_unpin(&cid).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "gc_unpin_failed", ipfs_cid = %cid, error = %e);
+                        failed.insert(cid);
+                    }
+                }
+            }
+            progress(&format!("unpinned {} CIDs", report.unpinned));
+        }
+        report.unpin_failures = failed.len();
+        Ok(())
+    }
+}
+
+fn summarise(swept: &Swept, dry_run: bool) -> GcReport {
+    GcReport {
+        dry_run,
+        expired_uploads: swept.uploads.len(),
+        deleted_manifests: swept.manifests.len(),
+        manifest_bytes: swept.manifests.iter().map(|m| m.size).sum(),
+        removed_links: swept.links,
+        freed_blobs: swept.blobs.len(),
+        freed_bytes: swept.blobs.iter().map(|b| b.size).sum(),
+        ..GcReport::default()
+    }
+}

@@ -1,0 +1,194 @@
+//! The access-control CLI: `user add|passwd|list|remove` (password on standard input, line
+//! ending stripped), `grant`, `revoke`, `public`, `token create`, checked against the
+//! database they write.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use ipfs_registry::auth::password;
+use ipfs_registry::config::DatabaseConfig;
+use ipfs_registry::meta::postgres::PostgresStore;
+use ipfs_registry::meta::users::UserStore;
+
+fn registry(url: &str, args: &[&str], stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
+    command.args(args).env("IPFS_REGISTRY_LOG", "warn");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("IPFS_REGISTRY_") && !key.starts_with("IPFS_REGISTRY_TEST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("IPFS_REGISTRY_DATABASE__URL", url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run ipfs-registry");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: &Output, mentions: &str) {
+    assert!(!out.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(mentions), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_grants_public_and_robot_tokens() {
+    let url = common::fresh_database_url().await;
+    let out = registry(
+        &url,
+        &["user", "add", "admin", "--admin"],
+        "first-admin-pw\n",
+    );
+    assert!(ok(&out).contains("user admin created"));
+    let store = PostgresStore::connect(&DatabaseConfig {
+        url: Some(url.clone()),
+        ..ipfs_registry::config::Config::default().database
+    })
+    .await
+    .unwrap();
+    let admin = store.user("admin").await.unwrap().expect("created");
+    assert!(admin.admin);
+    assert!(admin.password_hash.starts_with("$argon2id$"));
+    assert!(
+        password::verify("first-admin-pw", &admin.password_hash),
+        "the line ending is not part of the password"
+    );
+
+    fails(
+        &registry(&url, &["user", "add", "admin"], "another-password\n"),
+        "already exists",
+    );
+    fails(
+        &registry(&url, &["user", "add", "short"], "abc\n"),
+        "at least 8",
+    );
+    fails(
+        &registry(&url, &["user", "add", "a:b"], "long-enough\n"),
+        "invalid user name",
+    );
+
+    ok(&registry(
+        &url,
+        &["user", "add", "alice"],
+        "alice-password\r\n",
+    ));
+    let alice = store.user("alice").await.unwrap().unwrap();
+    assert!(!alice.admin);
+    assert!(password::verify("alice-password", &alice.password_hash));
+
+    ok(&registry(
+        &url,
+        &["grant", "alice", "team/*", "pull,push"],
+        "",
+    ));
+    ok(&registry(&url, &["grant", "alice", "team/*", "delete"], ""));
+    fails(
+        &registry(&url, &["grant", "alice", "Team/*", "pull"], ""),
+        "pattern",
+    );
+    fails(
+        &registry(&url, &["grant", "alice", "team/*", "write"], ""),
+        "write",
+    );
+    fails(
+        &registry(&url, &["grant", "nobody", "team/*", "pull"], ""),
+        "no user",
+    );
+    let grants = store.grants(alice.id).await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].pattern, "team/*");
+    assert_eq!(grants[0].permissions, vec!["delete", "pull", "push"]);
+    ok(&registry(
+        &url,
+        &["revoke", "alice", "team/*", "push,delete"],
+        "",
+    ));
+    assert_eq!(
+        store.grants(alice.id).await.unwrap()[0].permissions,
+        vec!["pull"]
+    );
+
+    ok(&registry(&url, &["public", "add", "pub/*"], ""));
+    assert_eq!(ok(&registry(&url, &["public", "list"], "")).trim(), "pub/*");
+
+    let token = ok(&registry(
+        &url,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--scope",
+            "repository:team/app:pull,push",
+            "--expires",
+            "1h",
+        ],
+        "",
+    ));
+    let token = token.trim();
+    let (id, _) = ipfs_registry::auth::robot::parse(token).expect("a robot token");
+    let stored = store.robot_token(id).await.unwrap().expect("stored");
+    assert_eq!(stored.user_id, alice.id);
+    assert_eq!(stored.scopes, "repository:team/app:pull,push");
+    fails(
+        &registry(
+            &url,
+            &[
+                "token",
+                "create",
+                "--user",
+                "alice",
+                "--scope",
+                "registry:catalog:*",
+            ],
+            "",
+        ),
+        "repository scopes",
+    );
+
+    ok(&registry(
+        &url,
+        &["user", "passwd", "alice"],
+        "changed-password\n",
+    ));
+    let alice_after = store.user("alice").await.unwrap().unwrap();
+    assert!(password::verify(
+        "changed-password",
+        &alice_after.password_hash
+    ));
+    assert!(!password::verify(
+        "alice-password",
+        &alice_after.password_hash
+    ));
+
+    assert_eq!(
+        ok(&registry(&url, &["user", "list"], "")),
+        "admin (admin)\nalice\n"
+    );
+    ok(&registry(&url, &["user", "remove", "alice"], ""));
+    assert!(store.user("alice").await.unwrap().is_none());
+    assert!(
+        store.robot_token(id).await.unwrap().is_none(),
+        "robot tokens go with their user"
+    );
+    fails(&registry(&url, &["user", "remove", "alice"], ""), "no user");
+}

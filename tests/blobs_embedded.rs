@@ -1,0 +1,331 @@
+//! The embedded blob store: same CIDs as the real IPFS node, files renamed into place only
+//! when complete, blocks and CARs the node itself accepts.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+use ipfs_registry::blobs::embedded::EmbeddedStore;
+use ipfs_registry::blobs::kubo::{KuboStore, DAG_PB_CODEC, RAW_CODEC};
+use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
+use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
+use ipfs_registry::config::IpfsConfig;
+use sha2::{Digest, Sha256};
+
+fn kubo() -> KuboStore {
+    let url = common::ipfs_url();
+    let config = IpfsConfig {
+        url: Some(url.clone()),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+    };
+    KuboStore::new(&config, url, ImportProfile::default()).expect("kubo store")
+}
+
+fn embedded(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, ImportProfile::default()).expect("open the embedded store")
+}
+
+fn random(len: usize) -> Bytes {
+    Bytes::from(common::oci::random_bytes(len))
+}
+
+async fn read_all(mut body: ByteStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(piece) = body.next().await {
+        out.extend_from_slice(&piece.expect("stream piece"));
+    }
+    out
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn same_cids_as_the_ipfs_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let node = kubo();
+    for len in [0, 1, 262_144, 262_145, 50 * 1024 * 1024] {
+        let data = random(len);
+        let ours = store
+            .add(common::odd_pieces(&data))
+            .await
+            .expect("embedded add");
+        let theirs = node.add(common::odd_pieces(&data)).await.expect("node add");
+        assert_eq!(ours, theirs, "{len} bytes");
+        assert!(store.is_pinned(&ours.cid).await.unwrap());
+        let back = read_all(store.cat(&ours.cid, 0, Some(len as u64)).await.unwrap()).await;
+        assert_eq!(
+            Sha256::digest(&back),
+            Sha256::digest(&data),
+            "{len} bytes back"
+        );
+        node.unpin(&theirs.cid).await.unwrap();
+    }
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn cat_serves_ranges_and_refuses_reads_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(600_000);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    let middle = read_all(store.cat(&stored.cid, 300_000, Some(1000)).await.unwrap()).await;
+    assert_eq!(middle, &data[300_000..301_000]);
+    let tail = read_all(store.cat(&stored.cid, 599_990, None).await.unwrap()).await;
+    assert_eq!(tail, &data[599_990..]);
+    assert!(matches!(
+        store.cat(&stored.cid, 599_990, Some(11)).await,
+        Err(BlobError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_input_leaves_no_file_and_no_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(700_000);
+    let input: ByteStream = Box::pin(
+        stream::iter(vec![
+            Ok(data.slice(..400_000)),
+            Err(io::Error::other("client went away")),
+        ])
+        .chain(stream::iter(vec![Ok(data.slice(400_000..))])),
+    );
+    assert!(matches!(store.add(input).await, Err(BlobError::Input(_))));
+    assert!(
+        files_in(&dir.path().join("tmp")).is_empty(),
+        "temporary file kept"
+    );
+    assert!(
+        files_in(&dir.path().join("data")).is_empty(),
+        "partial blob visible"
+    );
+    // The leaves written before the failure were never recorded.
+    let mut builder = DagBuilder::new(262_144);
+    let mut blocks = Vec::new();
+    builder.push(&data[..400_000], &mut blocks);
+    let first_leaf = *blocks[0].cid();
+    assert!(matches!(
+        store.block(&first_leaf).await,
+        Err(BlobError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_block_is_served_and_checked_against_its_cid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(3 * 262_144 + 5);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    assert_eq!(stored.cid.codec(), DAG_PB_CODEC);
+
+    let mut builder = DagBuilder::new(262_144);
+    let mut blocks = Vec::new();
+    builder.push(&data, &mut blocks);
+    builder.finish(&mut blocks);
+    for block in &blocks {
+        let served = store.block(block.cid()).await.expect("stored block");
+        match block {
+            Block::Leaf { offset, len, cid } => {
+                assert_eq!(cid.codec(), RAW_CODEC);
+                assert_eq!(
+                    &served[..],
+                    &data[*offset as usize..(*offset + *len) as usize]
+                );
+            }
+            Block::Node { bytes, .. } => assert_eq!(&served, bytes),
+        }
+    }
+
+    // Flip one byte of the second leaf on disk: that block is refused, never served.
+    let file = dir.path().join("data").join(stored.cid.to_string());
+    let mut on_disk = std::fs::read(&file).unwrap();
+    on_disk[262_144 + 10] ^= 0xff;
+    std::fs::write(&file, on_disk).unwrap();
+    let Block::Leaf { cid: second, .. } = &blocks[1] else {
+        panic!("leaf")
+    };
+    assert!(matches!(
+        store.block(second).await,
+        Err(BlobError::Backend(_))
+    ));
+    assert!(store.block(blocks[0].cid()).await.is_ok());
+}
+
+#[tokio::test]
+async fn unpin_removes_the_file_and_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(300_000);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    // Adding the same bytes again stores them once.
+    assert_eq!(store.add(common::odd_pieces(&data)).await.unwrap(), stored);
+    assert_eq!(files_in(&dir.path().join("data")).len(), 1);
+
+    store.unpin(&stored.cid).await.unwrap();
+    assert!(!store.is_pinned(&stored.cid).await.unwrap());
+    assert!(matches!(
+        store.cat(&stored.cid, 0, None).await,
+        Err(BlobError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.block(&stored.cid).await,
+        Err(BlobError::NotFound(_))
+    ));
+    store.unpin(&stored.cid).await.expect("unpin twice is fine");
+
+    // A reopened store keeps what it had, and drops what a crash left in tmp/.
+    let kept = store.add(common::odd_pieces(&random(10))).await.unwrap();
+    std::fs::write(dir.path().join("tmp").join("leftover"), b"partial").unwrap();
+    drop(store);
+    let reopened = embedded(dir.path());
+    assert!(reopened.is_pinned(&kept.cid).await.unwrap());
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_adds_of_the_same_bytes_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(2 * 262_144 + 1);
+    let adds = (0..4).map(|_| store.add(common::odd_pieces(&data)));
+    let results = futures::future::join_all(adds).await;
+    let first = results[0].as_ref().unwrap().clone();
+    for result in results {
+        assert_eq!(result.unwrap(), first);
+    }
+    let back = read_all(store.cat(&first.cid, 0, None).await.unwrap()).await;
+    assert_eq!(back, data);
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+/// The CAR of a stored DAG imports into the real node under the same root, and the node
+/// then serves the same bytes.
+#[tokio::test]
+async fn a_car_export_imports_into_the_ipfs_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(5 * 262_144 + 123);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    let car = read_all(store.car(&stored.cid).await.unwrap()).await;
+
+    let root = common::ipfs_dag_import(car).await;
+    assert_eq!(root, stored.cid);
+    let node = kubo();
+    let back = read_all(node.cat(&root, 0, Some(data.len() as u64)).await.unwrap()).await;
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
+    node.unpin(&root).await.unwrap();
+
+    let missing = ipfs_registry::blobs::unixfs::cid_of(RAW_CODEC, b"never stored");
+    assert!(matches!(
+        store.car(&missing).await,
+        Err(BlobError::NotFound(_))
+    ));
+}
+
+/// An unpinned blob can be pinned back until the trash is purged (what the registry's pin
+/// check after a commit relies on when GC unpins the same bytes meanwhile); after the grace
+/// period its file and index rows are gone.
+#[tokio::test]
+async fn unpinned_blobs_can_be_pinned_back_until_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let data = random(3 * 262_144);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    store.unpin(&stored.cid).await.unwrap();
+    assert!(!store.is_pinned(&stored.cid).await.unwrap());
+    assert!(matches!(
+        store.car(&stored.cid).await,
+        Err(BlobError::NotFound(_))
+    ));
+    store
+        .pin(&stored.cid)
+        .await
+        .expect("restored from the trash");
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+    let back = read_all(store.cat(&stored.cid, 0, None).await.unwrap()).await;
+    assert_eq!(back, data);
+    assert!(store.block(&stored.cid).await.is_ok());
+
+    // With no grace the trash is purged at once: nothing left to restore, no index rows.
+    drop(store);
+    let store = embedded(dir.path()).with_trash_grace(Duration::ZERO);
+    store.unpin(&stored.cid).await.unwrap();
+    assert!(matches!(
+        store.pin(&stored.cid).await,
+        Err(BlobError::NotFound(_))
+    ));
+    assert!(files_in(&dir.path().join("trash")).is_empty());
+    assert!(files_in(&dir.path().join("data")).is_empty());
+    assert!(matches!(
+        store.block(&stored.cid).await,
+        Err(BlobError::NotFound(_))
+    ));
+    // Stored again, it is whole again (index rows included).
+    let again = store.add(common::odd_pieces(&data)).await.unwrap();
+    assert_eq!(again.cid, stored.cid);
+    assert!(store.block(&stored.cid).await.is_ok());
+}
+
+/// A chunked upload's chunks joined by the store itself: the blob gets the CID the node
+/// gives the whole (the parts' leaves reused, new interior nodes two levels deep), its
+/// bytes and blocks are served from the joined file, also once the parts are unpinned;
+/// parts with a partial leaf before the last are left to the caller.
+#[tokio::test]
+async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let chunk = ImportProfile::default().chunk_size as usize;
+    // 180 whole leaves and a partial one: more than one node's 174 links.
+    let sizes = [100 * chunk, 80 * chunk, chunk / 3];
+    let data = random(sizes.iter().sum());
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for size in sizes {
+        let part = data.slice(at..at + size);
+        at += size;
+        parts.push(store.add(common::odd_pieces(&part)).await.unwrap().cid);
+    }
+
+    let joined = store
+        .concat(&parts)
+        .await
+        .unwrap()
+        .expect("leaf-aligned parts are joined");
+    assert_eq!(joined.cid, common::cid_of_blob(&data));
+    assert_eq!(joined.size, data.len() as u64);
+    for part in &parts {
+        store.unpin(part).await.unwrap();
+    }
+    let whole = read_all(store.cat(&joined.cid, 0, None).await.unwrap()).await;
+    assert!(whole == data, "the joined blob's bytes");
+    // block() checks every block against its CID: the root node, and a leaf now read from
+    // the joined file.
+    store.block(&joined.cid).await.unwrap();
+    let last_whole_leaf = &data[179 * chunk..180 * chunk];
+    let leaf = ipfs_registry::blobs::unixfs::cid_of(RAW_CODEC, last_whole_leaf);
+    assert!(store.block(&leaf).await.unwrap() == last_whole_leaf);
+    let car = read_all(store.car(&joined.cid).await.unwrap()).await;
+    assert!(!car.is_empty());
+
+    let a = data.slice(..chunk + 1);
+    let b = data.slice(chunk + 1..3 * chunk);
+    let a = store.add(common::odd_pieces(&a)).await.unwrap().cid;
+    let b = store.add(common::odd_pieces(&b)).await.unwrap().cid;
+    assert!(store.concat(&[a, b]).await.unwrap().is_none());
+}

@@ -1,0 +1,366 @@
+//! Browsing layers by CID: the extension API (`/v2/_ext/<name>/manifests/<ref>/layers`) and
+//! the web UI, the latter driven in headless Chromium the way a person clicks through it:
+//! repositories → tags → image → a layer's gateway link, which must give the layer's bytes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::oci::{assert_error, header, Blob, Image, Manifest, Oci};
+use serde_json::{json, Value};
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The CID the registry announces for a blob (`X-Ipfs-Path` of its pull).
+async fn announced_cid(oci: &Oci, repo: &str, digest: &str) -> String {
+    let response = oci.head(&format!("/v2/{repo}/blobs/{digest}")).await;
+    header(&response, "x-ipfs-path")
+        .strip_prefix("/ipfs/")
+        .expect("X-Ipfs-Path is /ipfs/<cid>")
+        .to_owned()
+}
+
+/// Two single-platform images and an index over them, tagged `multi`; the first image is
+/// also tagged `amd64`.
+async fn push_images(oci: &Oci, repo: &str) -> (Image, Image, Manifest) {
+    let amd64 = oci.push_image(repo, Some("amd64"), 2).await;
+    let arm64 = oci.push_image(repo, None, 1).await;
+    let platform = |os: &str, arch: &str, m: &Manifest| {
+        let mut d = m.descriptor();
+        d["platform"] = json!({ "os": os, "architecture": arch });
+        d
+    };
+    let index = Manifest::new(
+        OCI_INDEX,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                platform("linux", "amd64", &amd64.manifest),
+                platform("linux", "arm64", &arm64.manifest),
+            ],
+        }),
+    );
+    oci.push_manifest(repo, "multi", &index).await;
+    (amd64, arm64, index)
+}
+
+async fn assert_layers(oci: &Oci, repo: &str, listed: &Value, image: &Image) {
+    let layers = listed["layers"].as_array().expect("layers");
+    let blobs: Vec<&Blob> = std::iter::once(&image.config)
+        .chain(image.layers.iter())
+        .collect();
+    assert_eq!(layers.len(), blobs.len(), "{listed}");
+    assert_eq!(layers[0]["role"], "config");
+    for (layer, blob) in layers.iter().zip(&blobs) {
+        assert_eq!(layer["digest"], blob.digest.as_str());
+        assert_eq!(layer["size"], blob.data.len());
+        let cid = layer["cid"].as_str().expect("a CID");
+        assert_eq!(cid, announced_cid(oci, repo, &blob.digest).await);
+        let url = layer["gatewayUrl"].as_str().expect("a gateway URL");
+        assert_eq!(url, format!("/ipfs/{cid}"));
+        let fetched = oci.get(url).await;
+        assert_eq!(fetched.status(), 200);
+        assert_eq!(fetched.bytes().await.unwrap(), blob.data, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn extension_api_lists_every_layer_with_its_cid() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let repo = "browse/api";
+    let (amd64, arm64, index) = push_images(&oci, repo).await;
+
+    let response = oci
+        .get(&format!("/v2/_ext/{repo}/manifests/amd64/layers"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let listed: Value = response.json().await.unwrap();
+    assert_eq!(listed["name"], repo);
+    assert_eq!(listed["digest"], amd64.manifest.digest.as_str());
+    assert_layers(&oci, repo, &listed, &amd64).await;
+
+    // An index: every child with its platform and its layers.
+    let listed: Value = oci
+        .get(&format!(
+            "/v2/_ext/{repo}/manifests/{}/layers",
+            index.digest
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let children = listed["manifests"].as_array().expect("children");
+    assert_eq!(children.len(), 2);
+    assert_eq!(children[1]["platform"]["architecture"], "arm64");
+    assert_layers(&oci, repo, &children[0], &amd64).await;
+    assert_layers(&oci, repo, &children[1], &arm64).await;
+
+    assert_error(
+        oci.get(&format!("/v2/_ext/{repo}/manifests/nope/layers"))
+            .await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    assert_error(
+        oci.get("/v2/_ext/Not_Valid/manifests/x/layers").await,
+        400,
+        "NAME_INVALID",
+    )
+    .await;
+}
+
+/// Layer links point at a configured public gateway instead of the registry's own.
+#[tokio::test]
+async fn gateway_links_follow_the_configured_gateway() {
+    let registry = common::start_registry_with(|config| {
+        config.gateway.url = Some("https://ipfs.example.org/".parse().unwrap());
+    })
+    .await;
+    let oci = Oci::new(&registry.base);
+    let image = oci.push_image("browse/gw", Some("1"), 1).await;
+    let listed: Value = oci
+        .get("/v2/_ext/browse/gw/manifests/1/layers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cid = announced_cid(&oci, "browse/gw", &image.layers[0].digest).await;
+    assert_eq!(
+        listed["layers"][1]["gatewayUrl"],
+        format!("https://ipfs.example.org/ipfs/{cid}")
+    );
+}
+
+fn chromium() -> &'static str {
+    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(candidate).arg("--version").output().is_ok() {
+            return candidate;
+        }
+    }
+    panic!("headless Chromium is needed for the web UI test (apt-get install chromium)");
+}
+
+fn chromium_args(profile: &Path) -> Vec<String> {
+    vec![
+        "--headless".into(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--no-first-run".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ]
+}
+
+/// The page as Chromium rendered it (its DOM, serialised).
+fn rendered(url: &str, profile: &Path) -> String {
+    let out = Command::new(chromium())
+        .args(chromium_args(profile))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium --dump-dom {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `href`s of the rendered page's links whose text or target contains `needle`.
+fn links(dom: &str, needle: &str) -> Vec<String> {
+    let link = regex::Regex::new(r#"<a [^>]*href="([^"]+)"[^>]*>(.*?)</a>"#).unwrap();
+    link.captures_iter(dom)
+        .filter(|c| c[1].contains(needle) || c[2].contains(needle))
+        .map(|c| c[1].replace("&amp;", "&"))
+        .collect()
+}
+
+#[tokio::test]
+async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let repo = "browse/ui";
+    let (amd64, _, _) = push_images(&oci, repo).await;
+    let profile = tempfile::tempdir().unwrap();
+    let page = |path: &str| rendered(&registry.url(path), profile.path());
+
+    let home = page("/ui/");
+    let to_repo = links(&home, repo);
+    assert_eq!(to_repo, vec![format!("/ui/repo/{repo}")], "{home}");
+
+    let tags = page(&to_repo[0]);
+    let to_image = links(&tags, "amd64");
+    assert_eq!(to_image, vec![format!("/ui/image/{repo}@amd64")], "{tags}");
+    assert!(!links(&tags, "multi").is_empty(), "{tags}");
+
+    let image = page(&to_image[0]);
+    assert!(image.contains(&amd64.manifest.digest), "{image}");
+    let gateway =
+        regex::Regex::new(r#"<a class="gateway" href="([^"]+)" data-digest="([^"]+)""#).unwrap();
+    let downloads: Vec<(String, String)> = gateway
+        .captures_iter(&image)
+        .map(|c| (c[1].to_owned(), c[2].to_owned()))
+        .collect();
+    assert_eq!(downloads.len(), 3, "config and two layers: {image}");
+    for ((href, digest), blob) in downloads
+        .iter()
+        .zip(std::iter::once(&amd64.config).chain(amd64.layers.iter()))
+    {
+        assert_eq!(digest, &blob.digest);
+        let cid = announced_cid(&oci, repo, digest).await;
+        assert!(image.contains(&cid), "the CID is shown: {cid}");
+        let fetched = oci.get(href).await;
+        assert_eq!(fetched.status(), 200, "{href}");
+        assert_eq!(fetched.bytes().await.unwrap(), blob.data, "{href}");
+    }
+
+    // The index page lists its platforms, each leading to that image.
+    let index = page(&format!("/ui/image/{repo}@multi"));
+    assert!(
+        index.contains("linux/amd64") && index.contains("linux/arm64"),
+        "{index}"
+    );
+    assert_eq!(links(&index, "/ui/image/").len(), 2, "{index}");
+
+    // A phone-sized screenshot renders (kept for a person to look at when it fails).
+    let shot = profile.path().join("image-page.png");
+    let out = Command::new(chromium())
+        .args(chromium_args(profile.path()))
+        .arg("--window-size=390,1200")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(registry.url(&to_image[0]))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    if let Ok(dir) = std::env::var("IPFS_REGISTRY_TEST_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&dir).join("image-page.png")).unwrap();
+    }
+
+    // Unknown things are errors a person can read, not panics.
+    let missing = oci.get(&format!("/ui/image/{repo}@nope")).await;
+    assert_eq!(missing.status(), 404);
+    let bad = oci.get("/ui/repo/NOT..valid").await;
+    assert_eq!(bad.status(), 400);
+}
+
+/// With access control on, the UI and the gateway show a person what they may pull:
+/// anonymously the public repositories, after logging in (Basic) their own; the extension
+/// API needs a token like the rest of /v2.
+#[tokio::test]
+async fn with_access_control_pages_and_links_follow_pull_rights() {
+    let registry = common::auth::start_auth_registry().await;
+    registry.add_user("alice", "alice-password", false).await;
+    registry.add_user("bob", "bob-password", false).await;
+    registry.grant("alice", "team/*", "pull,push").await;
+    registry.grant("alice", "pub/*", "pull,push").await;
+    registry.make_public("pub/*").await;
+    let alice = Some(("alice", "alice-password"));
+    let private = registry
+        .client(alice, &["repository:team/app:pull,push"])
+        .await
+        .push_image("team/app", Some("1"), 1)
+        .await;
+    let public = registry
+        .client(alice, &["repository:pub/app:pull,push"])
+        .await
+        .push_image("pub/app", Some("1"), 1)
+        .await;
+    let reader = registry
+        .client(
+            alice,
+            &["repository:team/app:pull", "repository:pub/app:pull"],
+        )
+        .await;
+    let private_cid = announced_cid(&reader, "team/app", &private.layers[0].digest).await;
+    let public_cid = announced_cid(&reader, "pub/app", &public.layers[0].digest).await;
+
+    let http = reqwest::Client::new();
+    let get = |path: &str, who: Option<(&str, &str)>| {
+        let mut request = http.get(registry.registry.url(path));
+        if let Some((user, password)) = who {
+            request = request.header("Authorization", common::auth::basic(user, password));
+        }
+        request.send()
+    };
+
+    // Anonymous: the public repository only, and a login prompt for the private one.
+    let home = get("/ui/", None).await.unwrap().text().await.unwrap();
+    assert!(
+        home.contains("pub/app") && !home.contains("team/app"),
+        "{home}"
+    );
+    let prompt = get("/ui/repo/team/app", None).await.unwrap();
+    assert_eq!(prompt.status(), 401);
+    assert!(header_of(&prompt, "www-authenticate").starts_with("Basic "));
+    assert_eq!(
+        get("/ui/image/pub/app@1", None).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        get(&format!("/ipfs/{private_cid}"), None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let open = get(&format!("/ipfs/{public_cid}"), None).await.unwrap();
+    assert_eq!(open.status(), 200);
+    assert_eq!(open.bytes().await.unwrap(), public.layers[0].data);
+
+    // Alice sees both, and downloads the private layer by its CID.
+    let home = get("/ui/", alice).await.unwrap().text().await.unwrap();
+    assert!(
+        home.contains("pub/app") && home.contains("team/app"),
+        "{home}"
+    );
+    assert_eq!(
+        get("/ui/image/team/app@1", alice).await.unwrap().status(),
+        200
+    );
+    let layer = get(&format!("/ipfs/{private_cid}?format=raw"), alice)
+        .await
+        .unwrap();
+    assert_eq!(layer.status(), 200);
+    assert_eq!(layer.bytes().await.unwrap(), private.layers[0].data);
+
+    // Bob is known but may not pull team/app; a wrong password is asked again.
+    let bob = Some(("bob", "bob-password"));
+    assert_eq!(get("/ui/repo/team/app", bob).await.unwrap().status(), 403);
+    assert_eq!(
+        get(&format!("/ipfs/{private_cid}"), bob)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let home = get("/ui/", bob).await.unwrap().text().await.unwrap();
+    assert!(!home.contains("team/app"), "{home}");
+    let wrong = get("/ui/", Some(("alice", "nope"))).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // The extension API is under /v2: a token is needed, as for manifests.
+    let ext = "/v2/_ext/team/app/manifests/1/layers";
+    assert_eq!(get(ext, None).await.unwrap().status(), 401);
+    let listed = reader.get(ext).await;
+    assert_eq!(listed.status(), 200);
+}
+
+fn header_of(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

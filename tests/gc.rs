@@ -1,0 +1,765 @@
+//! Garbage collection against the real PostgreSQL and IPFS node: what is kept (tagged
+//! images, an index's children, referrers of kept manifests, young uploads), what goes
+//! (orphans past retention, unreferenced blobs past grace, expired uploads), dry runs, and
+//! GC racing concurrent pushes without any pushed image losing a blob.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cid::Cid;
+use common::oci::{
+    artifact_manifest, expect_status, image_manifest, random_bytes, Blob, Image, Manifest, Oci,
+    EMPTY_JSON, OCI_INDEX,
+};
+use ipfs_registry::blobs::kubo::KuboStore;
+use ipfs_registry::blobs::{BlobStore, ImportProfile};
+use ipfs_registry::config::IpfsConfig;
+use ipfs_registry::meta::gc::{GcStore, SweepPolicy};
+use ipfs_registry::meta::postgres::PostgresStore;
+use ipfs_registry::registry::gc::GcReport;
+use ipfs_registry::registry::Registry;
+use serde_json::json;
+
+const REPO: &str = "gc/app";
+
+fn kubo() -> KuboStore {
+    let url = common::ipfs_url();
+    let config = IpfsConfig {
+        url: Some(url.clone()),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(10),
+    };
+    KuboStore::new(&config, url, ImportProfile::default()).expect("IPFS client")
+}
+
+fn policy(grace: Duration, retention: Option<Duration>) -> SweepPolicy {
+    SweepPolicy {
+        grace_period: grace,
+        untagged_retention: retention,
+        upload_expiry: Duration::from_secs(24 * 3600),
+    }
+}
+
+async fn gc(registry: &Registry, policy: &SweepPolicy, dry_run: bool) -> GcReport {
+    registry
+        .collect_garbage(policy, dry_run, &|_| {})
+        .await
+        .expect("gc runs")
+        .expect("no other gc holds the lock")
+}
+
+async fn db(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(conn);
+    client
+}
+
+async fn blob_cid(db: &tokio_postgres::Client, digest: &str) -> Option<Cid> {
+    db.query_opt("SELECT cid FROM blobs WHERE digest = $1", &[&digest])
+        .await
+        .unwrap()
+        .map(|row| Cid::try_from(row.get::<_, String>(0).as_str()).unwrap())
+}
+
+async fn count(db: &tokio_postgres::Client, table: &str) -> i64 {
+    db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Row counts of every table GC touches, to compare before and after.
+async fn snapshot(db: &tokio_postgres::Client) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in [
+        "manifests",
+        "manifest_references",
+        "tags",
+        "blobs",
+        "repository_blobs",
+        "upload_sessions",
+        "upload_chunks",
+        "gc_unpin_queue",
+    ] {
+        counts.push(count(db, table).await);
+    }
+    counts
+}
+
+/// Pulls the blob and compares it byte for byte; checks its CID is pinned.
+async fn assert_blob_intact(oci: &Oci, db: &tokio_postgres::Client, repo: &str, blob: &Blob) {
+    let response = oci.get(&format!("/v2/{repo}/blobs/{}", blob.digest)).await;
+    let response = expect_status(response, 200).await;
+    let body = response.bytes().await.expect("blob body");
+    assert!(
+        body == blob.data,
+        "blob {} came back different",
+        blob.digest
+    );
+    let cid = blob_cid(db, &blob.digest)
+        .await
+        .unwrap_or_else(|| panic!("blob {} has no row", blob.digest));
+    assert!(
+        kubo().is_pinned(&cid).await.unwrap(),
+        "blob {} ({cid}) is not pinned",
+        blob.digest
+    );
+}
+
+async fn assert_image_intact(oci: &Oci, db: &tokio_postgres::Client, repo: &str, image: &Image) {
+    let response = oci
+        .get(&format!("/v2/{repo}/manifests/{}", image.manifest.digest))
+        .await;
+    let response = expect_status(response, 200).await;
+    assert_eq!(response.bytes().await.unwrap(), image.manifest.content);
+    assert_blob_intact(oci, db, repo, &image.config).await;
+    for layer in &image.layers {
+        assert_blob_intact(oci, db, repo, layer).await;
+    }
+}
+
+async fn assert_manifest_present(oci: &Oci, repo: &str, manifest: &Manifest, present: bool) {
+    let response = oci
+        .head(&format!("/v2/{repo}/manifests/{}", manifest.digest))
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        if present { 200 } else { 404 },
+        "manifest {} presence",
+        manifest.digest
+    );
+}
+
+fn index_of(manifests: &[&Manifest]) -> Manifest {
+    Manifest::new(
+        OCI_INDEX,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests.iter().map(|m| m.descriptor()).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_tags_reach_and_collects_orphans() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    let core = registry.server.registry.clone();
+
+    // A multi-arch index, tagged; its children are pushed by digest only.
+    let amd64 = oci.push_image(REPO, None, 2).await;
+    let arm64 = oci.push_image(REPO, None, 1).await;
+    let index = index_of(&[&amd64.manifest, &arm64.manifest]);
+    oci.push_manifest(REPO, "multi", &index).await;
+    // A tagged image with a signature-like referrer (untagged itself).
+    let tagged = oci.push_image(REPO, Some("v1"), 1).await;
+    oci.push_blob(REPO, EMPTY_JSON).await;
+    let signature = artifact_manifest(
+        "application/vnd.example.signature",
+        Some(&tagged.manifest),
+        json!({"n": "1"}),
+    );
+    oci.push_manifest(REPO, &signature.digest, &signature).await;
+    // A referrer of the index's child: reachable through the index.
+    let sbom = artifact_manifest(
+        "application/vnd.example.sbom",
+        Some(&amd64.manifest),
+        json!({"n": "2"}),
+    );
+    oci.push_manifest(REPO, &sbom.digest, &sbom).await;
+    // An untagged orphan and a referrer of it: unreachable.
+    let orphan = oci.push_image(REPO, None, 2).await;
+    let orphan_note = artifact_manifest(
+        "application/vnd.example.note",
+        Some(&orphan.manifest),
+        json!({"n": "3"}),
+    );
+    oci.push_manifest(REPO, &orphan_note.digest, &orphan_note)
+        .await;
+    let orphan_cids = [
+        blob_cid(&db, &orphan.layers[0].digest).await.unwrap(),
+        blob_cid(&db, &orphan.layers[1].digest).await.unwrap(),
+        blob_cid(&db, &orphan.config.digest).await.unwrap(),
+    ];
+
+    // Without a retention window untagged manifests are kept.
+    let report = gc(&core, &policy(Duration::ZERO, None), false).await;
+    assert_eq!(report.deleted_manifests, 0, "{report}");
+    assert_eq!(report.freed_blobs, 0, "{report}");
+    assert_manifest_present(&oci, REPO, &orphan.manifest, true).await;
+
+    let report = gc(&core, &policy(Duration::ZERO, Some(Duration::ZERO)), false).await;
+    assert_eq!(
+        report.deleted_manifests, 2,
+        "orphan and its referrer: {report}"
+    );
+    assert_eq!(
+        report.freed_blobs, 3,
+        "the orphan's config and layers: {report}"
+    );
+    let orphan_bytes: u64 = orphan
+        .layers
+        .iter()
+        .map(|l| l.data.len() as u64)
+        .sum::<u64>()
+        + orphan.config.data.len() as u64;
+    assert_eq!(report.freed_bytes, orphan_bytes, "{report}");
+    assert_eq!(report.unpinned, 3, "{report}");
+    assert_eq!(
+        report.manifest_bytes,
+        (orphan.manifest.content.len() + orphan_note.content.len()) as u64
+    );
+
+    for kept in [&amd64, &arm64, &tagged] {
+        assert_image_intact(&oci, &db, REPO, kept).await;
+    }
+    for manifest in [&index, &signature, &sbom] {
+        assert_manifest_present(&oci, REPO, manifest, true).await;
+    }
+    assert_manifest_present(&oci, REPO, &orphan.manifest, false).await;
+    assert_manifest_present(&oci, REPO, &orphan_note, false).await;
+    for layer in &orphan.layers {
+        let response = oci
+            .head(&format!("/v2/{REPO}/blobs/{}", layer.digest))
+            .await;
+        assert_eq!(response.status(), 404);
+    }
+    let store = kubo();
+    for cid in &orphan_cids {
+        assert!(!store.is_pinned(cid).await.unwrap(), "{cid} still pinned");
+    }
+    assert_eq!(count(&db, "gc_unpin_queue").await, 0);
+
+    // Untagging the index makes its whole tree collectable.
+    expect_status(
+        oci.delete(&format!("/v2/{REPO}/manifests/multi")).await,
+        202,
+    )
+    .await;
+    let report = gc(&core, &policy(Duration::ZERO, Some(Duration::ZERO)), false).await;
+    assert_eq!(
+        report.deleted_manifests, 4,
+        "index, 2 children, sbom: {report}"
+    );
+    assert_image_intact(&oci, &db, REPO, &tagged).await;
+    assert_manifest_present(&oci, REPO, &signature, true).await;
+    assert_manifest_present(&oci, REPO, &amd64.manifest, false).await;
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_without_changing_anything() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    let core = registry.server.registry.clone();
+    let orphan = oci.push_image(REPO, None, 2).await;
+    let loose = oci.push_random_blob(REPO, 3000).await;
+    let loose_cid = blob_cid(&db, &loose.digest).await.unwrap();
+    let policy = policy(Duration::ZERO, Some(Duration::ZERO));
+
+    let before = snapshot(&db).await;
+    let dry = gc(&core, &policy, true).await;
+    assert!(dry.dry_run);
+    assert_eq!(dry.deleted_manifests, 1, "{dry}");
+    assert_eq!(
+        dry.freed_blobs, 4,
+        "config, 2 layers, the loose blob: {dry}"
+    );
+    assert_eq!(dry.unpinned, 0);
+    assert_eq!(
+        snapshot(&db).await,
+        before,
+        "a dry run changed the database"
+    );
+    assert_image_intact(&oci, &db, REPO, &orphan).await;
+    assert_blob_intact(&oci, &db, REPO, &loose).await;
+    let metrics = registry.server.registry.metrics().encode();
+    assert!(
+        metrics.contains("ipfs_registry_gc_freed_bytes_total 0"),
+        "a dry run counted freed bytes:\n{metrics}"
+    );
+
+    let real = gc(&core, &policy, false).await;
+    assert_eq!(
+        (real.deleted_manifests, real.freed_blobs, real.freed_bytes),
+        (dry.deleted_manifests, dry.freed_blobs, dry.freed_bytes),
+        "the dry run predicted the real run"
+    );
+    assert!(!kubo().is_pinned(&loose_cid).await.unwrap());
+    let metrics = registry.server.registry.metrics().encode();
+    assert!(
+        metrics.contains(&format!(
+            "ipfs_registry_gc_freed_bytes_total {}",
+            real.freed_bytes
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ipfs_registry_gc_runs_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    let core = registry.server.registry.clone();
+    let image = oci.push_image(REPO, Some("v1"), 1).await;
+    let unreferenced = oci.push_random_blob(REPO, 2048).await;
+    let default_policy = policy(Duration::from_secs(3600), None);
+
+    let report = gc(&core, &default_policy, false).await;
+    assert_eq!(
+        (
+            report.removed_links,
+            report.freed_blobs,
+            report.deleted_manifests
+        ),
+        (0, 0, 0),
+        "{report}"
+    );
+    assert_blob_intact(&oci, &db, REPO, &unreferenced).await;
+    assert_image_intact(&oci, &db, REPO, &image).await;
+
+    // Deleting the manifest releases its blobs, once they are past the grace period.
+    expect_status(
+        oci.delete(&format!("/v2/{REPO}/manifests/{}", image.manifest.digest))
+            .await,
+        202,
+    )
+    .await;
+    let report = gc(&core, &default_policy, false).await;
+    assert_eq!(
+        report.freed_blobs, 0,
+        "still inside the grace period: {report}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = gc(&core, &policy(Duration::from_secs(1), None), false).await;
+    assert_eq!(report.freed_blobs, 3, "{report}");
+    assert_eq!(report.removed_links, 3, "{report}");
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    let core = registry.server.registry.clone();
+    let stale = oci.start_upload(REPO).await;
+    expect_status(oci.patch_chunk(&stale, 0, &random_bytes(5000)).await, 202).await;
+    let chunk_cid: String = db
+        .query_one("SELECT cid FROM upload_chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let chunk_cid = Cid::try_from(chunk_cid.as_str()).unwrap();
+    assert!(kubo().is_pinned(&chunk_cid).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = oci.start_upload(REPO).await;
+
+    let mut expiring = policy(Duration::from_secs(3600), None);
+    expiring.upload_expiry = Duration::from_secs(1);
+    let report = gc(&core, &expiring, false).await;
+    assert_eq!(report.expired_uploads, 1, "{report}");
+    assert_eq!(report.unpinned, 1, "{report}");
+    assert!(!kubo().is_pinned(&chunk_cid).await.unwrap());
+    assert_eq!(oci.get(&stale).await.status(), 404);
+    assert_eq!(
+        oci.get(&fresh).await.status(),
+        204,
+        "a fresh session survives"
+    );
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collection_at_a_time_across_replicas() {
+    let first = common::start_registry().await;
+    let second = common::start_registry_from(first.config.clone()).await;
+    let url = first.database_url.clone();
+    // Hold the lock from the outside, as a run on another replica would.
+    let holder = db(&url).await;
+    holder
+        .query_one("SELECT pg_advisory_lock(7597685216243049249)", &[])
+        .await
+        .unwrap();
+    let outcome = second
+        .server
+        .registry
+        .collect_garbage(&policy(Duration::ZERO, None), false, &|_| {})
+        .await
+        .unwrap();
+    assert!(
+        outcome.is_none(),
+        "ran despite another run holding the lock"
+    );
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = second
+        .server
+        .registry
+        .collect_garbage(&policy(Duration::ZERO, None), false, &|_| {})
+        .await
+        .unwrap();
+    assert!(outcome.is_some());
+    first.server.stop().await;
+    second.server.stop().await;
+}
+
+/// What one pusher got in the end.
+struct Pushed {
+    repo: String,
+    image: Image,
+    index: Manifest,
+    attempts: usize,
+}
+
+/// Puts a manifest: true when stored, false when refused with MANIFEST_BLOB_UNKNOWN (GC
+/// took something it references); anything else fails the test.
+async fn put(oci: &Oci, repo: &str, reference: &str, manifest: &Manifest) -> bool {
+    let response = oci
+        .put_manifest(repo, reference, &manifest.media_type, &manifest.content)
+        .await;
+    match response.status().as_u16() {
+        201 => true,
+        400 => {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{body}");
+            false
+        }
+        other => panic!(
+            "manifest push answered {other}: {}",
+            response.text().await.unwrap()
+        ),
+    }
+}
+
+/// Pushes a one-platform multi-arch image like a client does: blobs, a pause, the platform
+/// manifest by digest, a pause, the index under the tag. When a manifest is refused
+/// because GC took what it references meanwhile, the client starts over.
+async fn push_racing(oci: Oci, repo: String, shared: Blob, pause_ms: u64) -> Pushed {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts <= 50, "a push kept being refused");
+        let config = oci
+            .push_blob(
+                &repo,
+                &serde_json::to_vec(&json!({"n": hex::encode(random_bytes(8))})).unwrap(),
+            )
+            .await;
+        let own = oci.push_random_blob(&repo, 1500 + attempts * 7).await;
+        // A layer over one IPFS chunk, so multi-block DAGs are unpinned and re-pinned too.
+        let big = oci.push_random_blob(&repo, 300 * 1024).await;
+        // The shared base layer: already stored, so this push only proves possession.
+        let base = oci.push_blob(&repo, &shared.data).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let layers = vec![base, own, big];
+        let manifest = image_manifest(&config, &layers, None);
+        if !put(&oci, &repo, &manifest.digest, &manifest).await {
+            continue;
+        }
+        // Untagged until the index lands: with no retention window GC may take it.
+        tokio::time::sleep(Duration::from_millis(pause_ms / 2)).await;
+        let index = index_of(&[&manifest]);
+        if !put(&oci, &repo, "latest", &index).await {
+            continue;
+        }
+        return Pushed {
+            repo,
+            image: Image {
+                config,
+                layers,
+                manifest,
+            },
+            index,
+            attempts,
+        };
+    }
+}
+
+/// Runs pushers while GC sweeps over and over; returns the pushes and the GC reports.
+async fn race(grace: Duration) -> (common::TestRegistry, Vec<Pushed>, Vec<GcReport>) {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let core = registry.server.registry.clone();
+    let shared = Blob {
+        data: random_bytes(4000),
+        digest: String::new(),
+    };
+    let shared = oci.push_blob("gc/base", &shared.data).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let done = done.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            let policy = policy(grace, Some(grace));
+            let mut reports = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                reports.push(gc(&core, &policy, false).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            reports
+        })
+    };
+    let mut pushers = Vec::new();
+    for i in 0..24u64 {
+        let repo = format!("gc/race{}", i % 4);
+        pushers.push(tokio::spawn(push_racing(
+            oci.clone(),
+            repo,
+            shared.clone(),
+            (i * 7) % 25,
+        )));
+    }
+    let mut pushed = Vec::new();
+    for pusher in pushers {
+        pushed.push(pusher.await.expect("pusher"));
+    }
+    done.store(true, Ordering::SeqCst);
+    let reports = collector.await.expect("collector");
+    (registry, pushed, reports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_racing_pushes_never_loses_a_pushed_blob() {
+    let (registry, pushed, reports) = race(Duration::ZERO).await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    let freed: usize = reports.iter().map(|r| r.freed_blobs).sum();
+    let deleted: usize = reports.iter().map(|r| r.deleted_manifests).sum();
+    let retried = pushed.iter().filter(|p| p.attempts > 1).count();
+    eprintln!(
+        "{} gc runs freed {freed} blobs and {deleted} manifests; \
+         {retried} of {} pushes were refused at least once",
+        reports.len(),
+        pushed.len()
+    );
+    assert!(reports.len() >= 2, "GC must actually race the pushes");
+    assert!(
+        freed > 0,
+        "with no grace period GC must have collected something"
+    );
+    assert!(
+        retried > 0,
+        "GC never swept between a push's blobs and its manifest: the race was not exercised"
+    );
+    // Whatever a stored manifest references is whole. Earlier pushes of a repository lost
+    // their tag to later ones and may have been collected by the retention policy, but
+    // only together with what they reference; an index's child never goes before it.
+    for p in &pushed {
+        let index = oci
+            .head(&format!("/v2/{}/manifests/{}", p.repo, p.index.digest))
+            .await;
+        let child = oci
+            .head(&format!(
+                "/v2/{}/manifests/{}",
+                p.repo, p.image.manifest.digest
+            ))
+            .await;
+        if index.status() == 200 {
+            assert_eq!(child.status(), 200, "an index outlived its child");
+        }
+        if child.status() == 200 {
+            assert_image_intact(&oci, &db, &p.repo, &p.image).await;
+        }
+    }
+    // The tag of each repository points at a pushed index whose image is whole, before and
+    // after one more sweep once the pushes are over.
+    let core = registry.server.registry.clone();
+    for round in 0..2 {
+        if round == 1 {
+            gc(&core, &policy(Duration::ZERO, Some(Duration::ZERO)), false).await;
+        }
+        for i in 0..4 {
+            let repo = format!("gc/race{i}");
+            let response = oci.get(&format!("/v2/{repo}/manifests/latest")).await;
+            let response = expect_status(response, 200).await;
+            let digest = common::oci::header(&response, "docker-content-digest");
+            let p = pushed
+                .iter()
+                .find(|p| p.index.digest == digest)
+                .expect("the tag points at a pushed index");
+            assert_eq!(response.bytes().await.unwrap(), p.index.content);
+            assert_image_intact(&oci, &db, &repo, &p.image).await;
+        }
+    }
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_racing_pushes_with_a_grace_period_collects_nothing() {
+    let (registry, pushed, reports) = race(Duration::from_secs(3600)).await;
+    let oci = Oci::new(&registry.base);
+    let db = db(&registry.database_url).await;
+    assert!(reports.len() >= 2, "GC must actually race the pushes");
+    for report in &reports {
+        assert_eq!(
+            (
+                report.removed_links,
+                report.freed_blobs,
+                report.deleted_manifests
+            ),
+            (0, 0, 0),
+            "{report}"
+        );
+    }
+    for p in &pushed {
+        assert_eq!(p.attempts, 1, "no push is refused inside the grace period");
+        assert_image_intact(&oci, &db, &p.repo, &p.image).await;
+    }
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_collects_periodically_when_an_interval_is_set() {
+    // The grace period must outlast pushing one small image: with none, a sweep may land
+    // between the layer upload and the manifest put and rightly collect the fresh layer.
+    let registry = common::start_registry_with(|c| {
+        c.gc.interval = Duration::from_millis(200);
+        c.gc.grace_period = Duration::from_secs(3);
+    })
+    .await;
+    let oci = Oci::new(&registry.base);
+    let image = oci.push_image(REPO, Some("v1"), 1).await;
+    let loose = oci.push_random_blob(REPO, 1234).await;
+    let db = db(&registry.database_url).await;
+    let started = std::time::Instant::now();
+    loop {
+        let head = oci
+            .head(&format!("/v2/{REPO}/blobs/{}", loose.digest))
+            .await;
+        if head.status() == 404 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "online GC never collected the unreferenced blob"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_image_intact(&oci, &db, REPO, &image).await;
+    let metrics = registry.server.registry.metrics().encode();
+    assert!(
+        !metrics.contains("ipfs_registry_gc_runs_total{outcome=\"ok\"} 0"),
+        "{metrics}"
+    );
+    registry.server.stop().await;
+}
+
+/// A manifest put holds what it references (`FOR KEY SHARE`) until it commits; a sweep
+/// meanwhile skips those rows instead of waiting or deleting them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_skips_rows_a_push_holds() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let orphan = oci.push_image(REPO, None, 1).await;
+    let loose = oci.push_random_blob(REPO, 777).await;
+    let store = PostgresStore::connect(&registry.config.database)
+        .await
+        .unwrap();
+    let everything = policy(Duration::ZERO, Some(Duration::ZERO));
+
+    let mut push = db(&registry.database_url).await;
+    let tx = push.transaction().await.unwrap();
+    let held = tx
+        .query(
+            "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR KEY SHARE",
+            &[&loose.digest],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    tx.query(
+        "SELECT 1 FROM manifests WHERE digest = $1 FOR KEY SHARE",
+        &[&orphan.manifest.digest],
+    )
+    .await
+    .unwrap();
+
+    let swept = tokio::time::timeout(Duration::from_secs(5), store.sweep(&everything, false))
+        .await
+        .expect("a sweep does not wait for pushes")
+        .unwrap();
+    assert!(swept.manifests.is_empty(), "{:?}", swept.manifests);
+    assert!(
+        swept
+            .blobs
+            .iter()
+            .all(|b| b.digest.to_string() != loose.digest),
+        "a held blob link was swept"
+    );
+    assert_blob_intact(&oci, &db(&registry.database_url).await, REPO, &loose).await;
+    assert_manifest_present(&oci, REPO, &orphan.manifest, true).await;
+
+    tx.rollback().await.unwrap();
+    let swept = store.sweep(&everything, false).await.unwrap();
+    assert_eq!(swept.manifests.len(), 1);
+    assert!(swept
+        .blobs
+        .iter()
+        .any(|b| b.digest.to_string() == loose.digest));
+    let head = oci
+        .head(&format!("/v2/{REPO}/blobs/{}", loose.digest))
+        .await;
+    assert_eq!(head.status(), 404);
+    registry.server.stop().await;
+}
+
+/// When a sweep holds a blob link first, a manifest put referencing it waits, then finds it
+/// gone and is refused: it never succeeds referencing what the sweep deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_waiting_on_a_sweep_is_refused() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let config = oci
+        .push_blob(REPO, br#"{"architecture":"amd64","os":"linux","n":1}"#)
+        .await;
+    let layer = oci.push_random_blob(REPO, 999).await;
+
+    // What a sweep's transaction does to the link: lock it, then delete it.
+    let mut sweep = db(&registry.database_url).await;
+    let tx = sweep.transaction().await.unwrap();
+    tx.query(
+        "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR UPDATE SKIP LOCKED",
+        &[&layer.digest],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "DELETE FROM repository_blobs WHERE digest = $1",
+        &[&layer.digest],
+    )
+    .await
+    .unwrap();
+
+    let manifest = image_manifest(&config, std::slice::from_ref(&layer), None);
+    let put = tokio::spawn({
+        let oci = oci.clone();
+        let manifest = manifest.clone();
+        async move {
+            oci.put_manifest(REPO, "v1", &manifest.media_type, &manifest.content)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!put.is_finished(), "the push must wait for the sweep");
+    tx.commit().await.unwrap();
+    let response = put.await.unwrap();
+    let body = common::oci::assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    assert!(body.to_string().contains(&layer.digest), "{body}");
+    assert_manifest_present(&oci, REPO, &manifest, false).await;
+    registry.server.stop().await;
+}

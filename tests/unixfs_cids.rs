@@ -1,0 +1,152 @@
+//! The DAG builder (`blobs::unixfs`) against a real IPFS node: for the same bytes and import
+//! profile it must compute exactly the root CID the node's importer returns.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipfs_registry::blobs::kubo::KuboStore;
+use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
+use ipfs_registry::blobs::{BlobStore, ImportProfile};
+use ipfs_registry::config::IpfsConfig;
+
+fn store(chunk_size: u32) -> KuboStore {
+    let url = common::ipfs_url();
+    let config = IpfsConfig {
+        url: Some(url.clone()),
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+    };
+    KuboStore::new(&config, url, ImportProfile { chunk_size }).expect("store")
+}
+
+/// Deterministic bytes that differ per `seed` and per run (so the node has not seen them).
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut x = (seed ^ run).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The root CID the node computes without storing anything: for trees of tens of thousands
+/// of blocks, which js-ipfs cannot write at once (it opens a file per block).
+async fn node_root_only_hash(chunk_size: u32, data: Bytes) -> cid::Cid {
+    let part = reqwest::multipart::Part::stream(data)
+        .file_name("blob")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let mut query = ImportProfile { chunk_size }.add_params();
+    query.extend([("only-hash", "true".into()), ("pin", "false".into())]);
+    let url = common::ipfs_url().join("api/v0/add").unwrap();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .query(&query)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("add only-hash")
+        .json()
+        .await
+        .expect("add answer");
+    cid::Cid::try_from(answer["Hash"].as_str().expect("Hash")).expect("a CID")
+}
+
+fn build(chunk_size: u32, data: &Bytes) -> (ipfs_registry::blobs::unixfs::Dag, Vec<Block>) {
+    let mut builder = DagBuilder::new(chunk_size);
+    let mut blocks = Vec::new();
+    for piece in data.chunks(65_521) {
+        builder.push(piece, &mut blocks);
+    }
+    let dag = builder.finish(&mut blocks);
+    assert_eq!(dag.file_size, data.len() as u64);
+    (dag, blocks)
+}
+
+async fn assert_same_cid_as_the_node(chunk_size: u32, len: usize) {
+    let data = Bytes::from(pseudo_random(len as u64 ^ u64::from(chunk_size), len));
+    let (dag, blocks) = build(chunk_size, &data);
+
+    let store = store(chunk_size);
+    let stored = store
+        .add(common::odd_pieces(&data))
+        .await
+        .expect("add to the node");
+    assert_eq!(
+        dag.root, stored.cid,
+        "{len} bytes in {chunk_size}-byte chunks: computed root differs from the node's"
+    );
+    // Every interior node we would serve is byte-identical to the node's block.
+    let nodes: Vec<_> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Node { cid, bytes } => Some((cid, bytes)),
+            Block::Leaf { .. } => None,
+        })
+        .take(3)
+        .collect();
+    for (cid, bytes) in nodes {
+        let url = common::ipfs_url().join("api/v0/block/get").unwrap();
+        let answer = reqwest::Client::new()
+            .post(url)
+            .query(&[("arg", cid.to_string()), ("timeout", "10s".into())])
+            .send()
+            .await
+            .expect("block/get");
+        assert!(answer.status().is_success(), "block/get {cid}");
+        assert_eq!(&answer.bytes().await.unwrap(), bytes, "block {cid}");
+    }
+    store.unpin(&stored.cid).await.expect("unpin");
+}
+
+#[tokio::test]
+async fn empty_input() {
+    assert_same_cid_as_the_node(262_144, 0).await;
+}
+
+#[tokio::test]
+async fn one_byte() {
+    assert_same_cid_as_the_node(262_144, 1).await;
+}
+
+#[tokio::test]
+async fn exactly_one_chunk() {
+    assert_same_cid_as_the_node(262_144, 262_144).await;
+}
+
+#[tokio::test]
+async fn one_chunk_and_one_byte() {
+    assert_same_cid_as_the_node(262_144, 262_145).await;
+}
+
+#[tokio::test]
+async fn fifty_mib() {
+    assert_same_cid_as_the_node(262_144, 50 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+async fn one_mib_chunks() {
+    assert_same_cid_as_the_node(1024 * 1024, 5 * 1024 * 1024 + 3).await;
+}
+
+/// 1 KiB chunks: 174 leaves fill a node exactly; one more leaf makes a second level, and
+/// 174 × 174 + 1 leaves a third.
+#[tokio::test]
+async fn tree_levels_with_small_chunks() {
+    assert_same_cid_as_the_node(1024, 174 * 1024).await;
+    assert_same_cid_as_the_node(1024, 174 * 1024 + 1).await;
+    let len = 174 * 174 * 1024 + 1;
+    let data = Bytes::from(pseudo_random(3, len));
+    let (dag, _) = build(1024, &data);
+    assert_eq!(dag.root, node_root_only_hash(1024, data).await);
+}
