@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use ipfs_registry::auth::password;
 use ipfs_registry::config::DatabaseConfig;
@@ -13,14 +13,9 @@ use ipfs_registry::meta::postgres::PostgresStore;
 use ipfs_registry::meta::users::UserStore;
 
 fn registry(url: &str, args: &[&str], stdin: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
-    command.args(args).env("IPFS_REGISTRY_LOG", "warn");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IPFS_REGISTRY_") && !key.starts_with("IPFS_REGISTRY_TEST_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = common::cli::registry_command();
     command
+        .args(args)
         .env("IPFS_REGISTRY_DATABASE__URL", url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -467,6 +467,16 @@ async fn repeated_failed_logins_are_throttled() {
     // After the lockout the right password works again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     registry.token(Some(("alice", PASSWORD)), &[]).await;
+
+    // Six refused passwords and one throttled attempt failed; one login succeeded.
+    let metrics = registry.registry.server.registry.metrics().encode();
+    let count = |outcome: &str| {
+        let series = format!("ipfs_registry_auth_total{{outcome=\"{outcome}\"}}");
+        common::metric_sample(&metrics, &series)
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(count("failure"), 7.0);
+    assert_eq!(count("success"), 1.0);
     registry.registry.server.stop().await;
 }
 

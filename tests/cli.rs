@@ -2,18 +2,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn registry(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
-    command.args(args).env("IPFS_REGISTRY_LOG", "warn");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IPFS_REGISTRY_") && !key.starts_with("IPFS_REGISTRY_TEST_") {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().copied());
-    command.output().expect("run ipfs-registry")
+    common::cli::registry_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ipfs-registry")
 }
 
 #[tokio::test]
@@ -116,16 +112,9 @@ impl Drop for Server {
 /// Starts `ipfs-registry serve` with nothing configured but a data directory and a port,
 /// and waits until it answers.
 async fn serve_embedded(data_dir: &std::path::Path, port: u16) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IPFS_REGISTRY_") {
-            command.env_remove(key);
-        }
-    }
     let server = Server(
-        command
+        common::cli::registry_command()
             .arg("serve")
-            .env("IPFS_REGISTRY_LOG", "warn")
             .env("IPFS_REGISTRY_DATA_DIR", data_dir)
             .env("IPFS_REGISTRY_LISTEN", format!("127.0.0.1:{port}"))
             .spawn()

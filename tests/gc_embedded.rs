@@ -267,3 +267,104 @@ async fn gc_racing_pushes_never_loses_a_pushed_image() {
     }
     assert!(succeeded > 0, "some pushes got through");
 }
+
+/// Opens one of the store's lock files as another process would.
+fn lock_file(registry: &TestRegistry, which: &str) -> std::fs::File {
+    let path = registry
+        .config
+        .data_dir
+        .join(format!("metadata.sqlite.{which}-lock"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The GC and CID locks are file locks, so they hold between `serve` and a `gc` command
+/// run beside it: one collection at a time, and no commit while another process unpins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gc_command_beside_serve_shares_its_locks() {
+    let (registry, _dir) = embedded().await;
+    let oci = Oci::new(&registry.base);
+    let image = oci.push_image("beside/app", Some("v1"), 1).await;
+    let loose = oci.push_blob("beside/app", &random_bytes(4321)).await;
+
+    // Another process collecting: neither serve nor the command starts a second run.
+    let gc_lock = lock_file(&registry, "gc");
+    gc_lock.try_lock().expect("the gc lock is free");
+    let held = registry
+        .server
+        .registry
+        .collect_garbage(
+            &policy(Duration::ZERO, None, Duration::from_secs(3600)),
+            false,
+            &|_| {},
+        )
+        .await
+        .expect("gc answers");
+    assert!(
+        held.is_none(),
+        "serve collected while another process held the lock"
+    );
+    let config = registry.config.clone();
+    let out = tokio::task::spawn_blocking(move || common::cli::gc_command(&config, &[]))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another garbage collection is running"),
+        "{stderr}"
+    );
+    drop(gc_lock);
+
+    // Another process unpinning: a blob commit waits for it instead of racing it.
+    let cid_lock = lock_file(&registry, "cid");
+    cid_lock.lock().unwrap();
+    let waiting = tokio::spawn({
+        let oci = oci.clone();
+        async move { oci.push_blob("beside/app", &random_bytes(999)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a commit ran during another process's unpin"
+    );
+    drop(cid_lock);
+    let committed = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the commit goes on once the unpin is over")
+        .unwrap();
+    expect_status(
+        oci.head(&format!("/v2/beside/app/blobs/{}", committed.digest))
+            .await,
+        200,
+    )
+    .await;
+
+    // With the locks free the command collects beside the running registry.
+    let config = registry.config.clone();
+    let out = tokio::task::spawn_blocking(move || common::cli::gc_command(&config, &[]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("freed: 0 manifests (0 bytes), 2 blobs (5320 bytes)"),
+        "{stdout}"
+    );
+    assert!(
+        !stored(&registry, &loose.data),
+        "the loose blob's file stays"
+    );
+    let head = oci
+        .head(&format!("/v2/beside/app/blobs/{}", loose.digest))
+        .await;
+    assert_eq!(head.status(), 404);
+    assert_pulls(&oci, "beside/app", &image).await;
+    registry.server.stop().await;
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,15 +25,8 @@ fn node() -> KuboStore {
 }
 
 fn migrate_blobs(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IPFS_REGISTRY_") {
-            command.env_remove(key);
-        }
-    }
-    command
+    common::cli::registry_command()
         .arg("migrate-blobs")
-        .env("IPFS_REGISTRY_LOG", "warn")
         .env("IPFS_REGISTRY_DATA_DIR", data_dir)
         .env("IPFS_REGISTRY_IPFS__URL", common::ipfs_url().as_str())
         .envs(extra.iter().copied())

@@ -1,5 +1,6 @@
 //! Operations: health and readiness, Prometheus metrics, request ids, the concurrency limit,
-//! the request timeout and graceful shutdown, on real servers.
+//! the request timeout and graceful shutdown, on real servers. Storage-agnostic: the test
+//! script runs it on PostgreSQL + the IPFS node and again on the embedded stores.
 
 mod common;
 
@@ -48,13 +49,13 @@ async fn health_and_readiness() {
     );
 
     // A schema that does not match this build is not ready.
-    let db = db(&registry.database_url).await;
-    db.execute(
-        "UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1",
-        &[],
-    )
-    .await
-    .unwrap();
+    common::sql::metadata(&registry)
+        .await
+        .execute(
+            "UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1",
+            &[],
+        )
+        .await;
     let (status, body) = readyz(&registry.base).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["database"], "ok");
@@ -69,11 +70,10 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_names_an_unreachable_ipfs_node_and_database() {
+async fn readiness_names_an_unreachable_ipfs_node() {
     let registry = common::start_registry_with(|c| {
         c.ipfs.url = Some("http://127.0.0.1:1".parse().unwrap());
         c.ipfs.connect_timeout = Duration::from_millis(500);
-        c.database.timeout = Duration::from_secs(1);
     })
     .await;
     let (status, body) = readyz(&registry.base).await;
@@ -88,6 +88,43 @@ async fn readiness_names_an_unreachable_ipfs_node_and_database() {
         200,
         "liveness does not depend on the backends"
     );
+    registry.server.stop().await;
+}
+
+/// The embedded blob store is ready while its directory is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_a_missing_blob_directory() {
+    if !common::embedded_blobs() {
+        return;
+    }
+    let registry = common::start_registry().await;
+    assert_eq!(readyz(&registry.base).await.0, 200);
+    let data = registry.config.data_dir.join("blobs/data");
+    let aside = registry.config.data_dir.join("blobs/data-aside");
+    std::fs::rename(&data, &aside).unwrap();
+    let (status, body) = readyz(&registry.base).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert!(
+        body["checks"]["ipfs"]
+            .as_str()
+            .unwrap()
+            .contains("blobs/data"),
+        "{body}"
+    );
+    std::fs::rename(&aside, &data).unwrap();
+    assert_eq!(readyz(&registry.base).await.0, 200);
+    registry.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_a_lost_database() {
+    if common::embedded_metadata() {
+        return;
+    }
+    let registry =
+        common::start_registry_with(|c| c.database.timeout = Duration::from_secs(1)).await;
+    assert_eq!(readyz(&registry.base).await.0, 200);
 
     // Drop the database from under the registry.
     let name = registry.database_url.rsplit('/').next().unwrap().to_owned();
@@ -106,14 +143,6 @@ async fn readiness_names_an_unreachable_ipfs_node_and_database() {
     assert_eq!(status, 503, "{body}");
     assert_ne!(body["checks"]["database"], "ok", "{body}");
     registry.server.stop().await;
-}
-
-/// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +168,8 @@ async fn metrics_count_requests_bytes_ipfs_and_database() {
         .contains("openmetrics-text"));
     let text = response.text().await.unwrap();
     let get = |series: &str| {
-        sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+        common::metric_sample(&text, series)
+            .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
     };
     assert_eq!(
         get(r#"ipfs_registry_http_requests_total{method="PUT",route="manifest",status="201"}"#),
@@ -173,27 +203,21 @@ async fn metrics_count_requests_bytes_ipfs_and_database() {
     assert!(
         get(r#"ipfs_registry_db_query_duration_seconds_count{operation="commit_blob"}"#) >= 3.0
     );
-    assert_eq!(get("ipfs_registry_db_pool_max_connections"), 8.0);
+    // PostgreSQL's pool as configured; SQLite's writer and four readers.
+    let connections = if common::embedded_metadata() {
+        5.0
+    } else {
+        8.0
+    };
+    assert_eq!(get("ipfs_registry_db_pool_max_connections"), connections);
     assert!(get("ipfs_registry_db_pool_connections") >= 1.0);
+    assert_eq!(get("ipfs_registry_db_pool_waiting"), 0.0);
     assert_eq!(get("ipfs_registry_uploads_in_progress"), 0.0);
     // The scrape itself is in flight while it renders.
     assert_eq!(get("ipfs_registry_http_requests_in_flight"), 1.0);
     assert_eq!(get(r#"ipfs_registry_gc_runs_total{outcome="ok"}"#), 0.0);
     assert_eq!(get("ipfs_registry_gc_freed_bytes_total"), 0.0);
     assert_eq!(get(r#"ipfs_registry_auth_total{outcome="failure"}"#), 0.0);
-
-    // The authentication layer reports through this method.
-    registry.server.registry.metrics().record_auth(false);
-    let text = reqwest::get(registry.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        sample(&text, r#"ipfs_registry_auth_total{outcome="failure"}"#),
-        Some(1.0)
-    );
     registry.server.stop().await;
 }
 
@@ -231,14 +255,38 @@ async fn request_ids_are_returned_and_kept_when_sane() {
     registry.server.stop().await;
 }
 
-/// Holds an exclusive lock on `tags` so that tag listings wait on the database.
-async fn block_tags(database_url: &str) -> tokio_postgres::Client {
-    let blocker = db(database_url).await;
+/// Holds the database so that the request `slow_request` names waits on it: an exclusive
+/// lock on PostgreSQL's `tags` table (a tag listing waits), or SQLite's write lock (a
+/// manifest put waits).
+async fn block_database(registry: &common::TestRegistry) -> common::sql::Sql {
+    let blocker = common::sql::metadata(registry).await;
+    match blocker {
+        common::sql::Sql::Postgres(_) => {
+            blocker.execute("BEGIN", &[]).await;
+            blocker
+                .execute("LOCK TABLE tags IN ACCESS EXCLUSIVE MODE", &[])
+                .await;
+        }
+        common::sql::Sql::Sqlite(_) => {
+            blocker.execute("BEGIN IMMEDIATE", &[]).await;
+        }
+    }
     blocker
-        .batch_execute("BEGIN; LOCK TABLE tags IN ACCESS EXCLUSIVE MODE")
+}
+
+/// A request that waits while `block_database` holds the database.
+async fn slow_request(oci: &Oci, image: &common::oci::Image) -> reqwest::Response {
+    if common::embedded_metadata() {
+        oci.put_manifest(
+            "limits/app",
+            "v2",
+            &image.manifest.media_type,
+            &image.manifest.content,
+        )
         .await
-        .unwrap();
-    blocker
+    } else {
+        oci.get("/v2/limits/app/tags/list").await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,14 +297,14 @@ async fn requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out() {
     })
     .await;
     let oci = Oci::new(&registry.base);
-    oci.push_image("limits/app", Some("v1"), 1).await;
-    let blocker = block_tags(&registry.database_url).await;
+    let image = oci.push_image("limits/app", Some("v1"), 1).await;
+    let blocker = block_database(&registry).await;
 
     let slow = tokio::spawn({
         let oci = oci.clone();
         async move {
             let started = Instant::now();
-            let response = oci.get("/v2/limits/app/tags/list").await;
+            let response = slow_request(&oci, &image).await;
             (response, started.elapsed())
         }
     });
@@ -280,6 +328,10 @@ async fn requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out() {
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(5),
         "{took:?}"
+    );
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "a timed-out request keeps its id"
     );
     assert_error(response, 503, "UNAVAILABLE").await;
     drop(blocker);

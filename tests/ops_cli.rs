@@ -1,25 +1,16 @@
 //! The binary's operational side: JSON logs with request ids and blob fields, the log level
-//! from configuration and environment, graceful exit on SIGTERM, and `gc`.
+//! from configuration and environment, graceful exit on SIGTERM, and `gc`. Storage-agnostic:
+//! the child processes use the stores the test mode picks.
 
 mod common;
 
 use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{gc_command, registry_command, stores_env};
 use common::oci::{random_bytes, sha256, Oci};
 use serde_json::Value;
-
-fn registry_command(env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ipfs-registry"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IPFS_REGISTRY_") && !key.starts_with("IPFS_REGISTRY_TEST_") {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().copied());
-    command
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -35,16 +26,13 @@ struct Served {
     base: String,
 }
 
-async fn serve(database_url: &str, env: &[(&str, &str)]) -> Served {
+async fn serve(config: &ipfs_registry::config::Config, env: &[(&str, &str)]) -> Served {
     let listen = format!("127.0.0.1:{}", free_port());
-    let ipfs = common::ipfs_url().to_string();
-    let mut all = vec![
-        ("IPFS_REGISTRY_DATABASE__URL", database_url),
-        ("IPFS_REGISTRY_IPFS__URL", ipfs.as_str()),
-        ("IPFS_REGISTRY_LISTEN", listen.as_str()),
-    ];
-    all.extend_from_slice(env);
-    let child = registry_command(&all)
+    let child = registry_command()
+        .envs(stores_env(config))
+        .env("IPFS_REGISTRY_LISTEN", &listen)
+        .env_remove("IPFS_REGISTRY_LOG")
+        .envs(env.iter().copied())
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,8 +100,8 @@ fn find<'a>(lines: &'a [Value], event: &str, request_id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_ids_and_blob_fields() {
-    let database_url = common::fresh_database_url().await;
-    let served = serve(&database_url, &[("IPFS_REGISTRY_LOGGING__FORMAT", "json")]).await;
+    let stores = common::test_config().await;
+    let served = serve(&stores, &[("IPFS_REGISTRY_LOGGING__FORMAT", "json")]).await;
     let http = reqwest::Client::new();
     let data = random_bytes(3000);
     let digest = sha256(&data);
@@ -161,9 +149,9 @@ async fn json_logs_carry_request_ids_and_blob_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_level_comes_from_configuration_and_the_environment_wins() {
-    let database_url = common::fresh_database_url().await;
+    let stores = common::test_config().await;
     let quiet = serve(
-        &database_url,
+        &stores,
         &[
             ("IPFS_REGISTRY_LOGGING__FORMAT", "json"),
             ("IPFS_REGISTRY_LOGGING__LEVEL", "warn"),
@@ -179,7 +167,7 @@ async fn log_level_comes_from_configuration_and_the_environment_wins() {
     );
 
     let loud = serve(
-        &database_url,
+        &stores,
         &[
             ("IPFS_REGISTRY_LOGGING__FORMAT", "json"),
             ("IPFS_REGISTRY_LOGGING__LEVEL", "warn"),
@@ -198,20 +186,6 @@ async fn log_level_comes_from_configuration_and_the_environment_wins() {
     );
 }
 
-fn gc_command(database_url: &str, args: &[&str]) -> Output {
-    let ipfs = common::ipfs_url().to_string();
-    registry_command(&[
-        ("IPFS_REGISTRY_DATABASE__URL", database_url),
-        ("IPFS_REGISTRY_IPFS__URL", ipfs.as_str()),
-        ("IPFS_REGISTRY_GC__GRACE_PERIOD", "0s"),
-        ("IPFS_REGISTRY_LOG", "warn"),
-    ])
-    .arg("gc")
-    .args(args)
-    .output()
-    .expect("run ipfs-registry gc")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_subcommand_prints_progress_and_a_report() {
     let registry = common::start_registry().await;
@@ -219,7 +193,7 @@ async fn gc_subcommand_prints_progress_and_a_report() {
     let kept = oci.push_image("cli/app", Some("v1"), 1).await;
     let loose = oci.push_random_blob("cli/app", 4321).await;
 
-    let out = gc_command(&registry.database_url, &["--dry-run"]);
+    let out = gc_command(&registry.config, &["--dry-run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -239,7 +213,7 @@ async fn gc_subcommand_prints_progress_and_a_report() {
         .await;
     assert_eq!(head.status(), 200, "a dry run deleted the blob");
 
-    let out = gc_command(&registry.database_url, &[]);
+    let out = gc_command(&registry.config, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::Method;
-use actix_web::ResponseError;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
 use futures::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -111,7 +111,7 @@ where
                                 limit_ms = limit.as_millis() as u64
                             );
                             // The request went down with the handler: actix renders the
-                            // error (ApiError's OCI body) without our headers.
+                            // error (ApiError's OCI body); `Identified` below adds the id.
                             Err(ApiError::Timeout(limit).into())
                         }
                     },
@@ -147,7 +147,10 @@ where
                     duration_ms = took.as_millis() as u64,
                 );
             }
-            let mut response = result?;
+            let mut response = result.map_err(|error| Identified {
+                error,
+                id: id.clone(),
+            })?;
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
@@ -155,6 +158,34 @@ where
         }
         .instrument(log_span),
     )
+}
+
+/// An error leaving the middleware (actix renders it, with no request left to attach
+/// headers to) that still answers with the request id.
+#[derive(Debug)]
+struct Identified {
+    error: actix_web::Error,
+    id: String,
+}
+
+impl std::fmt::Display for Identified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for Identified {
+    fn status_code(&self) -> StatusCode {
+        self.error.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut response = self.error.error_response();
+        if let Ok(value) = HeaderValue::from_str(&self.id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response
+    }
 }
 
 #[cfg(test)]

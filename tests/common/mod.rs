@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod auth;
+pub mod cli;
 pub mod images;
 pub mod oci;
 pub mod skopeo;
@@ -54,6 +55,14 @@ pub async fn fresh_database_url() -> String {
 mod registry;
 #[allow(unused_imports)]
 pub use registry::*;
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
+pub fn metric_sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
 
 /// Imports a CAR into the test IPFS node (`dag/import`, roots pinned); returns its root.
 pub async fn ipfs_dag_import(car: Vec<u8>) -> cid::Cid {

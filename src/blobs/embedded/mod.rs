@@ -6,8 +6,11 @@
 //!
 //! Layout under the directory: `data/<cid>` (the bytes), `tmp/` (adds in progress, renamed
 //! into `data/` only once complete; leftovers of a crash are removed on open), `trash/`
-//! (unpinned blobs, deleted after [`TRASH_GRACE`]) and `blocks.sqlite` (the index).
-//! "Pinned" means the file is in `data/`.
+//! (unpinned blobs, deleted after [`TRASH_GRACE`]), `blocks.sqlite` (the index) and
+//! `commit.lock`. "Pinned" means the file is in `data/`.
+//!
+//! More than one process may open the store (`serve` and a `gc` command beside it): the
+//! index is SQLite, file moves are renames, and the commit lock is a file lock.
 //!
 //! Why a trash: like a Kubo node, which keeps unpinned blocks until its own repo GC, an
 //! unpinned blob can be pinned back for a while. The registry relies on that when a push of
@@ -34,12 +37,18 @@ use uuid::Uuid;
 use self::index::{BlockIndex, Location};
 use crate::blobs::unixfs::{cid_of, DagBuilder};
 use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+use crate::file_lock::{Held, LockFile};
 
 /// Read and write buffer for blob files: a chunk at the default profile.
 const IO_BUFFER: usize = 256 * 1024;
 
 /// How long an unpinned blob stays restorable before its file and index rows go.
 pub const TRASH_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// A file in `tmp/` untouched this long is a crash's leftover, not an add in progress
+/// (which writes as its bytes arrive). Should a stalled add's file go anyway, that add
+/// fails cleanly when it renames the file into place.
+const TMP_LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -55,8 +64,9 @@ struct Inner {
     profile: ImportProfile,
     index: BlockIndex,
     /// Serialises what makes a blob visible or invisible (index rows + file), so a
-    /// concurrent add and unpin of the same content cannot leave one without the other.
-    commit: tokio::sync::Mutex<()>,
+    /// concurrent add and unpin of the same content cannot leave one without the other —
+    /// in any process using the directory.
+    commit: LockFile,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> BlobError {
@@ -75,12 +85,24 @@ impl EmbeddedStore {
         for path in [&data, &tmp, &trash] {
             std::fs::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
         }
-        // Adds cut short by a crash: never visible, never needed.
+        // Adds cut short by a crash: never visible, never needed. Another process's adds
+        // in progress are recent.
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age >= TMP_LEFTOVER_AGE);
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
+        let commit_lock = dir.join("commit.lock");
+        let commit = LockFile::create(commit_lock.clone())
+            .map_err(|e| io_error("creating", &commit_lock, e))?;
         let index = BlockIndex::open(&dir.join("blocks.sqlite"))?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -90,7 +112,7 @@ impl EmbeddedStore {
                 trash_grace: TRASH_GRACE,
                 profile,
                 index,
-                commit: tokio::sync::Mutex::new(()),
+                commit,
             }),
         })
     }
@@ -157,6 +179,17 @@ impl EmbeddedStore {
         self.inner.data.join(cid.to_string())
     }
 
+    /// Takes the commit lock (waiting on a blocking thread).
+    async fn lock_commit(&self) -> Result<Held, BlobError> {
+        let lock = self.inner.commit.clone();
+        tokio::task::spawn_blocking(move || {
+            lock.exclusive()
+                .map_err(|e| io_error("locking", lock.path(), e))
+        })
+        .await
+        .map_err(|e| BlobError::Backend(format!("embedded store lock task: {e}")))?
+    }
+
     /// Runs an index call on the blocking pool.
     async fn with_index<T: Send + 'static>(
         &self,
@@ -208,7 +241,7 @@ impl EmbeddedStore {
         blocks: Vec<crate::blobs::unixfs::Block>,
     ) -> Result<StoredBytes, BlobError> {
         let target = self.path_of(&dag.root);
-        let _commit = self.inner.commit.lock().await;
+        let _commit = self.lock_commit().await?;
         let root = dag.root;
         let size = dag.file_size;
         let indexed = self
@@ -343,7 +376,7 @@ impl BlobStore for EmbeddedStore {
 
     async fn pin(&self, cid: &Cid) -> Result<(), BlobError> {
         let path = self.path_of(cid);
-        let _commit = self.inner.commit.lock().await;
+        let _commit = self.lock_commit().await?;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(());
         }
@@ -359,7 +392,7 @@ impl BlobStore for EmbeddedStore {
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {
         let path = self.path_of(cid);
         let trashed = self.inner.trash.join(cid.to_string());
-        let _commit = self.inner.commit.lock().await;
+        let _commit = self.lock_commit().await?;
         match tokio::fs::rename(&path, &trashed).await {
             Ok(()) => {
                 // The trash clock starts now, not when the bytes were written.

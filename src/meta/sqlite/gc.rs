@@ -1,21 +1,22 @@
 //! Garbage collection on the embedded SQLite store.
 //!
-//! Every write here runs on the single writer connection, so a sweep step is one
-//! transaction that no push can interleave with: a manifest put either committed before
-//! (its references are seen and keep what they use) or runs after (and finds a swept blob
-//! missing: MANIFEST_BLOB_UNKNOWN). The CID lock plays the part of PostgreSQL's advisory
-//! lock: recording a CID takes its shared side, an unpin the exclusive side, so no unpin
-//! runs between a commit and the moment its row is visible.
+//! Every write here is a `BEGIN IMMEDIATE` transaction, one writer at a time even across
+//! processes, so a sweep step is one transaction that no push can interleave with: a
+//! manifest put either committed before (its references are seen and keep what they use)
+//! or runs after (and finds a swept blob missing: MANIFEST_BLOB_UNKNOWN). The CID file lock
+//! (file_lock.rs) plays the part of PostgreSQL's advisory lock: recording a CID takes its
+//! shared side, an unpin the exclusive side, so no unpin runs between a commit and the
+//! moment its row is visible.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
 use rusqlite::{params, Connection};
-use tokio::sync::{OwnedMutexGuard, OwnedRwLockWriteGuard};
 use uuid::Uuid;
 
-use super::{db, now_millis, parse_cid, parse_digest, to_u64, SqliteStore};
+use super::{blocking, db, lock_error, now_millis, parse_cid, parse_digest, to_u64, SqliteStore};
+use crate::file_lock::Held;
 use crate::meta::gc::{
     GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
 };
@@ -25,7 +26,7 @@ fn cutoff(age: Duration) -> i64 {
     now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }
 
-struct SqliteGcLease(#[allow(dead_code)] OwnedMutexGuard<()>);
+struct SqliteGcLease(#[allow(dead_code)] Held);
 
 #[async_trait]
 impl GcLease for SqliteGcLease {
@@ -35,7 +36,7 @@ impl GcLease for SqliteGcLease {
 struct SqliteUnpinLease {
     store: SqliteStore,
     cid: String,
-    _exclusive: OwnedRwLockWriteGuard<()>,
+    _exclusive: Held,
 }
 
 #[async_trait]
@@ -211,13 +212,13 @@ fn sweep_steps(c: &Connection, policy: &SweepPolicy) -> Result<Swept, MetaError>
 #[async_trait]
 impl GcStore for SqliteStore {
     async fn try_gc_lease(&self) -> Result<Option<Box<dyn GcLease>>, MetaError> {
-        Ok(self
-            .inner
-            .gc_lock
-            .clone()
-            .try_lock_owned()
-            .ok()
-            .map(|guard| Box::new(SqliteGcLease(guard)) as Box<dyn GcLease>))
+        let store = self.clone();
+        let held = blocking(move || {
+            let lock = &store.inner.gc_lock;
+            lock.try_exclusive().map_err(|e| lock_error(lock, e))
+        })
+        .await?;
+        Ok(held.map(|held| Box::new(SqliteGcLease(held)) as Box<dyn GcLease>))
     }
 
     async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
@@ -252,7 +253,12 @@ impl GcStore for SqliteStore {
     }
 
     async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError> {
-        let exclusive = self.inner.cid_lock.clone().write_owned().await;
+        let store = self.clone();
+        let exclusive = blocking(move || {
+            let lock = &store.inner.cid_lock;
+            lock.exclusive().map_err(|e| lock_error(lock, e))
+        })
+        .await?;
         Ok(Box::new(SqliteUnpinLease {
             store: self.clone(),
             cid: cid.to_string(),

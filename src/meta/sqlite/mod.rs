@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::{
     BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
 };
+use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
 
 mod migrations {
@@ -48,11 +49,14 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     /// Which reader to wait for when all are busy (round robin).
     next_reader: AtomicUsize,
-    /// One GC run at a time (the store is one process's: a data directory is not shared).
-    gc_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Recording a CID holds this shared, an unpin exclusively (see gc.rs), so no unpin
-    /// runs between a commit and the moment its row is visible.
-    cid_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Connections running a statement, and calls waiting for a connection (metrics).
+    busy: AtomicUsize,
+    waiting: AtomicUsize,
+    /// One GC run at a time; recording a CID shares the CID lock and an unpin holds it
+    /// alone (see gc.rs), so no unpin runs between a commit and the moment its row is
+    /// visible — across every process using the data directory.
+    cid_lock: LockFile,
+    gc_lock: LockFile,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -103,6 +107,20 @@ pub(crate) fn parse_cid(text: &str) -> Result<Cid, MetaError> {
     Cid::try_from(text).map_err(|e| corrupt(format_args!("stored CID {text:?}: {e}")))
 }
 
+/// `<database file>.<suffix>`, the lock files that stand in for PostgreSQL's advisory
+/// locks across the processes sharing the data directory.
+fn lock_beside(database: &Path, suffix: &str) -> Result<LockFile, MetaError> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    let path = std::path::PathBuf::from(name);
+    LockFile::create(path.clone())
+        .map_err(|e| MetaError::Backend(format!("creating {}: {e}", path.display())))
+}
+
+pub(crate) fn lock_error(lock: &LockFile, e: std::io::Error) -> MetaError {
+    MetaError::Backend(format!("locking {}: {e}", lock.path().display()))
+}
+
 fn configure(connection: &Connection) -> Result<(), MetaError> {
     connection.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     connection
@@ -112,6 +130,33 @@ fn configure(connection: &Connection) -> Result<(), MetaError> {
         .pragma_update(None, "synchronous", "NORMAL")
         .map_err(db)?;
     Ok(())
+}
+
+/// Adds one to a gauge for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Counted<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Inner {
+    /// Locks `connection`, counted as waiting while another call has it.
+    fn acquire<'a>(&'a self, connection: &'a Mutex<Connection>) -> MutexGuard<'a, Connection> {
+        if let Ok(free) = connection.try_lock() {
+            return free;
+        }
+        let _waiting = Counted::new(&self.waiting);
+        lock(connection)
+    }
 }
 
 fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -150,8 +195,10 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
-                gc_lock: Arc::new(tokio::sync::Mutex::new(())),
-                cid_lock: Arc::new(tokio::sync::RwLock::new(())),
+                busy: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                cid_lock: lock_beside(path, "cid-lock")?,
+                gc_lock: lock_beside(path, "gc-lock")?,
             }),
         })
     }
@@ -163,13 +210,20 @@ impl SqliteStore {
     ) -> Result<T, MetaError> {
         let inner = self.inner.clone();
         blocking(move || {
-            for reader in &inner.readers {
-                if let Ok(connection) = reader.try_lock() {
-                    return query(&connection);
+            let free = inner
+                .readers
+                .iter()
+                .find_map(|reader| reader.try_lock().ok());
+            let connection = match free {
+                Some(connection) => connection,
+                None => {
+                    let slot =
+                        inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+                    inner.acquire(&inner.readers[slot])
                 }
-            }
-            let slot = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            query(&lock(&inner.readers[slot]))
+            };
+            let _busy = Counted::new(&inner.busy);
+            query(&connection)
         })
         .await
     }
@@ -180,9 +234,34 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<(T, bool), MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
+        self.write_with(false, work).await
+    }
+
+    /// A write that records CIDs: it holds the CID lock shared until it has committed.
+    async fn write_recording<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<(T, bool), MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        self.write_with(true, work).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        recording: bool,
+        work: impl FnOnce(&Transaction<'_>) -> Result<(T, bool), MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut connection = lock(&inner.writer);
+            let _recording = recording
+                .then(|| {
+                    inner
+                        .cid_lock
+                        .shared()
+                        .map_err(|e| lock_error(&inner.cid_lock, e))
+                })
+                .transpose()?;
+            let mut connection = inner.acquire(&inner.writer);
+            let _busy = Counted::new(&inner.busy);
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
@@ -253,8 +332,16 @@ impl super::status::StoreStatus for SqliteStore {
         .await
     }
 
+    /// The writer and the readers, as a pool of fixed size.
     fn pool_use(&self) -> Option<super::status::PoolUse> {
-        None
+        let connections = self.inner.readers.len() + 1;
+        let busy = self.inner.busy.load(Ordering::Relaxed);
+        Some(super::status::PoolUse {
+            max: connections,
+            open: connections,
+            idle: connections.saturating_sub(busy),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -350,8 +437,8 @@ impl MetadataStore for SqliteStore {
         blob: BlobRecord,
     ) -> Result<BlobRecord, MetaError> {
         let repo = repo.clone();
-        let _recording = self.inner.cid_lock.read().await;
-        self.write(move |tx| blobs::commit(tx, &repo, &blob)).await
+        self.write_recording(move |tx| blobs::commit(tx, &repo, &blob).map(|b| (b, true)))
+            .await
     }
 
     async fn mount_blob(
@@ -492,8 +579,7 @@ impl MetadataStore for SqliteStore {
         chunk: UploadChunk,
         hash_state: Vec<u8>,
     ) -> Result<bool, MetaError> {
-        let _recording = self.inner.cid_lock.read().await;
-        self.write_if(move |tx| {
+        self.write_recording(move |tx| {
             let appended = uploads::append(tx, id, &chunk, &hash_state)?;
             Ok((appended, appended))
         })
@@ -511,11 +597,10 @@ impl MetadataStore for SqliteStore {
         blob: BlobRecord,
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
         let repo = repo.clone();
-        let _recording = self.inner.cid_lock.read().await;
-        self.write(move |tx| {
+        self.write_recording(move |tx| {
             let chunks = uploads::end(tx, id, Some(&repo))?;
             let stored = blobs::commit(tx, &repo, &blob)?;
-            Ok((stored, chunks))
+            Ok(((stored, chunks), true))
         })
         .await
     }
