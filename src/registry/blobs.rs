@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::{stream, Stream};
 
-use super::hashing::Verified;
+use super::hashing::verified;
 use super::{Registry, RegistryError, Result};
 use crate::blobs::ByteStream;
 use crate::meta::BlobRecord;
@@ -103,7 +103,7 @@ impl Registry {
             } else {
                 self.blobs.cat(&record.cid, 0, Some(record.size)).await?
             };
-            let body = Box::pin(Verified::new(raw, record.digest.clone(), record.size));
+            let body = verified(raw, record.digest.clone(), record.size);
             return Ok(BlobContent {
                 record,
                 range: None,

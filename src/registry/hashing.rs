@@ -2,12 +2,10 @@
 //! that lets any replica continue an upload begun elsewhere.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest as _, Sha256, Sha512};
 
@@ -124,36 +122,206 @@ impl Meter {
     }
 }
 
+/// Bytes gathered into one batch for the hashing thread: large enough that a thread hop
+/// per batch costs nothing measurable, whatever size the pieces come in.
+const HASH_BATCH: usize = 512 * 1024;
+/// Bytes a pull may have sent but not yet hashed: how far sending may run ahead of the
+/// hash, and what a pull holds in memory for it.
+const HASH_BACKLOG: u32 = 4 * HASH_BATCH as u32;
+
 /// Passes a stream through while checking it hashes to `expected` and has `size` bytes.
 /// The latest piece is held back until the next arrives, and the last one until the digest
 /// is checked: on a mismatch the stream ends with an error before the final bytes, so the
 /// response falls short of its Content-Length, the connection is aborted, and no client
 /// takes a corrupt blob for a complete one.
-pub struct Verified {
+///
+/// Sending and hashing overlap: pieces are hashed in batches on the blocking pool while the
+/// stream goes on sending, up to [`HASH_BACKLOG`] ahead. The hashing task ends whenever it
+/// has caught up, so no thread waits on a slow client.
+pub fn verified(inner: ByteStream, expected: Digest, size: u64) -> ByteStream {
+    let check = Check {
+        inner,
+        hashing: BackgroundHash::new(Hasher::new(expected.algorithm())),
+        batch: Vec::new(),
+        batch_len: 0,
+        held: None,
+        expected,
+        size,
+        seen: 0,
+        ended: false,
+    };
+    Box::pin(futures::stream::unfold(check, |mut check| async move {
+        let item = check.next().await?;
+        Some((item, check))
+    }))
+}
+
+/// A hasher fed from a queue by a blocking task that runs only while there is work.
+struct BackgroundHash {
+    queue: Arc<Mutex<HashQueue>>,
+    backlog: Arc<tokio::sync::Semaphore>,
+}
+
+struct HashQueue {
+    /// Each batch with the backlog it holds, given back once it is hashed.
+    batches: std::collections::VecDeque<(Vec<Bytes>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Out only while the task hashes a batch.
+    hasher: Option<Box<Hasher>>,
+    task_running: bool,
+}
+
+impl BackgroundHash {
+    fn new(hasher: Hasher) -> BackgroundHash {
+        BackgroundHash {
+            queue: Arc::new(Mutex::new(HashQueue {
+                batches: Default::default(),
+                hasher: Some(Box::new(hasher)),
+                task_running: false,
+            })),
+            backlog: Arc::new(tokio::sync::Semaphore::new(HASH_BACKLOG as usize)),
+        }
+    }
+
+    /// Queues a batch, waiting while the backlog is full.
+    async fn push(&self, batch: Vec<Bytes>, len: usize) -> Result<(), String> {
+        let permits = u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .clamp(1, HASH_BACKLOG);
+        let permit = self
+            .backlog
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|e| format!("unknown: hashing stopped: {e}"))?;
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.batches.push_back((batch, permit));
+        if !queue.task_running {
+            queue.task_running = true;
+            let shared = self.queue.clone();
+            tokio::task::spawn_blocking(move || hash_queued(&shared));
+        }
+        Ok(())
+    }
+
+    /// The digest, once every queued batch is hashed.
+    async fn finish(&self) -> Result<Digest, String> {
+        let _all = self
+            .backlog
+            .acquire_many(HASH_BACKLOG)
+            .await
+            .map_err(|e| format!("unknown: hashing stopped: {e}"))?;
+        let hasher = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hasher
+            .take();
+        hasher
+            .map(|hasher| hasher.finish())
+            .ok_or_else(|| "unknown: hashing failed".to_owned())
+    }
+}
+
+/// The hashing task: hashes queued batches until there are none.
+fn hash_queued(shared: &Mutex<HashQueue>) {
+    loop {
+        let (batch, permit, mut hasher) = {
+            let mut queue = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some((batch, permit)) = queue.batches.pop_front() else {
+                queue.task_running = false;
+                return;
+            };
+            let Some(hasher) = queue.hasher.take() else {
+                queue.task_running = false;
+                return;
+            };
+            (batch, permit, hasher)
+        };
+        for piece in &batch {
+            hasher.update(piece);
+        }
+        shared.lock().unwrap_or_else(PoisonError::into_inner).hasher = Some(hasher);
+        // Only now: `finish` takes every permit to know the hasher is back.
+        drop(permit);
+    }
+}
+
+struct Check {
     inner: ByteStream,
-    hasher: Option<Hasher>,
+    hashing: BackgroundHash,
+    /// Pieces sent but not yet queued for hashing.
+    batch: Vec<Bytes>,
+    batch_len: usize,
     held: Option<Bytes>,
     expected: Digest,
     size: u64,
     seen: u64,
+    ended: bool,
 }
 
-impl Verified {
-    pub fn new(inner: ByteStream, expected: Digest, size: u64) -> Verified {
-        Verified {
-            inner,
-            hasher: Some(Hasher::new(expected.algorithm())),
-            held: None,
-            expected,
-            size,
-            seen: 0,
+impl Check {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            match self.inner.next().await {
+                Some(Ok(piece)) => {
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    self.seen += piece.len() as u64;
+                    if self.seen > self.size {
+                        return Some(self.fail("longer than its recorded size"));
+                    }
+                    let Some(previous) = self.held.replace(piece) else {
+                        continue;
+                    };
+                    self.batch_len += previous.len();
+                    self.batch.push(previous.clone());
+                    if self.batch_len >= HASH_BATCH {
+                        if let Err(e) = self.queue_batch().await {
+                            return Some(self.fail(&e));
+                        }
+                    }
+                    return Some(Ok(previous));
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+                None => {
+                    self.ended = true;
+                    self.batch.extend(self.held.clone());
+                    self.batch_len += self.held.as_ref().map_or(0, Bytes::len);
+                    return match self.digest().await {
+                        Ok(actual) if actual == self.expected && self.seen == self.size => {
+                            self.held.take().map(Ok)
+                        }
+                        Ok(actual) => Some(self.fail(&actual.to_string())),
+                        Err(e) => Some(self.fail(&e)),
+                    };
+                }
+            }
         }
     }
 
+    async fn queue_batch(&mut self) -> Result<(), String> {
+        let batch = std::mem::take(&mut self.batch);
+        let len = std::mem::take(&mut self.batch_len);
+        self.hashing.push(batch, len).await
+    }
+
+    async fn digest(&mut self) -> Result<Digest, String> {
+        self.queue_batch().await?;
+        self.hashing.finish().await
+    }
+
     /// Ends the stream with an error (and logs why).
-    fn fail(&mut self, actual: &str) -> Poll<Option<io::Result<Bytes>>> {
-        self.hasher = None;
+    fn fail(&mut self, actual: &str) -> io::Result<Bytes> {
+        self.ended = true;
         self.held = None;
+        self.batch.clear();
         tracing::error!(
             event = "blob_corrupt",
             digest = %self.expected,
@@ -162,62 +330,16 @@ impl Verified {
             received = self.seen,
             "stored blob does not match its digest; aborting the response"
         );
-        Poll::Ready(Some(Err(io::Error::other(format!(
+        Err(io::Error::other(format!(
             "stored content does not match {}",
             self.expected
-        )))))
-    }
-}
-
-impl Stream for Verified {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if this.hasher.is_none() {
-                return Poll::Ready(None);
-            }
-            match ready!(this.inner.as_mut().poll_next(cx)) {
-                Some(Ok(chunk)) => {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    this.seen += chunk.len() as u64;
-                    if this.seen > this.size {
-                        return this.fail("longer than its recorded size");
-                    }
-                    if let Some(hasher) = this.hasher.as_mut() {
-                        hasher.update(&chunk);
-                    }
-                    if let Some(previous) = this.held.replace(chunk) {
-                        return Poll::Ready(Some(Ok(previous)));
-                    }
-                }
-                Some(Err(e)) => {
-                    this.hasher = None;
-                    this.held = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    let actual = this.hasher.take().map(Hasher::finish);
-                    match actual {
-                        Some(actual) if actual == this.expected && this.seen == this.size => {
-                            return Poll::Ready(this.held.take().map(Ok));
-                        }
-                        Some(actual) => return this.fail(&actual.to_string()),
-                        None => return Poll::Ready(None),
-                    }
-                }
-            }
-        }
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::executor::block_on;
 
     fn pieces(parts: &[&'static [u8]]) -> ByteStream {
         let items: Vec<io::Result<Bytes>> =
@@ -225,51 +347,68 @@ mod tests {
         Box::pin(futures::stream::iter(items))
     }
 
-    fn collect(stream: Verified) -> (Vec<u8>, bool) {
-        block_on(async {
-            let mut stream = stream;
-            let mut out = Vec::new();
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(b) => out.extend_from_slice(&b),
-                    Err(_) => return (out, true),
-                }
+    async fn collect(mut stream: ByteStream) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => return (out, true),
             }
-            (out, false)
-        })
+        }
+        (out, false)
     }
 
-    #[test]
-    fn verified_passes_matching_content() {
+    #[tokio::test]
+    async fn verified_passes_matching_content() {
         let digest = Digest::sha256_of(b"hello world");
-        let (out, failed) = collect(Verified::new(
-            pieces(&[b"hello", b" ", b"world"]),
-            digest,
-            11,
-        ));
+        let (out, failed) =
+            collect(verified(pieces(&[b"hello", b" ", b"world"]), digest, 11)).await;
         assert_eq!(out, b"hello world");
         assert!(!failed);
     }
 
-    #[test]
-    fn verified_withholds_the_end_of_corrupt_content() {
+    #[tokio::test]
+    async fn verified_withholds_the_end_of_corrupt_content() {
         let digest = Digest::sha256_of(b"hello world");
-        let (out, failed) = collect(Verified::new(
-            pieces(&[b"hello", b" ", b"wOrld"]),
-            digest,
-            11,
-        ));
+        let (out, failed) =
+            collect(verified(pieces(&[b"hello", b" ", b"wOrld"]), digest, 11)).await;
         assert!(failed);
         assert!(out.len() < 11, "the final piece must not be sent");
     }
 
-    #[test]
-    fn verified_rejects_wrong_lengths() {
+    #[tokio::test]
+    async fn verified_rejects_wrong_lengths() {
         let digest = Digest::sha256_of(b"hello");
-        let (_, failed) = collect(Verified::new(pieces(&[b"hello", b"!"]), digest.clone(), 5));
+        let (_, failed) = collect(verified(pieces(&[b"hello", b"!"]), digest.clone(), 5)).await;
         assert!(failed);
-        let (out, failed) = collect(Verified::new(pieces(&[b"hel"]), digest, 5));
+        let (out, failed) = collect(verified(pieces(&[b"hel"]), digest, 5)).await;
         assert!(failed && out.is_empty());
+    }
+
+    /// Many small pieces: hashed in batches on the blocking pool, still checked whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verified_checks_content_hashed_in_batches() {
+        let data: Vec<u8> = (0..(5 * HASH_BATCH + 123))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let digest = Digest::sha256_of(&data);
+        let split = |data: &[u8]| -> ByteStream {
+            let items: Vec<io::Result<Bytes>> = data
+                .chunks(8 * 1024)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Box::pin(futures::stream::iter(items))
+        };
+        let (out, failed) =
+            collect(verified(split(&data), digest.clone(), data.len() as u64)).await;
+        assert!(!failed);
+        assert!(out == data);
+
+        let mut corrupt = data.clone();
+        corrupt[10] ^= 1;
+        let (out, failed) = collect(verified(split(&corrupt), digest, data.len() as u64)).await;
+        assert!(failed);
+        assert!(out.len() < data.len(), "the final piece must not be sent");
     }
 
     #[test]
