@@ -30,14 +30,7 @@ fn registry(url: &str, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::cli::succeeded as ok;
 
 fn fails(out: &Output, mentions: &str) {
     assert!(!out.status.success(), "must fail");

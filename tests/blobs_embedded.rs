@@ -189,13 +189,25 @@ async fn unpin_removes_the_file_and_its_blocks() {
     ));
     store.unpin(&stored.cid).await.expect("unpin twice is fine");
 
-    // A reopened store keeps what it had, and drops what a crash left in tmp/.
+    // A reopened store keeps what it had, and drops what a crash left in tmp/ (files
+    // untouched for an hour), but not another process's add in progress.
     let kept = store.add(common::odd_pieces(&random(10))).await.unwrap();
-    std::fs::write(dir.path().join("tmp").join("leftover"), b"partial").unwrap();
+    let leftover = dir.path().join("tmp").join("leftover");
+    std::fs::write(&leftover, b"partial").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let in_progress = dir.path().join("tmp").join("in-progress");
+    std::fs::write(&in_progress, b"still arriving").unwrap();
     drop(store);
     let reopened = embedded(dir.path());
     assert!(reopened.is_pinned(&kept.cid).await.unwrap());
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(!leftover.exists(), "a crash's leftover stays in tmp/");
+    assert!(in_progress.exists(), "another process's add was deleted");
 }
 
 #[tokio::test]

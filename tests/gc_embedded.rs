@@ -347,12 +347,7 @@ async fn a_gc_command_beside_serve_shares_its_locks() {
     let out = tokio::task::spawn_blocking(move || common::cli::gc_command(&config, &[]))
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::cli::succeeded(&out);
     assert!(
         stdout.contains("freed: 0 manifests (0 bytes), 2 blobs (5320 bytes)"),
         "{stdout}"

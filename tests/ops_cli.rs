@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{gc_command, registry_command, stores_env};
+use common::cli::{gc_command, registry_command, stores_env, succeeded};
 use common::oci::{random_bytes, sha256, Oci};
 use serde_json::Value;
 
@@ -193,13 +193,7 @@ async fn gc_subcommand_prints_progress_and_a_report() {
     let kept = oci.push_image("cli/app", Some("v1"), 1).await;
     let loose = oci.push_random_blob("cli/app", 4321).await;
 
-    let out = gc_command(&registry.config, &["--dry-run"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&gc_command(&registry.config, &["--dry-run"]));
     assert!(
         stdout.contains("gc: sweeping metadata (dry run)"),
         "{stdout}"
@@ -213,9 +207,7 @@ async fn gc_subcommand_prints_progress_and_a_report() {
         .await;
     assert_eq!(head.status(), 200, "a dry run deleted the blob");
 
-    let out = gc_command(&registry.config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = succeeded(&gc_command(&registry.config, &[]));
     assert!(
         stdout.contains("gc: unpinning released content"),
         "{stdout}"

@@ -44,3 +44,15 @@ pub fn gc_command(config: &Config, args: &[&str]) -> Output {
         .output()
         .expect("run ipfs-registry gc")
 }
+
+/// The standard output of a command that must have succeeded (else its output, both
+/// streams, in the failure).
+pub fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
