@@ -54,6 +54,18 @@ async fn stores() -> Vec<Arc<dyn MetadataStore>> {
 }
 
 /// A plain connection to the test database, for poking at it from outside the store.
+/// A test that runs `$body` on every store (`stores()`), one after the other.
+macro_rules! on_every_store {
+    ($name:ident, $body:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            for store in stores().await {
+                $body(store).await;
+            }
+        }
+    };
+}
+
 async fn raw(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -379,12 +391,10 @@ async fn statement_timeout_applies_and_is_unavailable() {
 
 // ---------- blobs ----------
 
-#[tokio::test]
-async fn commit_blob_links_and_deduplicates() {
-    for store in stores().await {
-        commit_blob_links_and_deduplicates_on(store).await;
-    }
-}
+on_every_store!(
+    commit_blob_links_and_deduplicates,
+    commit_blob_links_and_deduplicates_on
+);
 
 async fn commit_blob_links_and_deduplicates_on(store: Arc<dyn MetadataStore>) {
     let a = repo("team/a");
@@ -435,12 +445,10 @@ async fn commit_blob_links_and_deduplicates_on(store: Arc<dyn MetadataStore>) {
     assert!(stored.cid.to_string().starts_with('b'));
 }
 
-#[tokio::test]
-async fn large_and_empty_blob_sizes_round_trip() {
-    for store in stores().await {
-        large_and_empty_blob_sizes_round_trip_on(store).await;
-    }
-}
+on_every_store!(
+    large_and_empty_blob_sizes_round_trip,
+    large_and_empty_blob_sizes_round_trip_on
+);
 
 async fn large_and_empty_blob_sizes_round_trip_on(store: Arc<dyn MetadataStore>) {
     let r = repo("sizes");
@@ -458,12 +466,10 @@ async fn large_and_empty_blob_sizes_round_trip_on(store: Arc<dyn MetadataStore>)
     assert!(store.commit_blob(&r, huge).await.is_err());
 }
 
-#[tokio::test]
-async fn mount_blob_requires_a_link_in_the_source() {
-    for store in stores().await {
-        mount_blob_requires_a_link_in_the_source_on(store).await;
-    }
-}
+on_every_store!(
+    mount_blob_requires_a_link_in_the_source,
+    mount_blob_requires_a_link_in_the_source_on
+);
 
 async fn mount_blob_requires_a_link_in_the_source_on(store: Arc<dyn MetadataStore>) {
     let from = repo("from");
@@ -526,12 +532,10 @@ async fn mount_blob_requires_a_link_in_the_source_on(store: Arc<dyn MetadataStor
     );
 }
 
-#[tokio::test]
-async fn unlink_blob_removes_only_the_link() {
-    for store in stores().await {
-        unlink_blob_removes_only_the_link_on(store).await;
-    }
-}
+on_every_store!(
+    unlink_blob_removes_only_the_link,
+    unlink_blob_removes_only_the_link_on
+);
 
 async fn unlink_blob_removes_only_the_link_on(store: Arc<dyn MetadataStore>) {
     let a = repo("a");
@@ -563,12 +567,10 @@ async fn unlink_blob_removes_only_the_link_on(store: Arc<dyn MetadataStore>) {
     );
 }
 
-#[tokio::test]
-async fn cid_in_use_sees_blobs_and_live_upload_chunks() {
-    for store in stores().await {
-        cid_in_use_sees_blobs_and_live_upload_chunks_on(store).await;
-    }
-}
+on_every_store!(
+    cid_in_use_sees_blobs_and_live_upload_chunks,
+    cid_in_use_sees_blobs_and_live_upload_chunks_on
+);
 
 async fn cid_in_use_sees_blobs_and_live_upload_chunks_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cids");
@@ -602,12 +604,10 @@ async fn cid_in_use_sees_blobs_and_live_upload_chunks_on(store: Arc<dyn Metadata
 
 // ---------- manifests and tags ----------
 
-#[tokio::test]
-async fn put_manifest_stores_exact_bytes_and_tag() {
-    for store in stores().await {
-        put_manifest_stores_exact_bytes_and_tag_on(store).await;
-    }
-}
+on_every_store!(
+    put_manifest_stores_exact_bytes_and_tag,
+    put_manifest_stores_exact_bytes_and_tag_on
+);
 
 async fn put_manifest_stores_exact_bytes_and_tag_on(store: Arc<dyn MetadataStore>) {
     let r = repo("library/app");
@@ -802,12 +802,10 @@ async fn index_requires_child_manifests_in_the_repository() {
     assert_eq!(refs, 2);
 }
 
-#[tokio::test]
-async fn moving_a_tag_points_it_at_the_new_manifest() {
-    for store in stores().await {
-        moving_a_tag_points_it_at_the_new_manifest_on(store).await;
-    }
-}
+on_every_store!(
+    moving_a_tag_points_it_at_the_new_manifest,
+    moving_a_tag_points_it_at_the_new_manifest_on
+);
 
 async fn moving_a_tag_points_it_at_the_new_manifest_on(store: Arc<dyn MetadataStore>) {
     let r = repo("moving");
@@ -1027,12 +1025,10 @@ async fn put_manifest_sees_a_concurrently_deleted_reference_as_missing() {
 
 // ---------- listing ----------
 
-#[tokio::test]
-async fn tags_paginate_in_bytewise_order() {
-    for store in stores().await {
-        tags_paginate_in_bytewise_order_on(store).await;
-    }
-}
+on_every_store!(
+    tags_paginate_in_bytewise_order,
+    tags_paginate_in_bytewise_order_on
+);
 
 async fn tags_paginate_in_bytewise_order_on(store: Arc<dyn MetadataStore>) {
     let r = repo("paged");
@@ -1109,12 +1105,10 @@ async fn tags_paginate_in_bytewise_order_on(store: Arc<dyn MetadataStore>) {
     assert_eq!(all_tags(&*store, &bare).await, Some(vec![]));
 }
 
-#[tokio::test]
-async fn catalog_lists_existing_repositories_in_order() {
-    for store in stores().await {
-        catalog_lists_existing_repositories_in_order_on(store).await;
-    }
-}
+on_every_store!(
+    catalog_lists_existing_repositories_in_order,
+    catalog_lists_existing_repositories_in_order_on
+);
 
 async fn catalog_lists_existing_repositories_in_order_on(store: Arc<dyn MetadataStore>) {
     assert_eq!(
@@ -1239,12 +1233,10 @@ async fn listing_queries_are_index_range_scans() {
 
 // ---------- referrers ----------
 
-#[tokio::test]
-async fn referrers_by_subject_with_and_without_filter() {
-    for store in stores().await {
-        referrers_by_subject_with_and_without_filter_on(store).await;
-    }
-}
+on_every_store!(
+    referrers_by_subject_with_and_without_filter,
+    referrers_by_subject_with_and_without_filter_on
+);
 
 async fn referrers_by_subject_with_and_without_filter_on(store: Arc<dyn MetadataStore>) {
     let r = repo("signed");
@@ -1367,12 +1359,7 @@ async fn referrers_by_subject_with_and_without_filter_on(store: Arc<dyn Metadata
 
 // ---------- uploads ----------
 
-#[tokio::test]
-async fn upload_session_lifecycle() {
-    for store in stores().await {
-        upload_session_lifecycle_on(store).await;
-    }
-}
+on_every_store!(upload_session_lifecycle, upload_session_lifecycle_on);
 
 async fn upload_session_lifecycle_on(store: Arc<dyn MetadataStore>) {
     let r = repo("uploads");
@@ -1546,12 +1533,10 @@ async fn upload_session_lifecycle_on(store: Arc<dyn MetadataStore>) {
         .is_empty());
 }
 
-#[tokio::test]
-async fn concurrent_appends_at_the_same_offset_only_one_wins() {
-    for store in stores().await {
-        concurrent_appends_at_the_same_offset_only_one_wins_on(store).await;
-    }
-}
+on_every_store!(
+    concurrent_appends_at_the_same_offset_only_one_wins,
+    concurrent_appends_at_the_same_offset_only_one_wins_on
+);
 
 async fn concurrent_appends_at_the_same_offset_only_one_wins_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cas");
@@ -1587,12 +1572,10 @@ async fn concurrent_appends_at_the_same_offset_only_one_wins_on(store: Arc<dyn M
     );
 }
 
-#[tokio::test]
-async fn complete_upload_returns_the_earlier_record_for_a_known_digest() {
-    for store in stores().await {
-        complete_upload_returns_the_earlier_record_for_a_known_digest_on(store).await;
-    }
-}
+on_every_store!(
+    complete_upload_returns_the_earlier_record_for_a_known_digest,
+    complete_upload_returns_the_earlier_record_for_a_known_digest_on
+);
 
 async fn complete_upload_returns_the_earlier_record_for_a_known_digest_on(
     store: Arc<dyn MetadataStore>,
@@ -1626,12 +1609,10 @@ async fn complete_upload_returns_the_earlier_record_for_a_known_digest_on(
     );
 }
 
-#[tokio::test]
-async fn complete_upload_from_another_repository_does_not_end_the_session() {
-    for store in stores().await {
-        complete_upload_from_another_repository_does_not_end_the_session_on(store).await;
-    }
-}
+on_every_store!(
+    complete_upload_from_another_repository_does_not_end_the_session,
+    complete_upload_from_another_repository_does_not_end_the_session_on
+);
 
 async fn complete_upload_from_another_repository_does_not_end_the_session_on(
     store: Arc<dyn MetadataStore>,
@@ -1656,12 +1637,10 @@ async fn complete_upload_from_another_repository_does_not_end_the_session_on(
     assert!(store.cid_in_use(&chunk.cid).await.expect("in use"));
 }
 
-#[tokio::test]
-async fn delete_upload_returns_chunks_and_ends_the_session() {
-    for store in stores().await {
-        delete_upload_returns_chunks_and_ends_the_session_on(store).await;
-    }
-}
+on_every_store!(
+    delete_upload_returns_chunks_and_ends_the_session,
+    delete_upload_returns_chunks_and_ends_the_session_on
+);
 
 async fn delete_upload_returns_chunks_and_ends_the_session_on(store: Arc<dyn MetadataStore>) {
     let r = repo("cancel");
