@@ -1,6 +1,6 @@
 //! The access-control CLI: `user add|passwd|list|remove` (password on standard input, line
 //! ending stripped), `grant`, `revoke`, `public`, `token create`, checked against the
-//! database they write.
+//! store they write (PostgreSQL, or the embedded SQLite file in the embedded test pass).
 
 mod common;
 
@@ -8,15 +8,13 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 
 use ipfs_registry::auth::password;
-use ipfs_registry::config::DatabaseConfig;
-use ipfs_registry::meta::postgres::PostgresStore;
-use ipfs_registry::meta::users::UserStore;
+use ipfs_registry::config::Config;
 
-fn registry(url: &str, args: &[&str], stdin: &str) -> Output {
+fn registry(config: &Config, args: &[&str], stdin: &str) -> Output {
     let mut command = common::cli::registry_command();
     command
         .args(args)
-        .env("IPFS_REGISTRY_DATABASE__URL", url)
+        .envs(common::cli::stores_env(config))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -40,19 +38,17 @@ fn fails(out: &Output, mentions: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_grants_public_and_robot_tokens() {
-    let url = common::fresh_database_url().await;
+    let config = common::test_config().await;
     let out = registry(
-        &url,
+        &config,
         &["user", "add", "admin", "--admin"],
         "first-admin-pw\n",
     );
     assert!(ok(&out).contains("user admin created"));
-    let store = PostgresStore::connect(&DatabaseConfig {
-        url: Some(url.clone()),
-        ..ipfs_registry::config::Config::default().database
-    })
-    .await
-    .unwrap();
+    let store = ipfs_registry::server::metadata_stores(&config)
+        .await
+        .unwrap()
+        .users;
     let admin = store.user("admin").await.unwrap().expect("created");
     assert!(admin.admin);
     assert!(admin.password_hash.starts_with("$argon2id$"));
@@ -62,20 +58,20 @@ async fn users_grants_public_and_robot_tokens() {
     );
 
     fails(
-        &registry(&url, &["user", "add", "admin"], "another-password\n"),
+        &registry(&config, &["user", "add", "admin"], "another-password\n"),
         "already exists",
     );
     fails(
-        &registry(&url, &["user", "add", "short"], "abc\n"),
+        &registry(&config, &["user", "add", "short"], "abc\n"),
         "at least 8",
     );
     fails(
-        &registry(&url, &["user", "add", "a:b"], "long-enough\n"),
+        &registry(&config, &["user", "add", "a:b"], "long-enough\n"),
         "invalid user name",
     );
 
     ok(&registry(
-        &url,
+        &config,
         &["user", "add", "alice"],
         "alice-password\r\n",
     ));
@@ -84,21 +80,25 @@ async fn users_grants_public_and_robot_tokens() {
     assert!(password::verify("alice-password", &alice.password_hash));
 
     ok(&registry(
-        &url,
+        &config,
         &["grant", "alice", "team/*", "pull,push"],
         "",
     ));
-    ok(&registry(&url, &["grant", "alice", "team/*", "delete"], ""));
+    ok(&registry(
+        &config,
+        &["grant", "alice", "team/*", "delete"],
+        "",
+    ));
     fails(
-        &registry(&url, &["grant", "alice", "Team/*", "pull"], ""),
+        &registry(&config, &["grant", "alice", "Team/*", "pull"], ""),
         "pattern",
     );
     fails(
-        &registry(&url, &["grant", "alice", "team/*", "write"], ""),
+        &registry(&config, &["grant", "alice", "team/*", "write"], ""),
         "write",
     );
     fails(
-        &registry(&url, &["grant", "nobody", "team/*", "pull"], ""),
+        &registry(&config, &["grant", "nobody", "team/*", "pull"], ""),
         "no user",
     );
     let grants = store.grants(alice.id).await.unwrap();
@@ -106,7 +106,7 @@ async fn users_grants_public_and_robot_tokens() {
     assert_eq!(grants[0].pattern, "team/*");
     assert_eq!(grants[0].permissions, vec!["delete", "pull", "push"]);
     ok(&registry(
-        &url,
+        &config,
         &["revoke", "alice", "team/*", "push,delete"],
         "",
     ));
@@ -115,11 +115,14 @@ async fn users_grants_public_and_robot_tokens() {
         vec!["pull"]
     );
 
-    ok(&registry(&url, &["public", "add", "pub/*"], ""));
-    assert_eq!(ok(&registry(&url, &["public", "list"], "")).trim(), "pub/*");
+    ok(&registry(&config, &["public", "add", "pub/*"], ""));
+    assert_eq!(
+        ok(&registry(&config, &["public", "list"], "")).trim(),
+        "pub/*"
+    );
 
     let token = ok(&registry(
-        &url,
+        &config,
         &[
             "token",
             "create",
@@ -139,7 +142,7 @@ async fn users_grants_public_and_robot_tokens() {
     assert_eq!(stored.scopes, "repository:team/app:pull,push");
     fails(
         &registry(
-            &url,
+            &config,
             &[
                 "token",
                 "create",
@@ -154,7 +157,7 @@ async fn users_grants_public_and_robot_tokens() {
     );
 
     ok(&registry(
-        &url,
+        &config,
         &["user", "passwd", "alice"],
         "changed-password\n",
     ));
@@ -169,14 +172,17 @@ async fn users_grants_public_and_robot_tokens() {
     ));
 
     assert_eq!(
-        ok(&registry(&url, &["user", "list"], "")),
+        ok(&registry(&config, &["user", "list"], "")),
         "admin (admin)\nalice\n"
     );
-    ok(&registry(&url, &["user", "remove", "alice"], ""));
+    ok(&registry(&config, &["user", "remove", "alice"], ""));
     assert!(store.user("alice").await.unwrap().is_none());
     assert!(
         store.robot_token(id).await.unwrap().is_none(),
         "robot tokens go with their user"
     );
-    fails(&registry(&url, &["user", "remove", "alice"], ""), "no user");
+    fails(
+        &registry(&config, &["user", "remove", "alice"], ""),
+        "no user",
+    );
 }
