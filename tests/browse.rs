@@ -300,9 +300,15 @@ async fn with_access_control_pages_and_links_follow_pull_rights() {
         home.contains("pub/app") && !home.contains("team/app"),
         "{home}"
     );
-    let prompt = get("/ui/repo/team/app", None).await.unwrap();
-    assert_eq!(prompt.status(), 401);
-    assert!(header_of(&prompt, "www-authenticate").starts_with("Basic "));
+    for private_page in ["/ui/repo/team/app", "/ui/image/team/app@1"] {
+        let prompt = get(private_page, None).await.unwrap();
+        assert_eq!(prompt.status(), 401, "{private_page}");
+        assert!(header_of(&prompt, "www-authenticate").starts_with("Basic "));
+        assert!(
+            !prompt.text().await.unwrap().contains(&private_cid),
+            "{private_page} shows the private layer's CID"
+        );
+    }
     assert_eq!(
         get("/ui/image/pub/app@1", None).await.unwrap().status(),
         200
@@ -337,6 +343,10 @@ async fn with_access_control_pages_and_links_follow_pull_rights() {
     // Bob is known but may not pull team/app; a wrong password is asked again.
     let bob = Some(("bob", "bob-password"));
     assert_eq!(get("/ui/repo/team/app", bob).await.unwrap().status(), 403);
+    assert_eq!(
+        get("/ui/image/team/app@1", bob).await.unwrap().status(),
+        403
+    );
     assert_eq!(
         get(&format!("/ipfs/{private_cid}"), bob)
             .await

@@ -178,11 +178,15 @@ async fn tags(
 }
 
 async fn image(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, reference) = path.rsplit_once('@').ok_or(ApiError::NotFound)?;
     let repo = repo_name(name)?;
+    Viewer::of(&state, &req)
+        .await?
+        .require_pull(repo.as_str())?;
     let reference: Reference = reference
         .parse()
         .map_err(|e: crate::oci::InvalidReference| ApiError::ReferenceInvalid(e.to_string()))?;
