@@ -78,7 +78,7 @@ pub(crate) async fn try_gc_lease(pool: &Pool) -> Result<Option<Box<dyn GcLease>>
 
 pub(crate) struct PgUnpinLease {
     client: Option<Object>,
-    cid: String,
+    cid: Cid,
 }
 
 #[async_trait]
@@ -88,15 +88,7 @@ impl UnpinLease for PgUnpinLease {
             .client
             .as_ref()
             .ok_or_else(|| MetaError::Backend("unpin lease already released".into()))?;
-        let row = sql::query_opt(
-            client,
-            "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = $1) \
-                 OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = $1)",
-            &[&self.cid],
-        )
-        .await?
-        .ok_or_else(|| MetaError::Backend("EXISTS returned no row".into()))?;
-        get(&row, 0)
+        super::blobs::cid_in_use(client, &self.cid).await
     }
 }
 
@@ -124,7 +116,7 @@ pub(crate) async fn unpin_lease(pool: &Pool, cid: &Cid) -> Result<Box<dyn UnpinL
     let client = pool.get().await.map_err(pool_error)?;
     let mut lease = PgUnpinLease {
         client: None,
-        cid: cid.to_string(),
+        cid: *cid,
     };
     client.batch_execute("BEGIN").await.map_err(db)?;
     // From here on, dropping the lease ends the transaction.
@@ -133,7 +125,7 @@ pub(crate) async fn unpin_lease(pool: &Pool, cid: &Cid) -> Result<Box<dyn UnpinL
         sql::query_opt(
             client,
             "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
-            &[&lease.cid, &CID_LOCK_SEED],
+            &[&lease.cid.to_string(), &CID_LOCK_SEED],
         )
         .await?;
     }

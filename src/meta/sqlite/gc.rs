@@ -81,18 +81,12 @@ fn expire_uploads(c: &Connection, expiry: Duration) -> Result<Vec<SweptUpload>, 
     };
     let mut swept = Vec::with_capacity(ids.len());
     for id in ids {
-        let chunks = super::uploads::chunks(
-            c,
-            Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?,
-        )?;
-        c.execute("DELETE FROM upload_sessions WHERE id = ?1", [&id])
-            .map_err(db)?;
+        let id =
+            Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?;
+        let chunks = super::uploads::end(c, id, None)?;
         let cids: Vec<String> = chunks.iter().map(|c| c.cid.to_string()).collect();
         queue_unpins(c, &cids)?;
-        swept.push(SweptUpload {
-            id: Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?,
-            chunks,
-        });
+        swept.push(SweptUpload { id, chunks });
     }
     Ok(swept)
 }
