@@ -363,3 +363,37 @@ async fn a_gc_command_beside_serve_shares_its_locks() {
     assert_pulls(&oci, "beside/app", &image).await;
     registry.server.stop().await;
 }
+
+/// Pushing a blob again restarts its link's grace period (as on PostgreSQL), so a blob
+/// re-uploaded just before its manifest is not swept in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushing_again_restarts_the_grace_period() {
+    let (registry, _dir) = embedded().await;
+    let oci = Oci::new(&registry.base);
+    let data = random_bytes(2048);
+    let blob = oci.push_blob("again/app", &data).await;
+    let two_hours_ago = common::sql::metadata(&registry).await;
+    for table in ["blobs", "repository_blobs"] {
+        two_hours_ago
+            .execute(
+                &format!("UPDATE {table} SET created_at = created_at - 7200000"),
+                &[],
+            )
+            .await;
+    }
+    oci.push_blob("again/app", &data).await;
+    gc(
+        &registry,
+        &policy(Duration::from_secs(3600), None, Duration::from_secs(3600)),
+        false,
+    )
+    .await;
+    expect_status(
+        oci.head(&format!("/v2/again/app/blobs/{}", blob.digest))
+            .await,
+        200,
+    )
+    .await;
+    assert!(stored(&registry, &data));
+    registry.server.stop().await;
+}

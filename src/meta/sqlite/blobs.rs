@@ -92,11 +92,13 @@ pub(super) fn commit(
 }
 
 pub(super) fn link(c: &Connection, repo_id: i64, digest: &str) -> Result<(), MetaError> {
-    c.execute(
+    c.prepare_cached(
+        // Pushing or mounting again restarts the link's grace period, as on PostgreSQL.
         "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (repository_id, digest) DO NOTHING",
-        params![repo_id, digest, now_millis()],
+         ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
     )
+    .map_err(db)?
+    .execute(params![repo_id, digest, now_millis()])
     .map(drop)
     .map_err(db)
 }
