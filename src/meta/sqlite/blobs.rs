@@ -23,19 +23,28 @@ fn to_record(
     })
 }
 
-/// A blob by `column` (`digest` or `cid`, both indexed).
-pub(super) fn get(
-    c: &Connection,
-    column: &str,
-    value: &str,
-) -> Result<Option<BlobRecord>, MetaError> {
-    let sql = match column {
-        "cid" => format!("SELECT {COLUMNS} FROM blobs b WHERE b.cid = ?1 LIMIT 1"),
-        _ => format!("SELECT {COLUMNS} FROM blobs b WHERE b.digest = ?1"),
-    };
-    c.prepare_cached(&sql)
+/// A blob by its digest.
+pub(super) fn get(c: &Connection, digest: &str) -> Result<Option<BlobRecord>, MetaError> {
+    one(
+        c,
+        &format!("SELECT {COLUMNS} FROM blobs b WHERE b.digest = ?1"),
+        digest,
+    )
+}
+
+/// A blob stored under `cid` (any one, should several digests share it).
+pub(super) fn by_cid(c: &Connection, cid: &str) -> Result<Option<BlobRecord>, MetaError> {
+    one(
+        c,
+        &format!("SELECT {COLUMNS} FROM blobs b WHERE b.cid = ?1 LIMIT 1"),
+        cid,
+    )
+}
+
+fn one(c: &Connection, sql: &str, key: &str) -> Result<Option<BlobRecord>, MetaError> {
+    c.prepare_cached(sql)
         .map_err(db)?
-        .query_row([value], record)
+        .query_row([key], record)
         .optional()
         .map_err(db)?
         .map(to_record)
@@ -84,7 +93,7 @@ pub(super) fn commit(
         ],
     )
     .map_err(db)?;
-    let stored = get(c, "digest", &digest)?.ok_or_else(|| {
+    let stored = get(c, &digest)?.ok_or_else(|| {
         MetaError::Backend(format!("blob {digest} vanished while being committed"))
     })?;
     link(c, repo_id, &digest)?;

@@ -80,8 +80,11 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> MetaError {
 
 /// Milliseconds since the Unix epoch, as times are stored.
 pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    to_millis(SystemTime::now())
+}
+
+pub(crate) fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
@@ -367,7 +370,7 @@ pub(crate) fn ensure_repository(c: &Connection, repo: &RepoName) -> Result<i64, 
         .ok_or_else(|| MetaError::Backend(format!("repository {repo} was not created")))
 }
 
-fn names(
+pub(super) fn names(
     c: &Connection,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
@@ -380,7 +383,7 @@ fn names(
 }
 
 /// `LIMIT -1` is no limit in SQLite.
-fn limit(page: &Page) -> i64 {
+pub(super) fn limit(page: &Page) -> i64 {
     page.n.map_or(-1, i64::from)
 }
 
@@ -399,12 +402,12 @@ impl MetadataStore for SqliteStore {
 
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         let digest = digest.to_string();
-        self.read(move |c| blobs::get(c, "digest", &digest)).await
+        self.read(move |c| blobs::get(c, &digest)).await
     }
 
     async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError> {
         let cid = cid.to_string();
-        self.read(move |c| blobs::get(c, "cid", &cid)).await
+        self.read(move |c| blobs::by_cid(c, &cid)).await
     }
 
     async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError> {

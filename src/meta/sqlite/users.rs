@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{corrupt, db, from_millis, now_millis, SqliteStore};
+use super::{corrupt, db, from_millis, limit, names, now_millis, to_millis, SqliteStore};
 use crate::meta::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use crate::meta::{MetaError, Page};
 
@@ -218,11 +218,11 @@ impl UserStore for SqliteStore {
 
     async fn public_patterns(&self) -> Result<Vec<String>, MetaError> {
         self.read(|c| {
-            let mut statement = c
-                .prepare_cached("SELECT pattern FROM public_repositories ORDER BY pattern")
-                .map_err(db)?;
-            let rows = statement.query_map([], |row| row.get(0)).map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)
+            names(
+                c,
+                "SELECT pattern FROM public_repositories ORDER BY pattern",
+                &[],
+            )
         })
         .await
     }
@@ -252,11 +252,7 @@ impl UserStore for SqliteStore {
         let user = user.to_owned();
         let token = token.clone();
         self.write(move |tx| {
-            let expires = token
-                .expires_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
+            let expires = to_millis(token.expires_at);
             let inserted = tx
                 .execute(
                     "INSERT INTO robot_tokens (id, user_id, secret_sha256, scopes, expires_at, created_at) \
@@ -305,26 +301,19 @@ impl UserStore for SqliteStore {
         let (page, filter) = (page.clone(), filter.clone());
         self.read(move |c| {
             let after = page.last.clone().unwrap_or_default();
-            let limit = page.n.map_or(-1, i64::from);
-            let names = serde_json::to_string(&filter.names).unwrap_or_else(|_| "[]".into());
+            let allowed = serde_json::to_string(&filter.names).unwrap_or_else(|_| "[]".into());
             let prefixes = serde_json::to_string(&filter.prefixes).unwrap_or_else(|_| "[]".into());
             // Same keyset scan as the plain catalog, with the filter as a predicate on it.
-            let mut statement = c
-                .prepare_cached(
-                    "SELECT name FROM repositories \
-                     WHERE name > ?1 \
-                       AND (?3 OR name IN (SELECT value FROM json_each(?4)) \
-                            OR EXISTS (SELECT 1 FROM json_each(?5) p \
-                                       WHERE substr(name, 1, length(p.value)) = p.value)) \
-                     ORDER BY name LIMIT ?2",
-                )
-                .map_err(db)?;
-            let rows = statement
-                .query_map(params![after, limit, filter.all, names, prefixes], |row| {
-                    row.get(0)
-                })
-                .map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)
+            names(
+                c,
+                "SELECT name FROM repositories \
+                 WHERE name > ?1 \
+                   AND (?3 OR name IN (SELECT value FROM json_each(?4)) \
+                        OR EXISTS (SELECT 1 FROM json_each(?5) p \
+                                   WHERE substr(name, 1, length(p.value)) = p.value)) \
+                 ORDER BY name LIMIT ?2",
+                &[&after, &limit(&page), &filter.all, &allowed, &prefixes],
+            )
         })
         .await
     }
