@@ -424,6 +424,40 @@ async fn robot_tokens_are_limited_and_die_with_their_user() {
     bearer_client(registry.base(), &token)
         .push_image("team/app", Some("ci"), 1)
         .await;
+
+    // The catalog lists what the user may pull within the robot's scopes, page by page:
+    // names outside them, even a whole read's worth, do not cut a page short.
+    let owner = registry
+        .client(
+            Some(("ci", PASSWORD)),
+            &[
+                "repository:team/a:push,pull",
+                "repository:team/aa:push,pull",
+                "repository:team/b:push,pull",
+            ],
+        )
+        .await;
+    for repo in ["team/a", "team/aa", "team/b"] {
+        owner.push_image(repo, Some("1"), 1).await;
+    }
+    let everything = registry
+        .client(Some(("ci", PASSWORD)), &["registry:catalog:*"])
+        .await;
+    let listed: Value = everything.get("/v2/_catalog").await.json().await.unwrap();
+    assert_eq!(
+        listed["repositories"],
+        json!(["team/a", "team/aa", "team/app", "team/b"])
+    );
+    let limited = registry
+        .client(Some(("ci", &robot)), &["registry:catalog:*"])
+        .await;
+    for query in ["?n=1", ""] {
+        let page = limited.get(&format!("/v2/_catalog{query}")).await;
+        assert!(!page.headers().contains_key("link"), "nothing more to see");
+        let page: Value = page.json().await.unwrap();
+        assert_eq!(page["repositories"], json!(["team/app"]), "{query}");
+    }
+
     // No refresh token for robots, even when asked.
     let body: Value = registry
         .token_response(Some(("ci", &robot)), &[], &[("offline_token", "true")])

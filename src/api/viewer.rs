@@ -60,7 +60,7 @@ impl Viewer {
         };
         Ok(Viewer::Restricted {
             rights: auth.rights(Some(&login.user)).await?,
-            limit: login.robot_limit,
+            limit: login.robot.map(|r| r.rights),
             anonymous: false,
         })
     }
@@ -90,10 +90,8 @@ impl Viewer {
     /// A catalog page of what the caller may pull.
     pub async fn catalog(&self, state: &AppState, page: &Page) -> Result<Vec<String>, ApiError> {
         match (self, &state.auth) {
-            (Viewer::Restricted { rights, .. }, Some(auth)) => {
-                let mut names = auth.catalog_for(rights, page).await?;
-                names.retain(|name| self.may_pull(name));
-                Ok(names)
+            (Viewer::Restricted { rights, limit, .. }, Some(auth)) => {
+                Ok(auth.catalog_for(rights, limit.as_ref(), page).await?)
             }
             _ => Ok(state.registry.catalog(page).await?),
         }

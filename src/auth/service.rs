@@ -21,7 +21,14 @@ use crate::meta::Page;
 #[derive(Debug, Clone)]
 pub struct Login {
     pub user: User,
-    pub robot_limit: Option<Rights>,
+    pub robot: Option<RobotLimit>,
+}
+
+/// A robot token's stored scopes, and the rights they allow.
+#[derive(Debug, Clone)]
+pub struct RobotLimit {
+    pub scopes: String,
+    pub rights: Rights,
 }
 
 /// What `/token` answers.
@@ -112,10 +119,13 @@ impl Auth {
             {
                 return Err(AuthError::InvalidCredentials);
             }
-            let limit = robot_limit(&token.scopes)?;
+            let rights = robot_limit(&token.scopes)?;
             return Ok(Login {
                 user,
-                robot_limit: Some(limit),
+                robot: Some(RobotLimit {
+                    scopes: token.scopes,
+                    rights,
+                }),
             });
         }
         let secret = secret.to_owned();
@@ -131,10 +141,7 @@ impl Auth {
         .await
         .map_err(|e| AuthError::Internal(format!("password check: {e}")))?;
         match user {
-            Some(user) if matches => Ok(Login {
-                user,
-                robot_limit: None,
-            }),
+            Some(user) if matches => Ok(Login { user, robot: None }),
             _ => Err(AuthError::InvalidCredentials),
         }
     }
@@ -160,10 +167,7 @@ impl Auth {
                         "issued before the last password change".into(),
                     ));
                 }
-                Ok(Login {
-                    user,
-                    robot_limit: None,
-                })
+                Ok(Login { user, robot: None })
             }
             _ => Err(AuthError::InvalidToken("the user no longer exists".into())),
         }
@@ -225,14 +229,17 @@ impl Auth {
     ) -> Result<TokenGrant, AuthError> {
         let rights = self.rights(login.map(|l| &l.user)).await?;
         let mut granted = rights.intersect(requested);
-        if let Some(limit) = login.and_then(|l| l.robot_limit.as_ref()) {
-            granted = limit.intersect(&granted);
+        let robot = login.and_then(|l| l.robot.as_ref());
+        if let Some(robot) = robot {
+            granted = robot.rights.intersect(&granted);
         }
         let subject = login.map_or("", |l| l.user.name.as_str());
-        let access = self.issuer.access_token(subject, granted.clone())?;
+        let access =
+            self.issuer
+                .access_token(subject, granted.clone(), robot.map(|r| r.scopes.as_str()))?;
         // Refresh tokens would outlive a robot token's limits, so robots log in each time.
         let refresh = match login {
-            Some(login) if offline && login.robot_limit.is_none() => {
+            Some(login) if offline && login.robot.is_none() => {
                 Some(self.issuer.refresh_token(&login.user.name, login.user.id)?)
             }
             _ => None,
@@ -249,22 +256,52 @@ impl Auth {
         })
     }
 
-    /// A catalog page holding only repositories `rights` allow pulling.
+    /// A catalog page holding only repositories `rights` allow pulling and, for a robot
+    /// token, its own scopes allow too. The store filters by `rights`; the robot's limit is
+    /// applied to what it returns, reading on until the page is full, so a page is never
+    /// cut short while more names remain.
     pub async fn catalog_for(
         &self,
         rights: &Rights,
+        robot: Option<&Rights>,
         page: &Page,
     ) -> Result<Vec<String>, AuthError> {
-        Ok(self
-            .store
-            .catalog_filtered(page, &rights.pull_filter())
-            .await?)
+        let filter = rights.pull_filter();
+        let Some(robot) = robot else {
+            return Ok(self.store.catalog_filtered(page, &filter).await?);
+        };
+        let wanted = page.n.map(|n| n as usize);
+        let mut names = Vec::new();
+        let mut read = page.clone();
+        loop {
+            let batch = self.store.catalog_filtered(&read, &filter).await?;
+            let exhausted = wanted.is_none_or(|n| batch.len() < n);
+            read.last = batch.last().cloned();
+            names.extend(
+                batch
+                    .into_iter()
+                    .filter(|name| robot.allows(name, scope::PULL)),
+            );
+            if exhausted || wanted.is_some_and(|n| names.len() >= n) {
+                break;
+            }
+        }
+        if let Some(n) = wanted {
+            names.truncate(n);
+        }
+        Ok(names)
     }
 
-    /// A catalog page holding only repositories the token's subject may pull.
+    /// A catalog page holding only repositories the token may see: what its subject may
+    /// pull, within a robot token's scopes.
     pub async fn catalog(&self, claims: &Claims, page: &Page) -> Result<Vec<String>, AuthError> {
-        let filter = self.rights_of(claims).await?.pull_filter();
-        Ok(self.store.catalog_filtered(page, &filter).await?)
+        let rights = self.rights_of(claims).await?;
+        let robot = claims
+            .robot_scopes
+            .as_deref()
+            .map(robot_limit)
+            .transpose()?;
+        self.catalog_for(&rights, robot.as_ref(), page).await
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Claims {
     /// does not inherit them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<i64>,
+    /// A robot token's own scopes, in access tokens issued to it: what it may see stays
+    /// within them where `access` cannot say so (the catalog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robot_scopes: Option<String>,
 }
 
 impl Claims {
@@ -94,6 +98,7 @@ impl TokenIssuer {
         ttl: Duration,
         access: Vec<Scope>,
         uid: Option<i64>,
+        robot_scopes: Option<&str>,
     ) -> Result<Issued, AuthError> {
         let now = SystemTime::now();
         let iat = unix(now);
@@ -107,6 +112,7 @@ impl TokenIssuer {
             jti: Uuid::new_v4().to_string(),
             access,
             uid,
+            robot_scopes: robot_scopes.map(str::to_owned),
         };
         let mut header = Header::new(self.key.algorithm);
         header.kid = Some(self.key.kid.clone());
@@ -119,9 +125,22 @@ impl TokenIssuer {
         })
     }
 
-    /// A registry token for `sub` (empty = anonymous) granting `access`.
-    pub fn access_token(&self, sub: &str, access: Vec<Scope>) -> Result<Issued, AuthError> {
-        self.sign(sub, self.service.clone(), self.ttl, access, None)
+    /// A registry token for `sub` (empty = anonymous) granting `access`; `robot_scopes`
+    /// when a robot token logged in.
+    pub fn access_token(
+        &self,
+        sub: &str,
+        access: Vec<Scope>,
+        robot_scopes: Option<&str>,
+    ) -> Result<Issued, AuthError> {
+        self.sign(
+            sub,
+            self.service.clone(),
+            self.ttl,
+            access,
+            None,
+            robot_scopes,
+        )
     }
 
     pub fn refresh_token(&self, sub: &str, uid: i64) -> Result<Issued, AuthError> {
@@ -131,6 +150,7 @@ impl TokenIssuer {
             Self::REFRESH_TTL,
             Vec::new(),
             Some(uid),
+            None,
         )
     }
 
@@ -187,7 +207,7 @@ mod tests {
     fn round_trip_and_audiences() {
         let issuer = issuer();
         let access = vec![Scope::repository("a/b", &["pull"])];
-        let token = issuer.access_token("alice", access.clone()).unwrap();
+        let token = issuer.access_token("alice", access.clone(), None).unwrap();
         let claims = issuer.verify_access(&token.token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.access, access);
@@ -209,7 +229,7 @@ mod tests {
     fn refuses_other_keys_and_algorithms() {
         let issuer = issuer();
         let other = self::issuer();
-        let forged = other.access_token("alice", Vec::new()).unwrap();
+        let forged = other.access_token("alice", Vec::new(), None).unwrap();
         assert!(issuer.verify_access(&forged.token).is_err());
 
         // Same kid, someone else's key.
@@ -224,6 +244,7 @@ mod tests {
             jti: "x".into(),
             access: Vec::new(),
             uid: None,
+            robot_scopes: None,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(issuer.kid().to_owned());
