@@ -374,3 +374,43 @@ fn header_of(response: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Long listings come in pages of 100 with a link to the next; the last page has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_listings_page_through_long_lists() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let image = oci.push_image("paged/app", None, 1).await;
+    for i in 0..101 {
+        let response = oci
+            .put_manifest(
+                "paged/app",
+                &format!("t{i:03}"),
+                &image.manifest.media_type,
+                &image.manifest.content,
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let page = |path: String| {
+        let oci = oci.clone();
+        async move { oci.get(&path).await.text().await.unwrap() }
+    };
+    let first = page("/ui/repo/paged/app".to_owned()).await;
+    assert!(
+        first.contains(">t000<") && first.contains(">t099<"),
+        "{first}"
+    );
+    assert!(!first.contains(">t100<"), "{first}");
+    assert!(
+        first.contains("href=\"/ui/repo/paged/app?last=t099\""),
+        "{first}"
+    );
+    let second = page("/ui/repo/paged/app?last=t099".to_owned()).await;
+    assert!(
+        second.contains(">t100<") && !second.contains(">t099<"),
+        "{second}"
+    );
+    assert!(!second.contains("Next page"), "{second}");
+    registry.server.stop().await;
+}

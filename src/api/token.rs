@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::guard::client_ip;
+use super::handlers::query_param;
 use super::AppState;
 use crate::auth::scope::{self, Scope};
 use crate::auth::{Auth, AuthError, TokenGrant};
@@ -18,13 +19,6 @@ use crate::auth::{Auth, AuthError, TokenGrant};
 pub const MAX_FORM: usize = 64 * 1024;
 
 type Params = Vec<(String, String)>;
-
-fn param<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::Auth(AuthError::BadRequest(message.into()))
@@ -35,7 +29,7 @@ fn auth(state: &AppState) -> Result<&std::sync::Arc<Auth>, ApiError> {
 }
 
 fn check_service(auth: &Auth, params: &Params) -> Result<(), ApiError> {
-    match param(params, "service") {
+    match query_param(params, "service") {
         Some(service) if service != auth.issuer.service() => {
             Err(bad(format!("unknown service {service:?}")))
         }
@@ -48,7 +42,7 @@ fn scopes<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, A
 }
 
 /// `Authorization: Basic` credentials, if any.
-fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, ApiError> {
+pub(super) fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -101,7 +95,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             .filter(|(k, _)| k == "scope")
             .map(|(_, v)| v.as_str()),
     )?;
-    let offline = param(&params, "offline_token") == Some("true");
+    let offline = query_param(&params, "offline_token") == Some("true");
     let login = match basic_credentials(&req)? {
         Some((user, password)) => Some(counted(
             &state,
@@ -140,18 +134,20 @@ pub async fn post(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     check_service(auth, &params)?;
-    let requested = scopes(param(&params, "scope"))?;
-    let offline = param(&params, "access_type") == Some("offline");
+    let requested = scopes(query_param(&params, "scope"))?;
+    let offline = query_param(&params, "access_type") == Some("offline");
     let client = client_ip(auth, &req);
-    let login = match param(&params, "grant_type") {
+    let login = match query_param(&params, "grant_type") {
         Some("password") => {
-            let user = param(&params, "username").ok_or_else(|| bad("username is required"))?;
-            let password = param(&params, "password").ok_or_else(|| bad("password is required"))?;
+            let user =
+                query_param(&params, "username").ok_or_else(|| bad("username is required"))?;
+            let password =
+                query_param(&params, "password").ok_or_else(|| bad("password is required"))?;
             counted(&state, auth.login(user, password, client).await)?
         }
         Some("refresh_token") => {
-            let token =
-                param(&params, "refresh_token").ok_or_else(|| bad("refresh_token is required"))?;
+            let token = query_param(&params, "refresh_token")
+                .ok_or_else(|| bad("refresh_token is required"))?;
             counted(&state, auth.refresh(token, client).await)?
         }
         other => {

@@ -14,11 +14,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::error::ApiError;
-use super::handlers::{query, query_param};
+use super::handlers::listing::paginate;
+use super::handlers::{parse_reference, query, query_param, repo_name};
 use super::viewer::Viewer;
 use super::AppState;
 use crate::meta::Page;
-use crate::oci::{Reference, RepoName};
+
 use crate::registry::{LayerView, ManifestView, Role};
 
 /// Entries per listing page.
@@ -81,22 +82,12 @@ fn page(title: &str, body: Markup) -> HttpResponse {
         .body(markup.into_string())
 }
 
+/// The page the `last` query parameter asks for.
 fn listing_page(req: &HttpRequest) -> Page {
     let params = query(req);
     Page {
-        n: Some(PAGE + 1),
+        n: Some(PAGE),
         last: query_param(&params, "last").map(str::to_owned),
-    }
-}
-
-/// Trims the probe entry off and says where the next page starts.
-fn next_page(mut entries: Vec<String>) -> (Vec<String>, Option<String>) {
-    if entries.len() > PAGE as usize {
-        entries.truncate(PAGE as usize);
-        let last = entries.last().cloned();
-        (entries, last)
-    } else {
-        (entries, None)
     }
 }
 
@@ -122,8 +113,12 @@ async fn repositories(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = Viewer::of(&state, &req).await?;
-    let names = viewer.catalog(&state, &listing_page(&req)).await?;
-    let (names, last) = next_page(names);
+    let (viewer, state) = (&viewer, &state);
+    let (names, next) = paginate(listing_page(&req), |page| async move {
+        viewer.catalog(state, &page).await
+    })
+    .await?;
+    let last = next.and_then(|next| next.last);
     Ok(page(
         "Repositories",
         html! {
@@ -142,11 +137,6 @@ async fn repositories(
     ))
 }
 
-fn repo_name(name: &str) -> Result<RepoName, ApiError> {
-    name.parse()
-        .map_err(|_| ApiError::NameInvalid(name.to_owned()))
-}
-
 async fn tags(
     req: HttpRequest,
     path: web::Path<String>,
@@ -156,8 +146,12 @@ async fn tags(
     Viewer::of(&state, &req)
         .await?
         .require_pull(repo.as_str())?;
-    let tags = state.registry.tags(&repo, &listing_page(&req)).await?;
-    let (tags, last) = next_page(tags);
+    let (registry, repo_ref) = (&state.registry, &repo);
+    let (tags, next) = paginate(listing_page(&req), |page| async move {
+        Ok(registry.tags(repo_ref, &page).await?)
+    })
+    .await?;
+    let last = next.and_then(|next| next.last);
     Ok(page(
         repo.as_str(),
         html! {
@@ -187,9 +181,7 @@ async fn image(
     Viewer::of(&state, &req)
         .await?
         .require_pull(repo.as_str())?;
-    let reference: Reference = reference
-        .parse()
-        .map_err(|e: crate::oci::InvalidReference| ApiError::ReferenceInvalid(e.to_string()))?;
+    let reference = parse_reference(reference)?;
     let view = state.registry.browse_manifest(&repo, &reference).await?;
     let title = format!("{repo}@{reference}");
     Ok(page(

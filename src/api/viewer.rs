@@ -3,9 +3,7 @@
 //! otherwise treat the caller as anonymous: with access control on, a person sees exactly
 //! the repositories — and fetches by CID exactly the blobs of repositories — they may pull.
 
-use actix_web::http::header;
 use actix_web::HttpRequest;
-use base64::Engine;
 
 use super::error::ApiError;
 use super::guard::client_ip;
@@ -26,26 +24,14 @@ pub enum Viewer {
     },
 }
 
-fn basic(req: &HttpRequest) -> Option<(String, String)> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (kind, encoded) = value.split_once(' ')?;
-    if !kind.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
 impl Viewer {
     pub async fn of(state: &AppState, req: &HttpRequest) -> Result<Viewer, ApiError> {
         let Some(auth) = &state.auth else {
             return Ok(Viewer::Everyone);
         };
-        let Some((user, password)) = basic(req) else {
+        // Credentials that do not parse are no login: the page asks for one.
+        let credentials = super::token::basic_credentials(req).ok().flatten();
+        let Some((user, password)) = credentials else {
             return Ok(Viewer::Restricted {
                 rights: auth.rights(None).await?,
                 limit: None,

@@ -30,7 +30,10 @@ fn page(params: &[(String, String)]) -> Result<Page, ApiError> {
 }
 
 /// Fetches one entry more than asked, to know whether a next page exists.
-async fn paginate<F, Fut>(page: Page, fetch: F) -> Result<(Vec<String>, Option<Page>), ApiError>
+pub(in crate::api) async fn paginate<F, Fut>(
+    page: Page,
+    fetch: F,
+) -> Result<(Vec<String>, Option<Page>), ApiError>
 where
     F: FnOnce(Page) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<String>, ApiError>>,

@@ -104,12 +104,12 @@ pub async fn dispatch(
     }
 }
 
-fn repo_name(name: &str) -> Result<RepoName, ApiError> {
+pub(super) fn repo_name(name: &str) -> Result<RepoName, ApiError> {
     name.parse()
         .map_err(|_| ApiError::NameInvalid(name.to_owned()))
 }
 
-fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
+pub(super) fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
     reference.parse().map_err(|e| match e {
         crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
         crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
