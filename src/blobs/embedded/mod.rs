@@ -45,6 +45,9 @@ const IO_BUFFER: usize = 256 * 1024;
 /// How long an unpinned blob stays restorable before its file and index rows go.
 pub const TRASH_GRACE: Duration = Duration::from_secs(10 * 60);
 
+/// The longest a process goes between looks through the trash (while it unpins).
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A file in `tmp/` untouched this long is a crash's leftover, not an add in progress
 /// (which writes as its bytes arrive). Should a stalled add's file go anyway, that add
 /// fails cleanly when it renames the file into place.
@@ -61,6 +64,8 @@ struct Inner {
     tmp: PathBuf,
     trash: PathBuf,
     trash_grace: Duration,
+    /// When this process last looked through the trash.
+    last_purge: std::sync::Mutex<Option<std::time::Instant>>,
     profile: ImportProfile,
     index: BlockIndex,
     /// Serialises what makes a blob visible or invisible (index rows + file), so a
@@ -110,6 +115,7 @@ impl EmbeddedStore {
                 tmp,
                 trash,
                 trash_grace: TRASH_GRACE,
+                last_purge: std::sync::Mutex::new(None),
                 profile,
                 index,
                 commit,
@@ -128,6 +134,23 @@ impl EmbeddedStore {
             }
             Err(inner) => EmbeddedStore { inner },
         }
+    }
+
+    /// Whether the trash is due for a look: at most once a minute (or per grace period, if
+    /// shorter), since a purge lists the whole trash under the commit lock and a GC run or a
+    /// chunked upload unpins many CIDs in a row.
+    fn purge_due(&self) -> bool {
+        let interval = self.inner.trash_grace.min(PURGE_INTERVAL);
+        let mut last = self
+            .inner
+            .last_purge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= interval);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
     }
 
     /// Deletes trashed blobs older than the grace period, with their index rows (unless the
@@ -408,7 +431,10 @@ impl BlobStore for EmbeddedStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("unpinning", &path, e)),
         }
-        self.purge_trash().await
+        if self.purge_due() {
+            self.purge_trash().await?;
+        }
+        Ok(())
     }
 
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
