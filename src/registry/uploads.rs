@@ -208,17 +208,29 @@ impl Registry {
             size: meter.bytes(),
             import_profile: self.blobs.profile().id(),
         };
-        match self.meta.commit_blob(repo, record.clone()).await {
+        let committed = self.meta.commit_blob(repo, record).await;
+        self.settle(stored.cid, committed).await
+    }
+
+    /// After committing a blob added as `added`: drops that pin when the digest turned out
+    /// to be stored under another CID, makes sure the stored CID is pinned, and on failure
+    /// drops what was added.
+    async fn settle(
+        &self,
+        added: cid::Cid,
+        committed: std::result::Result<BlobRecord, crate::meta::MetaError>,
+    ) -> Result<BlobRecord> {
+        match committed {
             Ok(stored) => {
-                if stored.cid != record.cid {
+                if stored.cid != added {
                     // The digest was stored meanwhile under another CID (older profile).
-                    self.release(&record.cid).await;
+                    self.release(&added).await;
                 }
                 self.ensure_pinned(&stored.cid).await;
                 Ok(stored)
             }
             Err(e) => {
-                self.release(&record.cid).await;
+                self.release(&added).await;
                 Err(e.into())
             }
         }
@@ -387,23 +399,16 @@ impl Registry {
         record: BlobRecord,
     ) -> Result<BlobRecord> {
         let cid = record.cid;
-        match self.meta.complete_upload(id, repo, record).await {
+        let committed = match self.meta.complete_upload(id, repo, record).await {
             Ok((stored, chunks)) => {
                 for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
                     self.release(&chunk.cid).await;
                 }
-                if stored.cid != cid {
-                    // The digest was stored meanwhile under another CID (older profile).
-                    self.release(&cid).await;
-                }
-                self.ensure_pinned(&stored.cid).await;
                 Ok(stored)
             }
-            Err(e) => {
-                self.release(&cid).await;
-                Err(e.into())
-            }
-        }
+            Err(e) => Err(e),
+        };
+        self.settle(cid, committed).await
     }
 
     /// Ends a session and drops its chunks' pins.
