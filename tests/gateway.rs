@@ -148,3 +148,20 @@ async fn both_stores_announce_the_same_cid() {
     let b = push(&Oci::new(&kubo.base), "same/cid", &data).await;
     assert_eq!(a, b);
 }
+
+/// A block whose stored bytes no longer match its CID is refused, never served as that CID.
+#[tokio::test]
+async fn a_corrupt_block_is_not_served() {
+    let (registry, dir) = embedded_registry().await;
+    let oci = Oci::new(&registry.base);
+    let data = common::oci::random_bytes(1000);
+    let cid = push(&oci, "corrupt/app", &data).await;
+    let file = dir.path().join("blobs/data").join(cid.to_string());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let response = oci.get(&format!("/ipfs/{cid}?format=raw")).await;
+    assert!(response.status().is_server_error(), "{}", response.status());
+    assert_ne!(response.bytes().await.unwrap().as_ref(), &bytes[..]);
+    registry.server.stop().await;
+}
