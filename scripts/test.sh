@@ -19,8 +19,9 @@ step "PostgreSQL"
 ensure_postgres
 echo "PostgreSQL: $IPFS_REGISTRY_TEST_DATABASE_URL" >&2
 drop_test_databases "$IPFS_REGISTRY_TEST_DATABASE_URL"
-# ...and this run's own, however it ends.
-trap 'drop_test_databases "$IPFS_REGISTRY_TEST_DATABASE_URL"' EXIT
+# ...and this run's own, and the test registries' data directories, however it ends.
+test_dirs="${TMPDIR:-/tmp}/ipfs-registry-tests"
+trap 'drop_test_databases "$IPFS_REGISTRY_TEST_DATABASE_URL"; rm -rf "$test_dirs"' EXIT
 
 step "IPFS node"
 ensure_ipfs_node
@@ -36,7 +37,6 @@ cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
 # The suites that do not pick their stores themselves, again on the embedded default: the
 # SQLite metadata store and the embedded blob store, a data directory per test registry.
 step "tests on the embedded stores"
-embedded_dirs="${TMPDIR:-/tmp}/ipfs-registry-tests"
 IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded cargo test --locked \
   --test conformance_pull --test conformance_push --test conformance_discovery \
   --test conformance_management --test conformance_manifests --test upload_replicas \
@@ -44,7 +44,6 @@ IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded ca
   --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging \
   --test ops --test ops_cli \
   -- --test-threads "${TEST_THREADS:-4}"
-rm -rf "$embedded_dirs"
 
 # After the tests: it runs the debug binary they built (its `config` subcommand).
 step "deployment files (Akash SDL, compose)"

@@ -27,14 +27,9 @@ pub fn ipfs_url() -> url::Url {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Creates an empty database with a unique name and returns its URL.
-pub async fn fresh_database_url() -> String {
-    let admin = admin_database_url();
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL server (IPFS_REGISTRY_TEST_DATABASE_URL)");
-    tokio::spawn(conn);
-    let name = format!(
+/// A name no other test of any run uses (a database's, a data directory's).
+pub fn unique_name() -> String {
+    format!(
         "ipfs_registry_test_{}_{}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst),
@@ -42,7 +37,17 @@ pub async fn fresh_database_url() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos()
-    );
+    )
+}
+
+/// Creates an empty database with a unique name and returns its URL.
+pub async fn fresh_database_url() -> String {
+    let admin = admin_database_url();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server (IPFS_REGISTRY_TEST_DATABASE_URL)");
+    tokio::spawn(conn);
+    let name = unique_name();
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await

@@ -1,6 +1,6 @@
 //! Starting real registries in-process.
 
-use super::{fresh_database_url, ipfs_url};
+use super::{fresh_database_url, ipfs_url, unique_name};
 
 /// A registry served in-process on a free loopback port, on a fresh database and the test
 /// IPFS node.
@@ -41,21 +41,21 @@ pub fn embedded_metadata() -> bool {
 pub async fn test_config() -> ipfs_registry::config::Config {
     use ipfs_registry::config::{Config, DatabaseConfig, IpfsConfig};
     let defaults = Config::default();
-    let database_url = fresh_database_url().await;
-    // Named after the database, so replicas started from this configuration share it.
-    let database_name = database_url
-        .rsplit('/')
-        .next()
-        .unwrap_or("registry")
-        .to_owned();
+    // Only the PostgreSQL pass needs a database; replicas started from this configuration
+    // share it and the data directory.
+    let database_url = if embedded_metadata() {
+        None
+    } else {
+        Some(fresh_database_url().await)
+    };
     let data_dir = std::env::temp_dir()
         .join("ipfs-registry-tests")
-        .join(database_name);
+        .join(unique_name());
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
         database: DatabaseConfig {
-            url: (!embedded_metadata()).then_some(database_url),
+            url: database_url,
             pool_size: 8,
             ..defaults.database
         },
