@@ -13,17 +13,10 @@ use ipfs_registry::blobs::embedded::EmbeddedStore;
 use ipfs_registry::blobs::kubo::{KuboStore, DAG_PB_CODEC, RAW_CODEC};
 use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
 use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
-use ipfs_registry::config::IpfsConfig;
 use sha2::{Digest, Sha256};
 
 fn kubo() -> KuboStore {
-    let url = common::ipfs_url();
-    let config = IpfsConfig {
-        url: Some(url.clone()),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(60),
-    };
-    KuboStore::new(&config, url, ImportProfile::default()).expect("kubo store")
+    common::kubo::store(Duration::from_secs(60), ImportProfile::default())
 }
 
 fn embedded(dir: &Path) -> EmbeddedStore {
@@ -34,13 +27,7 @@ fn random(len: usize) -> Bytes {
     Bytes::from(common::oci::random_bytes(len))
 }
 
-async fn read_all(mut body: ByteStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(piece) = body.next().await {
-        out.extend_from_slice(&piece.expect("stream piece"));
-    }
-    out
-}
+use common::kubo::read_all;
 
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -12,18 +12,12 @@ use cid::Cid;
 use futures::{stream, StreamExt};
 use ipfs_registry::blobs::kubo::{raw_cid_v1_from_sha256, KuboStore, DAG_PB_CODEC, RAW_CODEC};
 use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
-use ipfs_registry::config::IpfsConfig;
 use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 256 * 1024;
 
 fn store_with(url: url::Url, timeout: Duration) -> KuboStore {
-    let config = IpfsConfig {
-        url: Some(url.clone()),
-        connect_timeout: Duration::from_secs(2),
-        timeout,
-    };
-    KuboStore::new(&config, url, ImportProfile::default()).expect("store")
+    common::kubo::store_at(url, timeout, ImportProfile::default())
 }
 
 fn store() -> KuboStore {
@@ -64,12 +58,7 @@ fn byte_stream(data: Vec<u8>) -> ByteStream {
 }
 
 async fn cat_all(store: &KuboStore, cid: &Cid, offset: u64, length: Option<u64>) -> Vec<u8> {
-    let mut body = store.cat(cid, offset, length).await.expect("cat");
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        out.extend_from_slice(&chunk.expect("cat chunk"));
-    }
-    out
+    common::kubo::read_all(store.cat(cid, offset, length).await.expect("cat")).await
 }
 
 /// Raw RPC call, for what the trait does not offer (only-hash, the full pin list).

@@ -16,7 +16,6 @@ use common::oci::{
 };
 use ipfs_registry::blobs::kubo::KuboStore;
 use ipfs_registry::blobs::{BlobStore, ImportProfile};
-use ipfs_registry::config::IpfsConfig;
 use ipfs_registry::meta::gc::{GcStore, SweepPolicy};
 use ipfs_registry::meta::postgres::PostgresStore;
 use ipfs_registry::registry::gc::GcReport;
@@ -26,13 +25,7 @@ use serde_json::json;
 const REPO: &str = "gc/app";
 
 fn kubo() -> KuboStore {
-    let url = common::ipfs_url();
-    let config = IpfsConfig {
-        url: Some(url.clone()),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(10),
-    };
-    KuboStore::new(&config, url, ImportProfile::default()).expect("IPFS client")
+    common::kubo::store(Duration::from_secs(10), ImportProfile::default())
 }
 
 fn policy(grace: Duration, retention: Option<Duration>) -> SweepPolicy {

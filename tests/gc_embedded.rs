@@ -47,16 +47,6 @@ async fn gc(registry: &TestRegistry, policy: &SweepPolicy, dry_run: bool) -> GcR
         .expect("no other gc holds the lock")
 }
 
-/// Whether the embedded store holds `data` (its file, named by CID).
-fn stored(registry: &TestRegistry, data: &[u8]) -> bool {
-    registry
-        .config
-        .data_dir
-        .join("blobs/data")
-        .join(common::cid_of_blob(data).to_string())
-        .exists()
-}
-
 async fn assert_pulls(oci: &Oci, repo: &str, image: &Image) {
     for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
         let response = oci.get(&format!("/v2/{repo}/blobs/{}", blob.digest)).await;
@@ -104,7 +94,10 @@ async fn what_is_reachable_stays_and_the_rest_is_deleted_from_disk() {
         Duration::from_secs(3600),
     );
     let predicted = gc(&registry, &everything, true).await;
-    assert!(stored(&registry, &loose.data), "a dry run deletes nothing");
+    assert!(
+        common::blob_store_holds(&registry, &loose.data).await,
+        "a dry run deletes nothing"
+    );
     let report = gc(&registry, &everything, false).await;
     assert_eq!(report.deleted_manifests, predicted.deleted_manifests);
     assert_eq!(report.freed_blobs, predicted.freed_blobs);
@@ -113,7 +106,7 @@ async fn what_is_reachable_stays_and_the_rest_is_deleted_from_disk() {
 
     for blob in [&loose, &orphan.layers[0]] {
         assert!(
-            !stored(&registry, &blob.data),
+            !common::blob_store_holds(&registry, &blob.data).await,
             "{} still on disk",
             blob.digest
         );
@@ -130,7 +123,7 @@ async fn what_is_reachable_stays_and_the_rest_is_deleted_from_disk() {
         .unwrap();
     assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
     for blob in std::iter::once(&kept.config).chain(kept.layers.iter()) {
-        assert!(stored(&registry, &blob.data));
+        assert!(common::blob_store_holds(&registry, &blob.data).await);
     }
 }
 
@@ -144,7 +137,7 @@ async fn grace_keeps_young_blobs_and_expired_uploads_are_removed() {
     let chunk = random_bytes(2000);
     expect_status(oci.patch_chunk(&location, 0, &chunk).await, 202).await;
     assert!(
-        stored(&registry, &chunk),
+        common::blob_store_holds(&registry, &chunk).await,
         "the chunk is stored as it arrives"
     );
 
@@ -159,7 +152,7 @@ async fn grace_keeps_young_blobs_and_expired_uploads_are_removed() {
         (0, 0),
         "{report}"
     );
-    assert!(stored(&registry, &young.data));
+    assert!(common::blob_store_holds(&registry, &young.data).await);
 
     let report = gc(
         &registry,
@@ -169,12 +162,12 @@ async fn grace_keeps_young_blobs_and_expired_uploads_are_removed() {
     .await;
     assert_eq!(report.expired_uploads, 1, "{report}");
     assert!(
-        !stored(&registry, &chunk),
+        !common::blob_store_holds(&registry, &chunk).await,
         "the expired upload's chunk is deleted"
     );
     let status = oci.get(&location).await;
     assert_eq!(status.status(), 404);
-    assert!(stored(&registry, &young.data));
+    assert!(common::blob_store_holds(&registry, &young.data).await);
 }
 
 /// Pushers and a GC loop with no grace period at once: a blob may be collected between its
@@ -257,7 +250,11 @@ async fn gc_racing_pushes_never_loses_a_pushed_image() {
                 let response = oci.get(&format!("/v2/{repo}/blobs/{}", blob.digest)).await;
                 assert_eq!(response.status(), 200, "{repo} lost {}", blob.digest);
                 assert!(response.bytes().await.unwrap() == blob.data);
-                assert!(stored(&registry, &blob.data), "{} not on disk", blob.digest);
+                assert!(
+                    common::blob_store_holds(&registry, &blob.data).await,
+                    "{} not on disk",
+                    blob.digest
+                );
             }
             let pulled = oci
                 .get(&format!("/v2/{repo}/manifests/{}", manifest.digest))
@@ -353,7 +350,7 @@ async fn a_gc_command_beside_serve_shares_its_locks() {
         "{stdout}"
     );
     assert!(
-        !stored(&registry, &loose.data),
+        !common::blob_store_holds(&registry, &loose.data).await,
         "the loose blob's file stays"
     );
     let head = oci
@@ -394,6 +391,6 @@ async fn pushing_again_restarts_the_grace_period() {
         200,
     )
     .await;
-    assert!(stored(&registry, &data));
+    assert!(common::blob_store_holds(&registry, &data).await);
     registry.server.stop().await;
 }

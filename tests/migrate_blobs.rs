@@ -8,20 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use futures::StreamExt;
 use ipfs_registry::blobs::embedded::EmbeddedStore;
 use ipfs_registry::blobs::kubo::KuboStore;
 use ipfs_registry::blobs::{BlobStore, ImportProfile};
-use ipfs_registry::config::IpfsConfig;
 
 fn node() -> KuboStore {
-    let url = common::ipfs_url();
-    let config = IpfsConfig {
-        url: Some(url.clone()),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(60),
-    };
-    KuboStore::new(&config, url, ImportProfile::default()).unwrap()
+    common::kubo::store(Duration::from_secs(60), ImportProfile::default())
 }
 
 fn migrate_blobs(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Output {
@@ -49,12 +41,7 @@ async fn embedded_with(dir: &std::path::Path, blobs: &[Vec<u8>]) -> Vec<Cid> {
 }
 
 async fn cat_all(store: &KuboStore, cid: &Cid) -> Vec<u8> {
-    let mut body = store.cat(cid, 0, None).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(piece) = body.next().await {
-        out.extend_from_slice(&piece.unwrap());
-    }
-    out
+    common::kubo::read_all(store.cat(cid, 0, None).await.unwrap()).await
 }
 
 #[tokio::test]

@@ -9,16 +9,9 @@ use bytes::Bytes;
 use ipfs_registry::blobs::kubo::KuboStore;
 use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
 use ipfs_registry::blobs::{BlobStore, ImportProfile};
-use ipfs_registry::config::IpfsConfig;
 
 fn store(chunk_size: u32) -> KuboStore {
-    let url = common::ipfs_url();
-    let config = IpfsConfig {
-        url: Some(url.clone()),
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(60),
-    };
-    KuboStore::new(&config, url, ImportProfile { chunk_size }).expect("store")
+    common::kubo::store(Duration::from_secs(60), ImportProfile { chunk_size })
 }
 
 /// Deterministic bytes that differ per `seed` and per run (so the node has not seen them).

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub mod auth;
 pub mod cli;
 pub mod images;
+pub mod kubo;
 pub mod oci;
 pub mod skopeo;
 pub mod sql;
