@@ -81,17 +81,18 @@ pub(super) fn commit(
 ) -> Result<BlobRecord, MetaError> {
     let repo_id = ensure_repository(c, repo)?;
     let digest = blob.digest.to_string();
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO blobs (digest, cid, size, import_profile, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (digest) DO NOTHING",
-        params![
-            digest,
-            blob.cid.to_string(),
-            to_i64(blob.size, "blob size")?,
-            blob.import_profile,
-            now_millis()
-        ],
     )
+    .map_err(db)?
+    .execute(params![
+        digest,
+        blob.cid.to_string(),
+        to_i64(blob.size, "blob size")?,
+        blob.import_profile,
+        now_millis()
+    ])
     .map_err(db)?;
     let stored = get(c, &digest)?.ok_or_else(|| {
         MetaError::Backend(format!("blob {digest} vanished while being committed"))

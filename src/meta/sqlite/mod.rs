@@ -350,24 +350,25 @@ impl super::status::StoreStatus for SqliteStore {
 
 /// The repository's id, if it exists.
 pub(crate) fn repository_id(c: &Connection, repo: &RepoName) -> Result<Option<i64>, MetaError> {
-    c.query_row(
-        "SELECT id FROM repositories WHERE name = ?1",
-        [repo.as_str()],
-        |row| row.get(0),
-    )
-    .optional()
-    .map_err(db)
+    c.prepare_cached("SELECT id FROM repositories WHERE name = ?1")
+        .map_err(db)?
+        .query_row([repo.as_str()], |row| row.get(0))
+        .optional()
+        .map_err(db)
 }
 
 /// The repository's id, creating it if needed (inside a write transaction).
 pub(crate) fn ensure_repository(c: &Connection, repo: &RepoName) -> Result<i64, MetaError> {
-    c.execute(
-        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-        rusqlite::params![repo.as_str(), now_millis()],
-    )
-    .map_err(db)?;
-    repository_id(c, repo)?
-        .ok_or_else(|| MetaError::Backend(format!("repository {repo} was not created")))
+    // Looked up first: pushes go to existing repositories far more often than new ones.
+    if let Some(id) = repository_id(c, repo)? {
+        return Ok(id);
+    }
+    c.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2) RETURNING id")
+        .map_err(db)?
+        .query_row(rusqlite::params![repo.as_str(), now_millis()], |row| {
+            row.get(0)
+        })
+        .map_err(db)
 }
 
 pub(super) fn names(

@@ -69,22 +69,30 @@ pub(super) fn append(
     let offset = to_i64(chunk.offset, "chunk offset")?;
     let size = to_i64(chunk.size, "chunk size")?;
     let updated = c
-        .execute(
+        .prepare_cached(
             "UPDATE upload_sessions \
              SET bytes_received = bytes_received + ?3, hash_state = ?4, \
                  chunk_count = chunk_count + CASE WHEN ?3 > 0 THEN 1 ELSE 0 END, updated_at = ?5 \
              WHERE id = ?1 AND bytes_received = ?2",
-            params![id.to_string(), offset, size, hash_state, now_millis()],
         )
+        .map_err(db)?
+        .execute(params![
+            id.to_string(),
+            offset,
+            size,
+            hash_state,
+            now_millis()
+        ])
         .map_err(db)?;
     if updated == 0 {
         return Ok(false);
     }
     if chunk.size > 0 {
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO upload_chunks (upload_id, byte_offset, size, cid) VALUES (?1, ?2, ?3, ?4)",
-            params![id.to_string(), offset, size, chunk.cid.to_string()],
         )
+        .map_err(db)?
+        .execute(params![id.to_string(), offset, size, chunk.cid.to_string()])
         .map_err(db)?;
     }
     Ok(true)
