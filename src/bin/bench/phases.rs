@@ -250,7 +250,7 @@ pub async fn tags_list(
             (few_repo, FEW + 1, FEW),
         ] {
             let whole = workload::timed(plan.list_samples, each, |_| async move {
-                let seen = workload::list_tags(http, base, repo, None).await?;
+                let seen = workload::list_tags(http, base, repo).await?;
                 anyhow::ensure!(
                     seen == count,
                     "tags/list returned {seen} tags, expected {count}"

@@ -20,10 +20,6 @@ impl Latencies {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.sorted.len()
-    }
-
     /// Nearest-rank percentile, in milliseconds.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.sorted.is_empty() {
@@ -40,7 +36,6 @@ impl Latencies {
 
     pub fn summary(&self) -> LatencySummary {
         LatencySummary {
-            requests: self.count(),
             per_second: self.per_second(),
             p50_ms: self.percentile_ms(50.0),
             p99_ms: self.percentile_ms(99.0),
@@ -50,7 +45,6 @@ impl Latencies {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencySummary {
-    pub requests: usize,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,

@@ -271,12 +271,9 @@ pub async fn get_loop(
 }
 
 /// Reads a repository's whole tag list as clients do (following `Link` until the end),
-/// `n` per page if given; returns how many tags it saw.
-pub async fn list_tags(http: &Client, base: &str, repo: &str, n: Option<usize>) -> Result<usize> {
-    let mut url = match n {
-        Some(n) => format!("{base}/v2/{repo}/tags/list?n={n}"),
-        None => format!("{base}/v2/{repo}/tags/list"),
-    };
+/// returns how many tags it saw.
+pub async fn list_tags(http: &Client, base: &str, repo: &str) -> Result<usize> {
+    let mut url = format!("{base}/v2/{repo}/tags/list");
     let mut seen = 0;
     loop {
         let response = http.get(&url).send().await?;
