@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::permission::{parse_permissions, Pattern};
+use super::permission::{parse_permissions, Grant, Pattern};
 use super::scope::{self, Scope};
 use super::{password, robot, AuthError};
 use crate::meta::users::{RobotToken, UserStore};
@@ -140,9 +140,9 @@ pub async fn create_robot_token(
         if !s.is_repository() {
             return Err(bad(format!("{s}: robot tokens take repository scopes")));
         }
-        pattern(&s.name)?;
-        let actions: Vec<&str> = s.actions.iter().map(String::as_str).collect();
-        permissions(&actions.join(","))?;
+        if Grant::of_scope(s).map_err(bad)?.permissions.is_empty() {
+            return Err(bad("name at least one of pull, push, delete, admin"));
+        }
     }
     let scopes = parsed
         .iter()

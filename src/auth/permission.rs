@@ -127,6 +127,25 @@ pub struct Grant {
     pub permissions: BTreeSet<Permission>,
 }
 
+impl Grant {
+    /// The grant a `repository:<name or pattern>:<actions>` scope stands for (a robot
+    /// token's limit); the error says which part does not parse.
+    pub fn of_scope(scope: &Scope) -> Result<Grant, String> {
+        Ok(Grant {
+            pattern: scope
+                .name
+                .parse()
+                .map_err(|e: InvalidPattern| e.to_string())?,
+            permissions: scope
+                .actions
+                .iter()
+                .map(|a| a.parse())
+                .collect::<Result<_, InvalidPermission>>()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 /// Everything one caller may do: an admin flag, grants, and the public repositories that
 /// anyone may pull.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

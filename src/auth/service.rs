@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use url::Url;
 
 use super::keys::SigningKey;
-use super::permission::{parse_permissions, Grant, Pattern, Rights};
+use super::permission::{Grant, Pattern, Rights};
 use super::scope::{self, Scope};
 use super::throttle::{Key, LoginThrottle, Policy};
 use super::token::{unix, Claims, Issued, TokenIssuer};
@@ -311,17 +311,7 @@ fn robot_limit(scopes: &str) -> Result<Rights, AuthError> {
     let grants = scope::parse_all([scopes])
         .map_err(|e| corrupt(e.to_string()))?
         .into_iter()
-        .map(|s| {
-            let actions: Vec<&str> = s.actions.iter().map(String::as_str).collect();
-            Ok(Grant {
-                pattern: s
-                    .name
-                    .parse()
-                    .map_err(|e: super::permission::InvalidPattern| corrupt(e.to_string()))?,
-                permissions: parse_permissions(&actions.join(","))
-                    .map_err(|e| corrupt(e.to_string()))?,
-            })
-        })
+        .map(|s| Grant::of_scope(&s).map_err(corrupt))
         .collect::<Result<_, AuthError>>()?;
     Ok(Rights {
         admin: false,
