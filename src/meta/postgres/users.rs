@@ -143,7 +143,15 @@ impl UserStore for PostgresStore {
                     &[&user, &pattern, &permissions],
                 )
                 .await?;
-                sql::execute(&tx, "DELETE FROM permissions WHERE actions = '{}'", &[]).await?;
+                // Only the row just changed can have been emptied.
+                sql::execute(
+                    &tx,
+                    "DELETE FROM permissions p USING users u
+                     WHERE p.user_id = u.id AND u.name = $1 AND p.pattern = $2
+                       AND p.actions = '{}'",
+                    &[&user, &pattern],
+                )
+                .await?;
                 changed
             }
         };
