@@ -46,15 +46,7 @@ pub fn bearer_client(base: &str, token: &str) -> Oci {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    Oci {
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(std::time::Duration::from_secs(2))
-            .default_headers(headers)
-            .build()
-            .unwrap(),
-        base: base.parse().unwrap(),
-    }
+    Oci::with_headers(base, headers)
 }
 
 pub async fn start_auth_registry() -> AuthRegistry {

@@ -172,12 +172,18 @@ pub struct Oci {
 
 impl Oci {
     pub fn new(base: &str) -> Oci {
+        Oci::with_headers(base, reqwest::header::HeaderMap::new())
+    }
+
+    /// A client that sends `headers` with every request.
+    pub fn with_headers(base: &str, headers: reqwest::header::HeaderMap) -> Oci {
         Oci {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 // Below the server's 5 s keep-alive: a test that pauses (a browser run, a
                 // GC) must not reuse a connection the server is closing.
                 .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .default_headers(headers)
                 .build()
                 .unwrap(),
             base: base.parse().expect("base URL"),
