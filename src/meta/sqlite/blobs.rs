@@ -8,11 +8,11 @@ use crate::oci::{Digest, RepoName};
 
 const COLUMNS: &str = "b.digest, b.cid, b.size, b.import_profile";
 
-fn record(row: &Row) -> rusqlite::Result<(String, String, i64, String)> {
+pub(super) fn record(row: &Row) -> rusqlite::Result<(String, String, i64, String)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn to_record(
+pub(super) fn to_record(
     (digest, cid, size, import_profile): (String, String, i64, String),
 ) -> Result<BlobRecord, MetaError> {
     Ok(BlobRecord {

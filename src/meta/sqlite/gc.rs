@@ -158,35 +158,30 @@ fn delete_links(c: &Connection, grace: Duration) -> Result<u64, MetaError> {
 }
 
 fn delete_blobs(c: &Connection, grace: Duration) -> Result<Vec<BlobRecord>, MetaError> {
-    let doomed: Vec<(String, String, i64, String)> = {
+    // One statement: under BEGIN IMMEDIATE no push can link a blob between the check and
+    // the delete (PostgreSQL needs row locks for that; see postgres/gc.rs).
+    let swept: Vec<BlobRecord> = {
         let mut statement = c
-            .prepare(
-                "SELECT b.digest, b.cid, b.size, b.import_profile FROM blobs b \
+            .prepare_cached(
+                "DELETE FROM blobs AS b \
                  WHERE b.created_at < ?1 \
                    AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) \
                    AND NOT EXISTS (SELECT 1 FROM manifest_references r \
-                                   WHERE r.referenced_digest = b.digest AND r.kind = 'blob')",
+                                   WHERE r.referenced_digest = b.digest AND r.kind = 'blob') \
+                 RETURNING digest, cid, size, import_profile",
             )
             .map_err(db)?;
         let rows = statement
-            .query_map([cutoff(grace)], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
+            .query_map([cutoff(grace)], super::blobs::record)
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)?
+        rows.into_iter()
+            .map(super::blobs::to_record)
+            .collect::<Result<_, _>>()?
     };
-    let mut swept = Vec::with_capacity(doomed.len());
-    for (digest, cid, size, import_profile) in doomed {
-        c.execute("DELETE FROM blobs WHERE digest = ?1", [&digest])
-            .map_err(db)?;
-        queue_unpins(c, std::slice::from_ref(&cid))?;
-        swept.push(BlobRecord {
-            digest: parse_digest(&digest)?,
-            cid: parse_cid(&cid)?,
-            size: to_u64(size, "blob size")?,
-            import_profile,
-        });
-    }
+    let cids: Vec<String> = swept.iter().map(|b| b.cid.to_string()).collect();
+    queue_unpins(c, &cids)?;
     Ok(swept)
 }
 
