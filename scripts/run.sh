@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the registry on http://127.0.0.1:5000 with PostgreSQL and an IPFS node on this
 # machine, starting (and if needed installing) both first. Extra arguments go to `serve`.
+# A release build; RUN_PROFILE=dev builds the debug profile instead (what CI runs, in
+# scripts/readme-smoke.sh, to spare minutes of optimising).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -14,4 +16,4 @@ if [ -z "${IPFS_REGISTRY_DATABASE__URL:-}" ]; then
   export IPFS_REGISTRY_DATABASE__URL="${admin%/*}/ipfs_registry"
 fi
 export IPFS_REGISTRY_IPFS__URL="${IPFS_REGISTRY_IPFS__URL:-$IPFS_REGISTRY_TEST_IPFS_URL}"
-exec cargo run --release --locked -- serve "$@"
+exec cargo run --profile "${RUN_PROFILE:-release}" --locked -- serve "$@"

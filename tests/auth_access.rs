@@ -196,6 +196,54 @@ async fn a_token_for_another_repository_is_insufficient_scope_not_denied() {
     registry.registry.server.stop().await;
 }
 
+/// An invalid repository name is 400 `NAME_INVALID` as with auth off, whoever asks: whether
+/// a name is valid is no secret, and no permission could ever cover it (not 401 or 403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_repository_names_are_name_invalid_for_everyone() {
+    let registry = start_auth_registry().await;
+    registry.add_user("alice", PASSWORD, false).await;
+    registry.grant("alice", "team/*", "pull,push,delete").await;
+    let alice = registry
+        .client(
+            Some(("alice", PASSWORD)),
+            &["repository:team/app:pull,push"],
+        )
+        .await;
+    let anonymous = Oci::new(registry.base());
+    let digest = unknown_digest();
+    for client in [&alice, &anonymous] {
+        for (method, path) in [
+            ("GET", "/v2/Team/App/manifests/latest".to_owned()),
+            ("HEAD", "/v2/team/-app/manifests/latest".to_owned()),
+            ("PUT", "/v2/team//app/manifests/latest".to_owned()),
+            ("DELETE", "/v2/Team/App/manifests/latest".to_owned()),
+            ("GET", format!("/v2/Team/App/blobs/{digest}")),
+            ("POST", "/v2/Team/App/blobs/uploads/".to_owned()),
+            ("GET", "/v2/Team/App/tags/list".to_owned()),
+            ("GET", format!("/v2/Team/App/referrers/{digest}")),
+            (
+                "GET",
+                "/v2/_ext/Team/App/manifests/latest/layers".to_owned(),
+            ),
+        ] {
+            let response = client
+                .request(method.parse().unwrap(), &path)
+                .send()
+                .await
+                .unwrap();
+            if method == "HEAD" {
+                assert_eq!(response.status(), 400, "HEAD {path}");
+            } else {
+                assert_error(response, 400, "NAME_INVALID").await;
+            }
+        }
+    }
+    // A valid name she may not use is still refused.
+    let response = alice.delete("/v2/other/app/manifests/latest").await;
+    assert_error(response, 403, "DENIED").await;
+    registry.registry.server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_pulls_public_repositories_only() {
     let registry = start_auth_registry().await;

@@ -186,3 +186,56 @@ async fn users_grants_public_and_robot_tokens() {
         "no user",
     );
 }
+
+/// What scripts do: `TOKEN=$(ipfs-registry token create ...)` and
+/// `ipfs-registry config > effective.toml` capture the result alone, at any log level (logs
+/// go to standard error, which this discards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_capture_the_token_and_the_configuration_alone() {
+    let config = common::test_config().await;
+    ok(&registry(
+        &config,
+        &["user", "add", "ci"],
+        "ci-password-1\n",
+    ));
+    for level in [None, Some("debug")] {
+        let run = |args: &[&str]| {
+            let mut command = common::cli::registry_command();
+            match level {
+                Some(level) => command.env("IPFS_REGISTRY_LOG", level),
+                None => command.env_remove("IPFS_REGISTRY_LOG"),
+            };
+            let out = command
+                .envs(common::cli::stores_env(&config))
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .expect("run ipfs-registry");
+            assert!(out.status.success(), "{args:?} at level {level:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let stdout = run(&[
+            "token",
+            "create",
+            "--user",
+            "ci",
+            "--scope",
+            "repository:team/app:pull,push",
+            "--expires",
+            "1h",
+        ]);
+        let token = stdout
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("level {level:?}: not one line: {stdout:?}"));
+        assert!(!token.contains('\n'), "level {level:?}: {stdout:?}");
+        assert!(
+            ipfs_registry::auth::robot::parse(token).is_some(),
+            "level {level:?}: not a robot token: {stdout:?}"
+        );
+
+        let text = run(&["config"]);
+        text.parse::<toml::Table>()
+            .unwrap_or_else(|e| panic!("level {level:?}: not TOML ({e}):\n{text}"));
+    }
+}

@@ -1,8 +1,12 @@
-//! The command line: migrations, and configuration errors that name the setting.
+//! The command line: migrations, configuration errors that name the setting, `serve` on its
+//! own, and output that scripts can use (logs on stderr, no colour in files, clients' faults
+//! not logged as errors).
 
 mod common;
 
 use std::process::Output;
+
+use common::cli::Served;
 
 fn registry(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::cli::registry_command()
@@ -90,50 +94,9 @@ fn serve_requires_a_reachable_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
-/// A free loopback port (bound and released; good enough for one test's child process).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A registry process, killed when dropped (also when the test fails).
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `ipfs-registry serve` with nothing configured but a data directory and a port,
-/// and waits until it answers.
-async fn serve_embedded(data_dir: &std::path::Path, port: u16) -> Server {
-    let server = Server(
-        common::cli::registry_command()
-            .arg("serve")
-            .env("IPFS_REGISTRY_DATA_DIR", data_dir)
-            .env("IPFS_REGISTRY_LISTEN", format!("127.0.0.1:{port}"))
-            .spawn()
-            .expect("start ipfs-registry serve"),
-    );
-    let base = format!("http://127.0.0.1:{port}/v2/");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(response) = reqwest::get(&base).await {
-            if response.status() == 200 {
-                return server;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the embedded registry did not answer within 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+/// `ipfs-registry serve` with nothing configured but a data directory, answering.
+async fn serve_embedded(data_dir: &std::path::Path) -> Served {
+    Served::start(common::cli::serve_command().env("IPFS_REGISTRY_DATA_DIR", data_dir)).await
 }
 
 /// With no database and no IPFS node configured, `serve` is a working registry on its
@@ -141,11 +104,12 @@ async fn serve_embedded(data_dir: &std::path::Path, port: u16) -> Server {
 #[tokio::test]
 async fn with_nothing_configured_serve_is_a_standalone_registry() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = serve_embedded(dir.path(), port).await;
-    let oci = common::oci::Oci::new(&format!("http://127.0.0.1:{port}"));
-    let image = oci.push_image("standalone/app", Some("1.0"), 2).await;
-    drop(server);
+    let server = serve_embedded(dir.path()).await;
+    let image = common::oci::Oci::new(&server.base)
+        .push_image("standalone/app", Some("1.0"), 2)
+        .await;
+    let (clean_exit, _, log) = server.stop();
+    assert!(clean_exit, "SIGTERM ends serve gracefully:\n{log}");
 
     assert!(dir.path().join("metadata.sqlite").exists());
     let blob_files = std::fs::read_dir(dir.path().join("blobs/data"))
@@ -153,7 +117,10 @@ async fn with_nothing_configured_serve_is_a_standalone_registry() {
         .count();
     assert_eq!(blob_files, 3, "a config and two layers, one file each");
 
-    let server = serve_embedded(dir.path(), port).await;
+    // A new process on a new port, and a new client: a connection pooled by the first
+    // client would lead to the process that is gone.
+    let server = serve_embedded(dir.path()).await;
+    let oci = common::oci::Oci::new(&server.base);
     let pulled = oci.get("/v2/standalone/app/manifests/1.0").await;
     assert_eq!(pulled.status(), 200);
     assert_eq!(pulled.bytes().await.unwrap(), image.manifest.content);
@@ -258,9 +225,8 @@ fn config_refuses_unknown_and_invalid_settings_naming_them() {
 async fn standalone_registry_with_skopeo_ui_and_gateway() {
     use common::images::{make_image, write_oci_layout, LayerSpec, OciLayout, MIB};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = serve_embedded(dir.path(), port).await;
-    let host = format!("127.0.0.1:{port}");
+    let server = serve_embedded(dir.path()).await;
+    let host = server.host().to_owned();
 
     let image = make_image(
         "amd64",
@@ -327,4 +293,108 @@ async fn standalone_registry_with_skopeo_ui_and_gateway() {
             .unwrap();
         assert!(fetched == blob.data, "{href} is not {digest}");
     }
+}
+
+/// Logs go to standard error, as plain text when that is a file: no colour escape codes
+/// for a log file or a collector to carry. Standard output is the subcommand's alone.
+#[test]
+fn a_log_written_to_a_file_has_no_escape_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("migrate.log");
+    let out = common::cli::registry_command()
+        .arg("migrate")
+        .env("IPFS_REGISTRY_DATA_DIR", dir.path().join("data"))
+        // The default level, and no NO_COLOR: the file alone must turn colour off.
+        .env_remove("IPFS_REGISTRY_LOG")
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .output()
+        .expect("run ipfs-registry migrate");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "migrations applied\n"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("event=\"metadata_store\""), "{log}");
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in the log file:\n{log:?}"
+    );
+}
+
+/// What a client that speaks TLS sends first: a TLS 1.2 ClientHello record. docker and
+/// podman send one to a plain-HTTP registry on every operation before falling back to HTTP.
+fn tls_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x03]; // client version TLS 1.2
+    hello.extend_from_slice(&[0x5a; 32]); // random
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x04, 0x13, 0x01, 0xc0, 0x2f]); // two cipher suites
+    hello.extend_from_slice(&[0x01, 0x00]); // compression: null
+    hello.extend_from_slice(&[0x00, 0x00]); // no extensions
+    let len = hello.len();
+    let mut handshake = vec![0x01, 0, (len >> 8) as u8, len as u8]; // ClientHello
+    handshake.extend(hello);
+    let len = handshake.len();
+    let mut record = vec![0x16, 0x03, 0x01, (len >> 8) as u8, len as u8]; // handshake record
+    record.extend(handshake);
+    record
+}
+
+/// Sends `bytes` on a connection of its own and returns what comes back until the server
+/// closes it.
+async fn send_raw(host: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes a connection it cannot parse")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A TLS handshake on the plain-HTTP port, or any request that is not HTTP, is the
+/// client's mistake: answered 400 and logged at debug, never as the registry's ERROR.
+#[tokio::test]
+async fn tls_and_garbage_from_clients_are_no_errors_of_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Served::start(
+        common::cli::serve_command()
+            .env("IPFS_REGISTRY_DATA_DIR", dir.path())
+            .env("IPFS_REGISTRY_LOGGING__FORMAT", "json")
+            .env("IPFS_REGISTRY_LOG", "info,ipfs_registry=debug"),
+    )
+    .await;
+    for probe in [tls_client_hello(), b"NOT HTTP AT ALL\r\n\r\n".to_vec()] {
+        let answer = send_raw(server.host(), &probe).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    }
+    // The server still serves.
+    let base = reqwest::get(format!("{}/v2/", server.base)).await.unwrap();
+    assert_eq!(base.status(), 200);
+
+    let (clean_exit, stdout, log) = server.stop();
+    assert!(clean_exit, "{log}");
+    assert_eq!(stdout, "", "serve writes its log to stderr");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let loud: Vec<_> = lines
+        .iter()
+        .filter(|l| l["level"] == "ERROR" || l["level"] == "WARN")
+        .collect();
+    assert!(loud.is_empty(), "clients' faults logged as ours: {loud:#?}");
+    let faults = lines
+        .iter()
+        .filter(|l| l["event"] == "client_connection_error")
+        .inspect(|l| assert_eq!(l["level"], "DEBUG", "{l}"))
+        .count();
+    assert_eq!(faults, 2, "one debug event per bad connection:\n{log}");
 }

@@ -436,6 +436,42 @@ async fn unknown_manifests_are_manifest_unknown() {
     registry.server.stop().await;
 }
 
+/// A reference that is neither a tag nor a digest names no manifest: looking it up is 404
+/// `MANIFEST_UNKNOWN` (what the OCI conformance suite expects), while pushing under it is a
+/// malformed request (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_that_name_nothing_are_unknown_but_cannot_be_pushed() {
+    let (registry, oci) = registry().await;
+    let repo = "man/badref";
+    let image = oci.push_image(repo, Some("present"), 1).await;
+    let long_tag = "t".repeat(129);
+    for (reference, push_code) in [
+        ("bad!tag", "MANIFEST_INVALID"),
+        (".dot-first", "MANIFEST_INVALID"),
+        (long_tag.as_str(), "MANIFEST_INVALID"),
+        ("sha256:abc", "DIGEST_INVALID"),
+        ("sha256:", "DIGEST_INVALID"),
+    ] {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        assert_error(oci.get(&path).await, 404, "MANIFEST_UNKNOWN").await;
+        assert_eq!(oci.head(&path).await.status(), 404, "HEAD {path}");
+        let layers = format!("/v2/_ext/{repo}/manifests/{reference}/layers");
+        assert_error(oci.get(&layers).await, 404, "MANIFEST_UNKNOWN").await;
+        let pushed = oci
+            .put_manifest(repo, reference, OCI_MANIFEST, &image.manifest.content)
+            .await;
+        assert_error(pushed, 400, push_code).await;
+    }
+    // The name is still checked first.
+    assert_error(
+        oci.get("/v2/Man/BadRef/manifests/bad!tag").await,
+        400,
+        "NAME_INVALID",
+    )
+    .await;
+    registry.server.stop().await;
+}
+
 /// A 404 with an OCI error body, whatever its code.
 async fn assert_error_any(response: reqwest::Response, status: u16) -> serde_json::Value {
     let response = expect_status(response, status).await;

@@ -378,11 +378,18 @@ async fn malformed_digests_are_digest_invalid() {
             "HEAD blob {digest}"
         );
         if digest.contains(':') {
-            // A reference with a colon is a digest, never a tag.
+            // A reference with a colon is a digest, never a tag. Pushing under a malformed
+            // one is refused; looking one up finds no manifest (see conformance_manifests).
             assert_error(
-                oci.get(&format!("/v2/{repo}/manifests/{digest}")).await,
+                oci.put_manifest(repo, digest, OCI_MANIFEST, b"{}").await,
                 400,
                 "DIGEST_INVALID",
+            )
+            .await;
+            assert_error(
+                oci.get(&format!("/v2/{repo}/manifests/{digest}")).await,
+                404,
+                "MANIFEST_UNKNOWN",
             )
             .await;
         }
@@ -596,15 +603,6 @@ async fn chunk_min_length_is_advertised_when_configured() {
     registry.server.stop().await;
 }
 
-/// A free loopback port (bound and released; good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs a full push through the Locations exactly as the registry hands them out.
 async fn push_following_locations(oci: &Oci, repo: &str) -> Vec<String> {
     let mut seen = Vec::new();
@@ -661,13 +659,11 @@ async fn locations_are_usable_as_given() {
     registry.server.stop().await;
 
     // With public_url: absolute locations on that URL.
-    let port = free_port();
-    let public: url::Url = format!("http://127.0.0.1:{port}/").parse().unwrap();
-    let registry = start_registry_with(|c| {
-        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.public_url = Some(public.clone());
+    let registry = common::start_registry_on_a_known_port(|c, port| {
+        c.public_url = Some(format!("http://127.0.0.1:{port}/").parse().unwrap());
     })
     .await;
+    let port = registry.server.local_addr.port();
     let oci = Oci::new(&registry.base);
     for location in push_following_locations(&oci, "push/abs").await {
         assert!(

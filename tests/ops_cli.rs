@@ -4,88 +4,23 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::cli::{gc_command, registry_command, stores_env, succeeded};
+use common::cli::{gc_command, serve_command, stores_env, succeeded, Served, SERVE_QUIET_LOG};
 use common::oci::{random_bytes, sha256, Oci};
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `serve` as a child process; stopped with SIGTERM by `stop`.
-struct Served {
-    child: Child,
-    base: String,
-}
-
+/// `serve` as a child process on the stores of `config`, with the logging settings of `env`.
 async fn serve(config: &ipfs_registry::config::Config, env: &[(&str, &str)]) -> Served {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = registry_command()
-        .envs(stores_env(config))
-        .env("IPFS_REGISTRY_LISTEN", &listen)
-        .env_remove("IPFS_REGISTRY_LOG")
-        .envs(env.iter().copied())
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ipfs-registry serve");
-    let base = format!("http://{listen}");
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Served { child, base }
+    Served::start(
+        serve_command()
+            .envs(stores_env(config))
+            .env_remove("IPFS_REGISTRY_LOG")
+            .envs(env.iter().copied()),
+    )
+    .await
 }
 
-impl Served {
-    /// SIGTERM, then the exit status and stdout.
-    fn stop(mut self) -> (bool, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        (status.success(), stdout)
-    }
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
@@ -125,9 +60,10 @@ async fn json_logs_carry_request_ids_and_blob_fields() {
         .unwrap();
     assert_eq!(pulled.bytes().await.unwrap(), data);
 
-    let (clean_exit, stdout) = served.stop();
+    let (clean_exit, stdout, log) = served.stop();
     assert!(clean_exit, "SIGTERM ends serve gracefully");
-    let lines = json_lines(&stdout);
+    assert_eq!(stdout, "", "the log goes to stderr");
+    let lines = json_lines(&log);
 
     let request = find(&lines, "request", "push-1");
     assert_eq!(request["status"], 201);
@@ -150,19 +86,22 @@ async fn json_logs_carry_request_ids_and_blob_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_level_comes_from_configuration_and_the_environment_wins() {
     let stores = common::test_config().await;
+    // `warn`, but for the server's own address (which the test reads from the log).
     let quiet = serve(
         &stores,
         &[
             ("IPFS_REGISTRY_LOGGING__FORMAT", "json"),
-            ("IPFS_REGISTRY_LOGGING__LEVEL", "warn"),
+            ("IPFS_REGISTRY_LOGGING__LEVEL", SERVE_QUIET_LOG),
         ],
     )
     .await;
     reqwest::get(format!("{}/v2/", quiet.base)).await.unwrap();
-    let (_, stdout) = quiet.stop();
-    let lines = json_lines(&stdout);
+    let (_, _, log) = quiet.stop();
+    let lines = json_lines(&log);
     assert!(
-        lines.iter().all(|l| l["level"] != "INFO"),
+        lines
+            .iter()
+            .all(|l| l["level"] != "INFO" || l["target"] == "ipfs_registry::server"),
         "info events at level warn: {lines:#?}"
     );
 
@@ -170,14 +109,14 @@ async fn log_level_comes_from_configuration_and_the_environment_wins() {
         &stores,
         &[
             ("IPFS_REGISTRY_LOGGING__FORMAT", "json"),
-            ("IPFS_REGISTRY_LOGGING__LEVEL", "warn"),
+            ("IPFS_REGISTRY_LOGGING__LEVEL", SERVE_QUIET_LOG),
             ("IPFS_REGISTRY_LOG", "info"),
         ],
     )
     .await;
     reqwest::get(format!("{}/v2/", loud.base)).await.unwrap();
-    let (_, stdout) = loud.stop();
-    let lines = json_lines(&stdout);
+    let (_, _, log) = loud.stop();
+    let lines = json_lines(&log);
     assert!(
         lines
             .iter()

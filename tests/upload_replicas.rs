@@ -67,6 +67,9 @@ async fn chunked_upload_continues_on_another_replica_and_after_restart() {
     let config = first.config.clone();
     first.server.stop().await;
     let restarted = common::start_registry_from(config).await;
+    // A new client: the kernel may give the restarted replica the port the first one had,
+    // and a connection pooled to the process that stopped must not be reused for it.
+    let http = reqwest::Client::new();
 
     // Chunk 2 on the second replica, with the Location the first one handed out.
     let status = http

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The deployment checks CI runs (scripts/check-deploy.sh):
 //   1. akash/render.sh renders the SDL from sample values, and refuses when a secret is missing;
-//   2. the SDL template and the rendered SDL are valid for Akash's own SDL library;
+//   2. the SDL template and the rendered SDL are valid for Akash's own SDL library (the
+//      rendered one also through validate-sdl.mjs, the command akash/README.md gives);
 //   3. deliberately broken copies of the SDL are rejected by that library;
 //   4. deploy/docker-compose.yml is valid for the Compose Specification's JSON schema (and
 //      broken copies are not), and refuses to interpolate without its secrets;
@@ -109,6 +110,17 @@ for (const [name, text] of [
 ]) {
   const errors = sdlErrors(text);
   expect(errors.length === 0, `${name} is valid for Akash's SDL library`, errors.join("; "));
+}
+{
+  // The command akash/README.md gives users for the same check.
+  const cli = spawnSync(process.execPath, [join(ROOT, "deploy/validate/validate-sdl.mjs"), renderedPath], {
+    encoding: "utf8",
+  });
+  expect(
+    cli.status === 0,
+    "node deploy/validate/validate-sdl.mjs accepts the rendered SDL",
+    `exit ${cli.status}: ${(cli.stderr ?? "").trim()}`,
+  );
 }
 
 // ---- 3. broken SDLs are rejected -------------------------------------------------------------

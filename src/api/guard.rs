@@ -135,6 +135,11 @@ async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<C
         .unwrap_or(raw)
         .trim_start_matches('/');
     let need = Need::of(req.method(), tail);
+    // Whether a name is valid is no secret: say what is wrong (400, as with auth off)
+    // rather than refuse a name that no permission could ever cover.
+    if let Need::Repository { name, .. } = &need {
+        super::handlers::repo_name(name)?;
+    }
     let challenge = |error| {
         ApiError::Unauthorized(Challenge {
             realm: realm(auth, state, req),

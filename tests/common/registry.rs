@@ -96,6 +96,47 @@ pub async fn start_registry_from(config: ipfs_registry::config::Config) -> TestR
     }
 }
 
+/// Starts a registry whose configuration names its own port (in `public_url`, say), so the
+/// port is chosen before the start: one the kernel just gave out and released. Should
+/// something take it before the registry binds it, the bind fails and another is tried; a
+/// server that starts listens where its configuration says.
+pub async fn start_registry_on_a_known_port(
+    adjust: impl Fn(&mut ipfs_registry::config::Config, u16),
+) -> TestRegistry {
+    let base = test_config().await;
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = base.clone();
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        adjust(&mut config, port);
+        match ipfs_registry::server::start(config.clone()).await {
+            Ok(server) => {
+                return TestRegistry {
+                    base: server.base_url(),
+                    server,
+                    database_url: config.database.url.clone().unwrap_or_default(),
+                    config,
+                }
+            }
+            Err(e) if taken(&e) => continue,
+            Err(e) => panic!("start the registry: {e:#}"),
+        }
+    }
+    panic!("20 ports in a row were taken before the registry could bind them")
+}
+
+fn taken(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
 /// The CID the registry's import profile gives `data` (computed as the IPFS node would).
 pub fn cid_of_blob(data: &[u8]) -> cid::Cid {
     let mut builder = ipfs_registry::blobs::unixfs::DagBuilder::new(

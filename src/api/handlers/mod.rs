@@ -41,12 +41,19 @@ pub async fn dispatch(
     match endpoint {
         Endpoint::Manifest { name, reference } => {
             let repo = repo_name(name)?;
-            let reference = parse_reference(reference)?;
             match method {
-                Method::GET => manifests::get(&state, &repo, &reference, false).await,
-                Method::HEAD => manifests::get(&state, &repo, &reference, true).await,
-                Method::PUT => manifests::put(&state, &req, payload, &repo, &reference).await,
-                Method::DELETE => manifests::delete(&state, &repo, &reference).await,
+                Method::GET | Method::HEAD => {
+                    let reference = lookup_reference(reference)?;
+                    manifests::get(&state, &repo, &reference, method == Method::HEAD).await
+                }
+                Method::PUT => {
+                    let reference = parse_reference(reference)?;
+                    manifests::put(&state, &req, payload, &repo, &reference).await
+                }
+                Method::DELETE => {
+                    let reference = parse_reference(reference)?;
+                    manifests::delete(&state, &repo, &reference).await
+                }
                 _ => Err(ApiError::MethodNotAllowed),
             }
         }
@@ -87,7 +94,7 @@ pub async fn dispatch(
         }
         Endpoint::ExtLayers { name, reference } => {
             let repo = repo_name(name)?;
-            let reference = parse_reference(reference)?;
+            let reference = lookup_reference(reference)?;
             match method {
                 Method::GET => browse::layers(&state, &repo, &reference).await,
                 _ => Err(ApiError::MethodNotAllowed),
@@ -114,6 +121,15 @@ pub(super) fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
         crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
         crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
     })
+}
+
+/// A reference to look a manifest up by. One that is neither a tag nor a digest names no
+/// manifest: 404 `MANIFEST_UNKNOWN`, as for a well-formed one that is absent (what the OCI
+/// conformance suite expects); only a push with it is a malformed request.
+pub(super) fn lookup_reference(reference: &str) -> Result<Reference, ApiError> {
+    reference
+        .parse()
+        .map_err(|_| ApiError::Registry(crate::registry::RegistryError::ManifestUnknown))
 }
 
 fn parse_digest(digest: &str) -> Result<Digest, ApiError> {

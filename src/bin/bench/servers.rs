@@ -86,7 +86,8 @@ impl Server {
     }
 }
 
-/// A free loopback port (bound, then released for the child).
+/// A free loopback port (bound, then released for the child): for distribution, which
+/// logs its address only at a level that would also log every request.
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -136,17 +137,18 @@ pub async fn start_registry(
     database_url: Option<&str>,
     ipfs_url: Option<&str>,
 ) -> Result<Server> {
-    let port = free_port()?;
     let (log, file) = log_file(dir, name)?;
     let mut command = Command::new(binary);
     command
         .arg("serve")
         .env_clear()
-        .env("IPFS_REGISTRY_LISTEN", format!("127.0.0.1:{port}"))
+        // The kernel picks the port and the log says which: a port chosen here could be
+        // taken, by the time the child binds it, by another server that would then answer.
+        .env("IPFS_REGISTRY_LISTEN", "127.0.0.1:0")
         .env("IPFS_REGISTRY_DATA_DIR", dir.join(format!("{name}-data")))
         // Request logs off in every server: they would cost both sides alike, but only
-        // measure the terminal.
-        .env("IPFS_REGISTRY_LOG", "warn")
+        // measure the terminal. The server's start-up events (its address) stay.
+        .env("IPFS_REGISTRY_LOG", "warn,ipfs_registry::server=info")
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
@@ -157,13 +159,41 @@ pub async fn start_registry(
     if let Some(url) = ipfs_url {
         command.env("IPFS_REGISTRY_IPFS__URL", url);
     }
-    let child = command.spawn().with_context(|| {
+    let mut child = command.spawn().with_context(|| {
         format!(
             "starting {} (build it: cargo build --release --bins)",
             binary.display()
         )
     })?;
-    wait_ready(name, child, format!("http://127.0.0.1:{port}"), &log).await
+    let address = listening_address(name, &mut child, &log).await?;
+    wait_ready(name, child, format!("http://{address}"), &log).await
+}
+
+/// The address ipfs-registry logged (`event="listening" address=...`) on start.
+async fn listening_address(name: &'static str, child: &mut Child, log: &Path) -> Result<String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let address = text
+            .lines()
+            .filter_map(|line| {
+                line.split_once("event=\"listening\" address=")?
+                    .1
+                    .split_whitespace()
+                    .next()
+            })
+            .next();
+        if let Some(address) = address {
+            return Ok(address.to_owned());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited at start ({status}):\n{text:.2000}");
+        }
+        if Instant::now() > deadline {
+            bail!("{name} logged no listening address within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// CNCF distribution (`docker-registry serve`) on filesystem storage under `dir`.
