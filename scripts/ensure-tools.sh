@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Makes sure the command-line tools the integration tests drive are installed: skopeo (the
-# OCI client of tests/skopeo_roundtrip.rs), Chromium (the browser of tests/browse.rs) and
+# OCI client of tests/skopeo_roundtrip.rs), Chromium (the browser of tests/browse.rs),
 # CNCF distribution (Debian's docker-registry: the reference the benchmark, and its smoke
-# test tests/bench_smoke.rs, measure against).
+# test tests/bench_smoke.rs, measure against) and FUSE's mount helper (Debian's fuse3: the
+# power-cut file system of tests/common/powercut.rs mounts with it when mount(2) is denied).
 # Idempotent and quiet unless something fails.
 # Installing needs root (CI machines run the test script as root); Debian/Ubuntu only.
 set -euo pipefail
 
+# Each tool as command:package, where the Debian package is named otherwise.
+tools=(skopeo chromium docker-registry fusermount3:fuse3)
 missing=()
-command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+for tool in "${tools[@]}"; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
 ((${#missing[@]} == 0)) && exit 0
 
 fail() { echo "ensure-tools: $*" >&2; exit 1; }
@@ -28,8 +31,8 @@ if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
   tail -n 30 "$log" >&2
   fail "apt-get install ${missing[*]} failed"
 fi
-for tool in "${missing[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || fail "$tool is still missing after apt-get install"
+for tool in "${tools[@]}"; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || fail "${tool%%:*} is still missing after apt-get install"
 done
 # The package enables a service on port 5000; the benchmark starts its own instances.
 if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then

@@ -43,7 +43,7 @@ IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded ca
   --test conformance_management --test conformance_manifests --test upload_replicas \
   --test limits --test memory --test skopeo_roundtrip --test browse \
   --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging \
-  --test ops --test ops_cli \
+  --test ops --test ops_cli --test verify \
   -- --test-threads "${TEST_THREADS:-4}"
 
 # The README's commands as a user types them: `cargo run`, the admin commands, scripts/run.sh.

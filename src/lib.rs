@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod durable;
 pub mod file_lock;
 pub mod logging;
 pub mod meta;

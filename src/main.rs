@@ -45,6 +45,21 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare the blob store with the metadata: records whose content is not pinned (their
+    /// pulls fail) and pinned content no record knows (pushes cut short by a crash, or
+    /// metadata that lost writes). Exits non-zero when they disagree. Run it while no
+    /// pushes are in flight: a push between adding and recording its bytes shows as
+    /// unrecorded.
+    Verify {
+        /// Read each unrecorded root back, check it against its CID, and record it as a
+        /// blob linked into REPOSITORY (kept for gc.grace_period unless a manifest pushed
+        /// again references it).
+        #[arg(long, value_name = "REPOSITORY")]
+        reindex: Option<ipfs_registry::oci::RepoName>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -216,6 +231,84 @@ async fn administer(config: &Config, command: AdminCommand) -> anyhow::Result<()
     Ok(())
 }
 
+/// `verify`: the inventory, then the reindex if asked; an error when anything disagrees.
+async fn verify(
+    registry: &ipfs_registry::registry::Registry,
+    reindex: Option<&ipfs_registry::oci::RepoName>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use ipfs_registry::registry::Reindexed;
+    let inventory = registry.inventory().await?;
+    let mut recorded = Vec::new();
+    let mut mismatched = Vec::new();
+    if let Some(repo) = reindex {
+        for (done, root) in inventory.unrecorded.iter().enumerate() {
+            eprintln!("[{}/{}] {root}", done + 1, inventory.unrecorded.len());
+            match registry.reindex(repo, root).await? {
+                Reindexed::Recorded(record) => recorded.push(record),
+                Reindexed::Mismatch { cid, computed } => mismatched.push((cid, computed)),
+            }
+        }
+    }
+    let unresolved = if reindex.is_some() {
+        mismatched.len()
+    } else {
+        inventory.unrecorded.len()
+    };
+    if json {
+        let blob = |r: &ipfs_registry::meta::BlobRecord| serde_json::json!({"digest": r.digest, "cid": r.cid.to_string(), "size": r.size});
+        let report = serde_json::json!({
+            "pinned": inventory.pinned,
+            "records": inventory.records,
+            "missing": inventory.missing.iter().map(blob).collect::<Vec<_>>(),
+            "unrecorded": inventory.unrecorded.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reindexed": recorded.iter().map(blob).collect::<Vec<_>>(),
+            "mismatched": mismatched
+                .iter()
+                .map(|(cid, computed)| serde_json::json!({"cid": cid.to_string(), "computed": computed.to_string()}))
+                .collect::<Vec<_>>(),
+        });
+        println!("{report}");
+    } else {
+        for record in &inventory.missing {
+            println!("missing {} {} {}", record.digest, record.cid, record.size);
+        }
+        if reindex.is_none() {
+            for root in &inventory.unrecorded {
+                println!("unrecorded {root}");
+            }
+        }
+        for record in &recorded {
+            println!("reindexed {} {} {}", record.digest, record.cid, record.size);
+        }
+        for (cid, computed) in &mismatched {
+            println!("mismatch {cid} (its bytes hash to {computed})");
+        }
+        println!(
+            "verify: {} blob records, {} pinned roots; {} records without content, {} roots no record knows{}",
+            inventory.records,
+            inventory.pinned,
+            inventory.missing.len(),
+            inventory.unrecorded.len(),
+            match reindex {
+                Some(repo) => format!(
+                    "; {} recorded into {repo}, {} left (bytes do not match their CID)",
+                    recorded.len(),
+                    mismatched.len()
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    anyhow::ensure!(
+        inventory.missing.is_empty() && unresolved == 0,
+        "the blob store and the metadata disagree ({} records without content, {} roots left unrecorded)",
+        inventory.missing.len(),
+        unresolved
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,6 +345,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                 println!("gc: {report}");
                 Ok(())
+            }
+            Command::Verify { reindex, json } => {
+                let registry = ipfs_registry::server::build_registry(&config).await?;
+                verify(&registry, reindex.as_ref(), json).await
             }
             Command::MigrateBlobs => {
                 let report = ipfs_registry::server::migrate_blobs(&config, |cid, done, all| {

@@ -81,7 +81,7 @@ pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> 
         return Ok(MetadataStores::of(store));
     }
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir)
+    crate::durable::create_dir_all(&dir)
         .with_context(|| format!("creating the data directory {} (data_dir)", dir.display()))?;
     let path = dir.join("metadata.sqlite");
     tracing::info!(event = "metadata_store", store = "embedded", file = %path.display());
@@ -186,6 +186,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let auth = Auth::from_config(&config, stores.users.clone())
         .context("setting up authentication (auth.*)")?;
     let registry = registry_on(&config, &stores)?;
+    // A data directory is this registry's own; an IPFS node may hold others' pins too.
+    if config.ipfs.url.is_none() {
+        registry
+            .check_stores_agree()
+            .await
+            .context("comparing the blob files with the metadata")?;
+    }
     serve(config, Arc::new(registry), auth)
 }
 

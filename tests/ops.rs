@@ -36,6 +36,7 @@ async fn health_and_readiness() {
     assert_eq!(body["checks"]["database"], "ok");
     assert_eq!(body["checks"]["ipfs"], "ok");
     assert_eq!(body["checks"]["migrations"], "ok");
+    assert_eq!(body["checks"]["metadata"], "ok");
 
     // Cheap enough to poll every second: ten probes well within a second each.
     let started = Instant::now();

@@ -41,6 +41,26 @@ cfg Import.HashFunction sha2-256
 # the gateway merely cached.
 cfg Provide.Strategy pinned
 
+# Durability: the registry answers a push only after the node's `add` returned, so what
+# `add` stored must be on disk by then. Kubo's default datastore keeps pins in LevelDB,
+# which syncs every write, but writes blocks to flatfs with "sync": false (the default since
+# Kubo 0.33), so blocks acknowledged seconds before a power cut can be lost. Turn flatfs
+# sync on. Kubo checks only type, path and shard function against the repo on disk, so
+# this is allowed on an existing repo; a repo with another datastore layout (pebbleds,
+# badgerds, flatfs-measure) is left alone with a warning: see deploy/README.md.
+spec=$(ipfs config Datastore.Spec | tr -d ' \n')
+case "$spec" in
+  *'"type":"measure"'*)
+    echo "010-ipfs-registry: WARNING: Datastore.Spec wraps its stores in measure; set \"sync\": true on its flatfs child yourself" >&2
+    ;;
+  *'"path":"blocks"'*'"shardFunc":"/repo/flatfs/shard/v1/next-to-last/2"'*'"type":"flatfs"'*'"path":"datastore"'*'"type":"levelds"'*)
+    cfg --json Datastore.Spec '{"type":"mount","mounts":[{"mountpoint":"/blocks","type":"flatfs","prefix":"flatfs.datastore","path":"blocks","sync":true,"shardFunc":"/repo/flatfs/shard/v1/next-to-last/2"},{"mountpoint":"/","type":"levelds","prefix":"leveldb.datastore","path":"datastore","compression":"none"}]}'
+    ;;
+  *)
+    echo "010-ipfs-registry: WARNING: Datastore.Spec is not Kubo's default flatfs + levelds layout; make sure its block store syncs writes (flatfs \"sync\": true; pebbleds with its WAL on)" >&2
+    ;;
+esac
+
 # Repository GC (the daemon runs with --enable-gc): when the repo passes
 # StorageGCWatermark % of StorageMax, checked every GCPeriod, Kubo deletes blocks that no
 # pin holds. The registry pins everything its metadata references and adds with pin=true,

@@ -340,6 +340,26 @@ if (envs.kubo) {
   expect(mounted, "kubo (compose): the init script is mounted into /container-init.d/");
 }
 
+// Durability: an acknowledged push must survive a power cut (docs/operations.md).
+const DURABLE_PG = ["fsync=on", "synchronous_commit=on", "full_page_writes=on"];
+const pgArgs = {
+  SDL: [...(sdl.services.postgres?.command ?? []), ...(sdl.services.postgres?.args ?? [])],
+  compose: [].concat(compose.services.postgres?.command ?? []),
+};
+for (const [stack, list] of Object.entries(pgArgs)) {
+  const set = list.map(String);
+  const missing = DURABLE_PG.filter((setting) => !set.some((arg, i) => arg === setting && set[i - 1] === "-c"));
+  expect(
+    missing.length === 0 && set[0] === "postgres",
+    `postgres (${stack}): started as \`postgres -c ${DURABLE_PG.join(" -c ")}\``,
+    `missing ${show(missing)} in ${show(set)}`,
+  );
+}
+expect(
+  /"type":"flatfs"[^}]*"sync":true/.test(initScript) && !/"sync":false/.test(initScript),
+  "kubo: the init script turns flatfs sync on (blocks on disk before add answers)",
+);
+
 const chunker = /Import\.UnixFSChunker size-(\d+)/.exec(initScript)?.[1];
 const chunkSize = envs.registry?.sdl.IPFS_REGISTRY_IMPORT_PROFILE__CHUNK_SIZE;
 expect(

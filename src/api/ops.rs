@@ -16,8 +16,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 when the database and the IPFS node answer and the schema is current; otherwise
-/// 503 naming what failed.
+/// 200 when the database and the IPFS node answer, the schema is current and no metadata
+/// loss was found on start; otherwise 503 naming what failed.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let readiness = state.registry.readiness(READINESS_LIMIT).await;
     let check = |failure: &Option<String>| match failure {
@@ -30,6 +30,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "database": check(&readiness.database),
             "ipfs": check(&readiness.ipfs),
             "migrations": check(&readiness.migrations),
+            "metadata": check(&readiness.metadata),
         }
     });
     if readiness.ready() {

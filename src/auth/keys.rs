@@ -124,7 +124,7 @@ impl SigningKey {
         let secret = p256::SecretKey::random(&mut rand_core::OsRng);
         let pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(key_error)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
+        crate::durable::create_dir_all(dir)
             .map_err(|e| key_error(format!("creating {}: {e}", dir.display())))?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -134,6 +134,7 @@ impl SigningKey {
             Ok(mut file) => {
                 file.write_all(pem.as_bytes())
                     .and_then(|()| file.sync_all())
+                    .and_then(|()| crate::durable::sync_parent(path))
                     .map_err(|e| key_error(format!("writing {}: {e}", path.display())))?;
                 tracing::info!(event = "signing_key_generated", path = %path.display());
                 Self::from_p256(&secret)

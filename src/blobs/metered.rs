@@ -73,6 +73,10 @@ impl BlobStore for MeteredBlobStore {
         self.timed("is_pinned", self.inner.is_pinned(cid)).await
     }
 
+    async fn pinned(&self) -> Result<Vec<Cid>, BlobError> {
+        self.timed("pinned", self.inner.pinned()).await
+    }
+
     async fn block(&self, cid: &Cid) -> Result<bytes::Bytes, BlobError> {
         self.timed("block", self.inner.block(cid)).await
     }

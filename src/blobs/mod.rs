@@ -81,6 +81,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Whether the content is pinned (recursively).
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError>;
 
+    /// Every root pinned here (recursively), as CIDv1: the embedded store's blobs; on an
+    /// IPFS node, every recursive pin, including those of other users of a shared node.
+    async fn pinned(&self) -> Result<Vec<Cid>, BlobError>;
+
     /// One block (of any stored DAG) by its CID, checked against it. `NotFound` when this
     /// store does not hold it: never fetched from elsewhere.
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError>;

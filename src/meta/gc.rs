@@ -8,6 +8,7 @@
 //! - a CID is unpinned only under an [`UnpinLease`], which excludes every transaction that
 //!   records that CID until the unpin has finished.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,4 +91,17 @@ pub trait GcStore: Send + Sync + 'static {
 
     /// Excludes every recording of `cid` until the lease is dropped.
     async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError>;
+
+    /// Which of `cids` the metadata keeps track of: recorded by a blob or a live upload
+    /// chunk, or queued for unpinning. Content a blob store holds under any other CID is
+    /// unknown to the registry (a push cut short, or metadata lost).
+    async fn recorded_cids(&self, cids: &[Cid]) -> Result<HashSet<Cid>, MetaError>;
+
+    /// Blob records in digest order, strictly after `after`, at most `limit`: a scan of
+    /// every blob, one page at a time.
+    async fn blob_records(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError>;
 }

@@ -8,6 +8,7 @@ mod gateway;
 pub mod gc;
 pub mod hashing;
 mod health;
+mod inventory;
 mod manifests;
 mod uploads;
 
@@ -27,6 +28,7 @@ pub use blobs::{BlobContent, BlobRange};
 pub use browse::{LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
 pub use health::Readiness;
+pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
 pub use uploads::UploadStatus;
 
@@ -58,6 +60,9 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
     uploads: Arc<Semaphore>,
+    /// Set on start when the blob store holds content and the metadata records none: the
+    /// metadata was lost or replaced (see [`Registry::check_stores_agree`]).
+    metadata_lost: std::sync::Mutex<Option<String>>,
 }
 
 impl Registry {
@@ -71,6 +76,7 @@ impl Registry {
             settings,
             metrics,
             uploads,
+            metadata_lost: std::sync::Mutex::new(None),
         }
     }
 

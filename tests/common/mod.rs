@@ -8,6 +8,7 @@ pub mod cli;
 pub mod images;
 pub mod kubo;
 pub mod oci;
+pub mod powercut;
 pub mod skopeo;
 pub mod sql;
 

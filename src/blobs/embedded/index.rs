@@ -55,12 +55,13 @@ impl BlockIndex {
         connection
             .busy_timeout(Duration::from_secs(5))
             .map_err(index_error)?;
-        // WAL: readers (gateway requests) never wait for a writer (a push).
+        // WAL: readers (gateway requests) never wait for a writer (a push). FULL: a block
+        // index row is on disk before the blob it locates is acknowledged.
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(index_error)?;
         connection
-            .pragma_update(None, "synchronous", "NORMAL")
+            .pragma_update(None, "synchronous", "FULL")
             .map_err(index_error)?;
         connection
             .pragma_update(None, "foreign_keys", "ON")
@@ -69,6 +70,7 @@ impl BlockIndex {
             .set_abort_divergent(true)
             .run(&mut connection)
             .map_err(index_error)?;
+        crate::durable::sync_database_file(path).map_err(index_error)?;
         Ok(BlockIndex {
             connection: Mutex::new(connection),
         })

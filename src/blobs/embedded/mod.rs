@@ -88,7 +88,7 @@ impl EmbeddedStore {
         let tmp = dir.join("tmp");
         let trash = dir.join("trash");
         for path in [&data, &tmp, &trash] {
-            std::fs::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
+            crate::durable::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
         }
         // Adds cut short by a crash: never visible, never needed. Another process's adds
         // in progress are recent.
@@ -272,7 +272,7 @@ impl EmbeddedStore {
             .await;
         // Renaming over an existing file of the same CID replaces identical bytes.
         let placed = match indexed {
-            Ok(()) => tokio::fs::rename(tmp, &target)
+            Ok(()) => durable_rename(tmp, &target)
                 .await
                 .map_err(|e| io_error("placing", &target, e)),
             Err(e) => Err(e),
@@ -306,6 +306,14 @@ impl EmbeddedStore {
             .map_err(|e| io_error("reading", &path, e))?;
         Ok(Bytes::from(bytes))
     }
+}
+
+/// [`crate::durable::rename`] on a blocking thread.
+async fn durable_rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::durable::rename(&from, &to))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 #[async_trait]
@@ -405,7 +413,7 @@ impl BlobStore for EmbeddedStore {
         }
         // Unpinned but not yet purged: bring it back.
         let trashed = self.inner.trash.join(cid.to_string());
-        match tokio::fs::rename(&trashed, &path).await {
+        match durable_rename(&trashed, &path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(*cid)),
             Err(e) => Err(io_error("pinning", &trashed, e)),
@@ -416,7 +424,9 @@ impl BlobStore for EmbeddedStore {
         let path = self.path_of(cid);
         let trashed = self.inner.trash.join(cid.to_string());
         let _commit = self.lock_commit().await?;
-        match tokio::fs::rename(&path, &trashed).await {
+        // Durable before GC forgets the CID, or a power cut would bring back a file that
+        // no record knows.
+        match durable_rename(&path, &trashed).await {
             Ok(()) => {
                 // The trash clock starts now, not when the bytes were written.
                 let stamp = trashed.clone();
@@ -442,6 +452,28 @@ impl BlobStore for EmbeddedStore {
         tokio::fs::try_exists(&path)
             .await
             .map_err(|e| io_error("checking", &path, e))
+    }
+
+    async fn pinned(&self) -> Result<Vec<Cid>, BlobError> {
+        let data = self.inner.data.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = std::fs::read_dir(&data).map_err(|e| io_error("listing", &data, e))?;
+            let mut roots = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error("listing", &data, e))?;
+                // Only this store writes here, and only files named by their CID.
+                if let Some(root) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| Cid::try_from(name).ok())
+                {
+                    roots.push(root);
+                }
+            }
+            Ok(roots)
+        })
+        .await
+        .map_err(|e| BlobError::Backend(format!("embedded store listing task: {e}")))?
     }
 
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {

@@ -338,6 +338,15 @@ impl BlobStore for KuboStore {
         }
     }
 
+    async fn pinned(&self) -> Result<Vec<Cid>, BlobError> {
+        let query = [("type", "recursive".to_owned())];
+        let body = self
+            .control("pin/ls", &query)
+            .await
+            .map_err(|e| e.into_blob_error("pin/ls", None))?;
+        rpc::pin_ls_roots(&body)
+    }
+
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         // Offline: a block this node does not hold is NotFound, never fetched from peers.
         let query = [("arg", cid.to_string()), ("offline", "true".to_owned())];

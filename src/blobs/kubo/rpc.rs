@@ -203,6 +203,21 @@ pub(super) fn pin_ls_contains(body: &[u8], cid: &Cid) -> Result<bool, BlobError>
     }))
 }
 
+/// The roots a `pin/ls?type=recursive` answer lists, as CIDv1 (the node may answer CIDv0).
+pub(super) fn pin_ls_roots(body: &[u8]) -> Result<Vec<Cid>, BlobError> {
+    let parsed: PinLs = serde_json::from_slice(body)
+        .map_err(|e| BlobError::Backend(format!("IPFS pin/ls answer is not understood: {e}")))?;
+    parsed
+        .keys
+        .keys()
+        .map(|key| {
+            Cid::try_from(key.as_str())
+                .map(|cid| Cid::new_v1(cid.codec(), *cid.hash()))
+                .map_err(|e| BlobError::Backend(format!("IPFS pin/ls listed {key:?}: {e}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! - the push came after the lock: it waits for this transaction, then finds the row gone
 //!   and fails with MANIFEST_BLOB_UNKNOWN (or, for an upload, re-inserts the row itself).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +23,8 @@ use super::sql::{self, blob_record, get, upload_chunk};
 use crate::meta::gc::{
     GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
 };
-use crate::meta::MetaError;
+use crate::meta::{BlobRecord, MetaError};
+use crate::oci::Digest;
 
 /// Session advisory lock key for "a GC run is in progress" ("ipfs-gc!" in ASCII).
 const GC_LOCK: i64 = 0x6970_6673_2d67_6321;
@@ -432,5 +434,36 @@ impl GcStore for super::PostgresStore {
 
     async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError> {
         unpin_lease(&self.pool, cid).await
+    }
+
+    async fn recorded_cids(&self, cids: &[Cid]) -> Result<HashSet<Cid>, MetaError> {
+        let texts: Vec<String> = cids.iter().map(ToString::to_string).collect();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = sql::query(
+            &client,
+            "SELECT cid FROM blobs WHERE cid = ANY($1) \
+             UNION SELECT cid FROM upload_chunks WHERE cid = ANY($1) \
+             UNION SELECT cid FROM gc_unpin_queue WHERE cid = ANY($1)",
+            &[&texts],
+        )
+        .await?;
+        rows.iter().map(|r| sql::cid(r, 0)).collect()
+    }
+
+    async fn blob_records(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = sql::query(
+            &client,
+            "SELECT digest, cid, size, import_profile FROM blobs \
+             WHERE digest > $1 ORDER BY digest LIMIT $2",
+            &[&after, &i64::from(limit)],
+        )
+        .await?;
+        rows.iter().map(|r| blob_record(r, 0)).collect()
     }
 }

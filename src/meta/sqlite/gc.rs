@@ -8,6 +8,7 @@
 //! shared side, an unpin the exclusive side, so no unpin runs between a commit and the
 //! moment its row is visible.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use crate::meta::gc::{
     GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
 };
 use crate::meta::{BlobRecord, MetaError};
+use crate::oci::Digest;
 
 fn cutoff(age: Duration) -> i64 {
     now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
@@ -253,5 +255,51 @@ impl GcStore for SqliteStore {
             cid: cid.to_string(),
             _exclusive: exclusive,
         }))
+    }
+
+    async fn recorded_cids(&self, cids: &[Cid]) -> Result<HashSet<Cid>, MetaError> {
+        let cids = cids.to_vec();
+        self.read(move |c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = ?1) \
+                         OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1) \
+                         OR EXISTS (SELECT 1 FROM gc_unpin_queue WHERE cid = ?1)",
+                )
+                .map_err(db)?;
+            let mut recorded = HashSet::new();
+            for cid in cids {
+                let known: bool = statement
+                    .query_row([cid.to_string()], |row| row.get(0))
+                    .map_err(db)?;
+                if known {
+                    recorded.insert(cid);
+                }
+            }
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn blob_records(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        self.read(move |c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT b.digest, b.cid, b.size, b.import_profile FROM blobs b \
+                     WHERE b.digest > ?1 ORDER BY b.digest LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = statement
+                .query_map(params![after, i64::from(limit)], super::blobs::record)
+                .map_err(db)?;
+            rows.map(|row| super::blobs::to_record(row.map_err(db)?))
+                .collect()
+        })
+        .await
     }
 }

@@ -1,0 +1,146 @@
+//! What the blob store holds against what the metadata records.
+//!
+//! After a crash or a restore from backup the two can disagree: content pinned that no
+//! record knows (a push cut short before its commit, or metadata that lost its latest
+//! writes), and records whose content is not pinned (a blob store that lost data). The
+//! registry must say so rather than serve around it; `ipfs-registry verify` reports both
+//! and can record unknown content again, and `serve` checks an embedded data directory
+//! when it starts.
+
+use std::collections::HashSet;
+
+use cid::Cid;
+use futures::StreamExt;
+
+use super::{Registry, RegistryError, Result};
+use crate::blobs::unixfs::DagBuilder;
+use crate::meta::BlobRecord;
+use crate::oci::{Algorithm, RepoName};
+use crate::registry::hashing::Hasher;
+
+/// CIDs asked about, and blob records read, per metadata query.
+const BATCH: usize = 1000;
+
+/// One comparison of the blob store with the metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Roots pinned in the blob store.
+    pub pinned: usize,
+    /// Blob records in the metadata.
+    pub records: usize,
+    /// Records whose content is not pinned: pulls of these blobs fail.
+    pub missing: Vec<BlobRecord>,
+    /// Pinned roots that no blob, upload chunk or unpin queue entry records.
+    pub unrecorded: Vec<Cid>,
+}
+
+/// What re-recording one unrecorded root did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reindexed {
+    /// Recorded as this blob, linked into the repository.
+    Recorded(BlobRecord),
+    /// Its bytes do not hash to its CID under this registry's import profile (corrupt, or
+    /// imported by something else): left alone.
+    Mismatch { cid: Cid, computed: Cid },
+}
+
+impl Registry {
+    /// Compares every pinned root with every blob record. Pushes running meanwhile can
+    /// show as unrecorded (added, not yet committed): run it on a quiet registry for an
+    /// exact answer.
+    pub async fn inventory(&self) -> Result<Inventory> {
+        let pinned = self.blobs.pinned().await?;
+        let unrecorded = self.unrecorded_among(&pinned).await?;
+        let pinned_set: HashSet<Cid> = pinned.iter().copied().collect();
+        let mut missing = Vec::new();
+        let mut records = 0;
+        let mut after = None;
+        loop {
+            let page = self.gc.blob_records(after.as_ref(), BATCH as u32).await?;
+            records += page.len();
+            after = page.last().map(|record| record.digest.clone());
+            let full = page.len() == BATCH;
+            missing.extend(
+                page.into_iter()
+                    .filter(|record| !pinned_set.contains(&as_v1(&record.cid))),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(Inventory {
+            pinned: pinned.len(),
+            records,
+            missing,
+            unrecorded,
+        })
+    }
+
+    /// Whether the metadata records any blob at all.
+    pub async fn records_any_blob(&self) -> Result<bool> {
+        Ok(!self.gc.blob_records(None, 1).await?.is_empty())
+    }
+
+    /// Pinned roots the metadata does not know of.
+    pub async fn unrecorded_content(&self) -> Result<Vec<Cid>> {
+        let pinned = self.blobs.pinned().await?;
+        self.unrecorded_among(&pinned).await
+    }
+
+    async fn unrecorded_among(&self, pinned: &[Cid]) -> Result<Vec<Cid>> {
+        let mut unrecorded = Vec::new();
+        for batch in pinned.chunks(BATCH) {
+            let recorded = self.gc.recorded_cids(batch).await?;
+            unrecorded.extend(batch.iter().filter(|cid| !recorded.contains(cid)));
+        }
+        Ok(unrecorded)
+    }
+
+    /// Records a pinned root as a blob linked into `repo`, after reading it back and
+    /// checking that its bytes are what its CID says under this registry's import profile.
+    /// The link is like an upload without a manifest: GC keeps it for `gc.grace_period`,
+    /// long enough to push the manifests that use it again.
+    pub async fn reindex(&self, repo: &RepoName, root: &Cid) -> Result<Reindexed> {
+        let profile = self.blobs.profile().clone();
+        let mut bytes = self.blobs.cat(root, 0, None).await?;
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut dag = DagBuilder::new(profile.chunk_size);
+        // Only the root is wanted; the blocks are already stored.
+        let mut blocks = Vec::new();
+        while let Some(piece) = bytes.next().await {
+            let piece = piece.map_err(|e| {
+                RegistryError::Unavailable(format!("reading {root} from the blob store: {e}"))
+            })?;
+            hasher.update(&piece);
+            dag.push(&piece, &mut blocks);
+            blocks.clear();
+        }
+        let dag = dag.finish(&mut blocks);
+        if as_v1(&dag.root) != as_v1(root) {
+            return Ok(Reindexed::Mismatch {
+                cid: *root,
+                computed: dag.root,
+            });
+        }
+        let record = BlobRecord {
+            digest: hasher.finish(),
+            cid: dag.root,
+            size: dag.file_size,
+            import_profile: profile.id(),
+        };
+        let stored = self.meta.commit_blob(repo, record).await?;
+        tracing::info!(
+            event = "blob_reindexed",
+            repository = %repo,
+            digest = %stored.digest,
+            ipfs_cid = %stored.cid,
+            size = stored.size,
+        );
+        Ok(Reindexed::Recorded(stored))
+    }
+}
+
+/// The same content address as CIDv1 (records and pin listings may differ in version).
+fn as_v1(cid: &Cid) -> Cid {
+    Cid::new_v1(cid.codec(), *cid.hash())
+}

@@ -1,0 +1,86 @@
+//! `ipfs-registry verify` on the store pair the test pass picks: a record whose content the
+//! blob store lost is reported, and the command fails.
+
+mod common;
+
+use common::cli::{registry_command, stores_env};
+use common::oci::Oci;
+use common::{cid_of_blob, start_registry};
+use serde_json::Value;
+
+fn verify(config: &ipfs_registry::config::Config) -> (bool, Value) {
+    let out = registry_command()
+        .envs(stores_env(config))
+        .args(["verify", "--json"])
+        .output()
+        .expect("run ipfs-registry verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+fn digests(report: &Value, key: &str) -> Vec<String> {
+    report[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+        .iter()
+        .map(|entry| entry["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_reports_a_record_whose_content_is_gone() {
+    let registry = start_registry().await;
+    let image = Oci::new(&registry.base)
+        .push_image("verify/app", Some("1"), 2)
+        .await;
+
+    let (succeeded, report) = verify(&registry.config);
+    assert_eq!(report["records"], 3, "{report}");
+    assert!(digests(&report, "missing").is_empty(), "{report}");
+    if registry.config.ipfs.url.is_none() {
+        // The data directory is this registry's alone; a test IPFS node holds other
+        // tests' pins, which verify rightly lists as unknown to this registry.
+        assert!(succeeded, "{report}");
+        assert_eq!(report["unrecorded"], serde_json::json!([]), "{report}");
+    }
+
+    let lost = &image.layers[0];
+    let cid = cid_of_blob(&lost.data);
+    match &registry.config.ipfs.url {
+        None => std::fs::remove_file(
+            registry
+                .config
+                .data_dir
+                .join("blobs/data")
+                .join(cid.to_string()),
+        )
+        .unwrap(),
+        Some(url) => {
+            let unpin = url
+                .join(&format!("api/v0/pin/rm?arg={cid}&recursive=true"))
+                .unwrap();
+            let answer = reqwest::Client::new().post(unpin).send().await.unwrap();
+            assert!(
+                answer.status().is_success(),
+                "{}",
+                answer.text().await.unwrap()
+            );
+        }
+    }
+    let (succeeded, report) = verify(&registry.config);
+    assert!(
+        !succeeded,
+        "a record without content is a disagreement: {report}"
+    );
+    assert_eq!(
+        digests(&report, "missing"),
+        vec![lost.digest.clone()],
+        "{report}"
+    );
+}
