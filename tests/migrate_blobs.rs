@@ -102,7 +102,8 @@ async fn a_cid_that_would_change_stops_the_move_and_changes_nothing() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("import_profile.chunk_size") && stderr.contains("nothing was changed"),
+        stderr.contains("stored in 262144-byte chunks, and import_profile.chunk_size is 1048576")
+            && stderr.contains("nothing was changed"),
         "{stderr}"
     );
     // The small blob (same CID under either chunk size) was copied first and taken back;

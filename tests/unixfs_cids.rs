@@ -143,3 +143,23 @@ async fn tree_levels_with_small_chunks() {
     let (dag, _) = build(1024, &data);
     assert_eq!(dag.root, node_root_only_hash(1024, data).await);
 }
+
+/// The same bytes get the same CID on every node whatever its import defaults: 175 chunks
+/// of 256 KiB (one more than fit under one node with 174 links), a fixed pattern, and the
+/// root every importer with the recorded profile computes. Kubo 0.35+ configured with
+/// `Import.UnixFSFileMaxLinks = 1024` would put all 175 leaves under one node and answer
+/// another root, unless `add` sends `max-file-links=174`, which the profile does.
+#[tokio::test]
+async fn a_175_chunk_blob_has_its_recorded_cid() {
+    const ROOT: &str = "bafybeie73j3heycdgkdsehpoe6cxh2y3iywtf6djpi3dzqrywevvjmazny";
+    let profile = ImportProfile::default();
+    let len = 175 * profile.chunk_size as usize;
+    let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    assert!(profile
+        .add_params()
+        .contains(&("max-file-links", "174".to_owned())));
+    let (dag, _) = build(profile.chunk_size, &data);
+    let node_root = node_root_only_hash(profile.chunk_size, data).await;
+    assert_eq!(dag.root, node_root, "our importer and the node's agree");
+    assert_eq!(dag.root.to_string(), ROOT);
+}

@@ -5,16 +5,18 @@
 use cid::Cid;
 
 use super::embedded::EmbeddedStore;
+use super::unixfs::MAX_LINKS;
 use super::{BlobError, BlobStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error(
-        "blob {expected} came out of the IPFS node as {actual}: its import profile differs \
-         from the one the blobs were stored with (import_profile.chunk_size); nothing was \
-         changed"
-    )]
-    CidMismatch { expected: Cid, actual: Cid },
+    #[error("blob {expected} came out of the IPFS node as {actual}: {cause}; nothing was changed")]
+    CidMismatch {
+        expected: Cid,
+        actual: Cid,
+        /// What differs, as far as the two DAGs tell.
+        cause: String,
+    },
     #[error("{0}")]
     Store(#[from] BlobError),
 }
@@ -80,7 +82,55 @@ async fn copy_one(
         return Err(MigrateError::CidMismatch {
             expected: *root,
             actual: stored.cid,
+            cause: mismatch_cause(from, to, root, &stored.cid).await,
         });
     }
     Ok(Some(stored.size))
+}
+
+/// Why the node computed another root for the same bytes, from the stored DAG and the
+/// node's root block.
+async fn mismatch_cause(
+    from: &EmbeddedStore,
+    to: &dyn BlobStore,
+    root: &Cid,
+    actual: &Cid,
+) -> String {
+    let configured = to.profile().chunk_size;
+    if let Ok(Some((stored, leaves))) = from.leaves(root).await {
+        let configured = u64::from(configured);
+        if stored > configured || (leaves > 1 && stored != configured) {
+            return format!(
+                "the blobs were stored in {stored}-byte chunks, and import_profile.chunk_size is \
+                 {configured}: set it to {stored}"
+            );
+        }
+    }
+    if actual.codec() != root.codec() || actual.hash().code() != root.hash().code() {
+        return format!(
+            "the node answered codec {:#x} with hash {:#x} where the profile gives {:#x} with \
+             {:#x}: it ignores cid-version, raw-leaves or hash",
+            actual.codec(),
+            actual.hash().code(),
+            root.codec(),
+            root.hash().code()
+        );
+    }
+    let links = match to.block(actual).await {
+        Ok(block) => ipld_dagpb::PbNode::from_bytes(block)
+            .map(|node| node.links.len())
+            .ok(),
+        Err(_) => None,
+    };
+    match links {
+        Some(links) if links > MAX_LINKS => format!(
+            "the node put {links} links under one node where the profile allows {MAX_LINKS}: it \
+             ignores max-file-links (a node or proxy that drops the option, with \
+             Import.UnixFSFileMaxLinks set)"
+        ),
+        _ => "the node's importer builds another DAG than the recorded profile (its chunker \
+              or layout options are ignored, or import_profile.chunk_size differs from the \
+              chunks the blobs were stored in)"
+            .to_owned(),
+    }
 }

@@ -40,11 +40,14 @@ impl ImportProfile {
         Ok(())
     }
 
-    /// The identifier stored with each blob: every parameter that affects the CID.
+    /// The identifier stored with each blob: every parameter that affects the CID. Blobs
+    /// recorded before `max-links` was part of it were built with 174 links per node too
+    /// (every importer's default until Kubo 0.35 made it configurable).
     pub fn id(&self) -> String {
         format!(
-            "unixfs-v1;cid-version=1;raw-leaves=true;chunker=size-{};hash=sha2-256;layout=balanced",
-            self.chunk_size
+            "unixfs-v1;cid-version=1;raw-leaves=true;chunker=size-{};hash=sha2-256;layout=balanced;max-links={}",
+            self.chunk_size,
+            crate::blobs::unixfs::MAX_LINKS
         )
     }
 
@@ -56,6 +59,15 @@ impl ImportProfile {
             ("chunker", format!("size-{}", self.chunk_size)),
             ("hash", "sha2-256".into()),
             ("trickle", "false".into()),
+            // Kubo 0.35+ reads Import.UnixFSFileMaxLinks (1024 in its unixfs-v1-2025
+            // profile) when this is absent, which changes the root CID of every blob over
+            // 174 chunks. Nodes that predate the option ignore it (unknown options are).
+            (
+                "max-file-links",
+                crate::blobs::unixfs::MAX_LINKS.to_string(),
+            ),
+            // Identity CIDs for small blocks: never, whatever a node's defaults become.
+            ("inline", "false".into()),
         ]
     }
 }

@@ -193,6 +193,24 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// The largest leaf of a stored DAG and how many leaves it has: with more than one, the
+    /// largest is the chunk size it was imported with. `None` when the root is not stored.
+    pub async fn leaves(&self, root: &Cid) -> Result<Option<(u64, usize)>, BlobError> {
+        let wanted = *root;
+        let dag = self.with_index(move |index| index.dag(&wanted)).await?;
+        let lengths: Vec<u64> = dag
+            .values()
+            .filter_map(|location| match location {
+                Location::Leaf { length, .. } => Some(*length),
+                Location::Node { .. } => None,
+            })
+            .collect();
+        Ok(lengths
+            .iter()
+            .max()
+            .map(|largest| (*largest, lengths.len())))
+    }
+
     /// The root CID of every blob stored here.
     pub async fn roots(&self) -> Result<Vec<Cid>, BlobError> {
         self.with_index(|index| index.roots()).await
