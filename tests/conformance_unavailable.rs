@@ -106,3 +106,35 @@ async fn blob_pull_is_503_when_the_node_is_down() {
     broken.server.stop().await;
     healthy.server.stop().await;
 }
+
+/// `ipfs.url` pointing at something that is not the node's RPC API (here another HTTP
+/// server, as a gateway port or a proxy path would be): its 404s say nothing about the
+/// content, so a pull of a stored blob is 503, not BLOB_UNKNOWN, and readiness fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ipfs_url_is_unavailable_not_blob_unknown() {
+    let healthy = common::start_registry().await;
+    let oci = Oci::new(&healthy.base);
+    let repo = "wrong/url";
+    let image = oci.push_image(repo, Some("v1"), 1).await;
+
+    let mut config = healthy.config.clone();
+    config.ipfs.url = Some(
+        format!("{}/not-the-rpc-api/", healthy.base)
+            .parse()
+            .unwrap(),
+    );
+    let misconfigured = common::start_registry_from(config).await;
+    let wrong = Oci::new(&misconfigured.base);
+    let path = format!("/v2/{repo}/blobs/{}", image.layers[0].digest);
+    let get = quickly("GET blob", wrong.get(&path)).await;
+    assert_unavailable(get).await;
+
+    let ready = reqwest::get(misconfigured.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let ipfs = body["checks"]["ipfs"].as_str().unwrap_or_default();
+    assert!(ipfs.contains("not a Kubo RPC error"), "{body}");
+
+    misconfigured.server.stop().await;
+    healthy.server.stop().await;
+}

@@ -83,6 +83,22 @@ async fn gateway_checks(registry: &TestRegistry) {
     assert_eq!(node.status(), 200);
     let node = node.bytes().await.unwrap();
     assert_eq!(Sha256::digest(&node).as_slice(), large_cid.hash().digest());
+    // The same dag-pb block by its CIDv0 (`Qm…`), and the file by it too.
+    let v0 = Cid::new_v0(*large_cid.hash()).unwrap();
+    let by_v0 = oci.get(&format!("/ipfs/{v0}?format=raw")).await;
+    assert_eq!(by_v0.status(), 200);
+    assert_eq!(by_v0.bytes().await.unwrap(), node);
+    let file_by_v0 = oci.get(&format!("/ipfs/{v0}")).await;
+    assert_eq!(file_by_v0.status(), 200);
+    assert_eq!(file_by_v0.bytes().await.unwrap(), large);
+    // A CID under another hash function names nothing stored here: 404, never a 500.
+    let sha512 = Cid::new_v1(
+        0x55,
+        multihash::Multihash::<64>::wrap(0x13, &[7u8; 64]).unwrap(),
+    );
+    for path in [format!("/ipfs/{sha512}?format=raw"), format!("/ipfs/{sha512}")] {
+        assert_error(oci.get(&path).await, 404, "BLOB_UNKNOWN").await;
+    }
 
     // The whole DAG as a CAR, which the IPFS node accepts under the same root.
     let car = oci

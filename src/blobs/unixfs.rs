@@ -206,6 +206,17 @@ fn node(links: &[Link], out: &mut Vec<Block>) -> Link {
     }
 }
 
+/// Whether `block` is the block `cid` names (CIDv0 or v1 alike): `None` when the CID's hash
+/// function is not sha2-256, the only one this registry stores blocks under.
+pub fn names_block(cid: &Cid, block: &[u8]) -> Option<bool> {
+    (cid.hash().code() == SHA2_256).then(|| cid_of(cid.codec(), block).hash() == cid.hash())
+}
+
+/// The form blocks are stored and recorded under: CIDv1 with the same codec and multihash.
+pub fn as_v1(cid: &Cid) -> Cid {
+    Cid::new_v1(cid.codec(), *cid.hash())
+}
+
 /// The CIDv1 of a block under sha2-256.
 pub fn cid_of(codec: u64, block: &[u8]) -> Cid {
     let digest = Sha256::digest(block);

@@ -7,13 +7,23 @@ use bytes::Bytes;
 use cid::Cid;
 
 use super::{BlobContent, BlobRange, Registry, RegistryError, Result};
+use crate::blobs::unixfs::as_v1;
 use crate::blobs::{BlobError, ByteStream};
 use crate::meta::BlobRecord;
+
+/// The CID as blocks and blobs are stored under it: a CIDv0 (`Qm…`) names the same block as
+/// its CIDv1; a hash function other than sha2-256 names nothing stored here.
+fn stored_form(cid: &Cid) -> Result<Cid> {
+    if cid.hash().code() != crate::blobs::kubo::SHA2_256 {
+        return Err(RegistryError::ContentUnknown(*cid));
+    }
+    Ok(as_v1(cid))
+}
 
 impl Registry {
     async fn blob_by_cid(&self, cid: &Cid) -> Result<BlobRecord> {
         self.meta
-            .blob_by_cid(cid)
+            .blob_by_cid(&stored_form(cid)?)
             .await?
             .ok_or(RegistryError::ContentUnknown(*cid))
     }
@@ -36,7 +46,7 @@ impl Registry {
 
     /// One block, checked against its CID.
     pub async fn ipfs_block(&self, cid: &Cid) -> Result<Bytes> {
-        match self.blobs.block(cid).await {
+        match self.blobs.block(&stored_form(cid)?).await {
             Ok(bytes) => Ok(bytes),
             Err(BlobError::NotFound(_)) => Err(RegistryError::ContentUnknown(*cid)),
             Err(e) => Err(e.into()),
@@ -45,7 +55,7 @@ impl Registry {
 
     /// The DAG of a stored blob as a CARv1 stream.
     pub async fn ipfs_car(&self, cid: &Cid) -> Result<ByteStream> {
-        self.blob_by_cid(cid).await?;
-        Ok(self.blobs.car(cid).await?)
+        let record = self.blob_by_cid(cid).await?;
+        Ok(self.blobs.car(&record.cid).await?)
     }
 }

@@ -13,7 +13,7 @@ use cid::Cid;
 use futures::StreamExt;
 
 use super::{Registry, RegistryError, Result};
-use crate::blobs::unixfs::DagBuilder;
+use crate::blobs::unixfs::{as_v1, DagBuilder};
 use crate::meta::BlobRecord;
 use crate::oci::{Algorithm, RepoName};
 use crate::registry::hashing::Hasher;
@@ -138,9 +138,4 @@ impl Registry {
         );
         Ok(Reindexed::Recorded(stored))
     }
-}
-
-/// The same content address as CIDv1 (records and pin listings may differ in version).
-fn as_v1(cid: &Cid) -> Cid {
-    Cid::new_v1(cid.codec(), *cid.hash())
 }

@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
 use self::index::{BlockIndex, Location};
-use crate::blobs::unixfs::{cid_of, DagBuilder};
+use crate::blobs::unixfs::{names_block, DagBuilder};
 use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
 use crate::file_lock::{Held, LockFile};
 
@@ -518,7 +518,7 @@ impl BlobStore for EmbeddedStore {
                 },
             };
             // A block is only ever served as what its CID says it is.
-            if cid_of(cid.codec(), &bytes) != *cid {
+            if names_block(cid, &bytes) != Some(true) {
                 return Err(BlobError::Backend(format!(
                     "stored block {cid} does not match its CID (corrupt data directory?)"
                 )));

@@ -354,7 +354,7 @@ impl BlobStore for KuboStore {
             .control("block/get", &query)
             .await
             .map_err(|e| e.into_blob_error("block/get", Some(cid)))?;
-        if crate::blobs::unixfs::cid_of(cid.codec(), &bytes) != *cid {
+        if crate::blobs::unixfs::names_block(cid, &bytes) != Some(true) {
             return Err(BlobError::Backend(format!(
                 "IPFS node block/get {cid}: the bytes do not match the CID"
             )));

@@ -7,37 +7,50 @@ use serde::Deserialize;
 
 use crate::blobs::BlobError;
 
-/// A non-2xx answer from the node: `{"Message": "...", "Code": 0, "Type": "error"}`.
+/// A non-2xx answer: the node's own error (`{"Message": "...", "Code": 0, "Type": "error"}`),
+/// or anything else that answered at `ipfs.url` — a gateway port, a proxy's 403 or 404, an
+/// unknown command's "404 page not found" — which says nothing about the content.
 #[derive(Debug, Clone)]
 pub(super) struct NodeError {
     pub status: StatusCode,
     pub message: String,
+    /// Whether the body is the RPC API's JSON error: only then can it be about content.
+    pub from_rpc: bool,
 }
 
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(rename = "Message")]
     message: String,
+    #[serde(rename = "Type")]
+    kind: String,
 }
 
 impl NodeError {
     pub(super) fn from_body(status: StatusCode, body: &[u8]) -> NodeError {
-        let message = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(parsed) => parsed.message,
-            Err(_) => String::from_utf8_lossy(body)
-                .trim()
-                .chars()
-                .take(512)
-                .collect(),
-        };
-        NodeError { status, message }
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(parsed) if parsed.kind == "error" => NodeError {
+                status,
+                message: parsed.message,
+                from_rpc: true,
+            },
+            _ => NodeError {
+                status,
+                message: String::from_utf8_lossy(body)
+                    .trim()
+                    .chars()
+                    .take(512)
+                    .collect(),
+                from_rpc: false,
+            },
+        }
     }
 
     /// `pin/ls` and `pin/rm` of something not pinned. js-ipfs: "path '<cid>' is not pinned",
     /// "Failed to remove pin: <cid> is not pinned"; Kubo: "... is not pinned",
     /// "not pinned or pinned indirectly".
     pub(super) fn is_not_pinned(&self) -> bool {
-        self.message.to_ascii_lowercase().contains("not pinned")
+        self.from_rpc && self.message.to_ascii_lowercase().contains("not pinned")
     }
 
     /// The content could not be found (locally or, within the RPC `timeout=`, on the
@@ -47,21 +60,29 @@ impl NodeError {
     /// find <cid>" / "no link named ..." .
     pub(super) fn is_not_found(&self) -> bool {
         let m = self.message.to_ascii_lowercase();
-        [
-            "not found",
-            "could not find",
-            "timed out",
-            "deadline exceeded",
-            "no link named",
-        ]
-        .iter()
-        .any(|needle| m.contains(needle))
+        self.from_rpc
+            && [
+                "not found",
+                "could not find",
+                "timed out",
+                "deadline exceeded",
+                "no link named",
+            ]
+            .iter()
+            .any(|needle| m.contains(needle))
     }
 
-    /// `NotFound(cid)` when the message says so, otherwise `Backend`.
+    /// `NotFound(cid)` when the node says so; `Backend` for its other errors; `Unavailable`
+    /// when what answered is not the RPC API at all (a misconfigured `ipfs.url`), so the
+    /// request gets 503 and readiness fails instead of a "blob unknown".
     pub(super) fn into_blob_error(self, call: &str, cid: Option<&Cid>) -> BlobError {
         match cid {
             Some(cid) if self.is_not_found() => BlobError::NotFound(*cid),
+            _ if !self.from_rpc => BlobError::Unavailable(format!(
+                "IPFS node {call}: {} with a body that is not a Kubo RPC error (is ipfs.url the \
+                 node's RPC API address, e.g. http://host:5001, not a gateway or a proxy path?): {}",
+                self.status, self.message
+            )),
             _ => BlobError::Backend(format!(
                 "IPFS node refused {call} ({}): {}",
                 self.status, self.message
@@ -277,9 +298,32 @@ mod tests {
         let e = NodeError::from_body(StatusCode::METHOD_NOT_ALLOWED, b"<html>nope</html>");
         assert_eq!(e.message, "<html>nope</html>");
         match e.into_blob_error("add", None) {
-            BlobError::Backend(m) => assert!(m.contains("405") && m.contains("nope"), "{m}"),
+            BlobError::Unavailable(m) => assert!(m.contains("405") && m.contains("nope"), "{m}"),
             other => panic!("{other:?}"),
         }
+
+        // A gateway or proxy in front says "not found" about its own paths, not the content.
+        let e = NodeError::from_body(StatusCode::NOT_FOUND, b"404 page not found");
+        assert!(!e.is_not_found());
+        assert!(matches!(
+            e.into_blob_error("cat", Some(&cid)),
+            BlobError::Unavailable(_)
+        ));
+        let e = NodeError::from_body(StatusCode::FORBIDDEN, br#"{"message":"not found"}"#);
+        assert!(matches!(
+            e.into_blob_error("block/get", Some(&cid)),
+            BlobError::Unavailable(_)
+        ));
+
+        // The node's own refusals that are not about content stay backend faults.
+        let e = NodeError::from_body(
+            status,
+            br#"{"Message":"invalid path","Code":0,"Type":"error"}"#,
+        );
+        assert!(matches!(
+            e.into_blob_error("cat", Some(&cid)),
+            BlobError::Backend(_)
+        ));
     }
 
     #[test]
