@@ -7,6 +7,7 @@ pub mod metered;
 pub mod migrate;
 mod profile;
 pub mod unixfs;
+pub mod verified_car;
 
 use std::pin::Pin;
 
