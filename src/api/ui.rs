@@ -201,6 +201,9 @@ async fn image(
                             }
                         }
                     }
+                    @if view.more_manifests > 0 {
+                        li.muted { "… and " (view.more_manifests) " more" }
+                    }
                 }
             }
             @if !view.layers.is_empty() {
@@ -208,6 +211,9 @@ async fn image(
                 @for (index, layer) in view.layers.iter().enumerate() {
                     (layer_card(&state, index, layer))
                 }
+            }
+            @if view.more_layers > 0 {
+                p.muted { "… and " (view.more_layers) " more layers" }
             }
         },
     ))

@@ -2,6 +2,8 @@
 //! every descriptor in it (and in each child of an index), the digest, media type, size and
 //! the CID its bytes have in IPFS.
 
+use std::collections::HashSet;
+
 use cid::Cid;
 
 use super::{Registry, RegistryError, Result};
@@ -12,6 +14,22 @@ use crate::oci::{media, Descriptor, Digest, Reference, RepoName};
 /// How deep index children are followed (an index of indexes is legal, a cycle is not
 /// possible by digest, but the depth is still bounded).
 const MAX_DEPTH: usize = 2;
+
+/// What one answer shows at most, so that no manifest tree — an index listing the same child
+/// thousands of times, children carrying megabytes of annotations — makes a request expensive
+/// for whoever may pull: manifests listed (expanded or not), and blob descriptors.
+const MAX_MANIFESTS: usize = 256;
+const MAX_LAYERS: usize = 1024;
+/// Annotations of a descriptor, and the platform of a child, above this many bytes of JSON
+/// are left out of the view (and said to be).
+const MAX_DETAIL_BYTES: usize = 16 * 1024;
+
+/// The per-answer allowance, and the manifests already expanded in it.
+struct Budget {
+    manifests: usize,
+    layers: usize,
+    expanded: HashSet<Digest>,
+}
 
 /// The role a descriptor plays in its manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +45,8 @@ pub struct LayerView {
     /// Where the bytes are in IPFS; `None` for a layer the registry does not hold
     /// (non-distributable layers live elsewhere).
     pub cid: Option<Cid>,
+    /// The descriptor's annotations were over [`MAX_DETAIL_BYTES`] and are left out.
+    pub annotations_omitted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +60,12 @@ pub struct ManifestView {
     pub layers: Vec<LayerView>,
     /// An index's children (those present in the repository).
     pub manifests: Vec<ManifestView>,
+    /// Children and descriptors not listed: past what one answer shows.
+    pub more_manifests: usize,
+    pub more_layers: usize,
+    /// Expanded earlier in the same answer (an index may list a child more than once): its
+    /// layers and children are not listed again.
+    pub repeated: bool,
 }
 
 impl Registry {
@@ -49,7 +75,12 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<ManifestView> {
-        self.view(repo, reference, None, 0).await
+        let mut budget = Budget {
+            manifests: MAX_MANIFESTS - 1,
+            layers: MAX_LAYERS,
+            expanded: HashSet::new(),
+        };
+        self.view(repo, reference, None, 0, &mut budget).await
     }
 
     fn view<'a>(
@@ -58,20 +89,31 @@ impl Registry {
         reference: &'a Reference,
         platform: Option<serde_json::Value>,
         depth: usize,
+        budget: &'a mut Budget,
     ) -> futures::future::BoxFuture<'a, Result<ManifestView>> {
         Box::pin(async move {
             let stored = self.get_manifest(repo, reference).await?;
-            let parsed = manifest::parse(&stored.content, Some(&stored.media_type))
-                .map_err(|e| RegistryError::Internal(format!("stored manifest: {e}")))?;
+            let repeated = !budget.expanded.insert(stored.digest.clone());
             let mut view = ManifestView {
                 digest: stored.digest,
-                media_type: stored.media_type,
+                media_type: stored.media_type.clone(),
                 size: stored.content.len() as u64,
-                artifact_type: parsed.artifact_type,
-                platform,
+                artifact_type: None,
+                platform: platform.filter(|p| json_size(p) <= MAX_DETAIL_BYTES),
                 layers: Vec::new(),
                 manifests: Vec::new(),
+                more_manifests: 0,
+                more_layers: 0,
+                repeated,
             };
+            if repeated {
+                return Ok(view);
+            }
+            let parsed = manifest::parse(&stored.content, Some(&stored.media_type))
+                .map_err(|e| RegistryError::Internal(format!("stored manifest: {e}")))?;
+            // The manifest's bytes are parsed; only the bounded view is kept.
+            drop(stored.content);
+            view.artifact_type = parsed.artifact_type;
             match parsed.kind {
                 ManifestKind::Image => {
                     let described = parsed
@@ -79,7 +121,12 @@ impl Registry {
                         .into_iter()
                         .map(|d| (Role::Config, d))
                         .chain(parsed.layers.into_iter().map(|d| (Role::Layer, d)));
-                    for (role, descriptor) in described {
+                    for (role, mut descriptor) in described {
+                        if budget.layers == 0 {
+                            view.more_layers += 1;
+                            continue;
+                        }
+                        budget.layers -= 1;
                         let cid = if media::is_non_distributable(&descriptor.media_type) {
                             None
                         } else {
@@ -88,18 +135,35 @@ impl Registry {
                                 .await?
                                 .map(|record| record.cid)
                         };
+                        let annotations_omitted =
+                            descriptor.annotations.as_ref().is_some_and(|a| {
+                                a.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                                    > MAX_DETAIL_BYTES
+                            });
+                        if annotations_omitted {
+                            descriptor.annotations = None;
+                        }
+                        // Not shown, and possibly large.
+                        descriptor.data = None;
+                        descriptor.urls = None;
                         view.layers.push(LayerView {
                             role,
                             descriptor,
                             cid,
+                            annotations_omitted,
                         });
                     }
                 }
                 ManifestKind::Index if depth < MAX_DEPTH => {
-                    for child in parsed.manifests {
-                        let reference = Reference::Digest(child.digest.clone());
+                    // An index's own children are counted before any grandchild, so a
+                    // large child cannot crowd its siblings out of the answer.
+                    let listed = parsed.manifests.len().min(budget.manifests);
+                    budget.manifests -= listed;
+                    view.more_manifests = parsed.manifests.len() - listed;
+                    for child in parsed.manifests.into_iter().take(listed) {
+                        let reference = Reference::Digest(child.digest);
                         match self
-                            .view(repo, &reference, child.platform.clone(), depth + 1)
+                            .view(repo, &reference, child.platform, depth + 1, budget)
                             .await
                         {
                             Ok(child) => view.manifests.push(child),
@@ -114,4 +178,9 @@ impl Registry {
             Ok(view)
         })
     }
+}
+
+/// Bytes of `value` as JSON (0 if it cannot be serialised, which a parsed value always can).
+fn json_size(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
 }

@@ -148,6 +148,11 @@ impl Served {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port`.
     pub fn host(&self) -> &str {
         self.base.trim_start_matches("http://")

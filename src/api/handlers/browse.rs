@@ -37,6 +37,16 @@ fn manifest_json(state: &AppState, view: &ManifestView) -> Value {
             .map(|child| manifest_json(state, child))
             .collect();
     }
+    // What one answer leaves out (see registry::browse): said, never silently dropped.
+    if view.repeated {
+        body["repeated"] = json!(true);
+    }
+    if view.more_manifests > 0 {
+        body["moreManifests"] = json!(view.more_manifests);
+    }
+    if view.more_layers > 0 {
+        body["moreLayers"] = json!(view.more_layers);
+    }
     body
 }
 
@@ -57,6 +67,9 @@ fn layer_json(state: &AppState, layer: &LayerView) -> Value {
     }
     if let Some(annotations) = &d.annotations {
         body["annotations"] = json!(annotations);
+    }
+    if layer.annotations_omitted {
+        body["annotationsOmitted"] = json!(true);
     }
     body
 }

@@ -1,0 +1,114 @@
+//! Requests that must stay cheap whatever was pushed (issue 13): measured on the registry
+//! binary, with its peak memory read from /proc.
+
+mod common;
+
+use common::cli::{serve_command, Served};
+use common::oci::{expect_status, Manifest, Oci, OCI_INDEX, OCI_MANIFEST};
+use serde_json::{json, Value};
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib / 1024
+}
+
+/// The browse bomb: an index listing a child index 200 times, which lists the same leaf
+/// manifest 200 times; the leaf carries a 1 MB annotation on the manifest and on its layer.
+/// Expanded without bounds, one page view was 40,000 leaves (2–6 GB). Bounded: each
+/// manifest is expanded once, the answer says what it left out, and memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_tree_bomb_is_browsed_within_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(serve_command().env("IPFS_REGISTRY_DATA_DIR", dir.path())).await;
+    let oci = Oci::new(&served.base);
+    let repo = "bomb/app";
+
+    let config = oci.push_blob(repo, b"{}").await;
+    let layer = oci.push_blob(repo, b"a layer").await;
+    let big = "x".repeat(1024 * 1024);
+    let leaf = Manifest::new(
+        OCI_MANIFEST,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": common::oci::descriptor("application/vnd.oci.image.config.v1+json", &config.data),
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer.digest,
+                "size": layer.data.len(),
+                "annotations": { "bomb": big },
+            }],
+            "annotations": { "bomb": big },
+        }),
+    );
+    oci.push_manifest(repo, &leaf.digest, &leaf).await;
+    let index_of = |child: &Manifest, media_type: &str| {
+        Manifest::new(
+            OCI_INDEX,
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": (0..200).map(|i| json!({
+                    "mediaType": media_type,
+                    "digest": child.digest,
+                    "size": child.content.len(),
+                    "platform": { "os": "linux", "architecture": format!("arch{i}") },
+                })).collect::<Vec<_>>(),
+            }),
+        )
+    };
+    let child = index_of(&leaf, OCI_MANIFEST);
+    oci.push_manifest(repo, &child.digest, &child).await;
+    let top = index_of(&child, OCI_INDEX);
+    oci.push_manifest(repo, "bomb", &top).await;
+
+    let before = peak_rss_mib(served.pid());
+    let started = std::time::Instant::now();
+    let answer = oci
+        .get(&format!("/v2/_ext/{repo}/manifests/bomb/layers"))
+        .await;
+    let answer: Value = expect_status(answer, 200).await.json().await.unwrap();
+    let page = oci.get(&format!("/ui/image/{repo}@bomb")).await;
+    let page = expect_status(page, 200).await.text().await.unwrap();
+    let took = started.elapsed();
+    let after = peak_rss_mib(served.pid());
+
+    // Every entry of the top index is listed (within 256 manifests per answer); the child
+    // index is expanded once, and its leaf once.
+    let children = answer["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 200, "{}", children.len());
+    assert!(children[1]["repeated"].as_bool().unwrap_or(false));
+    let expanded = &children[0];
+    let grandchildren = expanded["manifests"].as_array().unwrap();
+    assert_eq!(
+        grandchildren.len() as u64 + expanded["moreManifests"].as_u64().unwrap_or(0),
+        200
+    );
+    let leaf_view = &grandchildren[0];
+    assert_eq!(leaf_view["digest"], leaf.digest.as_str());
+    assert_eq!(
+        leaf_view["layers"][1]["annotationsOmitted"], true,
+        "{leaf_view}"
+    );
+    assert!(page.contains("linux/arch199"), "every platform of the top index is listed");
+    assert!(page.len() < 1024 * 1024, "a page of {} bytes", page.len());
+
+    assert!(
+        after.saturating_sub(before) < 100 && after < 200,
+        "peak RSS {before} MiB before, {after} MiB after browsing the bomb"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "browsing took {took:?}"
+    );
+}
