@@ -96,7 +96,10 @@ async fn gateway_checks(registry: &TestRegistry) {
         0x55,
         multihash::Multihash::<64>::wrap(0x13, &[7u8; 64]).unwrap(),
     );
-    for path in [format!("/ipfs/{sha512}?format=raw"), format!("/ipfs/{sha512}")] {
+    for path in [
+        format!("/ipfs/{sha512}?format=raw"),
+        format!("/ipfs/{sha512}"),
+    ] {
         assert_error(oci.get(&path).await, 404, "BLOB_UNKNOWN").await;
     }
 

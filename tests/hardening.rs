@@ -100,7 +100,10 @@ async fn a_manifest_tree_bomb_is_browsed_within_bounds() {
         leaf_view["layers"][1]["annotationsOmitted"], true,
         "{leaf_view}"
     );
-    assert!(page.contains("linux/arch199"), "every platform of the top index is listed");
+    assert!(
+        page.contains("linux/arch199"),
+        "every platform of the top index is listed"
+    );
     assert!(page.len() < 1024 * 1024, "a page of {} bytes", page.len());
 
     assert!(
