@@ -34,6 +34,43 @@ pub fn sync_database_file(path: &Path) -> io::Result<()> {
     sync_parent(path)
 }
 
+/// Directories the registry creates are its own (0700): the data directory holds password
+/// hashes and private layers.
+fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
+/// Options that create a file readable by the registry's user alone (0600).
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates a database file private (0600) before SQLite opens it, or makes an existing one
+/// and its journals so: SQLite gives the journals it creates the database's mode.
+pub fn prepare_database_file(path: &Path) -> io::Result<()> {
+    private_file()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(
+            Path::new(&name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        ) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `create_dir_all`, with every directory it creates synced into its parent.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     let mut missing: Vec<PathBuf> = Vec::new();
@@ -46,7 +83,7 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
         }
     }
     for created in missing.iter().rev() {
-        match std::fs::create_dir(created) {
+        match private_dir_builder().create(created) {
             Ok(()) => {}
             // Another process (a `gc` beside `serve`) created it first; it syncs it too.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -93,6 +130,29 @@ mod tests {
         rename(&from, &to).unwrap();
         assert!(!from.exists());
         assert_eq!(std::fs::read(&to).unwrap(), b"bytes");
+    }
+
+    #[test]
+    fn what_it_creates_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a/b");
+        create_dir_all(&nested).unwrap();
+        for dir in [root.path().join("a"), nested.clone()] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        let file = nested.join("f");
+        private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&file)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

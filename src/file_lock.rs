@@ -7,7 +7,7 @@
 //! locks also order the tasks of one registry. Taking a lock may block: call from a
 //! blocking thread.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,7 @@ impl LockFile {
     }
 
     fn open(&self) -> io::Result<File> {
-        OpenOptions::new()
+        crate::durable::private_file()
             .create(true)
             .truncate(false)
             .write(true)

@@ -115,3 +115,35 @@ async fn a_manifest_tree_bomb_is_browsed_within_bounds() {
         "browsing took {took:?}"
     );
 }
+
+/// What the registry creates under its data directory is its own: the directories 0700,
+/// the databases (password hashes), their journals, blob files and locks 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let served = Served::start(serve_command().env("IPFS_REGISTRY_DATA_DIR", &data_dir)).await;
+    Oci::new(&served.base)
+        .push_image("private/app", Some("1"), 1)
+        .await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mut checked = 0;
+    let mut pending = vec![data_dir.clone()];
+    while let Some(dir) = pending.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    // metadata.sqlite (+ -wal, -shm), blocks.sqlite (+ journals), locks, three blob files.
+    assert!(checked >= 8, "{checked} files");
+    drop(served);
+}

@@ -76,7 +76,11 @@ pub(super) fn dag_over(chunk_size: u32, leaves: &[(Cid, u64)]) -> (Dag, Vec<Bloc
 /// Writes the files `parts` one after another to `target` and makes it durable; returns
 /// the bytes written.
 pub(super) fn join_files(parts: &[PathBuf], target: &Path) -> std::io::Result<u64> {
-    let mut out = std::fs::File::create(target)?;
+    let mut out = crate::durable::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(target)?;
     let mut written = 0;
     for part in parts {
         // File to file: std uses copy_file_range, so the bytes stay in the kernel.

@@ -51,6 +51,7 @@ fn to_u64(value: Option<i64>) -> Option<u64> {
 
 impl BlockIndex {
     pub(super) fn open(path: &Path) -> Result<BlockIndex, BlobError> {
+        crate::durable::prepare_database_file(path).map_err(index_error)?;
         let mut connection = Connection::open(path).map_err(index_error)?;
         connection
             .busy_timeout(Duration::from_secs(5))

@@ -248,7 +248,11 @@ impl EmbeddedStore {
         path: &Path,
         mut data: ByteStream,
     ) -> Result<(crate::blobs::unixfs::Dag, Vec<crate::blobs::unixfs::Block>), BlobError> {
-        let file = tokio::fs::File::create(path)
+        let file = tokio::fs::OpenOptions::from(crate::durable::private_file())
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
             .await
             .map_err(|e| io_error("creating", path, e))?;
         let mut file = BufWriter::with_capacity(IO_BUFFER, file);

@@ -174,6 +174,8 @@ fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, MetaError> {
+        crate::durable::prepare_database_file(path)
+            .map_err(|e| MetaError::Backend(format!("creating {}: {e}", path.display())))?;
         let mut writer = Connection::open(path).map_err(db)?;
         // WAL: readers never wait for the writer, and a crash loses no committed write.
         writer
