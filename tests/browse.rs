@@ -322,6 +322,11 @@ async fn with_access_control_pages_and_links_follow_pull_rights() {
     );
     let open = get(&format!("/ipfs/{public_cid}"), None).await.unwrap();
     assert_eq!(open.status(), 200);
+    // What anyone may fetch, any cache may keep.
+    assert_eq!(
+        header_of(&open, "cache-control"),
+        "public, max-age=29030400, immutable"
+    );
     assert_eq!(open.bytes().await.unwrap(), public.layers[0].data);
 
     // Alice sees both, and downloads the private layer by its CID.
@@ -338,7 +343,22 @@ async fn with_access_control_pages_and_links_follow_pull_rights() {
         .await
         .unwrap();
     assert_eq!(layer.status(), 200);
-    assert_eq!(layer.bytes().await.unwrap(), private.layers[0].data);
+    // A shared cache must not hand it to the next caller: private, and varying on who asks.
+    for private_answer in [
+        layer,
+        get(&format!("/ipfs/{private_cid}"), alice).await.unwrap(),
+    ] {
+        assert!(
+            header_of(&private_answer, "cache-control").starts_with("private"),
+            "{:?}",
+            private_answer.headers()
+        );
+        assert!(header_of(&private_answer, "vary").contains("Authorization"));
+        assert_eq!(
+            private_answer.bytes().await.unwrap(),
+            private.layers[0].data
+        );
+    }
 
     // Bob is known but may not pull team/app; a wrong password is asked again.
     let bob = Some(("bob", "bob-password"));

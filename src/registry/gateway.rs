@@ -30,7 +30,10 @@ impl Registry {
 
     /// The repositories holding the blob whose DAG root is `cid` (none for other CIDs).
     pub async fn ipfs_repositories(&self, cid: &Cid) -> Result<Vec<String>> {
-        Ok(self.meta.repositories_with_cid(cid).await?)
+        match stored_form(cid) {
+            Ok(cid) => Ok(self.meta.repositories_with_cid(&cid).await?),
+            Err(_) => Ok(Vec::new()),
+        }
     }
 
     /// The bytes of the blob whose DAG root is `cid` (or a range of them).

@@ -17,6 +17,35 @@ const RAW: &str = "application/vnd.ipld.raw";
 const CAR: &str = "application/vnd.ipld.car";
 /// Gateways cache by CID forever: the bytes behind a CID cannot change.
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+/// The same for content not everyone may fetch: only the caller's own cache keeps it, so a
+/// shared cache never hands a private layer to someone else.
+const PRIVATE_IMMUTABLE: &str = "private, max-age=29030400, immutable";
+
+/// Who may be given a cached copy of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Anyone may fetch it (access control off, or a public repository holds it).
+    Everyone,
+    /// Only callers with the right credentials.
+    Caller,
+}
+
+impl Audience {
+    fn cache_control(self) -> &'static str {
+        match self {
+            Audience::Everyone => IMMUTABLE,
+            Audience::Caller => PRIVATE_IMMUTABLE,
+        }
+    }
+
+    /// `Vary`: the representation depends on `Accept`; a private one also on who asks.
+    fn vary(self) -> &'static str {
+        match self {
+            Audience::Everyone => "Accept",
+            Audience::Caller => "Accept, Authorization",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -60,20 +89,25 @@ fn parse_cid(text: &str) -> Result<Cid, ApiError> {
     Cid::try_from(text.trim_end_matches('/')).map_err(|e| ApiError::CidInvalid(e.to_string()))
 }
 
-fn verifiable(cid: &Cid, content_type: &str, suffix: &str) -> actix_web::HttpResponseBuilder {
+fn verifiable(
+    cid: &Cid,
+    content_type: &str,
+    suffix: &str,
+    audience: Audience,
+) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((X_IPFS_PATH, format!("/ipfs/{cid}")))
         .insert_header(("X-Ipfs-Roots", cid.to_string()))
         .insert_header((header::ETAG, format!("\"{cid}.{suffix}\"")))
-        .insert_header((header::CACHE_CONTROL, IMMUTABLE))
+        .insert_header((header::CACHE_CONTROL, audience.cache_control()))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{cid}.{suffix}\""),
         ))
-        .insert_header((header::VARY, "Accept"));
+        .insert_header((header::VARY, audience.vary()));
     response
 }
 
@@ -96,52 +130,73 @@ pub async fn head(
 /// With access control on, content is served only as the blob of a repository the caller
 /// may pull (so a private image's layers are not public by CID); interior blocks of a DAG,
 /// which belong to no repository by name, only with access control off.
-async fn authorize(req: &HttpRequest, state: &AppState, cid: &cid::Cid) -> Result<(), ApiError> {
+/// Whom the answer may be cached for: a shared cache may keep only what an anonymous
+/// caller may fetch too.
+async fn authorize(
+    req: &HttpRequest,
+    state: &AppState,
+    cid: &cid::Cid,
+) -> Result<Audience, ApiError> {
     let viewer = Viewer::of(state, req).await?;
-    if let Viewer::Everyone = viewer {
-        return Ok(());
-    }
+    let (Viewer::Restricted { .. }, Some(auth)) = (&viewer, &state.auth) else {
+        return Ok(Audience::Everyone);
+    };
     let repositories = state.registry.ipfs_repositories(cid).await?;
     if repositories.is_empty() {
         return Err(crate::registry::RegistryError::ContentUnknown(*cid).into());
     }
-    if repositories.iter().any(|repo| viewer.may_pull(repo)) {
-        return Ok(());
+    if !repositories.iter().any(|repo| viewer.may_pull(repo)) {
+        viewer.require_pull(&repositories[0])?;
     }
-    viewer.require_pull(&repositories[0])
+    let anonymous = auth.rights(None).await?;
+    let public = repositories
+        .iter()
+        .any(|repo| anonymous.allows(repo, crate::auth::scope::PULL));
+    Ok(if public {
+        Audience::Everyone
+    } else {
+        Audience::Caller
+    })
 }
 
 async fn serve(req: &HttpRequest, cid: &str, state: &AppState, head: bool) -> Response {
     let cid = parse_cid(cid)?;
     let format = format(req)?;
-    authorize(req, state, &cid).await?;
+    let audience = authorize(req, state, &cid).await?;
     match format {
         Format::File if head => {
             let record = state.registry.ipfs_stat(&cid).await?;
             let mut response = blobs::blob_headers(&record);
-            response.insert_header((header::CACHE_CONTROL, IMMUTABLE));
+            response.insert_header((header::CACHE_CONTROL, audience.cache_control()));
+            response.insert_header((header::VARY, audience.vary()));
             Ok(super::head_response(response, record.size))
         }
         Format::File => {
             let range = headers::blob_range(req.headers())?;
             let content = state.registry.ipfs_file(&cid, range).await?;
             let mut response = blobs::content_response(content);
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.insert(
                 header::CACHE_CONTROL,
-                header::HeaderValue::from_static(IMMUTABLE),
+                header::HeaderValue::from_static(audience.cache_control()),
+            );
+            headers.insert(
+                header::VARY,
+                header::HeaderValue::from_static(audience.vary()),
             );
             Ok(response)
         }
         Format::Raw => {
             let block = state.registry.ipfs_block(&cid).await?;
-            let mut response = verifiable(&cid, RAW, "bin");
+            let mut response = verifiable(&cid, RAW, "bin", audience);
             if head {
                 return Ok(super::head_response(response, block.len() as u64));
             }
             Ok(response.body(block))
         }
         Format::Car => {
-            let mut response = verifiable(&cid, "application/vnd.ipld.car; version=1", "car");
+            let mut response =
+                verifiable(&cid, "application/vnd.ipld.car; version=1", "car", audience);
             if head {
                 // A CAR's length is known only once written: no Content-Length, as on GET.
                 state.registry.ipfs_stat(&cid).await?;
