@@ -147,3 +147,71 @@ async fn the_data_directory_is_private() {
     assert!(checked >= 8, "{checked} files");
     drop(served);
 }
+
+/// A file system unmounted when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk is the store being unavailable for now: 503, never a 500, nothing half
+/// stored, and everything works again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_unavailable_and_loses_nothing() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let mount = root.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a small tmpfs needs root");
+    let _mounted = Mounted(mount.clone());
+    let data_dir = mount.join("data");
+    let served = Served::start(serve_command().env("IPFS_REGISTRY_DATA_DIR", &data_dir)).await;
+    let oci = Oci::new(&served.base);
+    let repo = "full/app";
+    let image = oci.push_image(repo, Some("1"), 1).await;
+
+    let filler_path = mount.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while filler.write_all(&block).is_ok() {}
+    let _ = filler.sync_all();
+
+    let data = common::oci::random_bytes(300_000);
+    let digest = common::oci::sha256(&data);
+    let refused = oci.post_blob(repo, &data, &digest).await;
+    assert_eq!(refused.status(), 503, "{}", refused.text().await.unwrap());
+    let tagged = oci
+        .put_manifest(
+            repo,
+            "2",
+            &image.manifest.media_type,
+            &image.manifest.content,
+        )
+        .await;
+    assert!(
+        [201, 503].contains(&tagged.status().as_u16()),
+        "a tag on a full disk: {}",
+        tagged.status()
+    );
+    let gone = oci.head(&format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(gone.status(), 404, "the refused blob is not half there");
+
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    oci.push_blob(repo, &data).await;
+    let pulled = oci.get(&format!("/v2/{repo}/manifests/1")).await;
+    let pulled = expect_status(pulled, 200).await;
+    assert_eq!(pulled.bytes().await.unwrap(), image.manifest.content);
+    drop(served);
+}

@@ -41,6 +41,19 @@ fn index_error(e: impl std::fmt::Display) -> BlobError {
     BlobError::Backend(format!("embedded block index: {e}"))
 }
 
+/// A SQLite failure of the index: a full disk (or a lock held too long by another process)
+/// is the store being unavailable for now (503), not a fault of the registry.
+fn index_db(e: rusqlite::Error) -> BlobError {
+    match e.sqlite_error_code() {
+        Some(
+            rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked,
+        ) => BlobError::Unavailable(format!("embedded block index: {e}")),
+        _ => index_error(e),
+    }
+}
+
 fn parse_cid(text: &str) -> Result<Cid, BlobError> {
     Cid::try_from(text).map_err(|e| index_error(format!("stored CID {text:?}: {e}")))
 }
@@ -89,21 +102,21 @@ impl BlockIndex {
     /// no-op.
     pub(super) fn insert(&self, root: &Cid, size: u64, blocks: &[Block]) -> Result<(), BlobError> {
         let mut connection = self.connection();
-        let tx = connection.transaction().map_err(index_error)?;
+        let tx = connection.transaction().map_err(index_db)?;
         let root_text = root.to_string();
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO roots (cid, size) VALUES (?1, ?2)",
                 params![root_text, size as i64],
             )
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         if inserted == 1 {
             let mut statement = tx
                 .prepare(
                     "INSERT OR IGNORE INTO blocks (cid, root, byte_offset, length, node) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(index_error)?;
+                .map_err(index_db)?;
             for block in blocks {
                 match block {
                     Block::Leaf { cid, offset, len } => statement.execute(params![
@@ -121,10 +134,10 @@ impl BlockIndex {
                         bytes.as_ref()
                     ]),
                 }
-                .map_err(index_error)?;
+                .map_err(index_db)?;
             }
         }
-        tx.commit().map_err(index_error)
+        tx.commit().map_err(index_db)
     }
 
     /// Forgets a DAG (its blocks go with it).
@@ -135,7 +148,7 @@ impl BlockIndex {
                 params![root.to_string()],
             )
             .map(drop)
-            .map_err(index_error)
+            .map_err(index_db)
     }
 
     /// Every stored root, in CID order.
@@ -143,11 +156,11 @@ impl BlockIndex {
         let connection = self.connection();
         let mut statement = connection
             .prepare("SELECT cid FROM roots ORDER BY cid")
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         let rows = statement
             .query_map([], |row| row.get::<_, String>(0))
-            .map_err(index_error)?;
-        rows.map(|row| parse_cid(&row.map_err(index_error)?))
+            .map_err(index_db)?;
+        rows.map(|row| parse_cid(&row.map_err(index_db)?))
             .collect()
     }
 
@@ -158,7 +171,7 @@ impl BlockIndex {
             .prepare_cached(
                 "SELECT root, byte_offset, length, node FROM blocks WHERE cid = ?1 LIMIT 8",
             )
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         let rows = statement
             .query_map(params![cid.to_string()], |row| {
                 Ok((
@@ -168,9 +181,9 @@ impl BlockIndex {
                     row.get::<_, Option<Vec<u8>>>(3)?,
                 ))
             })
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         rows.map(|row| {
-            let (root, offset, length, node) = row.map_err(index_error)?;
+            let (root, offset, length, node) = row.map_err(index_db)?;
             location(&root, offset, length, node)
         })
         .collect()
@@ -181,7 +194,7 @@ impl BlockIndex {
         let connection = self.connection();
         let mut statement = connection
             .prepare("SELECT cid, byte_offset, length, node FROM blocks WHERE root = ?1")
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         let root_text = root.to_string();
         let rows = statement
             .query_map(params![root_text], |row| {
@@ -192,10 +205,10 @@ impl BlockIndex {
                     row.get::<_, Option<Vec<u8>>>(3)?,
                 ))
             })
-            .map_err(index_error)?;
+            .map_err(index_db)?;
         let mut dag = HashMap::new();
         for row in rows {
-            let (cid, offset, length, node) = row.map_err(index_error)?;
+            let (cid, offset, length, node) = row.map_err(index_db)?;
             dag.insert(
                 parse_cid(&cid)?,
                 location(&root_text, offset, length, node)?,

@@ -70,6 +70,11 @@ pub(crate) fn db(e: rusqlite::Error) -> MetaError {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             MetaError::Unavailable(format!("SQLite database busy: {e}"))
         }
+        // Nothing was written (the transaction rolled back); the write can be retried once
+        // space is freed.
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            MetaError::Unavailable(format!("SQLite database: disk full: {e}"))
+        }
         _ => MetaError::Backend(format!("SQLite: {e}")),
     }
 }
