@@ -160,8 +160,7 @@ impl BlockIndex {
         let rows = statement
             .query_map([], |row| row.get::<_, String>(0))
             .map_err(index_db)?;
-        rows.map(|row| parse_cid(&row.map_err(index_db)?))
-            .collect()
+        rows.map(|row| parse_cid(&row.map_err(index_db)?)).collect()
     }
 
     /// Where one block is, in each stored DAG that holds it (a few at most).
