@@ -4,12 +4,18 @@
 # CNCF distribution (Debian's docker-registry: the reference the benchmark, and its smoke
 # test tests/bench_smoke.rs, measure against) and FUSE's mount helper (Debian's fuse3: the
 # power-cut file system of tests/common/powercut.rs mounts with it when mount(2) is denied).
+# Also the container clients of tests/clients_*.rs (tests/common/clients.rs): Docker's
+# engine and CLI (Debian's docker.io; checked by dockerd, since a docker CLI alone may be on
+# PATH), podman, containerd with ctr, and busybox-static (the rootfs of the images those
+# tests build). On a machine with systemd the packages start their system daemons; the tests
+# never use them, they start their own.
 # Idempotent and quiet unless something fails.
 # Installing needs root (CI machines run the test script as root); Debian/Ubuntu only.
 set -euo pipefail
 
 # Each tool as command:package, where the Debian package is named otherwise.
-tools=(skopeo chromium docker-registry fusermount3:fuse3)
+tools=(skopeo chromium docker-registry fusermount3:fuse3 dockerd:docker.io podman containerd
+  busybox:busybox-static)
 missing=()
 for tool in "${tools[@]}"; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on this machine, installing and starting what it needs:
 # PostgreSQL, the IPFS node (js-ipfs from npm, pinned by tests/ipfs-node/package-lock.json)
-# and skopeo; then runs the README's commands (scripts/readme-smoke.sh) and validates the
-# deployment files (scripts/check-deploy.sh). Point
+# and the clients the tests drive (skopeo, docker, podman, containerd: the tests start their
+# own dockerd and containerd); then runs the README's commands (scripts/readme-smoke.sh)
+# and validates the deployment files (scripts/check-deploy.sh). Point
 # IPFS_REGISTRY_TEST_IPFS_URL at a Kubo node or IPFS_REGISTRY_TEST_DATABASE_URL at another
 # PostgreSQL to use those instead.
 set -euo pipefail
@@ -44,6 +45,7 @@ IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded ca
   --test limits --test memory --test skopeo_roundtrip --test browse \
   --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging \
   --test ops --test ops_cli --test verify \
+  --test clients_docker --test clients_podman --test clients_containerd \
   -- --test-threads "${TEST_THREADS:-4}"
 
 # The README's commands as a user types them: `cargo run`, the admin commands, scripts/run.sh.

@@ -111,7 +111,10 @@ impl ApiError {
                 json!({ "received": received })
             }
             ApiError::NameInvalid(name) => json!({ "name": name }),
-            _ => serde_json::Value::Null,
+            // An object, never null: Docker 20.10 reads an error with a null detail as a bare
+            // code and retries a refused upload five times with back-off (~50 s) before it
+            // reports the DENIED it already had.
+            _ => json!({}),
         }
     }
 }

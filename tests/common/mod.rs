@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod auth;
 pub mod cli;
+pub mod clients;
 pub mod images;
 pub mod kubo;
 pub mod oci;
