@@ -15,7 +15,9 @@
 #   or REGISTRY_SIGNING_KEY     itself in REGISTRY_SIGNING_KEY
 #   REGISTRY_HOST               host name clients use for the registry (the `accept` host)
 #   GATEWAY_HOST                host name of the public IPFS gateway (the `accept` host)
-#   REGISTRY_IMAGE              the registry image you pushed (deploy/Dockerfile)
+#   REGISTRY_IMAGE              the registry image you pushed (deploy/Dockerfile), with a
+#                               version tag or a digest: registry/name:0.1.0 or
+#                               registry/name@sha256:<hex> (no :latest, no bare name)
 # Optional:
 #   KUBO_APPEND_ANNOUNCE        extra swarm addresses for Kubo to announce (see README)
 set -euo pipefail
@@ -49,7 +51,28 @@ KUBO_APPEND_ANNOUNCE="${KUBO_APPEND_ANNOUNCE:-}"
 check POSTGRES_PASSWORD '^[A-Za-z0-9._~-]{16,}$' "at least 16 of A-Z a-z 0-9 . _ ~ - (try: openssl rand -hex 24)"
 check REGISTRY_HOST '^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$' "a lower-case DNS name"
 check GATEWAY_HOST '^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$' "a lower-case DNS name"
-check REGISTRY_IMAGE '^[a-z0-9][a-z0-9._/:@-]*$' "an image reference (registry/name:tag)"
+check REGISTRY_IMAGE '^[A-Za-z0-9._/:@-]+$' "an image reference (registry/name:tag)"
+# One build, named for good: providers pull an image once and keep it, so a moving tag
+# (latest, or none, which means latest) would leave replicas on different builds and make a
+# re-deploy of a new push a no-op. A digest pins it; so does a version tag you never move.
+image_name="${REGISTRY_IMAGE%%@*}"
+tag=""
+if [[ "${image_name##*/}" == *:* ]]; then
+  tag="${image_name##*:}"
+  image_name="${image_name%:*}"
+  [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "REGISTRY_IMAGE=$REGISTRY_IMAGE: '$tag' is not a valid tag"
+fi
+if [[ "$REGISTRY_IMAGE" == *@* ]]; then
+  [[ "${REGISTRY_IMAGE#*@}" =~ ^sha256:[0-9a-f]{64}$ ]] ||
+    die "REGISTRY_IMAGE=$REGISTRY_IMAGE: the digest must be sha256: and 64 hex digits (docker buildx imagetools inspect shows it)"
+else
+  [[ -n "$tag" ]] ||
+    die "REGISTRY_IMAGE=$REGISTRY_IMAGE has no tag or digest: name the build you pushed, e.g. $image_name:0.1.0 or $image_name@sha256:<digest>"
+  [[ "$tag" != latest ]] ||
+    die "REGISTRY_IMAGE=$REGISTRY_IMAGE: ':latest' moves with every push; use a version tag (e.g. :0.1.0) or a digest (@sha256:...)"
+fi
+[[ "$image_name" =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+$|^[a-z0-9]+([._-]+[a-z0-9]+)*$ ]] ||
+  die "REGISTRY_IMAGE=$REGISTRY_IMAGE: '$image_name' is not a repository name (lower case, registry/path/name)"
 check KUBO_APPEND_ANNOUNCE '^[A-Za-z0-9./,:-]*$' "comma-separated multiaddrs"
 pem_re=$'^-----BEGIN [A-Z ]*PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END [A-Z ]*PRIVATE KEY-----\n?$'
 check REGISTRY_SIGNING_KEY "$pem_re" "a PEM private key (-----BEGIN ... PRIVATE KEY-----)"

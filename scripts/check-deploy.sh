@@ -3,7 +3,9 @@
 # the Akash SDL with Akash's own SDL library (npm @akashnetwork/chain-sdk), broken copies of
 # it must be rejected, the compose file against the Compose Specification's JSON schema, and
 # the two stacks must agree with each other and with the registry's own settings (checked by
-# running the registry binary's `config` subcommand).
+# running the registry binary's `config` subcommand). Then scripts/check-image-context.sh
+# --controls compiles the registry from the container image's exact build context (the
+# files .dockerignore lets through, placed by deploy/Dockerfile's COPY lines).
 #
 #   scripts/check-deploy.sh [PATH_TO_ipfs-registry]   (default target/debug/ipfs-registry,
 #                                                      built with `cargo build --locked` if missing)
@@ -51,4 +53,7 @@ install
 if [[ ! -x "$BIN" ]]; then
   (cd "$ROOT" && cargo build --locked --quiet) || die "cargo build failed"
 fi
-exec node "$DIR/check.mjs" --binary "$BIN"
+status=0
+node "$DIR/check.mjs" --binary "$BIN" || status=1
+"$ROOT/scripts/check-image-context.sh" --controls || status=1
+exit "$status"

@@ -1,7 +1,8 @@
 # Sourced by scripts/test.sh and scripts/run.sh: makes sure the services the registry needs
 # are running on this machine, installing them from Debian/npm when missing.
 #
-#   ensure_postgres   exports IPFS_REGISTRY_TEST_DATABASE_URL (an admin URL, trust auth)
+#   ensure_postgres   exports IPFS_REGISTRY_TEST_DATABASE_URL (an admin URL, trust auth, on a
+#                     server that offers TLS)
 #   ensure_ipfs_node  exports IPFS_REGISTRY_TEST_IPFS_URL (a Kubo-RPC-compatible node)
 
 SERVICES_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,40 @@ pg_answers() {
   psql "$1" -Atqc 'select 1' >/dev/null 2>&1
 }
 
+# tests/tls.rs connects with sslmode=require, verify-ca and verify-full, so the test server
+# must offer TLS. Debian's cluster does (ssl = on, the snakeoil certificate); where it is
+# off, the server gets a certificate in its data directory (Debian's snakeoil one, else a
+# self-signed one for localhost) and ssl = on, by ALTER SYSTEM and a reload.
+pg_ensure_ssl() {
+  local url="$1" dir owner
+  [ "$(psql "$url" -Atqc 'show ssl' 2>/dev/null)" = on ] && return 0
+  dir=$(psql "$url" -Atqc 'show data_directory') || return 1
+  if [ ! -s "$dir/server.crt" ] || [ ! -s "$dir/server.key" ]; then
+    local snakeoil_crt=/etc/ssl/certs/ssl-cert-snakeoil.pem
+    local snakeoil_key=/etc/ssl/private/ssl-cert-snakeoil.key
+    if [ -r "$snakeoil_crt" ] && [ -r "$snakeoil_key" ]; then
+      cp "$snakeoil_crt" "$dir/server.crt" && cp "$snakeoil_key" "$dir/server.key" || return 1
+    else
+      command -v openssl >/dev/null || apt_install openssl || return 1
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost \
+        -keyout "$dir/server.key" -out "$dir/server.crt" >/dev/null 2>&1 || return 1
+    fi
+    owner=$(stat -c %U "$dir")
+    [ "$(id -u)" = 0 ] && chown "$owner" "$dir/server.crt" "$dir/server.key"
+    chmod 644 "$dir/server.crt"
+    chmod 600 "$dir/server.key"
+  fi
+  psql "$url" -qc "ALTER SYSTEM SET ssl_cert_file = 'server.crt'" \
+    -c "ALTER SYSTEM SET ssl_key_file = 'server.key'" -c "ALTER SYSTEM SET ssl = on" \
+    -c "SELECT pg_reload_conf()" >/dev/null || return 1
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    [ "$(psql "$url" -Atqc 'show ssl' 2>/dev/null)" = on ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
 ensure_postgres() {
   if [ -n "${IPFS_REGISTRY_TEST_DATABASE_URL:-}" ]; then
     pg_answers "$IPFS_REGISTRY_TEST_DATABASE_URL" && return 0
@@ -41,6 +76,7 @@ ensure_postgres() {
     [ -n "$version" ] && pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
   fi
   if pg_answers "$url"; then
+    pg_ensure_ssl "$url" || say "PostgreSQL at $url does not offer TLS (see its log): tests/tls.rs will fail"
     export IPFS_REGISTRY_TEST_DATABASE_URL="$url"
     return 0
   fi
@@ -63,6 +99,7 @@ ensure_postgres() {
       start >/dev/null
   fi
   pg_answers "$url" || { say "PostgreSQL did not come up"; return 1; }
+  pg_ensure_ssl "$url" || say "PostgreSQL at $url does not offer TLS (see $PRIVATE_PG_DIR/server.log): tests/tls.rs will fail"
   export IPFS_REGISTRY_TEST_DATABASE_URL="$url"
 }
 

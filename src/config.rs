@@ -1,7 +1,7 @@
 //! Configuration: defaults, then a TOML file, then `IPFS_REGISTRY_*` environment variables
 //! (nested keys joined by `__`, e.g. `IPFS_REGISTRY_DATABASE__POOL_SIZE`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use url::Url;
 
 use crate::blobs::ImportProfile;
 
+mod ip_range;
 mod redact;
+pub use ip_range::IpRange;
 pub use redact::REDACTED;
 
 pub const ENV_PREFIX: &str = "IPFS_REGISTRY_";
@@ -119,9 +121,10 @@ pub struct AuthConfig {
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed when telling clients apart for login
-    /// throttling; everyone else is identified by the connection's address.
+    /// throttling, as addresses or CIDR ranges (`10.0.0.5`, `10.0.0.0/8`); everyone else
+    /// is identified by the connection's address.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -160,9 +163,14 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `postgres://user:password@host:port/db`.
+    /// `postgres://user:password@host:port/db`; `?sslmode=` as in libpq (`disable`,
+    /// `prefer` (the default), `require`, `verify-ca`, `verify-full`).
     #[serde(default)]
     pub url: Option<String>,
+    /// PEM file of CA certificates trusted, beside the system's roots, when `sslmode` is
+    /// `verify-ca` or `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     pub pool_size: usize,
     /// How long a request waits for a connection (and a new connection to open).
     #[serde(with = "humantime_serde")]
@@ -179,6 +187,10 @@ pub struct IpfsConfig {
     /// kept in the embedded store under `data_dir`, with the same CIDs.
     #[serde(default)]
     pub url: Option<Url>,
+    /// PEM file of CA certificates trusted, beside the system's roots, for an `https://`
+    /// URL.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Limit for a control call (pin, stat) and for any pause inside a byte stream.
@@ -223,12 +235,14 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database: DatabaseConfig {
                 url: None,
+                ca_file: None,
                 pool_size: 16,
                 timeout: Duration::from_secs(5),
                 statement_timeout: Duration::from_secs(30),
             },
             ipfs: IpfsConfig {
                 url: None,
+                ca_file: None,
                 connect_timeout: Duration::from_secs(5),
                 timeout: Duration::from_secs(30),
             },
@@ -315,13 +329,38 @@ impl Config {
             return invalid("database.timeout", "must be greater than zero");
         }
         if let Some(url) = &self.database.url {
-            if url.parse::<tokio_postgres::Config>().is_err() {
-                return invalid("database.url", "is not a valid PostgreSQL connection URL");
+            let check = match crate::meta::postgres::tls::parse_url(url) {
+                Ok((_, check)) => check,
+                Err(e) => {
+                    return invalid(
+                        "database.url",
+                        &format!("is not a valid PostgreSQL connection URL: {e}"),
+                    )
+                }
+            };
+            if self.database.ca_file.is_some()
+                && check == crate::meta::postgres::tls::CertificateCheck::None
+            {
+                return invalid(
+                    "database.ca_file",
+                    "is used only to verify the server's certificate: add \
+                     sslmode=verify-full (or verify-ca) to database.url",
+                );
+            }
+        }
+        if let Some(path) = &self.database.ca_file {
+            if let Err(e) = crate::tls::read_ca_file(path) {
+                return invalid("database.ca_file", &e);
             }
         }
         if let Some(url) = &self.ipfs.url {
             if !matches!(url.scheme(), "http" | "https") {
                 return invalid("ipfs.url", "must be an http:// or https:// URL");
+            }
+        }
+        if let Some(path) = &self.ipfs.ca_file {
+            if let Err(e) = crate::tls::read_ca_file(path) {
+                return invalid("ipfs.ca_file", &e);
             }
         }
         if self.ipfs.timeout.is_zero() || self.ipfs.connect_timeout.is_zero() {
@@ -486,7 +525,10 @@ mod tests {
                 "IPFS_REGISTRY_AUTH__SIGNING_KEY",
                 "-----BEGIN PRIVATE KEY-----",
             );
-            jail.set_env("IPFS_REGISTRY_AUTH__TRUSTED_PROXIES", "[10.0.0.1, \"::1\"]");
+            jail.set_env(
+                "IPFS_REGISTRY_AUTH__TRUSTED_PROXIES",
+                "[10.0.0.0/8, 10.0.0.5, \"::1\", fd00::/8]",
+            );
             jail.set_env("IPFS_REGISTRY_DATA_DIR", "/var/lib/registry");
             let config = Config::load(None).unwrap();
             assert!(config.auth.enabled);
@@ -497,7 +539,12 @@ mod tests {
                 Some("https://auth.example.com/token")
             );
             assert_eq!(config.auth.token_ttl, Duration::from_secs(600));
-            assert_eq!(config.auth.trusted_proxies.len(), 2);
+            assert_eq!(
+                config.auth.trusted_proxies,
+                ["10.0.0.0/8", "10.0.0.5", "::1", "fd00::/8"]
+                    .map(|r| r.parse::<IpRange>().unwrap())
+                    .to_vec()
+            );
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/registry"));
             let shown = format!("{config:?}");
             assert!(!shown.contains("BEGIN PRIVATE KEY"), "the key is redacted");
@@ -523,6 +570,116 @@ mod tests {
             Ok(())
         });
         assert!(message.contains("auth.realm"), "{message}");
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__TRUSTED_PROXIES", "[10.0.0.5/8]");
+            Ok(())
+        });
+        assert!(
+            message.to_lowercase().contains("auth.trusted_proxies")
+                && message.contains("the range is 10.0.0.0/8"),
+            "{message}"
+        );
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__TRUSTED_PROXIES", "[proxy.internal]");
+            Ok(())
+        });
+        assert!(
+            message.to_lowercase().contains("auth.trusted_proxies")
+                && message.contains("not an IP address"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_from_a_file_and_written_back() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                r#"
+                [auth]
+                trusted_proxies = ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]
+                "#,
+            )?;
+            let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
+            let proxies = &config.auth.trusted_proxies;
+            let trusted = |ip: &str| proxies.iter().any(|r| r.contains(ip.parse().unwrap()));
+            assert!(trusted("10.233.64.9"));
+            assert!(trusted("192.168.1.7"));
+            assert!(!trusted("192.168.1.8"));
+            // `ipfs-registry config` prints a file that loads back to the same ranges.
+            let shown = config.to_redacted_toml().unwrap();
+            for entry in [r#""10.0.0.0/8""#, r#""192.168.1.7""#, r#""fd00::/8""#] {
+                assert!(shown.contains(entry), "{shown}");
+            }
+            jail.create_file("again.toml", &shown)?;
+            let again = Config::load(Some(Path::new("again.toml"))).unwrap();
+            assert_eq!(&again.auth.trusted_proxies, proxies);
+            // The environment form, empty too.
+            jail.set_env("IPFS_REGISTRY_AUTH__TRUSTED_PROXIES", "[]");
+            assert!(Config::load(None).unwrap().auth.trusted_proxies.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_settings() {
+        Jail::expect_with(|jail| {
+            let ca = rcgen::generate_simple_self_signed(vec!["db.internal".to_owned()]).unwrap();
+            jail.create_file("ca.pem", &ca.cert.pem())?;
+            jail.set_env(
+                "IPFS_REGISTRY_DATABASE__URL",
+                "postgres://u@db.internal/r?sslmode=verify-full",
+            );
+            jail.set_env("IPFS_REGISTRY_DATABASE__CA_FILE", "ca.pem");
+            jail.set_env("IPFS_REGISTRY_IPFS__URL", "https://kubo.internal:5001");
+            jail.set_env("IPFS_REGISTRY_IPFS__CA_FILE", "ca.pem");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.database.ca_file, Some(PathBuf::from("ca.pem")));
+            assert_eq!(config.ipfs.ca_file, Some(PathBuf::from("ca.pem")));
+            Ok(())
+        });
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_IPFS__CA_FILE", "missing.pem");
+            Ok(())
+        });
+        assert!(message.contains("`ipfs.ca_file`"), "{message}");
+        assert!(message.contains("missing.pem"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.create_file("empty.pem", "nothing here")?;
+            jail.set_env(
+                "IPFS_REGISTRY_DATABASE__URL",
+                "postgres://u@db/r?sslmode=verify-ca",
+            );
+            jail.set_env("IPFS_REGISTRY_DATABASE__CA_FILE", "empty.pem");
+            Ok(())
+        });
+        assert!(message.contains("`database.ca_file`"), "{message}");
+        assert!(message.contains("no PEM certificate"), "{message}");
+
+        // A CA file with a mode that never looks at the certificate is refused, not ignored.
+        let message = load_err(|jail| {
+            jail.set_env(
+                "IPFS_REGISTRY_DATABASE__URL",
+                "postgres://u@db/r?sslmode=require",
+            );
+            jail.set_env("IPFS_REGISTRY_DATABASE__CA_FILE", "ca.pem");
+            Ok(())
+        });
+        assert!(message.contains("`database.ca_file`"), "{message}");
+        assert!(message.contains("verify-full"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env(
+                "IPFS_REGISTRY_DATABASE__URL",
+                "postgres://u:secret@db/r?sslmode=verify",
+            );
+            Ok(())
+        });
+        assert!(message.contains("`database.url`"), "{message}");
+        assert!(message.contains("sslmode"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[test]

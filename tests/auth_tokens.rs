@@ -583,4 +583,38 @@ async fn client_addresses_come_from_trusted_proxies_only() {
         429
     );
     registry.registry.server.stop().await;
+
+    // Trusted proxies as ranges: the peer is in 127.0.0.0/8, and a hop in 10.100.0.0/16 (a
+    // second proxy, say a CDN in front of the ingress) is skipped too, so the client is the
+    // hop before it, whichever proxy address it came through.
+    let registry = start_auth_registry_with(|config| {
+        config.auth.trusted_proxies = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.100.0.0/16".parse().unwrap(),
+        ];
+    })
+    .await;
+    registry.add_user("alice", PASSWORD, false).await;
+    for i in 0..6 {
+        let user = format!("guess{i}");
+        let hops = format!("10.0.0.1, 10.100.{i}.9");
+        let status = login_from(&registry, &user, "wrong-password", &hops).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        login_from(&registry, "alice", PASSWORD, "10.0.0.1, 10.100.200.1").await,
+        429,
+        "the guessing client is locked out through any proxy in the range"
+    );
+    assert_eq!(
+        login_from(&registry, "alice", PASSWORD, "10.0.0.2, 10.100.0.1").await,
+        200,
+        "another client behind the same proxies is not"
+    );
+    assert_eq!(
+        login_from(&registry, "alice", PASSWORD, "10.0.0.1, 10.101.0.1").await,
+        200,
+        "a hop outside the ranges is the client"
+    );
+    registry.registry.server.stop().await;
 }

@@ -27,6 +27,7 @@ const IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 fn config(url: &str) -> DatabaseConfig {
     DatabaseConfig {
         url: Some(url.to_owned()),
+        ca_file: None,
         pool_size: 4,
         timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
@@ -298,6 +299,7 @@ async fn unreachable_database_is_unavailable_within_the_timeout() {
     ] {
         let cfg = DatabaseConfig {
             url: Some(url.clone()),
+            ca_file: None,
             pool_size: 2,
             timeout: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(1),
@@ -350,6 +352,7 @@ async fn names_tags_and_digests_use_the_c_collation() {
 async fn missing_url_is_an_error() {
     let cfg = DatabaseConfig {
         url: None,
+        ca_file: None,
         pool_size: 1,
         timeout: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(1),

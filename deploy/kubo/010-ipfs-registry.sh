@@ -6,14 +6,36 @@
 # before the daemon, so every setting here is written each time: the script is idempotent
 # and an existing repo picks up changes on its next restart.
 #
+# Works with Kubo 0.35 and later (both stacks run 0.39): settings that only some versions
+# know are set by version, because `ipfs config` refuses a key the running Kubo does not
+# have, and a failing init script stops the container. deploy/validate/check.mjs runs this
+# script against a stand-in `ipfs` for 0.35, 0.37, 0.38 and 0.39.
+#
 # Environment (all optional):
 #   KUBO_STORAGE_MAX      Datastore.StorageMax, e.g. 90GB (default 90GB; keep it below the volume)
 #   KUBO_GC_PERIOD        Datastore.GCPeriod (default 1h)
+#   KUBO_SWARM_MAX_MEMORY Swarm.ResourceMgr.MaxMemory, what libp2p may use (default 1GiB);
+#                         keep it below GOMEMLIMIT, which bounds the whole process and must
+#                         sit below the container's memory limit (both stacks set all three)
 #   KUBO_APPEND_ANNOUNCE  comma-separated multiaddrs to announce besides the container's own,
 #                         e.g. /dns4/provider.example.com/tcp/31401 on Akash
 set -eu
 
 cfg() { ipfs config "$@" >/dev/null; }
+
+# "0.39.0", "0.40.0-rc1": major and minor.
+version=$(ipfs version --number)
+major=${version%%.*}
+minor=${version#*.}
+minor=${minor%%[!0-9]*}
+case "$major:$minor" in
+  *[!0-9:]* | :* | *:) echo "010-ipfs-registry: cannot read Kubo's version from '$version'" >&2; exit 1 ;;
+esac
+at_least() { [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }; }
+if ! at_least 0 35; then
+  echo "010-ipfs-registry: Kubo $version is older than 0.35, the oldest this script supports" >&2
+  exit 1
+fi
 
 # Server profile for repos created before IPFS_PROFILE was set (no-op otherwise): no mDNS,
 # no NAT port mapping, no dialing or announcing of private address ranges.
@@ -36,10 +58,28 @@ cfg --json Import.CidVersion 1
 cfg --json Import.UnixFSRawLeaves true
 cfg Import.UnixFSChunker size-262144
 cfg Import.HashFunction sha2-256
+# At most 174 links per file node (the unixfs-v1-2025 profile would set 1024; 0.35+).
+cfg --json Import.UnixFSFileMaxLinks 174
 
 # Announce every block of every recursive pin (the registry pins each layer), and nothing
-# the gateway merely cached.
-cfg Provide.Strategy pinned
+# the gateway merely cached. Kubo 0.38 merged Reprovider.* into Provide.* (and migrates an
+# existing Reprovider.Strategy); before it, Provide.Strategy does not exist.
+if at_least 0 38; then
+  cfg Provide.Strategy pinned
+else
+  cfg Reprovider.Strategy pinned
+fi
+
+# Listen for other IPFS nodes on TCP 4001 only. Kubo's defaults also listen on UDP 4001
+# (QUIC, WebTransport, WebRTC): Akash forwards each exposed port to a random external one,
+# per protocol, so every UDP address would need its own forwarded port looked up and
+# announced, and until then Kubo would announce addresses nobody can reach. One TCP port is
+# enough for other nodes to fetch the layers; Kubo still dials out over QUIC.
+cfg --json Addresses.Swarm '["/ip4/0.0.0.0/tcp/4001","/ip6/::/tcp/4001"]'
+
+# Memory: libp2p's resource manager sizes its limits from MaxMemory, by default half the
+# memory of the machine, which in a container is the host's. Pin it below GOMEMLIMIT.
+cfg Swarm.ResourceMgr.MaxMemory "${KUBO_SWARM_MAX_MEMORY:-1GiB}"
 
 # Durability: the registry answers a push only after the node's `add` returned, so what
 # `add` stored must be on disk by then. Kubo's default datastore keeps pins in LevelDB,

@@ -202,12 +202,14 @@ pub fn may_pull(state: &AppState, req: &HttpRequest, name: &str) -> bool {
 }
 
 /// The client address that login throttling counts: the peer, or for a trusted proxy the
-/// last `X-Forwarded-For` hop that is not one of the trusted proxies.
+/// last `X-Forwarded-For` hop that is not a trusted proxy (an address in one of the
+/// `auth.trusted_proxies` ranges). IPv4-mapped IPv6 addresses count as IPv4.
 pub fn client_ip(auth: &Arc<Auth>, req: &HttpRequest) -> IpAddr {
+    let trusted = |ip: IpAddr| auth.trusted_proxies.iter().any(|r| r.contains(ip));
     let peer = req
         .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if !auth.trusted_proxies.contains(&peer) {
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip().to_canonical());
+    if !trusted(peer) {
         return peer;
     }
     let forwarded = req
@@ -216,11 +218,12 @@ pub fn client_ip(auth: &Arc<Auth>, req: &HttpRequest) -> IpAddr {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect::<Vec<_>>();
     forwarded
         .into_iter()
         .rev()
-        .find(|ip| !auth.trusted_proxies.contains(ip))
+        .find(|ip| !trusted(*ip))
         .unwrap_or(peer)
 }
 

@@ -45,7 +45,7 @@ pub struct Auth {
     throttle: LoginThrottle,
     /// The configured token endpoint for challenges, if any.
     pub realm: Option<Url>,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<crate::config::IpRange>,
 }
 
 impl Auth {

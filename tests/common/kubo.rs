@@ -11,6 +11,7 @@ use ipfs_registry::config::IpfsConfig;
 pub fn store_at(url: url::Url, timeout: Duration, profile: ImportProfile) -> KuboStore {
     let config = IpfsConfig {
         url: Some(url.clone()),
+        ca_file: None,
         connect_timeout: Duration::from_secs(2),
         timeout,
     };

@@ -99,7 +99,14 @@ impl KuboStore {
         api.set_path(&format!("{base_path}/api/v0/"));
         api.set_query(None);
         api.set_fragment(None);
+        // An https:// URL is verified against the system's roots plus `ipfs.ca_file`
+        // (crate::tls); the RPC API speaks HTTP/1.1.
+        let roots = crate::tls::root_store(config.ca_file.as_deref())
+            .map_err(|e| BlobError::Backend(format!("ipfs.ca_file: {e}")))?;
+        let mut tls = crate::tls::verifying_client(roots).map_err(BlobError::Backend)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(config.connect_timeout)
             .tcp_keepalive(TCP_KEEPALIVE)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -412,6 +419,7 @@ mod tests {
     fn config() -> IpfsConfig {
         IpfsConfig {
             url: None,
+            ca_file: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
         }

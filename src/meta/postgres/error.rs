@@ -13,9 +13,10 @@ pub(crate) fn pool(e: PoolError) -> MetaError {
         PoolError::Timeout(kind) => MetaError::Unavailable(format!(
             "timed out waiting for a database connection ({kind:?})"
         )),
-        PoolError::Backend(e) => {
-            MetaError::Unavailable(format!("cannot connect to the database: {e}"))
-        }
+        PoolError::Backend(e) => MetaError::Unavailable(format!(
+            "cannot connect to the database: {}",
+            with_causes(&e)
+        )),
         PoolError::Closed => MetaError::Unavailable("the connection pool is closed".into()),
         PoolError::NoRuntimeSpecified => {
             MetaError::Backend("the connection pool has no runtime".into())
@@ -56,8 +57,24 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
+        None => with_causes(e),
     }
+}
+
+/// `e` and its sources: tokio-postgres keeps the reason in the source ("error performing
+/// TLS handshake" alone does not say that the certificate was refused, nor why).
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A row that cannot be read back into domain types.

@@ -11,13 +11,13 @@ mod migrate;
 mod referrers;
 mod repos;
 mod sql;
+pub mod tls;
 mod uploads;
 mod users;
 
 use async_trait::async_trait;
 use cid::Cid;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use self::error::db;
@@ -46,15 +46,17 @@ impl PostgresStore {
     ///
     /// `config.timeout` bounds both the wait for a pooled connection and the opening of a
     /// new one, so an unreachable database yields `Unavailable` instead of a hang; every
-    /// connection runs with `statement_timeout = config.statement_timeout`.
+    /// connection runs with `statement_timeout = config.statement_timeout`. TLS follows the
+    /// URL's `sslmode` ([`tls`]).
     pub async fn connect(config: &DatabaseConfig) -> Result<PostgresStore, MetaError> {
         let url = config
             .url
             .as_deref()
             .ok_or_else(|| MetaError::Backend("no database URL configured".into()))?;
-        let mut pg: tokio_postgres::Config = url
-            .parse()
+        let (mut pg, check) = tls::parse_url(url)
             .map_err(|e| MetaError::Backend(format!("invalid database URL: {e}")))?;
+        let tls = tls::connector(check, config.ca_file.as_deref())
+            .map_err(|e| MetaError::Backend(format!("database TLS (database.ca_file): {e}")))?;
         let limit = format!(
             "-c statement_timeout={}",
             config.statement_timeout.as_millis()
@@ -72,7 +74,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
