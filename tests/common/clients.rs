@@ -692,6 +692,9 @@ fn parse_push(output: &str) -> Option<Pushed> {
 pub struct Podman {
     program: PathBuf,
     dir: TempDir,
+    /// Apart from `dir`: podman refuses a run root longer than 50 characters, which a
+    /// long TMPDIR would make it.
+    runroot: TempDir,
 }
 
 /// A podman client, or `None` (after a loud message) when podman cannot run here.
@@ -703,6 +706,10 @@ pub async fn podman() -> Option<Podman> {
         return unavailable("podman", "busybox (the images' rootfs) is not installed");
     }
     let dir = scratch_dir("podman-");
+    let runroot = tempfile::Builder::new()
+        .prefix("irp-")
+        .tempdir_in("/tmp")
+        .expect("a short directory in /tmp for podman's run root");
     let path = |name: &str| toml_path(&dir.path().join(name));
     let containers_conf = format!(
         r#"[engine]
@@ -727,7 +734,7 @@ network_config_dir = {networks}
     let storage_conf = format!(
         "[storage]\ndriver = \"vfs\"\ngraphroot = {}\nrunroot = {}\n",
         path("root"),
-        path("runroot")
+        toml_path(runroot.path())
     );
     let files: [(&str, &[u8]); 5] = [
         ("containers.conf", containers_conf.as_bytes()),
@@ -746,7 +753,11 @@ network_config_dir = {networks}
     for name in ["home", "run", "tmp"] {
         std::fs::create_dir_all(dir.path().join(name)).unwrap();
     }
-    let podman = Podman { program, dir };
+    let podman = Podman {
+        program,
+        dir,
+        runroot,
+    };
     let probe = podman.run(&["images"]).await;
     if !probe.success() {
         return unavailable("podman", &format!("it does not start here:\n{probe}"));
@@ -769,7 +780,7 @@ impl Podman {
             .arg("--root")
             .arg(self.path("root"))
             .arg("--runroot")
-            .arg(self.path("runroot"))
+            .arg(self.runroot.path())
             .args(["--storage-driver", "vfs"])
             .args(["--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "file"])
