@@ -108,13 +108,14 @@ pub fn connector(
         CertificateCheck::ChainAndName => {
             crate::tls::verifying_client(crate::tls::root_store(ca_file)?)?
         }
-        CertificateCheck::Chain => crate::tls::client_with_verifier(Arc::new(ChainOnly {
-            roots: crate::tls::root_store(ca_file)?,
+        CertificateCheck::Chain => crate::tls::client_with_verifier(Arc::new(WithoutName {
+            roots: Some(crate::tls::root_store(ca_file)?),
             algorithms,
         }))?,
-        CertificateCheck::None => {
-            crate::tls::client_with_verifier(Arc::new(Unverified { algorithms }))?
-        }
+        CertificateCheck::None => crate::tls::client_with_verifier(Arc::new(WithoutName {
+            roots: None,
+            algorithms,
+        }))?,
     };
     // What libpq sends too; PostgreSQL 17's direct TLS negotiation (`sslnegotiation=direct`)
     // requires it, older servers ignore it.
@@ -122,57 +123,16 @@ pub fn connector(
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// `sslmode=prefer`/`require`: any certificate is accepted; the handshake is still signed
-/// by its key.
+/// `sslmode=prefer`/`require` (`roots: None`): any certificate is accepted; `verify-ca`
+/// (`roots: Some`): the chain must lead to a trusted root, the host name is not compared.
+/// Either way the handshake is still signed by the certificate's key.
 #[derive(Debug)]
-struct Unverified {
+struct WithoutName {
+    roots: Option<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `sslmode=verify-ca`: the chain must lead to a trusted root; the host name is not
-/// compared.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: RootCertStore,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for WithoutName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -181,14 +141,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
