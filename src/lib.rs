@@ -8,6 +8,7 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod durable;
+pub mod error_chain;
 pub mod file_lock;
 pub mod logging;
 pub mod meta;

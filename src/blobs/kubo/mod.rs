@@ -113,7 +113,12 @@ impl KuboStore {
             // The RPC API is an internal endpoint: never route it through HTTP(S)_PROXY.
             .no_proxy()
             .build()
-            .map_err(|e| BlobError::Backend(format!("HTTP client: {}", rpc::chain(&e))))?;
+            .map_err(|e| {
+                BlobError::Backend(format!(
+                    "HTTP client: {}",
+                    crate::error_chain::with_sources(&e)
+                ))
+            })?;
         Ok(KuboStore {
             client,
             api,

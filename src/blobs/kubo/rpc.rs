@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::blobs::BlobError;
+use crate::error_chain::with_sources;
 
 /// A non-2xx answer: the node's own error (`{"Message": "...", "Code": 0, "Type": "error"}`),
 /// or anything else that answered at `ipfs.url` — a gateway port, a proxy's 403 or 404, an
@@ -113,30 +114,14 @@ impl CallError {
     }
 }
 
-/// An error's message with its whole source chain ("error sending request: client error
-/// (Connect): tcp connect error: Connection refused (os error 111)").
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// A transport failure (nothing usable came back from the node).
 pub(super) fn transport_error(call: &str, e: &reqwest::Error) -> BlobError {
     if e.is_builder() {
-        return BlobError::Backend(format!("{call}: invalid request: {}", chain(e)));
+        return BlobError::Backend(format!("{call}: invalid request: {}", with_sources(e)));
     }
     // Connect refused/timed out, reset, closed mid-request, timeouts: the node is not
     // (or no longer) reachable.
-    BlobError::Unavailable(format!("IPFS node {call}: {}", chain(e)))
+    BlobError::Unavailable(format!("IPFS node {call}: {}", with_sources(e)))
 }
 
 /// `Size` is a number on js-ipfs and a string on Kubo.
@@ -233,7 +218,7 @@ pub(super) fn pin_ls_roots(body: &[u8]) -> Result<Vec<Cid>, BlobError> {
         .keys()
         .map(|key| {
             Cid::try_from(key.as_str())
-                .map(|cid| Cid::new_v1(cid.codec(), *cid.hash()))
+                .map(|cid| crate::blobs::unixfs::as_v1(&cid))
                 .map_err(|e| BlobError::Backend(format!("IPFS pin/ls listed {key:?}: {e}")))
         })
         .collect()

@@ -5,6 +5,7 @@ use std::error::Error as _;
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
+use crate::error_chain::with_sources;
 use crate::meta::MetaError;
 
 /// A connection could not be had from the pool: always "unavailable", except for misuse.
@@ -15,7 +16,7 @@ pub(crate) fn pool(e: PoolError) -> MetaError {
         )),
         PoolError::Backend(e) => MetaError::Unavailable(format!(
             "cannot connect to the database: {}",
-            with_causes(&e)
+            with_sources(&e)
         )),
         PoolError::Closed => MetaError::Unavailable("the connection pool is closed".into()),
         PoolError::NoRuntimeSpecified => {
@@ -57,24 +58,8 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => with_causes(e),
+        None => with_sources(e),
     }
-}
-
-/// `e` and its sources: tokio-postgres keeps the reason in the source ("error performing
-/// TLS handshake" alone does not say that the certificate was refused, nor why).
-fn with_causes(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A row that cannot be read back into domain types.

@@ -67,33 +67,27 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, CertificateCheck)
     let (rewritten, check) = verify_modes_as_require(url);
     match rewritten.parse() {
         Ok(config) => Ok((config, check)),
-        Err(e) => Err(match std::error::Error::source(&e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        }),
+        Err(e) => Err(crate::error_chain::with_sources(&e)),
     }
 }
 
 fn verify_modes_as_require(url: &str) -> (Cow<'_, str>, CertificateCheck) {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let mut check = CertificateCheck::None;
-    let rewritten = if is_url {
-        URL_SSLMODE.replace_all(url, |c: &regex::Captures<'_>| {
-            check = CertificateCheck::from_sslmode(&c[2]);
-            match check {
-                CertificateCheck::None => c[0].to_owned(),
-                _ => format!("{}require", &c[1]),
-            }
-        })
+    // Group 1 is what precedes the mode; the mode's group differs (a key/value string
+    // may quote it).
+    let (pattern, mode) = if is_url {
+        (&*URL_SSLMODE, 2)
     } else {
-        KV_SSLMODE.replace_all(url, |c: &regex::Captures<'_>| {
-            check = CertificateCheck::from_sslmode(&c[3]);
-            match check {
-                CertificateCheck::None => c[0].to_owned(),
-                _ => format!("{}require", &c[1]),
-            }
-        })
+        (&*KV_SSLMODE, 3)
     };
+    let mut check = CertificateCheck::None;
+    let rewritten = pattern.replace_all(url, |c: &regex::Captures<'_>| {
+        check = CertificateCheck::from_sslmode(&c[mode]);
+        match check {
+            CertificateCheck::None => c[0].to_owned(),
+            _ => format!("{}require", &c[1]),
+        }
+    });
     (rewritten, check)
 }
 
