@@ -445,14 +445,13 @@ async fn robot_tokens_are_limited_and_die_with_their_user() {
     let registry = start_auth_registry().await;
     registry.add_user("ci", PASSWORD, false).await;
     registry.grant("ci", "team/*", "pull,push,delete").await;
-    let robot = admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/app:pull,push".to_owned()],
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "ci",
+            &["repository:team/app:pull,push"],
+            Duration::from_secs(3600),
+        )
+        .await;
     assert!(!robot.contains(PASSWORD));
 
     let token = registry
@@ -527,14 +526,9 @@ async fn robot_tokens_are_limited_and_die_with_their_user() {
     assert_eq!(response.status(), 401);
 
     // An expired robot token is refused.
-    let expired = admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/app:pull".to_owned()],
-        Duration::from_secs(0),
-    )
-    .await
-    .unwrap();
+    let expired = registry
+        .robot_token("ci", &["repository:team/app:pull"], Duration::from_secs(0))
+        .await;
     let response = registry
         .token_response(Some(("ci", &expired)), &[], &[])
         .await;

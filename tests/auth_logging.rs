@@ -77,14 +77,13 @@ async fn no_secret_appears_in_the_logs() {
         .await
         .unwrap();
     secrets.push(form["access_token"].as_str().unwrap().to_owned());
-    let robot = ipfs_registry::auth::admin::create_robot_token(
-        registry.store.as_ref(),
-        "alice",
-        &["repository:team/app:pull".to_owned()],
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "alice",
+            &["repository:team/app:pull"],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
     secrets.push(robot.clone());
     registry.token(Some(("alice", &robot)), &[]).await;
 

@@ -121,14 +121,13 @@ async fn skopeo_pushes_and_pulls_with_credentials() {
     assert!(!out.status.success(), "anonymous private pull must fail");
 
     // A CI robot token works as the password, within its scope only.
-    let robot = ipfs_registry::auth::admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/ci:pull,push".to_owned()],
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "ci",
+            &["repository:team/ci:pull,push"],
+            Duration::from_secs(600),
+        )
+        .await;
     let robot_creds = format!("ci:{robot}");
     let out = skopeo
         .copy_with_creds(

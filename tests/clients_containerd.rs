@@ -226,14 +226,13 @@ async fn credentials_and_robot_tokens() {
     registry.grant("alice", "team/*", "pull,push").await;
     registry.add_user("ci", PASSWORD, false).await;
     registry.grant("ci", "team/*", "pull,push").await;
-    let robot = ipfs_registry::auth::admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/ci:pull,push".to_owned()],
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "ci",
+            &["repository:team/ci:pull,push"],
+            Duration::from_secs(600),
+        )
+        .await;
     let host = registry.registry.host();
     let image = make_image("amd64", "linux", &[LayerSpec::gzip(64 * 1024)], false);
     let archive = oci_archive(&image.manifest, &image.blobs());

@@ -350,14 +350,13 @@ async fn users_and_robot() -> (common::auth::AuthRegistry, String) {
     registry.grant("alice", "shared/*", "pull").await;
     registry.add_user("ci", PASSWORD, false).await;
     registry.grant("ci", "team/*", "pull,push").await;
-    let robot = ipfs_registry::auth::admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/ci:pull,push".to_owned()],
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "ci",
+            &["repository:team/ci:pull,push"],
+            Duration::from_secs(600),
+        )
+        .await;
     (registry, robot)
 }
 

@@ -250,14 +250,13 @@ async fn login_logout_refusals_and_robot_tokens() {
     registry.grant("alice", "team/*", "pull,push").await;
     registry.add_user("ci", PASSWORD, false).await;
     registry.grant("ci", "team/*", "pull,push").await;
-    let robot = ipfs_registry::auth::admin::create_robot_token(
-        registry.store.as_ref(),
-        "ci",
-        &["repository:team/ci:pull,push".to_owned()],
-        Duration::from_secs(600),
-    )
-    .await
-    .unwrap();
+    let robot = registry
+        .robot_token(
+            "ci",
+            &["repository:team/ci:pull,push"],
+            Duration::from_secs(600),
+        )
+        .await;
     let host = registry.registry.host();
     let id = fresh_image(&podman, "app:v1", "amd64").await;
     let app = format!("{host}/team/app:v1");

@@ -7,19 +7,9 @@ use common::cli::{serve_command, Served};
 use common::oci::{expect_status, Manifest, Oci, OCI_INDEX, OCI_MANIFEST};
 use serde_json::{json, Value};
 
-/// Peak resident memory of a process, in MiB (`VmHWM`).
+/// Peak resident memory of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/<pid>/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number of kB");
-    kib / 1024
+    common::peak_rss_kib(pid) / 1024
 }
 
 /// The browse bomb: an index listing a child index 200 times, which lists the same leaf

@@ -32,15 +32,6 @@ fn layer_stream(seed: u64, len: u64) -> impl futures::Stream<Item = io::Result<B
     })
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_layer_streams_through_in_bounded_memory() {
     let registry = common::start_registry().await;
@@ -52,7 +43,7 @@ async fn a_large_layer_streams_through_in_bounded_memory() {
         hasher.update(piece.unwrap());
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let baseline = peak_rss_kib();
+    let baseline = common::peak_rss_kib(std::process::id());
 
     // Docker's way: POST, one streamed PATCH with everything, PUT with the digest.
     let started = http
@@ -94,7 +85,7 @@ async fn a_large_layer_streams_through_in_bounded_memory() {
     assert_eq!(received, LAYER);
     assert_eq!(format!("sha256:{}", hex::encode(hasher.finalize())), digest);
 
-    let growth = peak_rss_kib().saturating_sub(baseline);
+    let growth = common::peak_rss_kib(std::process::id()).saturating_sub(baseline);
     assert!(
         growth < ALLOWED_GROWTH_KIB,
         "peak resident memory grew by {growth} KiB moving a {} MiB layer",

@@ -92,6 +92,19 @@ impl AuthRegistry {
             .unwrap();
     }
 
+    /// A robot token of `user`, limited to `scopes` (`repository:<name>:<actions>`).
+    pub async fn robot_token(
+        &self,
+        user: &str,
+        scopes: &[&str],
+        lifetime: std::time::Duration,
+    ) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        admin::create_robot_token(self.store.as_ref(), user, &scopes, lifetime)
+            .await
+            .unwrap()
+    }
+
     pub async fn make_public(&self, repositories: &str) {
         admin::set_public(self.store.as_ref(), repositories, true)
             .await

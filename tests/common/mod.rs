@@ -64,6 +64,16 @@ mod registry;
 #[allow(unused_imports)]
 pub use registry::*;
 
+/// Peak resident memory of a process (`VmHWM` of /proc/<pid>/status), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
 /// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
 pub fn metric_sample(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| {
