@@ -367,13 +367,22 @@ async fn with_access_control_pages_and_links_follow_pull_rights() {
         get("/ui/image/team/app@1", bob).await.unwrap().status(),
         403
     );
-    assert_eq!(
-        get(&format!("/ipfs/{private_cid}"), bob)
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    // The gateway tells a private layer from an unknown CID to no one who may not pull it:
+    // both ask an anonymous caller to log in, both are "not found" for Bob.
+    let unknown_cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    for (who, status) in [(None, 401), (bob, 404)] {
+        let hidden = get(&format!("/ipfs/{private_cid}"), who).await.unwrap();
+        let unknown = get(&format!("/ipfs/{unknown_cid}"), who).await.unwrap();
+        assert_eq!(
+            (hidden.status().as_u16(), unknown.status().as_u16()),
+            (status, status)
+        );
+        let shape = |text: String, cid: &str| text.replace(cid, "<cid>");
+        assert_eq!(
+            shape(hidden.text().await.unwrap(), &private_cid),
+            shape(unknown.text().await.unwrap(), unknown_cid)
+        );
+    }
     let home = get("/ui/", bob).await.unwrap().text().await.unwrap();
     assert!(!home.contains("team/app"), "{home}");
     let wrong = get("/ui/", Some(("alice", "nope"))).await.unwrap();

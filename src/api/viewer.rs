@@ -61,6 +61,17 @@ impl Viewer {
         }
     }
 
+    /// Whether the caller gave no credentials (with access control on).
+    pub fn anonymous(&self) -> bool {
+        matches!(
+            self,
+            Viewer::Restricted {
+                anonymous: true,
+                ..
+            }
+        )
+    }
+
     /// Refuses a repository the caller may not pull: an anonymous caller is asked to log
     /// in, a logged-in one is denied.
     pub fn require_pull(&self, repo: &str) -> Result<(), ApiError> {

@@ -142,11 +142,15 @@ async fn authorize(
         return Ok(Audience::Everyone);
     };
     let repositories = state.registry.ipfs_repositories(cid).await?;
-    if repositories.is_empty() {
-        return Err(crate::registry::RegistryError::ContentUnknown(*cid).into());
-    }
     if !repositories.iter().any(|repo| viewer.may_pull(repo)) {
-        viewer.require_pull(&repositories[0])?;
+        // Unknown and hidden content get the same answer, so that probing CIDs does not
+        // tell which private layers exist: a login prompt for an anonymous caller (either
+        // might be theirs to see), "not found" for one who is logged in.
+        return Err(if viewer.anonymous() {
+            ApiError::LoginRequired
+        } else {
+            crate::registry::RegistryError::ContentUnknown(*cid).into()
+        });
     }
     let anonymous = auth.rights(None).await?;
     let public = repositories
