@@ -205,3 +205,51 @@ async fn a_full_disk_is_unavailable_and_loses_nothing() {
     assert_eq!(pulled.bytes().await.unwrap(), image.manifest.content);
     drop(served);
 }
+
+/// The Bearer challenge names the registry itself: forwarding headers count only from a
+/// trusted proxy, and nothing a client sends adds a parameter to the header.
+#[tokio::test]
+async fn challenges_are_not_steered_by_the_client() {
+    async fn challenge(base: &str, headers: &[(&str, &str)]) -> String {
+        let mut request = reqwest::Client::new().get(format!("{base}/v2/"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+    let forwarded: [&[(&str, &str)]; 2] = [
+        &[
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+        &[("forwarded", "host=evil.example;proto=https")],
+    ];
+
+    let direct = common::auth::start_auth_registry().await;
+    let own_realm = format!("Bearer realm=\"{}/token\",", direct.base());
+    for headers in forwarded {
+        let header = challenge(direct.base(), headers).await;
+        assert!(header.starts_with(&own_realm), "{headers:?}: {header}");
+    }
+    // A Host that is no host name falls back to the address the registry listens on.
+    let header = challenge(direct.base(), &[("host", "r\",realm=\"http://evil")]).await;
+    assert!(header.starts_with(&own_realm), "{header}");
+    assert_eq!(header.matches("realm=").count(), 1, "{header}");
+
+    let proxied = common::auth::start_auth_registry_with(|config| {
+        config.auth.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    for headers in forwarded {
+        let header = challenge(proxied.base(), headers).await;
+        assert!(
+            header.starts_with("Bearer realm=\"https://evil.example/token\","),
+            "{headers:?}: {header}"
+        );
+    }
+}

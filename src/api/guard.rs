@@ -3,12 +3,13 @@
 //! token that lacks it: 401 `insufficient_scope` when the caller could get it (a new token
 //! would do), 403 DENIED when the caller may not do it at all.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::uri::Authority;
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
@@ -38,16 +39,34 @@ impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm, self.service
+            "Bearer realm={},service={}",
+            Quoted(&self.realm),
+            Quoted(&self.service)
         )?;
         if let Some(scope) = &self.scope {
-            write!(f, ",scope=\"{scope}\"")?;
+            write!(f, ",scope={}", Quoted(scope))?;
         }
         if let Some(error) = self.error {
             write!(f, ",error=\"{error}\"")?;
         }
         Ok(())
+    }
+}
+
+/// An RFC 9110 quoted-string: whatever a value holds, it cannot end the parameter early and
+/// start another (a second `realm=`), nor break the header line.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        for c in self.0.chars().filter(|c| !c.is_control()) {
+            if c == '"' || c == '\\' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        f.write_char('"')
     }
 }
 
@@ -113,8 +132,41 @@ pub fn realm(auth: &Auth, state: &AppState, req: &HttpRequest) -> String {
     if let Some(base) = &state.public_url {
         return format!("{}/token", base.as_str().trim_end_matches('/'));
     }
-    let info = req.connection_info();
-    format!("{}://{}/token", info.scheme(), info.host())
+    // `Forwarded`/`X-Forwarded-*` name the public address only when a trusted proxy set
+    // them; from anyone else they would let a request point the challenge, and the
+    // credentials a client then sends, at a host of the sender's choosing.
+    if from_trusted_proxy(auth, req) {
+        let info = req.connection_info();
+        if let Ok(host) = info.host().parse::<Authority>() {
+            return format!("{}://{host}/token", info.scheme());
+        }
+    }
+    let scheme = if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .uri()
+        .authority()
+        .cloned()
+        .or_else(|| {
+            let host = req.headers().get(header::HOST)?.to_str().ok()?;
+            host.parse::<Authority>().ok()
+        })
+        .map_or_else(
+            || req.app_config().local_addr().to_string(),
+            |a| a.to_string(),
+        );
+    format!("{scheme}://{host}/token")
+}
+
+/// Whether the peer is one of `auth.trusted_proxies`, whose forwarding headers count.
+fn from_trusted_proxy(auth: &Auth, req: &HttpRequest) -> bool {
+    req.peer_addr().is_some_and(|peer| {
+        let peer = peer.ip().to_canonical();
+        auth.trusted_proxies.iter().any(|r| r.contains(peer))
+    })
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -299,6 +351,16 @@ mod tests {
         assert_eq!(
             challenge.to_string(),
             "Bearer realm=\"http://r/token\",service=\"svc\",scope=\"repository:a:pull\",error=\"insufficient_scope\""
+        );
+        let hostile = Challenge {
+            realm: "http://r\",realm=\"http://evil/token".into(),
+            service: "s\\\r\nX-Injected: 1".into(),
+            scope: None,
+            error: None,
+        };
+        assert_eq!(
+            hostile.to_string(),
+            "Bearer realm=\"http://r\\\",realm=\\\"http://evil/token\",service=\"s\\\\X-Injected: 1\""
         );
     }
 }
