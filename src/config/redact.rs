@@ -8,7 +8,6 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use toml::{Table, Value};
-use url::Url;
 
 use super::Config;
 
@@ -20,24 +19,37 @@ fn is_secret_key(key: &str) -> bool {
     key == "signing_key" || key.ends_with("password") || key.ends_with("secret")
 }
 
-/// `password=...` inside a libpq key/value connection string (quoted or not).
+/// `password=...` (or `sslpassword=...`) inside a libpq key/value connection string,
+/// quoted or not.
 static KV_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bpassword\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S+)").expect("static regex")
+    Regex::new(r"(?i)\b(\w*password)\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S+)").expect("static regex")
 });
 
-/// Hides the password of a URL (`postgres://user:pw@host/db`) or of a libpq key/value
-/// connection string; other text is returned unchanged.
+/// A URL's `user:password@` and any `...password=` query parameter. Done on the text
+/// rather than through a URL parser, because libpq's multi-host URLs
+/// (`postgres://u:pw@h1:5432,h2:5432/db`) are no URLs to one and would be left whole.
+static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^([a-z][a-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@").expect("static regex")
+});
+static QUERY_PASSWORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)([?&][^=&#]*password=)[^&#]*").expect("static regex"));
+
+/// Hides the passwords of a URL (`postgres://user:pw@host/db`, `?password=pw`) or of a
+/// libpq key/value connection string; other text is returned unchanged.
 fn redact_credentials(text: &str) -> String {
-    if let Ok(mut url) = Url::parse(text) {
-        if url.password().is_some() && url.set_password(Some(REDACTED)).is_ok() {
-            return url.to_string();
-        }
-        return text.to_owned();
+    if URL_SCHEME.is_match(text) {
+        let text = URL_PASSWORD.replace(text, format!("${{1}}{REDACTED}@"));
+        return QUERY_PASSWORD
+            .replace_all(&text, format!("${{1}}{REDACTED}"))
+            .into_owned();
     }
     KV_PASSWORD
-        .replace_all(text, format!("password={REDACTED}"))
+        .replace_all(text, format!("${{1}}={REDACTED}"))
         .into_owned()
 }
+
+static URL_SCHEME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^[a-z][a-z0-9+.-]*://").expect("static regex"));
 
 fn redact_table(table: &mut Table) {
     for (key, value) in table.iter_mut() {
@@ -86,6 +98,26 @@ mod tests {
         assert_eq!(
             redact_credentials("host=db password=s3cret"),
             format!("host=db password={REDACTED}")
+        );
+        assert_eq!(
+            redact_credentials("postgresql://registry:s3cret@db1:5432,db2:5432/registry"),
+            format!("postgresql://registry:{REDACTED}@db1:5432,db2:5432/registry")
+        );
+        assert_eq!(
+            redact_credentials(
+                "postgres://db/registry?user=registry&password=s3cret&sslpassword=k3y&sslmode=require"
+            ),
+            format!(
+                "postgres://db/registry?user=registry&password={REDACTED}&sslpassword={REDACTED}&sslmode=require"
+            )
+        );
+        assert_eq!(
+            redact_credentials("postgres://reg:p@ss@db/registry"),
+            format!("postgres://reg:{REDACTED}@db/registry")
+        );
+        assert_eq!(
+            redact_credentials("host=db sslpassword=k3y"),
+            format!("host=db sslpassword={REDACTED}")
         );
         // Nothing to hide: unchanged.
         for plain in [
