@@ -29,6 +29,23 @@ fn random(len: usize) -> Bytes {
 
 use common::kubo::read_all;
 
+/// The files of adds in progress (or left behind) under `tmp/`, in any store's directory.
+fn tmp_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_none_or(|e| e != "lock") {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&data_dir.join("tmp"), &mut found);
+    found
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -62,7 +79,7 @@ async fn same_cids_as_the_ipfs_node() {
         );
         node.unpin(&theirs.cid).await.unwrap();
     }
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(tmp_files(dir.path()).is_empty());
 }
 
 #[tokio::test]
@@ -94,10 +111,7 @@ async fn a_failing_input_leaves_no_file_and_no_block() {
         .chain(stream::iter(vec![Ok(data.slice(400_000..))])),
     );
     assert!(matches!(store.add(input).await, Err(BlobError::Input(_))));
-    assert!(
-        files_in(&dir.path().join("tmp")).is_empty(),
-        "temporary file kept"
-    );
+    assert!(tmp_files(dir.path()).is_empty(), "temporary file kept");
     assert!(
         files_in(&dir.path().join("data")).is_empty(),
         "partial blob visible"
@@ -210,7 +224,7 @@ async fn concurrent_adds_of_the_same_bytes_agree() {
     }
     let back = read_all(store.cat(&first.cid, 0, None).await.unwrap()).await;
     assert_eq!(back, data);
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(tmp_files(dir.path()).is_empty());
 }
 
 /// The CAR of a stored DAG imports into the real node under the same root, and the node
@@ -327,4 +341,87 @@ async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes() {
     let a = store.add(common::odd_pieces(&a)).await.unwrap().cid;
     let b = store.add(common::odd_pieces(&b)).await.unwrap().cid;
     assert!(store.concat(&[a, b]).await.unwrap().is_none());
+}
+
+/// An add whose request is dropped mid-way (the client went away) leaves no file behind.
+#[tokio::test]
+async fn a_dropped_add_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let (sender, receiver) = futures::channel::mpsc::unbounded::<io::Result<Bytes>>();
+    sender.unbounded_send(Ok(random(600_000))).unwrap();
+    let input: ByteStream = Box::pin(receiver);
+    let mut add = Box::pin(store.add(input));
+    // Written once the first piece is through; then the input stalls.
+    let written = async {
+        while tmp_files(dir.path()).is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut add => panic!("the add finished without its input ending"),
+        () = written => {}
+    }
+    drop(add);
+    assert!(
+        tmp_files(dir.path()).is_empty(),
+        "{:?}",
+        tmp_files(dir.path())
+    );
+    drop(sender);
+}
+
+/// What a crashed store left in `tmp/` goes when the directory is next opened; the files of
+/// a store still open (another process's adds in progress) stay.
+#[tokio::test]
+async fn a_crashed_stores_temporary_files_go_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = embedded(dir.path());
+    let live = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the open store's tmp directory");
+    std::fs::write(live.join("arriving"), b"an add in progress").unwrap();
+    // A store that crashed: its directory and its lock file, which nobody holds.
+    let crashed = dir.path().join("tmp").join("6c1f0f2e-crashed");
+    std::fs::create_dir(&crashed).unwrap();
+    std::fs::write(crashed.join("partial"), b"cut short").unwrap();
+    std::fs::write(crashed.with_extension("lock"), b"").unwrap();
+
+    let next = embedded(dir.path());
+    assert!(!crashed.exists(), "a crashed add's file stays in tmp/");
+    assert!(!crashed.with_extension("lock").exists());
+    assert!(
+        live.join("arriving").exists(),
+        "an open store's add was deleted"
+    );
+    drop((open, next));
+}
+
+/// Unpinned blobs go once their grace period is over, even when nothing is unpinned after
+/// them (a chunked upload's chunks, released once the blob is assembled).
+#[tokio::test]
+async fn the_trash_is_emptied_on_time_without_further_unpins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path()).with_trash_grace(Duration::from_millis(300));
+    let first = store.add(common::odd_pieces(&random(1000))).await.unwrap();
+    let second = store.add(common::odd_pieces(&random(2000))).await.unwrap();
+    store.unpin(&first.cid).await.unwrap();
+    store.unpin(&second.cid).await.unwrap();
+    assert_eq!(files_in(&dir.path().join("trash")).len(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !files_in(&dir.path().join("trash")).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trash not emptied: {:?}",
+            files_in(&dir.path().join("trash"))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(
+        store.block(&second.cid).await,
+        Err(BlobError::NotFound(_))
+    ));
 }

@@ -4,10 +4,11 @@
 //! has the same CID in both modes, and every block of that DAG is recorded in a block
 //! index, so the built-in gateway can serve any of them (and the whole DAG as a CAR).
 //!
-//! Layout under the directory: `data/<cid>` (the bytes), `tmp/` (adds in progress, renamed
-//! into `data/` only once complete; leftovers of a crash are removed on open), `trash/`
-//! (unpinned blobs, deleted after [`TRASH_GRACE`]), `blocks.sqlite` (the index) and
-//! `commit.lock`. "Pinned" means the file is in `data/`.
+//! Layout under the directory: `data/<cid>` (the bytes), `tmp/<id>/` (adds in progress of
+//! one open store, renamed into `data/` only once complete; the store holds `tmp/<id>.lock`
+//! while open, so whoever opens the directory next removes what a crashed process left),
+//! `trash/` (unpinned blobs, deleted [`TRASH_GRACE`] after they were unpinned),
+//! `blocks.sqlite` (the index) and `commit.lock`. "Pinned" means the file is in `data/`.
 //!
 //! More than one process may open the store (`serve` and a `gc` command beside it): the
 //! index is SQLite, file moves are renames, and the commit lock is a file lock.
@@ -31,6 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
 use futures::StreamExt;
+use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
@@ -42,15 +44,18 @@ use crate::file_lock::{Held, LockFile};
 /// Read and write buffer for blob files: a chunk at the default profile.
 const IO_BUFFER: usize = 256 * 1024;
 
-/// How long an unpinned blob stays restorable before its file and index rows go.
-pub const TRASH_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How long an unpinned blob stays restorable before its file and index rows go. What
+/// needs it back is a commit racing the unpin (see the module documentation), which
+/// re-pins right after its transaction: bounded by the metadata call deadlines, far
+/// below this. Longer would only keep disk in use, e.g. a chunked upload's chunks after
+/// the blob was assembled from them.
+pub const TRASH_GRACE: Duration = Duration::from_secs(2 * 60);
 
 /// The longest a process goes between looks through the trash (while it unpins).
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// A file in `tmp/` untouched this long is a crash's leftover, not an add in progress
-/// (which writes as its bytes arrive). Should a stalled add's file go anyway, that add
-/// fails cleanly when it renames the file into place.
+/// A file directly in `tmp/` (written by versions before per-store directories) untouched
+/// this long is a crash's leftover, not an add in progress of such a version.
 const TMP_LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, Clone)]
@@ -66,6 +71,10 @@ struct Inner {
     trash_grace: Duration,
     /// When this process last looked through the trash.
     last_purge: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether a purge is already scheduled for when the oldest trashed file expires.
+    purge_scheduled: std::sync::atomic::AtomicBool,
+    /// Held while the store is open: its `tmp/` directory is in use.
+    _tmp_lock: Held,
     profile: ImportProfile,
     index: BlockIndex,
     /// Serialises what makes a blob visible or invisible (index rows + file), so a
@@ -85,29 +94,30 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path, profile: ImportProfile) -> Result<EmbeddedStore, BlobError> {
         let data = dir.join("data");
-        let tmp = dir.join("tmp");
+        let tmp_root = dir.join("tmp");
         let trash = dir.join("trash");
-        for path in [&data, &tmp, &trash] {
+        for path in [&data, &tmp_root, &trash] {
             crate::durable::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
-        }
-        // Adds cut short by a crash: never visible, never needed. Another process's adds
-        // in progress are recent.
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age >= TMP_LEFTOVER_AGE);
-                if stale {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
         }
         let commit_lock = dir.join("commit.lock");
         let commit = LockFile::create(commit_lock.clone())
             .map_err(|e| io_error("creating", &commit_lock, e))?;
+        let (tmp, tmp_lock) = {
+            // Under the commit lock, so no store is between creating its lock file and
+            // locking it while this one sweeps.
+            let _commit = commit
+                .exclusive()
+                .map_err(|e| io_error("locking", &commit_lock, e))?;
+            sweep_tmp(&tmp_root);
+            let id = Uuid::new_v4().to_string();
+            let lock_path = tmp_root.join(format!("{id}.lock"));
+            let held = LockFile::create(lock_path.clone())
+                .and_then(|lock| lock.exclusive())
+                .map_err(|e| io_error("locking", &lock_path, e))?;
+            let tmp = tmp_root.join(id);
+            crate::durable::create_dir_all(&tmp).map_err(|e| io_error("creating", &tmp, e))?;
+            (tmp, held)
+        };
         let index = BlockIndex::open(&dir.join("blocks.sqlite"))?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -116,6 +126,8 @@ impl EmbeddedStore {
                 trash,
                 trash_grace: TRASH_GRACE,
                 last_purge: std::sync::Mutex::new(None),
+                purge_scheduled: std::sync::atomic::AtomicBool::new(false),
+                _tmp_lock: tmp_lock,
                 profile,
                 index,
                 commit,
@@ -154,12 +166,14 @@ impl EmbeddedStore {
     }
 
     /// Deletes trashed blobs older than the grace period, with their index rows (unless the
-    /// same content was stored again meanwhile). Call with the commit lock held.
-    async fn purge_trash(&self) -> Result<(), BlobError> {
+    /// same content was stored again meanwhile). Call with the commit lock held. Returns
+    /// how long until the next remaining one expires.
+    async fn purge_trash(&self) -> Result<Option<Duration>, BlobError> {
         let mut entries = match tokio::fs::read_dir(&self.inner.trash).await {
             Ok(entries) => entries,
             Err(e) => return Err(io_error("listing", &self.inner.trash, e)),
         };
+        let mut next: Option<Duration> = None;
         while let Ok(Some(entry)) = entries.next_entry().await {
             let age = entry
                 .metadata()
@@ -169,6 +183,8 @@ impl EmbeddedStore {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_default();
             if age < self.inner.trash_grace {
+                let left = self.inner.trash_grace - age;
+                next = Some(next.map_or(left, |n| n.min(left)));
                 continue;
             }
             let path = entry.path();
@@ -190,7 +206,46 @@ impl EmbeddedStore {
                 self.with_index(move |index| index.remove(&root)).await?;
             }
         }
-        Ok(())
+        Ok(next)
+    }
+
+    /// Purges the trash once its oldest file has expired, then again for the next, so
+    /// unpinned files go on time even when nothing else is unpinned after them.
+    fn schedule_purge(&self, after: Duration) {
+        use std::sync::atomic::Ordering;
+        if self.inner.purge_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.purge_scheduled.store(false, Ordering::Release);
+            return;
+        };
+        // Weak: a closed store is not kept open by its own timer.
+        let inner = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut after = after;
+            loop {
+                // A moment past the expiry, so a file is not found a hair too young.
+                tokio::time::sleep(after + Duration::from_millis(50)).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let store = EmbeddedStore { inner };
+                let purged = match store.lock_commit().await {
+                    Ok(_commit) => store.purge_trash().await,
+                    Err(e) => Err(e),
+                };
+                match purged {
+                    Ok(Some(next)) => after = next,
+                    Ok(None) => {
+                        store.inner.purge_scheduled.store(false, Ordering::Release);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "trash_purge_failed", error = %e);
+                        after = PURGE_INTERVAL;
+                    }
+                }
+            }
+        });
     }
 
     /// The largest leaf of a stored DAG and how many leaves it has: with more than one, the
@@ -214,6 +269,13 @@ impl EmbeddedStore {
     /// The root CID of every blob stored here.
     pub async fn roots(&self) -> Result<Vec<Cid>, BlobError> {
         self.with_index(|index| index.roots()).await
+    }
+
+    /// A new file name in this store's `tmp/` directory, removed when dropped unless it
+    /// was placed: an add that fails, or whose request is dropped, leaves nothing behind.
+    fn new_tmp(&self) -> Result<TempPath, BlobError> {
+        let path = self.inner.tmp.join(Uuid::new_v4().to_string());
+        TempPath::try_from_path(&path).map_err(|e| io_error("naming", &path, e))
     }
 
     fn path_of(&self, cid: &Cid) -> PathBuf {
@@ -281,7 +343,7 @@ impl EmbeddedStore {
     /// file renamed into place (under the commit lock, against a concurrent unpin).
     async fn place(
         &self,
-        tmp: &Path,
+        tmp: TempPath,
         dag: crate::blobs::unixfs::Dag,
         blocks: Vec<crate::blobs::unixfs::Block>,
     ) -> Result<StoredBytes, BlobError> {
@@ -292,17 +354,13 @@ impl EmbeddedStore {
         let indexed = self
             .with_index(move |index| index.insert(&root, size, &blocks))
             .await;
+        indexed?;
         // Renaming over an existing file of the same CID replaces identical bytes.
-        let placed = match indexed {
-            Ok(()) => durable_rename(tmp, &target)
-                .await
-                .map_err(|e| io_error("placing", &target, e)),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = placed {
-            let _ = tokio::fs::remove_file(tmp).await;
-            return Err(e);
-        }
+        durable_rename(&tmp, &target)
+            .await
+            .map_err(|e| io_error("placing", &target, e))?;
+        // Renamed away: nothing left to remove.
+        let _ = tmp.keep();
         Ok(StoredBytes {
             cid: dag.root,
             size: dag.file_size,
@@ -330,6 +388,45 @@ impl EmbeddedStore {
     }
 }
 
+/// Removes what crashed stores left in `tmp/`: the directory of every store whose lock
+/// nobody holds, and loose files of older versions once they are an hour old. Best effort:
+/// what cannot be removed now is tried again at the next open.
+fn sweep_tmp(tmp_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            // A directory whose lock file is gone was half swept before.
+            if !path.with_extension("lock").exists() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            continue;
+        }
+        if path.extension().is_some_and(|e| e == "lock") {
+            let lock = LockFile::create(path.clone());
+            if let Ok(Some(_held)) = lock.and_then(|l| l.try_exclusive()) {
+                let _ = std::fs::remove_dir_all(path.with_extension(""));
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age >= TMP_LEFTOVER_AGE);
+        if stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// [`crate::durable::rename`] on a blocking thread.
 async fn durable_rename(from: &Path, to: &Path) -> std::io::Result<()> {
     let (from, to) = (from.to_path_buf(), to.to_path_buf());
@@ -352,15 +449,9 @@ impl BlobStore for EmbeddedStore {
     }
 
     async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError> {
-        let tmp = self.inner.tmp.join(Uuid::new_v4().to_string());
-        let (dag, blocks) = match self.write(&tmp, data).await {
-            Ok(built) => built,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        self.place(&tmp, dag, blocks).await
+        let tmp = self.new_tmp()?;
+        let (dag, blocks) = self.write(&tmp, data).await?;
+        self.place(tmp, dag, blocks).await
     }
 
     async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
@@ -374,8 +465,8 @@ impl BlobStore for EmbeddedStore {
         };
         let (dag, blocks) = concat::dag_over(chunk_size, &leaves);
         let files: Vec<PathBuf> = parts.iter().map(|p| self.path_of(p)).collect();
-        let tmp = self.inner.tmp.join(Uuid::new_v4().to_string());
-        let target = tmp.clone();
+        let tmp = self.new_tmp()?;
+        let target = tmp.to_path_buf();
         let joined = tokio::task::spawn_blocking(move || concat::join_files(&files, &target))
             .await
             .map_err(|e| BlobError::Backend(format!("embedded store join task: {e}")))?;
@@ -389,10 +480,9 @@ impl BlobStore for EmbeddedStore {
             Err(e) => Some(io_error("joining into", &tmp, e)),
         };
         if let Some(e) = failed {
-            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        self.place(&tmp, dag, blocks).await.map(Some)
+        self.place(tmp, dag, blocks).await.map(Some)
     }
 
     async fn cat(
@@ -463,8 +553,13 @@ impl BlobStore for EmbeddedStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("unpinning", &path, e)),
         }
-        if self.purge_due() {
-            self.purge_trash().await?;
+        let next = if self.purge_due() {
+            self.purge_trash().await?
+        } else {
+            Some(self.inner.trash_grace)
+        };
+        if let Some(next) = next {
+            self.schedule_purge(next);
         }
         Ok(())
     }
