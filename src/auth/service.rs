@@ -183,11 +183,6 @@ impl Auth {
         ];
         let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
         let attempt = loop {
-            // Right credentials just checked by another login are not checked again (nor
-            // throttled: only someone who knows the password gets here).
-            if let Some(login) = self.cached(name, &key).await? {
-                return Ok(login);
-            }
             let released = self.throttle.released();
             match self.throttle.reserve(&keys, Instant::now()) {
                 Ok(attempt) => break attempt,
@@ -198,6 +193,12 @@ impl Auth {
                 return Err(AuthError::Busy);
             }
         };
+        // The cache is asked only with an attempt reserved (a miss goes on to be checked
+        // and counted): else a locked-out guesser could test guesses against it for free.
+        if let Some(login) = self.cached(name, &key).await? {
+            attempt.succeeded();
+            return Ok(login);
+        }
         let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.checks).acquire_owned())
             .await
             .map_err(|_| AuthError::Busy)?
