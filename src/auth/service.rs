@@ -115,15 +115,9 @@ impl Auth {
         } else {
             self.password_login(name, secret, client).await
         };
-        match &outcome {
-            Err(AuthError::InvalidCredentials) => {
-                // The name is the client's: escaped, it cannot forge log lines.
-                tracing::info!(event = "login_failed", user = %name.escape_debug(), client = %client);
-            }
-            Err(AuthError::Throttled(_)) => {
-                tracing::info!(event = "login_throttled", user = %name.escape_debug(), client = %client);
-            }
-            _ => {}
+        if let Err(AuthError::InvalidCredentials) = &outcome {
+            // The name is the client's: escaped, it cannot forge log lines.
+            tracing::info!(event = "login_failed", user = %name.escape_debug(), client = %client);
         }
         outcome
     }
