@@ -46,6 +46,9 @@ pub struct TokenGrant {
 /// How long a login waits for its turn (a throttle slot, an argon2 slot) before 429.
 pub const LOGIN_WAIT: Duration = Duration::from_secs(5);
 
+/// User names are at most 128 characters (`admin::validate_user_name`).
+const MAX_LOGGED_NAME: usize = 128;
+
 pub struct Auth {
     pub issuer: TokenIssuer,
     store: Arc<dyn UserStore>,
@@ -116,8 +119,10 @@ impl Auth {
             self.password_login(name, secret, client).await
         };
         if let Err(AuthError::InvalidCredentials) = &outcome {
-            // The name is the client's: escaped, it cannot forge log lines.
-            tracing::info!(event = "login_failed", user = %name.escape_debug(), client = %client);
+            // The name is the client's: escaped, it cannot forge log lines, and cut to the
+            // longest valid name, it cannot fill the log.
+            let shown: String = name.chars().take(MAX_LOGGED_NAME).collect();
+            tracing::info!(event = "login_failed", user = %shown.escape_debug(), client = %client);
         }
         outcome
     }
@@ -171,10 +176,7 @@ impl Auth {
         client: IpAddr,
     ) -> Result<Login, AuthError> {
         let key = self.cache.key(name, secret);
-        let keys = [
-            Key::UserClient(name.to_owned(), client),
-            Key::Client(client),
-        ];
+        let keys = [Key::user_client(name, client), Key::Client(client)];
         let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
         let attempt = loop {
             let released = self.throttle.released();

@@ -14,15 +14,26 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// One user name as tried from one address.
-    UserClient(String, IpAddr),
+    /// One user name (its sha256) as tried from one address.
+    UserClient([u8; 32], IpAddr),
     /// Everything tried from one address.
     Client(IpAddr),
+}
+
+impl Key {
+    /// The key of `user` tried from `client`. The name is kept as a digest: a name is
+    /// whatever a client sends (up to a whole form), and up to `max_keys` of them are kept.
+    pub fn user_client(user: &str, client: IpAddr) -> Key {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&Sha256::digest(user.as_bytes()));
+        Key::UserClient(digest, client)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -282,10 +293,7 @@ mod tests {
     }
 
     fn keys_of(user: &str, client: &str) -> Vec<Key> {
-        vec![
-            Key::UserClient(user.into(), ip(client)),
-            Key::Client(ip(client)),
-        ]
+        vec![Key::user_client(user, ip(client)), Key::Client(ip(client))]
     }
 
     fn keys() -> Vec<Key> {
