@@ -43,7 +43,7 @@ IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded ca
   --test conformance_pull --test conformance_push --test conformance_discovery \
   --test conformance_management --test conformance_manifests --test upload_replicas \
   --test limits --test memory --test skopeo_roundtrip --test browse \
-  --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging \
+  --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging --test hardening_auth \
   --test ops --test ops_cli --test verify \
   --test clients_docker --test clients_podman --test clients_containerd \
   -- --test-threads "${TEST_THREADS:-4}"

@@ -125,6 +125,14 @@ pub struct AuthConfig {
     /// is identified by the connection's address.
     #[serde(default)]
     pub trusted_proxies: Vec<IpRange>,
+    /// Password checks (argon2, 19 MiB and tens of milliseconds each) run at once; more
+    /// logins wait a few seconds for one to end, then get 429. Unset: the number of cores.
+    #[serde(default)]
+    pub max_concurrent_password_checks: Option<usize>,
+    /// How long a login with a user name and password, once checked, is taken as checked
+    /// again without argon2 (while the user's password is unchanged). 0 turns this off.
+    #[serde(with = "humantime_serde")]
+    pub login_cache_ttl: Duration,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -141,6 +149,11 @@ impl std::fmt::Debug for AuthConfig {
             )
             .field("signing_key_file", &self.signing_key_file)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "max_concurrent_password_checks",
+                &self.max_concurrent_password_checks,
+            )
+            .field("login_cache_ttl", &self.login_cache_ttl)
             .finish()
     }
 }
@@ -156,6 +169,8 @@ impl Default for AuthConfig {
             signing_key: None,
             signing_key_file: None,
             trusted_proxies: Vec::new(),
+            max_concurrent_password_checks: None,
+            login_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -403,6 +418,9 @@ impl Config {
         if self.auth.token_ttl.as_secs() == 0 {
             return invalid("auth.token_ttl", "must be at least one second");
         }
+        if self.auth.max_concurrent_password_checks == Some(0) {
+            return invalid("auth.max_concurrent_password_checks", "must be at least 1");
+        }
         if self.auth.service.is_empty() {
             return invalid("auth.service", "must not be empty");
         }
@@ -511,6 +529,8 @@ mod tests {
             assert!(!config.auth.enabled, "auth is off by default");
             assert_eq!(config.auth.service, "ipfs-registry");
             assert_eq!(config.auth.token_ttl, Duration::from_secs(300));
+            assert_eq!(config.auth.max_concurrent_password_checks, None);
+            assert_eq!(config.auth.login_cache_ttl, Duration::from_secs(60));
             assert_eq!(config.data_dir, PathBuf::from("./data"));
 
             jail.set_env("IPFS_REGISTRY_AUTH__ENABLED", "true");
@@ -529,9 +549,13 @@ mod tests {
                 "IPFS_REGISTRY_AUTH__TRUSTED_PROXIES",
                 "[10.0.0.0/8, 10.0.0.5, \"::1\", fd00::/8]",
             );
+            jail.set_env("IPFS_REGISTRY_AUTH__MAX_CONCURRENT_PASSWORD_CHECKS", "3");
+            jail.set_env("IPFS_REGISTRY_AUTH__LOGIN_CACHE_TTL", "0s");
             jail.set_env("IPFS_REGISTRY_DATA_DIR", "/var/lib/registry");
             let config = Config::load(None).unwrap();
             assert!(config.auth.enabled);
+            assert_eq!(config.auth.max_concurrent_password_checks, Some(3));
+            assert_eq!(config.auth.login_cache_ttl, Duration::ZERO);
             assert_eq!(config.auth.service, "registry.example.com");
             assert_eq!(config.auth.issuer, "issuer.example.com");
             assert_eq!(
@@ -559,6 +583,14 @@ mod tests {
             Ok(())
         });
         assert!(message.contains("auth.token_ttl"), "{message}");
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_AUTH__MAX_CONCURRENT_PASSWORD_CHECKS", "0");
+            Ok(())
+        });
+        assert!(
+            message.contains("auth.max_concurrent_password_checks"),
+            "{message}"
+        );
         let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_AUTH__SIGNING_KEY", "x");
             jail.set_env("IPFS_REGISTRY_AUTH__SIGNING_KEY_FILE", "/k.pem");

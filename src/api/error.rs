@@ -86,7 +86,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "UNSUPPORTED",
             ApiError::Auth(e) => match e {
                 AuthError::InvalidCredentials | AuthError::InvalidToken(_) => "UNAUTHORIZED",
-                AuthError::Throttled(_) => "TOOMANYREQUESTS",
+                AuthError::Throttled(_) | AuthError::Busy => "TOOMANYREQUESTS",
                 AuthError::BadRequest(_) => "UNSUPPORTED",
                 AuthError::Unavailable(_) => "UNAVAILABLE",
                 AuthError::Internal(_) | AuthError::Key(_) => "UNKNOWN",
@@ -147,7 +147,7 @@ impl ResponseError for ApiError {
                 AuthError::InvalidCredentials | AuthError::InvalidToken(_) => {
                     StatusCode::UNAUTHORIZED
                 }
-                AuthError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                AuthError::Throttled(_) | AuthError::Busy => StatusCode::TOO_MANY_REQUESTS,
                 AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 AuthError::Internal(_) | AuthError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,7 +180,7 @@ impl ResponseError for ApiError {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
             ApiError::Registry(RegistryError::Unavailable(_) | RegistryError::TooManyRequests)
-            | ApiError::Auth(AuthError::Unavailable(_))
+            | ApiError::Auth(AuthError::Unavailable(_) | AuthError::Busy)
             | ApiError::TooManyRequests
             | ApiError::Timeout(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));

@@ -3,6 +3,7 @@
 //! modules; `service` ties them to the user store. No HTTP types here.
 
 pub mod admin;
+mod cache;
 pub mod keys;
 pub mod password;
 pub mod permission;
@@ -26,6 +27,9 @@ pub enum AuthError {
     /// Too many failed logins for this user or from this client.
     #[error("too many failed login attempts; retry in {}s", .0.as_secs().max(1))]
     Throttled(Duration),
+    /// Too many logins waiting for a password check at once.
+    #[error("too many logins at once; retry in a moment")]
+    Busy,
     #[error("invalid token: {0}")]
     InvalidToken(String),
     /// A malformed token request or administrative input.

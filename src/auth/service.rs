@@ -3,14 +3,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
 
 use url::Url;
 
+use super::cache::{CredentialsKey, LoginCache};
 use super::keys::SigningKey;
 use super::permission::{Grant, Pattern, Rights};
 use super::scope::{self, Scope};
-use super::throttle::{Key, LoginThrottle, Policy};
+use super::throttle::{Key, LoginThrottle, Policy, Refusal};
 use super::token::{unix, Claims, Issued, TokenIssuer};
 use super::{password, robot, AuthError};
 use crate::config::Config;
@@ -39,10 +43,22 @@ pub struct TokenGrant {
     pub refresh: Option<Issued>,
 }
 
+/// How long a login waits for its turn (a throttle slot, an argon2 slot) before 429.
+pub const LOGIN_WAIT: Duration = Duration::from_secs(5);
+
+/// User names are at most 128 characters (`admin::validate_user_name`).
+const MAX_LOGGED_NAME: usize = 128;
+
 pub struct Auth {
     pub issuer: TokenIssuer,
     store: Arc<dyn UserStore>,
-    throttle: LoginThrottle,
+    throttle: Arc<LoginThrottle>,
+    cache: Arc<LoginCache>,
+    /// One permit per password check that may run at once...
+    checks: Arc<Semaphore>,
+    /// ...and the argon2 working memory those checks reuse (one area per permit, made on
+    /// first use).
+    memory: Arc<Mutex<Vec<password::Memory>>>,
     /// The configured token endpoint for challenges, if any.
     pub realm: Option<Url>,
     pub trusted_proxies: Vec<crate::config::IpRange>,
@@ -63,6 +79,9 @@ impl Auth {
             auth.signing_key_file.as_deref(),
             &config.data_dir,
         )?;
+        let checks = auth.max_concurrent_password_checks.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
         tracing::info!(event = "auth_enabled", kid = %key.kid, algorithm = ?key.algorithm);
         Ok(Some(Arc::new(Auth {
             issuer: TokenIssuer::new(
@@ -72,71 +91,150 @@ impl Auth {
                 auth.token_ttl,
             ),
             store,
-            throttle: LoginThrottle::new(Policy::default()),
+            throttle: Arc::new(LoginThrottle::new(Policy::default())),
+            cache: Arc::new(LoginCache::new(auth.login_cache_ttl)),
+            checks: Arc::new(Semaphore::new(checks)),
+            memory: Arc::new(Mutex::new(Vec::new())),
             realm: auth.realm.clone(),
             trusted_proxies: auth.trusted_proxies.clone(),
         })))
     }
 
-    /// Checks a user name and a password (or robot token). Repeated failures per user and
-    /// per client are throttled before any password work is done.
+    /// Checks a user name and a password (or robot token) from `client`.
+    ///
+    /// A password is checked only after an attempt has been reserved with the throttle, on
+    /// one of a bounded number of argon2 slots; a login that waits longer than
+    /// [`LOGIN_WAIT`] for either gets 429. Robot tokens are not throttled: their secrets
+    /// cannot be guessed and checking one costs a lookup and a sha256, so failed password
+    /// guesses never lock out the robot tokens of a user.
     pub async fn login(
         &self,
         name: &str,
         secret: &str,
         client: IpAddr,
     ) -> Result<Login, AuthError> {
-        let keys = [Key::User(name.to_owned()), Key::Client(client)];
-        if let Some(wait) = self.throttle.retry_after(&keys, Instant::now()) {
-            return Err(AuthError::Throttled(wait));
+        let outcome = if robot::parse(secret).is_some() {
+            self.robot_login(name, secret).await
+        } else {
+            self.password_login(name, secret, client).await
+        };
+        if let Err(AuthError::InvalidCredentials) = &outcome {
+            // The name is the client's: escaped, it cannot forge log lines, and cut to the
+            // longest valid name, it cannot fill the log.
+            let shown: String = name.chars().take(MAX_LOGGED_NAME).collect();
+            tracing::info!(event = "login_failed", user = %shown.escape_debug(), client = %client);
         }
-        match self.check(name, secret).await {
-            Ok(login) => {
-                self.throttle.record_success(name);
-                Ok(login)
-            }
-            Err(AuthError::InvalidCredentials) => {
-                tracing::info!(event = "login_failed", user = %name, client = %client);
-                self.throttle.record_failure(&keys, Instant::now());
-                Err(AuthError::InvalidCredentials)
-            }
-            Err(e) => Err(e),
-        }
+        outcome
     }
 
-    async fn check(&self, name: &str, secret: &str) -> Result<Login, AuthError> {
-        let user = self.store.user(name).await?;
-        if let Some((id, digest)) = robot::parse(secret) {
-            let user = user.ok_or(AuthError::InvalidCredentials)?;
-            let token = self
-                .store
-                .robot_token(id)
-                .await?
-                .ok_or(AuthError::InvalidCredentials)?;
-            if token.user_id != user.id
-                || !robot::same_digest(&token.secret_sha256, &digest)
-                || token.expires_at <= SystemTime::now()
-            {
-                return Err(AuthError::InvalidCredentials);
-            }
-            let rights = robot_limit(&token.scopes)?;
-            return Ok(Login {
-                user,
-                robot: Some(RobotLimit {
-                    scopes: token.scopes,
-                    rights,
-                }),
-            });
+    async fn robot_login(&self, name: &str, secret: &str) -> Result<Login, AuthError> {
+        let (id, digest) = robot::parse(secret).ok_or(AuthError::InvalidCredentials)?;
+        let user = self
+            .store
+            .user(name)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        let token = self
+            .store
+            .robot_token(id)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        if token.user_id != user.id
+            || !robot::same_digest(&token.secret_sha256, &digest)
+            || token.expires_at <= SystemTime::now()
+        {
+            return Err(AuthError::InvalidCredentials);
         }
-        let secret = secret.to_owned();
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let matches = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => password::verify(&secret, &hash),
-            None => {
-                password::verify_dummy(&secret);
-                false
+        let rights = robot_limit(&token.scopes)?;
+        Ok(Login {
+            user,
+            robot: Some(RobotLimit {
+                scopes: token.scopes,
+                rights,
+            }),
+        })
+    }
+
+    /// The user, when `key` was checked against their password as stored now.
+    async fn cached(&self, name: &str, key: &CredentialsKey) -> Result<Option<Login>, AuthError> {
+        if !self.cache.holds(key, Instant::now()) {
+            return Ok(None);
+        }
+        let user = self.store.user(name).await?;
+        Ok(self
+            .cache
+            .confirms(key, user.as_ref(), Instant::now())
+            .then_some(user)
+            .flatten()
+            .map(|user| Login { user, robot: None }))
+    }
+
+    async fn password_login(
+        &self,
+        name: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Login, AuthError> {
+        let key = self.cache.key(name, secret);
+        let keys = [Key::user_client(name, client), Key::Client(client)];
+        let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
+        let attempt = loop {
+            let released = self.throttle.released();
+            match self.throttle.reserve(&keys, Instant::now()) {
+                Ok(attempt) => break attempt,
+                Err(Refusal::LockedOut(wait)) => return Err(AuthError::Throttled(wait)),
+                Err(Refusal::Busy) => {}
             }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(AuthError::Busy);
+            }
+        };
+        // The cache is asked only with an attempt reserved (a miss goes on to be checked
+        // and counted): else a locked-out guesser could test guesses against it for free.
+        if let Some(login) = self.cached(name, &key).await? {
+            attempt.succeeded();
+            return Ok(login);
+        }
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.checks).acquire_owned())
+            .await
+            .map_err(|_| AuthError::Busy)?
+            .map_err(|e| AuthError::Internal(format!("password check slots: {e}")))?;
+        // Another login may have checked the same credentials while this one waited.
+        if let Some(login) = self.cached(name, &key).await? {
+            attempt.succeeded();
+            return Ok(login);
+        }
+        let user = self.store.user(name).await?;
+        let stored = user.clone();
+        let secret = secret.to_owned();
+        let memory = Arc::clone(&self.memory);
+        let cache = Arc::clone(&self.cache);
+        // argon2 takes tens of milliseconds of CPU: off the async workers. The slot, the
+        // memory and the attempt go with it, so a client that hangs up does not free its
+        // slot early nor escape the count of failures.
+        let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut area = memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
+            let matches = match &stored {
+                Some(user) => password::verify_in(&secret, &user.password_hash, &mut area),
+                None => {
+                    password::verify_dummy_in(&secret, &mut area);
+                    false
+                }
+            };
+            memory.lock().unwrap_or_else(|e| e.into_inner()).push(area);
+            match &stored {
+                Some(user) if matches => {
+                    cache.insert(key, user, Instant::now());
+                    attempt.succeeded();
+                }
+                _ => attempt.failed(),
+            }
+            matches
         })
         .await
         .map_err(|e| AuthError::Internal(format!("password check: {e}")))?;
