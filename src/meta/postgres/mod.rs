@@ -304,4 +304,11 @@ impl super::status::StoreStatus for PostgresStore {
             waiting: status.waiting,
         })
     }
+
+    fn discard_idle_connections(&self) {
+        // Closing a connection whose query is still in flight is safe: tokio-postgres keeps
+        // the protocol in step and the server rolls back an open transaction when the
+        // session ends.
+        self.pool.retain(|_, _| false);
+    }
 }
