@@ -730,6 +730,12 @@ mod tests {
         );
 
         let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_DATABASE__OPERATION_TIMEOUT", "0s");
+            Ok(())
+        });
+        assert!(message.contains("database.operation_timeout"), "{message}");
+
+        let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");
             Ok(())
         });

@@ -337,8 +337,11 @@ impl<S: UserStore + StoreStatus> UserStore for Deadlines<S> {
         page: &Page,
         filter: &RepoFilter,
     ) -> Result<Vec<String>, MetaError> {
-        self.request("catalog_filtered", self.inner.catalog_filtered(page, filter))
-            .await
+        self.request(
+            "catalog_filtered",
+            self.inner.catalog_filtered(page, filter),
+        )
+        .await
     }
 }
 
