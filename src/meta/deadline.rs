@@ -439,3 +439,65 @@ impl UnpinLease for UnpinLeaseWithin {
             .unwrap_or_else(|_| Err(timed_out("unpin_lease.in_use", limit)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts how often it was told to drop its idle connections.
+    #[derive(Default)]
+    struct Pool {
+        discarded: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StoreStatus for Pool {
+        async fn schema_current(&self) -> Result<bool, MetaError> {
+            Ok(true)
+        }
+
+        fn pool_use(&self) -> Option<PoolUse> {
+            None
+        }
+
+        fn discard_idle_connections(&self) {
+            self.discarded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn deadlines() -> Deadlines<Pool> {
+        Deadlines {
+            inner: Pool::default(),
+            call: Duration::from_millis(100),
+            gc: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_is_unavailable_and_idle_connections_go() {
+        let store = deadlines();
+        let started = std::time::Instant::now();
+        let result: Result<(), MetaError> = store.request("manifest", std::future::pending()).await;
+        match result {
+            Err(MetaError::Unavailable(message)) => {
+                assert!(message.contains("`manifest`"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(store.inner.discarded.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn answers_and_errors_within_the_limit_pass_through() {
+        let store = deadlines();
+        assert_eq!(store.request("tags", async { Ok(7) }).await.unwrap(), 7);
+        let refused: Result<(), MetaError> = store
+            .gc("sweep", async { Err(MetaError::Backend("no".into())) })
+            .await;
+        assert!(matches!(refused, Err(MetaError::Backend(_))));
+        assert_eq!(store.inner.discarded.load(Ordering::SeqCst), 0);
+    }
+}
