@@ -133,6 +133,54 @@ async fn a_stalled_database_answers_503_and_the_upload_resumes() {
     registry.server.stop().await;
 }
 
+/// Connections a partition silently cut (the server is reachable again, the old TCP
+/// connections are not) go at the first deadline instead of each failing a request in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_lost_in_a_partition_are_replaced_not_reused() {
+    let mut config = common::test_config().await;
+    let Some(url) = config.database.url.clone() else {
+        eprintln!("skipped: the SQLite store cannot be stalled by a proxy");
+        return;
+    };
+    let mut url = url::Url::parse(&url).unwrap();
+    let proxy = StallProxy::start(socket_addr(&url)).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    config.database.url = Some(url.to_string());
+    config.database.timeout = Duration::from_secs(3);
+    config.database.operation_timeout = Duration::from_secs(3);
+    config.database.pool_size = 8;
+    let bound = config.database.timeout + SLACK;
+    let registry = common::start_registry_from(config).await;
+    let oci = Oci::new(&registry.base);
+    let repo = "stall/lost";
+    oci.push_image(repo, Some("v1"), 1).await;
+    let manifest = format!("/v2/{repo}/manifests/v1");
+
+    // Requests at once until the pool holds several connections.
+    for _ in 0..100 {
+        if proxy.open_connections() >= 4 {
+            break;
+        }
+        let answers = futures::future::join_all((0..8).map(|_| oci.get(&manifest))).await;
+        for answer in answers {
+            expect_status(answer, 200).await;
+        }
+    }
+    let lost = proxy.open_connections();
+    assert!(lost >= 3, "only {lost} pooled connections");
+
+    proxy.freeze_open_connections();
+    let first = within("GET manifest, lost connection", bound, oci.get(&manifest)).await;
+    assert_unavailable(first).await;
+    for i in 0..lost {
+        let answer = within(&format!("GET manifest {i}"), bound, oci.get(&manifest)).await;
+        expect_status(answer, 200).await;
+    }
+
+    proxy.resume();
+    registry.server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_ipfs_node_answers_503_and_pushes_resume() {
     let mut config = common::test_config().await;
