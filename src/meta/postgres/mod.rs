@@ -306,9 +306,9 @@ impl super::status::StoreStatus for PostgresStore {
     }
 
     fn discard_idle_connections(&self) {
-        // Closing a connection whose query is still in flight is safe: tokio-postgres keeps
-        // the protocol in step and the server rolls back an open transaction when the
-        // session ends.
+        // Dropping a connection whose query is still in flight is safe: its connection task
+        // still sends what was queued (the ROLLBACK of an abandoned transaction included)
+        // before closing, and the server rolls back whatever a lost session left open.
         self.pool.retain(|_, _| false);
     }
 }
