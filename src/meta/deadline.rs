@@ -12,11 +12,11 @@
 //! multi-statement operation is one transaction, which tokio-postgres rolls back when it is
 //! dropped uncommitted (a `COMMIT` already sent either lands whole or not at all), and
 //! SQLite work runs to its end on the blocking pool. So a 503 means "not known to have
-//! happened": a write already sent may still land, whole, once the database answers, which
-//! a retry sees (an upload's GET reports the offset; every other write is idempotent). The
-//! store is then told to close its idle connections
-//! ([`StoreStatus::discard_idle_connections`]), so the stuck connection is not handed to the
-//! next request.
+//! happened": a write already sent may still land, whole, once the database answers. A
+//! retry sees it (an upload's GET reports the offset, a manifest put again is the same),
+//! or GC tidies it (a session opened for a client that gave up expires). The store is then
+//! told to close its idle connections ([`StoreStatus::discard_idle_connections`]), so the
+//! stuck connection is not handed to the next request.
 
 use std::collections::HashSet;
 use std::future::Future;
