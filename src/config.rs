@@ -193,6 +193,16 @@ pub struct DatabaseConfig {
     /// Server-side limit on any one statement.
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// Client-side limit on one metadata call, from asking for a connection (which alone
+    /// may take up to `timeout`) to the answer, whatever the route; past it the call fails
+    /// as unavailable (503). Unlike `statement_timeout` it also holds when the server stops
+    /// answering.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// The same limit on garbage collection and inventory calls (a sweep runs long
+    /// transactions).
+    #[serde(with = "humantime_serde")]
+    pub gc_operation_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +264,8 @@ impl Default for Config {
                 pool_size: 16,
                 timeout: Duration::from_secs(5),
                 statement_timeout: Duration::from_secs(30),
+                operation_timeout: Duration::from_secs(10),
+                gc_operation_timeout: Duration::from_secs(10 * 60),
             },
             ipfs: IpfsConfig {
                 url: None,
@@ -342,6 +354,12 @@ impl Config {
         }
         if self.database.timeout.is_zero() {
             return invalid("database.timeout", "must be greater than zero");
+        }
+        if self.database.operation_timeout.is_zero() {
+            return invalid("database.operation_timeout", "must be greater than zero");
+        }
+        if self.database.gc_operation_timeout.is_zero() {
+            return invalid("database.gc_operation_timeout", "must be greater than zero");
         }
         if let Some(url) = &self.database.url {
             let check = match crate::meta::postgres::tls::parse_url(url) {
@@ -742,6 +760,12 @@ mod tests {
             message.to_lowercase().contains("database.timeout"),
             "{message}"
         );
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_DATABASE__OPERATION_TIMEOUT", "0s");
+            Ok(())
+        });
+        assert!(message.contains("database.operation_timeout"), "{message}");
 
         let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");

@@ -16,6 +16,7 @@ use crate::blobs::metered::MeteredBlobStore;
 use crate::blobs::migrate::{self, MigrateReport};
 use crate::blobs::BlobStore;
 use crate::config::Config;
+use crate::meta::deadline::Deadlines;
 use crate::meta::gc::GcStore;
 use crate::meta::metered::MeteredMetadataStore;
 use crate::meta::postgres::PostgresStore;
@@ -78,7 +79,7 @@ pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> 
             .migrate()
             .await
             .context("applying database migrations")?;
-        return Ok(MetadataStores::of(store));
+        return Ok(MetadataStores::of(Deadlines::new(store, &config.database)));
     }
     let dir = config.data_dir.clone();
     crate::durable::create_dir_all(&dir)
@@ -89,7 +90,7 @@ pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> 
         .await
         .context("opening the embedded metadata store")?
         .with_context(|| format!("opening the embedded metadata store in {}", dir.display()))?;
-    Ok(MetadataStores::of(store))
+    Ok(MetadataStores::of(Deadlines::new(store, &config.database)))
 }
 
 /// The IPFS node when `ipfs.url` is set, otherwise the embedded store under `data_dir`.

@@ -31,6 +31,8 @@ fn config(url: &str) -> DatabaseConfig {
         pool_size: 4,
         timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(10),
+        gc_operation_timeout: Duration::from_secs(60),
     }
 }
 
@@ -303,6 +305,8 @@ async fn unreachable_database_is_unavailable_within_the_timeout() {
             pool_size: 2,
             timeout: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(10),
+            gc_operation_timeout: Duration::from_secs(60),
         };
         let started = Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(10), PostgresStore::connect(&cfg))
@@ -356,6 +360,8 @@ async fn missing_url_is_an_error() {
         pool_size: 1,
         timeout: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(1),
+        operation_timeout: Duration::from_secs(10),
+        gc_operation_timeout: Duration::from_secs(60),
     };
     assert!(PostgresStore::connect(&cfg).await.is_err());
 }

@@ -70,6 +70,8 @@ fn database_config(url: String, ca_file: Option<PathBuf>) -> DatabaseConfig {
         pool_size: 2,
         timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(10),
+        gc_operation_timeout: Duration::from_secs(60),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Metadata: repositories, blobs (digest → CID), manifests, tags, referrers, uploads.
 //! `postgres` is the production store.
 
+pub mod deadline;
 pub mod gc;
 pub mod metered;
 pub mod postgres;

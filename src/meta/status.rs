@@ -20,4 +20,11 @@ pub trait StoreStatus: Send + Sync + 'static {
 
     /// `None` for a store without a pool.
     fn pool_use(&self) -> Option<PoolUse>;
+
+    /// Called when a call was abandoned at its deadline ([`super::deadline`]). A pool
+    /// closes its idle connections: the abandoned call's connection is back among them
+    /// with its query still in flight, and the others are likely just as stuck (a server
+    /// that stopped answering, or connections a partition silently cut). New connections
+    /// are opened as needed, each within `database.timeout`.
+    fn discard_idle_connections(&self) {}
 }

@@ -12,6 +12,7 @@ pub mod oci;
 pub mod powercut;
 pub mod skopeo;
 pub mod sql;
+pub mod stall_proxy;
 
 /// Admin connection used to create one fresh database per test.
 pub fn admin_database_url() -> String {

@@ -81,6 +81,8 @@ pub(crate) async fn try_gc_lease(pool: &Pool) -> Result<Option<Box<dyn GcLease>>
 pub(crate) struct PgUnpinLease {
     client: Option<Object>,
     cid: Cid,
+    /// A query was started and has not answered: the call was abandoned (at its deadline).
+    in_flight: bool,
 }
 
 #[async_trait]
@@ -90,7 +92,10 @@ impl UnpinLease for PgUnpinLease {
             .client
             .as_ref()
             .ok_or_else(|| MetaError::Backend("unpin lease already released".into()))?;
-        super::blobs::cid_in_use(client, &self.cid).await
+        self.in_flight = true;
+        let in_use = super::blobs::cid_in_use(client, &self.cid).await;
+        self.in_flight = false;
+        in_use
     }
 }
 
@@ -99,6 +104,12 @@ impl Drop for PgUnpinLease {
         let Some(client) = self.client.take() else {
             return;
         };
+        // A COMMIT behind a query that never answered would keep the connection out of the
+        // pool for as long; closing it ends the transaction as well.
+        if self.in_flight {
+            drop(Object::take(client));
+            return;
+        }
         // Ending the transaction releases the lock; it needs an await, so it runs as a task.
         // Without a runtime the connection is closed instead, which releases it too.
         match tokio::runtime::Handle::try_current() {
@@ -119,17 +130,20 @@ pub(crate) async fn unpin_lease(pool: &Pool, cid: &Cid) -> Result<Box<dyn UnpinL
     let mut lease = PgUnpinLease {
         client: None,
         cid: *cid,
+        in_flight: true,
     };
     client.batch_execute("BEGIN").await.map_err(db)?;
     // From here on, dropping the lease ends the transaction.
     lease.client = Some(client);
     if let Some(client) = lease.client.as_ref() {
-        sql::query_opt(
+        let locked = sql::query_opt(
             client,
             "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
             &[&lease.cid.to_string(), &CID_LOCK_SEED],
         )
-        .await?;
+        .await;
+        lease.in_flight = false;
+        locked?;
     }
     Ok(Box::new(lease))
 }
@@ -139,23 +153,19 @@ pub(crate) async fn sweep(
     policy: &SweepPolicy,
     dry_run: bool,
 ) -> Result<Swept, MetaError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    // A sweep may take longer than the statement limit that protects requests.
+    // A sweep may take longer than the statement limit that protects requests, so it
+    // lifts that limit on a connection of its own, closed afterwards: neither the setting
+    // nor a sweep abandoned half-way at its deadline reaches a request's connection.
+    let mut client = Object::take(pool.get().await.map_err(pool_error)?);
     client
         .batch_execute("SET statement_timeout = 0")
         .await
         .map_err(db)?;
-    let result = sweep_steps(&mut client, policy, dry_run).await;
-    // The connection goes back to the pool: restore the configured limit.
-    let reset = client.batch_execute("RESET statement_timeout").await;
-    if reset.is_err() {
-        drop(Object::take(client));
-    }
-    result
+    sweep_steps(&mut client, policy, dry_run).await
 }
 
 async fn sweep_steps(
-    client: &mut Object,
+    client: &mut ClientWrapper,
     policy: &SweepPolicy,
     dry_run: bool,
 ) -> Result<Swept, MetaError> {

@@ -304,4 +304,11 @@ impl super::status::StoreStatus for PostgresStore {
             waiting: status.waiting,
         })
     }
+
+    fn discard_idle_connections(&self) {
+        // Dropping a connection whose query is still in flight is safe: its connection task
+        // still sends what was queued (the ROLLBACK of an abandoned transaction included)
+        // before closing, and the server rolls back whatever a lost session left open.
+        self.pool.retain(|_, _| false);
+    }
 }
