@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 
 use crate::api::{self, middleware, AppState};
 use crate::auth::Auth;
-use crate::blobs::embedded::EmbeddedStore;
+use crate::blobs::embedded::{EmbeddedStore, TRASH_GRACE};
 use crate::blobs::kubo::KuboStore;
 use crate::blobs::metered::MeteredBlobStore;
 use crate::blobs::migrate::{self, MigrateReport};
@@ -104,10 +104,15 @@ fn blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
         None => {
             let dir = config.data_dir.join("blobs");
             tracing::info!(event = "blob_store", store = "embedded", directory = %dir.display());
+            // A trashed file must outlive the metadata call of a commit racing its unpin,
+            // which re-pins it right after.
+            let grace = TRASH_GRACE.max(config.database.operation_timeout * 2);
             Arc::new(
-                EmbeddedStore::open(&dir, profile).with_context(|| {
-                    format!("opening the embedded blob store in {}", dir.display())
-                })?,
+                EmbeddedStore::open(&dir, profile)
+                    .with_context(|| {
+                        format!("opening the embedded blob store in {}", dir.display())
+                    })?
+                    .with_trash_grace(grace),
             )
         }
     })
