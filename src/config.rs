@@ -520,6 +520,8 @@ mod tests {
             jail.set_env("IPFS_REGISTRY_GC__UNTAGGED_RETENTION", "7days");
             jail.set_env("IPFS_REGISTRY_SHUTDOWN_TIMEOUT", "5s");
             jail.set_env("IPFS_REGISTRY_LIMITS__MAX_CONCURRENT_REQUESTS", "7");
+            jail.set_env("IPFS_REGISTRY_LIMITS__IDLE_TIMEOUT", "10s");
+            jail.set_env("IPFS_REGISTRY_LIMITS__KEEP_ALIVE", "0s");
             jail.set_env("IPFS_REGISTRY_TEST_DATABASE_URL", "postgres://test");
             let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
             assert_eq!(config.listen.port(), 6000);
@@ -549,6 +551,10 @@ mod tests {
             );
             assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
             assert_eq!(config.limits.max_concurrent_requests, 7);
+            assert_eq!(config.limits.idle_timeout, Duration::from_secs(10));
+            assert_eq!(config.limits.keep_alive, Duration::ZERO);
+            assert_eq!(config.limits.max_concurrent_downloads, 512);
+            assert_eq!(config.limits.per_client_percent, 25);
             Ok(())
         });
     }
@@ -759,6 +765,18 @@ mod tests {
             message.to_lowercase().contains("database.timeout"),
             "{message}"
         );
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LIMITS__PER_CLIENT_PERCENT", "0");
+            Ok(())
+        });
+        assert!(message.contains("limits.per_client_percent"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LIMITS__IDLE_TIMEOUT", "0s");
+            Ok(())
+        });
+        assert!(message.contains("limits.idle_timeout"), "{message}");
 
         let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");

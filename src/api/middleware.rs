@@ -108,46 +108,47 @@ where
     let operational = matches!(route, "healthz" | "readyz" | "metrics");
     let in_flight = InFlight::new(&guard.metrics.http_in_flight);
     let client = client_address(&guard.trusted_proxies, req.peer_addr(), req.headers());
-    let permits = if operational {
-        Some((None, None, None))
+    let taken = if operational {
+        Some(Taken::default())
     } else {
         take_slots(guard, &method, route, client)
     };
-    let call = match permits {
-        Some((permit, upload, download)) => {
+    let (call, download) = match taken {
+        Some(taken) => {
             let payload = req.take_payload();
             req.set_payload(slots::idle_payload(payload, guard.idle_timeout));
             let _entered = span.enter();
-            Ok((srv.call(req), (permit, upload), download))
+            let permit = (taken.request, taken.upload);
+            (Ok((srv.call(req), permit)), taken.download)
         }
         // Refused before routing, so the request is still ours to answer.
-        None => Err(req.into_response(ApiError::TooManyRequests.error_response())),
+        None => (
+            Err(req.into_response(ApiError::TooManyRequests.error_response())),
+            None,
+        ),
     };
     let timeout = (!operational && !streams_blob(&method, route)).then_some(guard.request_timeout);
     let guard = guard.clone();
     let log_span = span.clone();
     Box::pin(
         async move {
-            let (result, download) = match call {
-                Err(refused) => (Ok(refused), None),
-                Ok((call, _permits, download)) => (
-                    match timeout {
-                        Some(limit) => match tokio::time::timeout(limit, call).await {
-                            Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
-                            Err(_) => {
-                                tracing::warn!(
-                                    event = "request_timeout",
-                                    limit_ms = limit.as_millis() as u64
-                                );
-                                // The request went down with the handler: actix renders the
-                                // error (ApiError's OCI body); `Identified` below adds the id.
-                                Err(ApiError::Timeout(limit).into())
-                            }
-                        },
-                        None => call.await.map(ServiceResponse::map_into_boxed_body),
+            let result = match call {
+                Err(refused) => Ok(refused),
+                Ok((call, _permit)) => match timeout {
+                    Some(limit) => match tokio::time::timeout(limit, call).await {
+                        Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
+                        Err(_) => {
+                            tracing::warn!(
+                                event = "request_timeout",
+                                limit_ms = limit.as_millis() as u64
+                            );
+                            // The request went down with the handler: actix renders the
+                            // error (ApiError's OCI body); `Identified` below adds the id.
+                            Err(ApiError::Timeout(limit).into())
+                        }
                     },
-                    download,
-                ),
+                    None => call.await.map(ServiceResponse::map_into_boxed_body),
+                },
             };
             // The download slot goes with the body, which is sent after this returns.
             let result = match (result, download) {
@@ -198,25 +199,33 @@ where
     )
 }
 
-type Taken = (
-    Option<slots::Slot>,
-    Option<slots::Slot>,
-    Option<slots::Slot>,
-);
+/// The slots a request holds.
+#[derive(Default)]
+struct Taken {
+    request: Option<slots::Slot>,
+    upload: Option<slots::Slot>,
+    download: Option<slots::Slot>,
+}
 
 /// The request's slot, and its upload or download slot when it streams a blob; `None` when
 /// any is refused.
 fn take_slots(guard: &Guard, method: &Method, route: &str, client: IpAddr) -> Option<Taken> {
     let request = guard.requests.try_take(client)?;
-    let upload = match streams_blob(method, route) {
-        true => Some(guard.uploads.try_take(client)?),
-        false => None,
+    let upload = if streams_blob(method, route) {
+        Some(guard.uploads.try_take(client)?)
+    } else {
+        None
     };
-    let download = match sends_blob(method, route) {
-        true => Some(guard.downloads.try_take(client)?),
-        false => None,
+    let download = if sends_blob(method, route) {
+        Some(guard.downloads.try_take(client)?)
+    } else {
+        None
     };
-    Some((Some(request), upload, download))
+    Some(Taken {
+        request: Some(request),
+        upload,
+        download,
+    })
 }
 
 /// An error leaving the middleware (actix renders it, with no request left to attach
