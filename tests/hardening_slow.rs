@@ -33,8 +33,26 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// Room for this process's thousand client sockets and, inherited, the server's thousand
+/// connections and blob files: a soft limit of 1,024 (a common default) is raised towards
+/// the hard limit.
+fn enough_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const WANTED: u64 = 8192;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < WANTED {
+        setrlimit(Resource::RLIMIT_NOFILE, WANTED.min(hard), hard).unwrap();
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        soft >= 4096,
+        "these tests need 4,096 open files; the hard limit is {hard}"
+    );
+}
+
 /// The registry binary on embedded stores with `settings` (`IPFS_REGISTRY_*` names).
 async fn serve(settings: &[(&str, String)]) -> Server {
+    enough_open_files();
     let dir = tempfile::tempdir().unwrap();
     let mut command = serve_command();
     command.env("IPFS_REGISTRY_DATA_DIR", dir.path());
