@@ -121,8 +121,8 @@ pub struct AuthConfig {
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed when telling clients apart for login
-    /// throttling, as addresses or CIDR ranges (`10.0.0.5`, `10.0.0.0/8`); everyone else
-    /// is identified by the connection's address.
+    /// throttling and `limits.per_client_percent`, as addresses or CIDR ranges
+    /// (`10.0.0.5`, `10.0.0.0/8`); everyone else is identified by the connection's address.
     #[serde(default)]
     pub trusted_proxies: Vec<IpRange>,
 }
