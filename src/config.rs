@@ -121,8 +121,8 @@ pub struct AuthConfig {
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed when telling clients apart for login
-    /// throttling, as addresses or CIDR ranges (`10.0.0.5`, `10.0.0.0/8`); everyone else
-    /// is identified by the connection's address.
+    /// throttling and `limits.per_client_percent`, as addresses or CIDR ranges
+    /// (`10.0.0.5`, `10.0.0.0/8`); everyone else is identified by the connection's address.
     #[serde(default)]
     pub trusted_proxies: Vec<IpRange>,
     /// Password checks (argon2, 19 MiB and tens of milliseconds each) run at once; more
@@ -250,6 +250,29 @@ pub struct LimitsConfig {
     /// control); past it the request gets 503. Blob bodies are bounded by the IPFS timeouts.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A connection whose client sends nothing of a request body, or takes none of a
+    /// response, for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Blob bodies being sent at once (pulls and gateway reads); more get 429.
+    pub max_concurrent_downloads: usize,
+    /// The share, in percent, of each of the limits on requests, uploads and downloads that
+    /// one client address may hold; past it that client gets 429 while others are served.
+    pub per_client_percent: u8,
+    /// How long a new connection has to send its first request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long an idle connection is kept open for another request (0 = closed after each
+    /// response).
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// How long a connection being closed may take to acknowledge its last bytes.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_timeout: Duration,
+    /// Connections open at once, per worker thread; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// Connections the kernel queues before the server accepts them.
+    pub backlog: u32,
 }
 
 impl Default for Config {
@@ -281,6 +304,14 @@ impl Default for Config {
                 max_concurrent_uploads: 128,
                 max_concurrent_requests: 1024,
                 request_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(30),
+                max_concurrent_downloads: 512,
+                per_client_percent: 25,
+                header_timeout: Duration::from_secs(5),
+                keep_alive: Duration::from_secs(5),
+                disconnect_timeout: Duration::from_secs(1),
+                max_connections: 25_000,
+                backlog: 1024,
             },
             gateway: GatewayConfig::default(),
             delete_enabled: true,
@@ -424,6 +455,24 @@ impl Config {
         if self.limits.request_timeout.is_zero() {
             return invalid("limits.request_timeout", "must be greater than zero");
         }
+        if self.limits.idle_timeout.is_zero() {
+            return invalid("limits.idle_timeout", "must be greater than zero");
+        }
+        if self.limits.max_concurrent_downloads == 0 {
+            return invalid("limits.max_concurrent_downloads", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.limits.per_client_percent) {
+            return invalid("limits.per_client_percent", "must be from 1 to 100");
+        }
+        if self.limits.header_timeout.is_zero() {
+            return invalid("limits.header_timeout", "must be greater than zero");
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.limits.backlog == 0 {
+            return invalid("limits.backlog", "must be at least 1");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return invalid("logging.level", &format!("is not a log filter: {e}"));
         }
@@ -507,6 +556,8 @@ mod tests {
             jail.set_env("IPFS_REGISTRY_GC__UNTAGGED_RETENTION", "7days");
             jail.set_env("IPFS_REGISTRY_SHUTDOWN_TIMEOUT", "5s");
             jail.set_env("IPFS_REGISTRY_LIMITS__MAX_CONCURRENT_REQUESTS", "7");
+            jail.set_env("IPFS_REGISTRY_LIMITS__IDLE_TIMEOUT", "10s");
+            jail.set_env("IPFS_REGISTRY_LIMITS__KEEP_ALIVE", "0s");
             jail.set_env("IPFS_REGISTRY_TEST_DATABASE_URL", "postgres://test");
             let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
             assert_eq!(config.listen.port(), 6000);
@@ -536,6 +587,10 @@ mod tests {
             );
             assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
             assert_eq!(config.limits.max_concurrent_requests, 7);
+            assert_eq!(config.limits.idle_timeout, Duration::from_secs(10));
+            assert_eq!(config.limits.keep_alive, Duration::ZERO);
+            assert_eq!(config.limits.max_concurrent_downloads, 512);
+            assert_eq!(config.limits.per_client_percent, 25);
             Ok(())
         });
     }
@@ -766,6 +821,18 @@ mod tests {
             Ok(())
         });
         assert!(message.contains("database.operation_timeout"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LIMITS__PER_CLIENT_PERCENT", "0");
+            Ok(())
+        });
+        assert!(message.contains("limits.per_client_percent"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_LIMITS__IDLE_TIMEOUT", "0s");
+            Ok(())
+        });
+        assert!(message.contains("limits.idle_timeout"), "{message}");
 
         let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");

@@ -215,10 +215,12 @@ pub fn serve(
         auth,
     });
     let guard = Arc::new(middleware::Guard::new(
-        config.limits.max_concurrent_requests,
-        config.limits.request_timeout,
+        &config.limits,
+        config.auth.trusted_proxies.clone(),
         registry.metrics().clone(),
     ));
+    let limits = &config.limits;
+    let idle_timeout = limits.idle_timeout;
     let server = HttpServer::new(move || {
         let guard = guard.clone();
         App::new()
@@ -226,6 +228,12 @@ pub fn serve(
             .wrap_fn(move |req, srv| middleware::handle(&guard, req, srv))
             .configure(api::configure)
     })
+    .on_connect(move |connection, _| cut_off_stalled_writes(connection, idle_timeout))
+    .keep_alive(limits.keep_alive)
+    .client_request_timeout(limits.header_timeout)
+    .client_disconnect_timeout(limits.disconnect_timeout)
+    .max_connections(limits.max_connections)
+    .backlog(limits.backlog)
     .shutdown_timeout(config.shutdown_timeout.as_secs())
     .bind(config.listen)
     .with_context(|| format!("binding the listen address {}", config.listen))?;
@@ -246,6 +254,21 @@ pub fn serve(
         task,
         gc,
     })
+}
+
+/// A client that takes none of a response for `idle` is cut off by the kernel
+/// (TCP_USER_TIMEOUT: data unacknowledged, or a zero window, for that long). actix has no
+/// write timeout, and it polls a response body only while its write buffer has room, so
+/// nothing above the socket gets to run while a client reads nothing.
+fn cut_off_stalled_writes(connection: &dyn std::any::Any, idle: std::time::Duration) {
+    #[cfg(target_os = "linux")]
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(idle)) {
+            tracing::warn!(event = "socket_option_failed", option = "TCP_USER_TIMEOUT", error = %e);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (connection, idle);
 }
 
 /// Runs GC every `gc.interval`. Replicas all run the loop; the GC lock lets one of them

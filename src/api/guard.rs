@@ -4,11 +4,12 @@
 //! would do), 403 DENIED when the caller may not do it at all.
 
 use std::fmt::{self, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::uri::Authority;
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
@@ -20,6 +21,7 @@ use super::AppState;
 use crate::auth::scope::{self, Scope};
 use crate::auth::token::Claims;
 use crate::auth::Auth;
+use crate::config::IpRange;
 
 /// The verified token of the request, for handlers that refine access (catalog, mount).
 #[derive(Debug, Clone)]
@@ -257,15 +259,21 @@ pub fn may_pull(state: &AppState, req: &HttpRequest, name: &str) -> bool {
 /// last `X-Forwarded-For` hop that is not a trusted proxy (an address in one of the
 /// `auth.trusted_proxies` ranges). IPv4-mapped IPv6 addresses count as IPv4.
 pub fn client_ip(auth: &Arc<Auth>, req: &HttpRequest) -> IpAddr {
-    let trusted = |ip: IpAddr| auth.trusted_proxies.iter().any(|r| r.contains(ip));
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip().to_canonical());
+    client_address(&auth.trusted_proxies, req.peer_addr(), req.headers())
+}
+
+/// [`client_ip`] from its parts, for the concurrency limits (which apply with auth off too).
+pub fn client_address(
+    trusted_proxies: &[IpRange],
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> IpAddr {
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|r| r.contains(ip));
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip().to_canonical());
     if !trusted(peer) {
         return peer;
     }
-    let forwarded = req
-        .headers()
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

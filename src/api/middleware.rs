@@ -1,7 +1,9 @@
 //! What wraps every request: a request id (taken from `X-Request-Id` when sane, returned in
-//! the response), a tracing span carrying it, the concurrency limit, the request timeout,
-//! one log event and the HTTP metrics.
+//! the response), a tracing span carrying it, the concurrency limits (each shared between
+//! client addresses), the request timeout, the idle timeout of the request body, one log
+//! event and the HTTP metrics.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,29 +11,46 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures::future::LocalBoxFuture;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::error::ApiError;
+use super::guard::client_address;
 use super::path::route_name;
+use super::slots::{self, Holding, Slots};
+use crate::config::{IpRange, LimitsConfig};
 use crate::metrics::{InFlight, Metrics};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Shared by every worker of one server.
 pub struct Guard {
-    requests: Arc<Semaphore>,
+    requests: Arc<Slots>,
+    /// Only the per-client share: the registry counts uploads themselves.
+    uploads: Arc<Slots>,
+    downloads: Arc<Slots>,
     request_timeout: Duration,
+    idle_timeout: Duration,
+    /// Whose `X-Forwarded-For` tells the client address (`auth.trusted_proxies`).
+    trusted_proxies: Vec<IpRange>,
     metrics: Arc<Metrics>,
 }
 
 impl Guard {
-    pub fn new(max_requests: usize, request_timeout: Duration, metrics: Arc<Metrics>) -> Guard {
+    pub fn new(
+        limits: &LimitsConfig,
+        trusted_proxies: Vec<IpRange>,
+        metrics: Arc<Metrics>,
+    ) -> Guard {
+        let share = limits.per_client_percent;
         Guard {
-            requests: Arc::new(Semaphore::new(max_requests)),
-            request_timeout,
+            requests: Slots::new(limits.max_concurrent_requests, share),
+            uploads: Slots::per_client(limits.max_concurrent_uploads, share),
+            downloads: Slots::new(limits.max_concurrent_downloads, share),
+            request_timeout: limits.request_timeout,
+            idle_timeout: limits.idle_timeout,
+            trusted_proxies,
             metrics,
         }
     }
@@ -64,9 +83,15 @@ fn streams_blob(method: &Method, route: &str) -> bool {
     )
 }
 
+/// Requests whose response streams blob content: counted as downloads until their body is
+/// sent, well after the handler returned.
+fn sends_blob(method: &Method, route: &str) -> bool {
+    method == Method::GET && matches!(route, "blob" | "gateway")
+}
+
 pub fn handle<S, B>(
     guard: &Arc<Guard>,
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     srv: &S,
 ) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
 where
@@ -82,18 +107,25 @@ where
     let span = tracing::info_span!("request", request_id = %id);
     let operational = matches!(route, "healthz" | "readyz" | "metrics");
     let in_flight = InFlight::new(&guard.metrics.http_in_flight);
-    let permit = if operational {
-        Ok(None)
+    let client = client_address(&guard.trusted_proxies, req.peer_addr(), req.headers());
+    let taken = if operational {
+        Some(Taken::default())
     } else {
-        guard.requests.clone().try_acquire_owned().map(Some)
+        take_slots(guard, &method, route, client)
     };
-    let call = match permit {
-        Ok(permit) => {
+    let (call, download) = match taken {
+        Some(taken) => {
+            let payload = req.take_payload();
+            req.set_payload(slots::idle_payload(payload, guard.idle_timeout));
             let _entered = span.enter();
-            Ok((srv.call(req), permit))
+            let permit = (taken.request, taken.upload);
+            (Ok((srv.call(req), permit)), taken.download)
         }
         // Refused before routing, so the request is still ours to answer.
-        Err(_) => Err(req.into_response(ApiError::TooManyRequests.error_response())),
+        None => (
+            Err(req.into_response(ApiError::TooManyRequests.error_response())),
+            None,
+        ),
     };
     let timeout = (!operational && !streams_blob(&method, route)).then_some(guard.request_timeout);
     let guard = guard.clone();
@@ -117,6 +149,13 @@ where
                     },
                     None => call.await.map(ServiceResponse::map_into_boxed_body),
                 },
+            };
+            // The download slot goes with the body, which is sent after this returns.
+            let result = match (result, download) {
+                (Ok(response), Some(slot)) => {
+                    Ok(response.map_body(|_, body| BoxBody::new(Holding::new(body, slot))))
+                }
+                (result, _) => result,
             };
             drop(in_flight);
             let status = match &result {
@@ -158,6 +197,35 @@ where
         }
         .instrument(log_span),
     )
+}
+
+/// The slots a request holds.
+#[derive(Default)]
+struct Taken {
+    request: Option<slots::Slot>,
+    upload: Option<slots::Slot>,
+    download: Option<slots::Slot>,
+}
+
+/// The request's slot, and its upload or download slot when it streams a blob; `None` when
+/// any is refused.
+fn take_slots(guard: &Guard, method: &Method, route: &str, client: IpAddr) -> Option<Taken> {
+    let request = guard.requests.try_take(client)?;
+    let upload = if streams_blob(method, route) {
+        Some(guard.uploads.try_take(client)?)
+    } else {
+        None
+    };
+    let download = if sends_blob(method, route) {
+        Some(guard.downloads.try_take(client)?)
+    } else {
+        None
+    };
+    Some(Taken {
+        request: Some(request),
+        upload,
+        download,
+    })
 }
 
 /// An error leaving the middleware (actix renders it, with no request left to attach

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod middleware;
 mod ops;
 mod path;
+mod slots;
 mod token;
 mod ui;
 mod viewer;

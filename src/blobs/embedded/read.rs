@@ -12,8 +12,10 @@ use futures::StreamExt;
 
 use crate::blobs::ByteStream;
 
-/// Bytes per read: large enough that a thread hop per piece costs nothing measurable.
-const PIECE: u64 = 512 * 1024;
+/// Bytes per read: large enough that a thread hop per piece costs little, small because
+/// every pull holds a few pieces (and actix's write buffer one more) while its client is
+/// slow, and thousands of pulls may be.
+const PIECE: u64 = 32 * 1024;
 /// Pieces read ahead of the one being sent; PIECE × (PREFETCH + 1) is a pull's buffer.
 const PREFETCH: usize = 2;
 
