@@ -372,7 +372,7 @@ impl BlobStore for EmbeddedStore {
         let Some(leaves) = leaves else {
             return Ok(None);
         };
-        let (dag, blocks) = concat::dag_over(chunk_size, &leaves);
+        let (dag, blocks) = crate::blobs::unixfs::dag_over(chunk_size, &leaves);
         let files: Vec<PathBuf> = parts.iter().map(|p| self.path_of(p)).collect();
         let tmp = self.inner.tmp.join(Uuid::new_v4().to_string());
         let target = tmp.clone();
