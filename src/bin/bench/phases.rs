@@ -132,12 +132,6 @@ pub async fn push_pull(
                 node.unpin(http, &cid).await;
             }
         }
-        for (server, seconds) in servers.iter().zip(&completions) {
-            if !seconds.is_empty() {
-                let median = crate::stats::median(seconds);
-                report.set(&completed, "s", Better::Lower, server.name, median);
-            }
-        }
         for ((server, [m, c, p]), cpu) in servers.iter().zip(samples).zip(cpu) {
             // Per GB moved, so sizes and iteration counts compare.
             let gigabytes = size as f64 / 1e9 * m.len().max(1) as f64;
@@ -152,6 +146,13 @@ pub async fn push_pull(
                     server.name,
                     seconds / gigabytes,
                 );
+            }
+        }
+        // After the throughput rows, which come first in the table.
+        for (server, seconds) in servers.iter().zip(&completions) {
+            if !seconds.is_empty() {
+                let median = crate::stats::median(seconds);
+                report.set(&completed, "s", Better::Lower, server.name, median);
             }
         }
         if node.is_some() {
