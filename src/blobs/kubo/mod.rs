@@ -19,9 +19,12 @@
 //!
 //! **Timeouts** (`IpfsConfig::timeout` = T). There is no client-wide request timeout, since
 //! adds and cats stream arbitrarily large bodies. Instead:
-//! - control calls (`block/stat`, `pin/*`, `version`) send `timeout=T` to the node and give
-//!   up client-side after T plus a grace period, so the node's own "timed out" answer (which
-//!   tells a missing block from a dead node) normally arrives first;
+//! - control calls (`block/stat`, `block/get`, `block/put`, `pin/ls`, `pin/rm`, `version`)
+//!   send `timeout=T` to the node and give up client-side after T plus a grace period, so
+//!   the node's own "timed out" answer (which tells a missing block from a dead node)
+//!   normally arrives first;
+//! - `pin/add` walks the whole DAG, so it fails only when the node stops making progress
+//!   for T (see `KuboStore::pin_with_progress`);
 //! - `add` must not have a total timeout (a 10 GiB layer from a slow client takes as long as
 //!   it takes), and no response exists until the last body byte is sent. So a watchdog
 //!   tracks whose turn it is: while the HTTP client waits for the next chunk of *our input*,
