@@ -629,9 +629,12 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
     let leaf = raw_cid_v1_from_sha256(&sha256(&data[MIB..MIB + CHUNK])).unwrap();
     lose_block(&second, &leaf).await;
 
-    let response = oci
-        .put_upload(&location, &digest, data[2 * MIB..].to_vec())
-        .await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(120),
+        oci.put_upload(&location, &digest, data[2 * MIB..].to_vec()),
+    )
+    .await
+    .expect("the PUT is answered (the pin fails after 3 s without progress)");
     let status = response.status().as_u16();
     let body = response.text().await.unwrap();
     assert_eq!(status, 503, "{body}");
