@@ -111,6 +111,7 @@ async fn every_phase_measures_every_registry() {
         for metric in [
             "push monolithic 2 MiB",
             "push chunked 2 MiB (1 MiB chunks)",
+            "push chunked 2 MiB (1 MiB chunks): PUT after the last PATCH",
             "pull 2 MiB",
             "manifest GET c=16",
             "manifest GET c=16 p99",

@@ -436,3 +436,245 @@ async fn failing_input_stores_and_pins_nothing() {
         assert_ne!(start, prefix, "a pin {cid} holds the aborted upload");
     }
 }
+
+/// Adds `parts` one by one, as a chunked upload stores its chunks.
+async fn add_parts(store: &KuboStore, data: &[u8], sizes: &[usize]) -> Vec<Cid> {
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    for size in sizes {
+        let part = data[offset..offset + size].to_vec();
+        parts.push(store.add(byte_stream(part)).await.unwrap().cid);
+        offset += size;
+    }
+    assert_eq!(offset, data.len());
+    parts
+}
+
+/// Chunks made of whole leaves are joined from their leaves (only interior nodes are
+/// written), into exactly the DAG one `add` of the whole blob builds: 1 KiB leaves so that a
+/// small blob crosses the 174-link boundary (180 leaves: a two-level tree), a first part
+/// that is a single raw leaf, and a last part ending in a partial leaf.
+#[tokio::test]
+async fn aligned_chunks_join_into_the_dag_of_one_add() {
+    const LEAF: usize = 1024;
+    let store = common::kubo::store(
+        Duration::from_secs(30),
+        ImportProfile {
+            chunk_size: LEAF as u32,
+        },
+    );
+    let mut sizes = vec![LEAF];
+    sizes.extend([16 * LEAF; 11]);
+    sizes.push(2 * LEAF + 17);
+    let data = pseudo_random(unique_seed(), sizes.iter().sum());
+    let parts = add_parts(&store, &data, &sizes).await;
+    assert_eq!(parts[0].codec(), RAW_CODEC);
+
+    let joined = store
+        .concat(&parts)
+        .await
+        .expect("join")
+        .expect("leaf-aligned chunks are joined by the node store");
+    let whole = store.add(byte_stream(data.clone())).await.unwrap();
+    assert_eq!(
+        joined.cid, whole.cid,
+        "the joined root is the root of one add"
+    );
+    assert_eq!(joined.size, data.len() as u64);
+    assert!(store.is_pinned(&joined.cid).await.unwrap());
+    // The join pinned its own root: dropping the whole add's pin (the same CID) and the
+    // parts' pins, the content stays complete under a fresh pin.
+    for part in &parts {
+        store.unpin(part).await.unwrap();
+    }
+    store.pin(&joined.cid).await.expect("every block is there");
+    assert_eq!(
+        sha256(&cat_all(&store, &joined.cid, 0, None).await),
+        sha256(&data)
+    );
+    store.unpin(&joined.cid).await.unwrap();
+}
+
+/// A part other than the last that ends in a partial leaf cannot lend its leaves: the
+/// importer would cut the joined bytes elsewhere. The caller then re-adds the bytes.
+#[tokio::test]
+async fn unaligned_chunks_are_not_joined_from_their_leaves() {
+    let store = store();
+    let data = pseudo_random(unique_seed(), 3 * CHUNK + 100);
+    let parts = add_parts(&store, &data, &[CHUNK + 100, CHUNK, CHUNK]).await;
+    assert!(store.concat(&parts).await.expect("no error").is_none());
+    // Aligned parts of the same store are joined, and match one add of the bytes.
+    let aligned = add_parts(&store, &data, &[2 * CHUNK, CHUNK + 100]).await;
+    let joined = store.concat(&aligned).await.unwrap().expect("aligned");
+    assert_eq!(joined.cid, only_hash(&data).await);
+}
+
+/// A stand-in for Kubo's `pin/add?progress=true` (js-ipfs reports no progress): answers
+/// every request with `lines`, one every `every`, then ends the stream.
+async fn kubo_pin_stand_in(
+    lines: Vec<String>,
+    every: Duration,
+) -> (url::Url, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for line in lines {
+                    tokio::time::sleep(every).await;
+                    let line = format!("{line}\n");
+                    let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// Kubo walks a large DAG for longer than the control-call timeout: the pin succeeds as
+/// long as the count of blocks walked keeps growing, and fails once it stops.
+#[tokio::test]
+async fn a_pin_lasts_as_long_as_the_node_makes_progress() {
+    let timeout = Duration::from_secs(1);
+    let cid = raw_cid_v1_from_sha256(&sha256(b"progress")).unwrap();
+
+    // Progress every 300 ms for 4 × the timeout, then the pin.
+    let mut lines: Vec<String> = (1..=14)
+        .map(|n| format!(r#"{{"Progress":{n},"Bytes":{}}}"#, n * 262_144))
+        .collect();
+    lines.push(format!(r#"{{"Pins":["{cid}"]}}"#));
+    let (url, task) = kubo_pin_stand_in(lines, Duration::from_millis(300)).await;
+    let start = Instant::now();
+    store_with(url, timeout)
+        .pin(&cid)
+        .await
+        .expect("a pin that keeps progressing succeeds");
+    assert!(start.elapsed() > 3 * timeout, "{:?}", start.elapsed());
+    task.abort();
+
+    // The same count over and over (Kubo waiting for a missing block): no progress.
+    let lines: Vec<String> = (0..40).map(|_| r#"{"Progress":3}"#.to_owned()).collect();
+    let (url, task) = kubo_pin_stand_in(lines, Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let err = store_with(url, timeout).pin(&cid).await.unwrap_err();
+    assert!(
+        matches!(&err, BlobError::Unavailable(m) if m.contains("no progress")),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < 6 * timeout, "{:?}", start.elapsed());
+    task.abort();
+
+    // A stream that ends without the pin (Kubo's error went into a trailer) is a failure.
+    let (url, task) = kubo_pin_stand_in(vec![r#"{"Progress":1}"#.to_owned()], Duration::ZERO).await;
+    assert!(store_with(url, timeout).pin(&cid).await.is_err());
+    task.abort();
+}
+
+/// A registry on the test node whose IPFS calls give up after 3 s without progress.
+async fn registry_with_short_ipfs_timeout() -> common::TestRegistry {
+    common::start_registry_with(|config| {
+        config.ipfs.url = Some(common::ipfs_url());
+        config.ipfs.timeout = Duration::from_secs(3);
+    })
+    .await
+}
+
+/// Makes the node lose one block of `root`'s DAG: drops the pin, then the block.
+async fn lose_block(root: &Cid, block: &Cid) {
+    let unpinned = rpc("pin/rm", &[("arg", &root.to_string())]).await;
+    assert!(unpinned.status().is_success(), "pin/rm {root}");
+    let removed = rpc("block/rm", &[("arg", &block.to_string())]).await;
+    assert!(removed.status().is_success(), "block/rm {block}");
+    let answer = removed.text().await.unwrap();
+    assert!(!answer.contains("Error"), "block/rm {block}: {answer}");
+}
+
+/// Completing a chunked upload pins the joined blob; when that pin fails (a block of a
+/// chunk is gone from the node) the push fails as retryable, and nothing is recorded.
+#[tokio::test]
+async fn a_chunked_push_whose_pin_fails_records_nothing() {
+    const MIB: usize = 1024 * 1024;
+    let registry = registry_with_short_ipfs_timeout().await;
+    let oci = common::oci::Oci::new(&registry.base);
+    let data = pseudo_random(unique_seed(), 2 * MIB + 1000);
+    let digest = common::oci::sha256(&data);
+    let mut location = oci.start_upload("kubo/pin-fails").await;
+    for (i, chunk) in data[..2 * MIB].chunks(MIB).enumerate() {
+        let response = oci.patch_chunk(&location, i * MIB, chunk).await;
+        let response = common::oci::expect_status(response, 202).await;
+        location = common::oci::header(&response, "location");
+    }
+    let second = only_hash(&data[MIB..2 * MIB]).await;
+    let leaf = raw_cid_v1_from_sha256(&sha256(&data[MIB..MIB + CHUNK])).unwrap();
+    lose_block(&second, &leaf).await;
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(120),
+        oci.put_upload(&location, &digest, data[2 * MIB..].to_vec()),
+    )
+    .await
+    .expect("the PUT is answered (the pin fails after 3 s without progress)");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("pin"), "{body}");
+    let head = oci
+        .head(&format!("/v2/kubo/pin-fails/blobs/{digest}"))
+        .await;
+    assert_eq!(
+        head.status().as_u16(),
+        404,
+        "a blob whose pin failed is not recorded"
+    );
+}
+
+/// A blob the registry knows but whose blocks the node has lost (unpinned and collected
+/// behind the registry's back): pushing it again must not link the broken content but
+/// store the bytes again, pinned.
+#[tokio::test]
+async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
+    let registry = registry_with_short_ipfs_timeout().await;
+    let oci = common::oci::Oci::new(&registry.base);
+    let data = pseudo_random(unique_seed(), 2 * CHUNK + 10);
+    oci.push_blob("kubo/lost-a", &data).await;
+    let root = only_hash(&data).await;
+    let leaf = raw_cid_v1_from_sha256(&sha256(&data[..CHUNK])).unwrap();
+    lose_block(&root, &leaf).await;
+
+    oci.push_blob("kubo/lost-b", &data).await;
+    let store = store();
+    assert!(store.is_pinned(&root).await.unwrap(), "pinned again");
+    assert_eq!(
+        sha256(&cat_all(&store, &root, 0, None).await),
+        sha256(&data)
+    );
+    let pulled = oci
+        .get(&format!(
+            "/v2/kubo/lost-a/blobs/{}",
+            common::oci::sha256(&data)
+        ))
+        .await;
+    assert_eq!(pulled.status().as_u16(), 200);
+    assert_eq!(sha256(&pulled.bytes().await.unwrap()), sha256(&data));
+}

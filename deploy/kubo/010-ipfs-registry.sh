@@ -13,7 +13,6 @@
 #
 # Environment (all optional):
 #   KUBO_STORAGE_MAX      Datastore.StorageMax, e.g. 90GB (default 90GB; keep it below the volume)
-#   KUBO_GC_PERIOD        Datastore.GCPeriod (default 1h)
 #   KUBO_SWARM_MAX_MEMORY Swarm.ResourceMgr.MaxMemory, what libp2p may use (default 1GiB);
 #                         keep it below GOMEMLIMIT, which bounds the whole process and must
 #                         sit below the container's memory limit (both stacks set all three)
@@ -101,13 +100,18 @@ case "$spec" in
     ;;
 esac
 
-# Repository GC (the daemon runs with --enable-gc): when the repo passes
-# StorageGCWatermark % of StorageMax, checked every GCPeriod, Kubo deletes blocks that no
-# pin holds. The registry pins everything its metadata references and adds with pin=true,
-# so GC only frees what the registry has unpinned (its own gc) or cached gateway blocks.
+# Repository GC: never automatic. Kubo's automatic GC (daemon --enable-gc) runs a full
+# repo GC every GCPeriod while the repo is above StorageGCWatermark % of StorageMax. The
+# registry pins everything it references, so once the pinned layers alone pass the
+# watermark every run frees nothing, yet holds the lock `add` and `pin` wait for while it
+# walks the whole repo (minutes for tens of GB): pushes stall and get 503, every period.
+# So neither stack passes --enable-gc, and GCPeriod 0 turns the periodic GC off should the
+# flag come back. Unpinned blocks (deleted images, abandoned uploads) are freed by an
+# operator's `ipfs repo gc` at a quiet time (docs/operations.md, Kubo's repository GC).
+# StorageMax is what `ipfs repo stat` reports as the repo's budget.
 cfg Datastore.StorageMax "${KUBO_STORAGE_MAX:-90GB}"
 cfg --json Datastore.StorageGCWatermark 90
-cfg Datastore.GCPeriod "${KUBO_GC_PERIOD:-1h}"
+cfg Datastore.GCPeriod 0s
 
 if [ -n "${KUBO_APPEND_ANNOUNCE:-}" ]; then
   json=$(printf '%s' "$KUBO_APPEND_ANNOUNCE" | tr -d ' ' | sed 's/,/","/g')

@@ -13,7 +13,8 @@
 //      environment; every IPFS_REGISTRY_* variable either sets is accepted by the registry's
 //      own `config` subcommand (which refuses unknown settings); the Kubo variables are read
 //      by the init script; the import profiles match; Kubo's memory settings fit its memory
-//      limit in both stacks; both stacks run the registry's GC;
+//      limit in both stacks; both stacks run the registry's GC and neither runs Kubo's
+//      automatic repo GC (--enable-gc);
 //   6. the Kubo init script, run against a stand-in `ipfs` that refuses the config keys the
 //      Kubo version it plays does not have (as Kubo does), configures Kubo 0.35 to 0.40
 //      and listens only on the swarm ports both stacks expose.
@@ -421,6 +422,19 @@ if (envs.kubo) {
   );
   const mounted = (compose.services.kubo.volumes ?? []).some((v) => String(v).startsWith("./kubo/010-ipfs-registry.sh:/container-init.d/"));
   expect(mounted, "kubo (compose): the init script is mounted into /container-init.d/");
+  // Kubo's automatic repo GC frees nothing once the pinned layers pass its watermark, yet
+  // holds the lock add and pin need while it walks the repo: pushes would get 503.
+  const daemonArgs = {
+    SDL: [...(sdl.services.kubo.command ?? []), ...(sdl.services.kubo.args ?? [])].join(" "),
+    compose: [].concat(compose.services.kubo.command ?? []).join(" "),
+  };
+  for (const [stack, line] of Object.entries(daemonArgs)) {
+    expect(
+      /\bdaemon\b/.test(line) && !line.includes("--enable-gc"),
+      `kubo (${stack}): the daemon runs without --enable-gc (no automatic repo GC)`,
+      line,
+    );
+  }
 }
 
 // Durability: an acknowledged push must survive a power cut (docs/operations.md).
@@ -633,6 +647,11 @@ printf 'set %s %s%s\n' "$key" "$json" "$2" >> "$FAKE_KUBO_LOG"
   const running = /:v(\d+\.\d+\.\d+)/.exec(image)?.[1] ?? "0.39.0";
   const r = runInit(running, kuboEnv);
   const value = (key) => new RegExp(`^set ${key.replaceAll(".", "\\.")} (?:--json )?(.*)$`, "m").exec(r.sets)?.[1];
+  expect(
+    value("Datastore.GCPeriod") === "0s",
+    `kubo ${running}: Datastore.GCPeriod is 0s (periodic repo GC off even with --enable-gc)`,
+    `set to ${value("Datastore.GCPeriod")}`,
+  );
   expect(
     value("Swarm.ResourceMgr.MaxMemory") === kuboEnv.KUBO_SWARM_MAX_MEMORY,
     `kubo ${running}: Swarm.ResourceMgr.MaxMemory is KUBO_SWARM_MAX_MEMORY (${kuboEnv.KUBO_SWARM_MAX_MEMORY})`,

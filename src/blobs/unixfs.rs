@@ -171,6 +171,62 @@ impl DagBuilder {
     }
 }
 
+/// The DAG of a blob made of whole leaves of other DAGs of this profile (see
+/// [`DagBuilder::push_leaf`]): its interior nodes and root, without reading any leaf.
+pub fn dag_over(chunk_size: u32, leaves: &[(Cid, u64)]) -> (Dag, Vec<Block>) {
+    let mut builder = DagBuilder::new(chunk_size);
+    let mut blocks = Vec::new();
+    for (cid, len) in leaves {
+        builder.push_leaf(*cid, *len, &mut blocks);
+    }
+    let dag = builder.finish(&mut blocks);
+    (dag, blocks)
+}
+
+/// The leaves of stored parts, joined, when they can be the leaves of the joined blob:
+/// every leaf of every part but the last is a whole chunk (the importer cuts the joined
+/// bytes at multiples of `chunk_size`, so a short leaf anywhere else would be cut
+/// differently). `None` otherwise.
+pub fn aligned_leaves(parts: Vec<Vec<(Cid, u64)>>, chunk_size: u64) -> Option<Vec<(Cid, u64)>> {
+    let count = parts.len();
+    let mut all = Vec::new();
+    for (i, leaves) in parts.into_iter().enumerate() {
+        if i + 1 < count && leaves.iter().any(|(_, len)| *len != chunk_size) {
+            return None;
+        }
+        all.extend(leaves);
+    }
+    Some(all)
+}
+
+/// The children of an encoded UnixFS file node, each with the file bytes below it (the
+/// node's `blocksizes`). Refuses nodes that are not files or that carry bytes themselves
+/// (a layout without raw leaves), whose links would not be the whole content.
+pub fn file_links(block: &[u8]) -> Result<Vec<(Cid, u64)>, String> {
+    let node = PbNode::from_bytes(Bytes::copy_from_slice(block)).map_err(|e| e.to_string())?;
+    let data = node.data.ok_or("no UnixFS data")?;
+    let data = UnixFsData::decode(data).map_err(|e| e.to_string())?;
+    if data.r#type != DataType::File as i32 {
+        return Err(format!("UnixFS type {}, not a file", data.r#type));
+    }
+    if data.data.as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err("the node carries file bytes itself".into());
+    }
+    if data.block_sizes.len() != node.links.len() {
+        return Err(format!(
+            "{} links but {} block sizes",
+            node.links.len(),
+            data.block_sizes.len()
+        ));
+    }
+    Ok(node
+        .links
+        .into_iter()
+        .map(|link| link.cid)
+        .zip(data.block_sizes)
+        .collect())
+}
+
 /// Encodes an interior file node over `links`, appends it to `out` and returns its link.
 fn node(links: &[Link], out: &mut Vec<Block>) -> Link {
     let file_size = links.iter().map(|l| l.file_size).sum();

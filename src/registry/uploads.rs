@@ -3,7 +3,10 @@
 //! Each chunk is added to the blob store (pinned) as it arrives and recorded in the
 //! metadata store together with the running sha256 state, so no replica holds upload
 //! state in memory. On completion a one-chunk upload's CID is already the blob's CID
-//! (same import profile, same bytes); a multi-chunk upload is re-added as one stream.
+//! (same import profile, same bytes); a multi-chunk upload whose chunks are whole leaves
+//! (sizes multiples of the chunk size, the last aside) gets its DAG from the chunks' leaves
+//! (`BlobStore::concat`: only interior nodes are written, in time independent of the
+//! blob's size); any other multi-chunk upload is re-added as one stream.
 
 use std::io;
 
@@ -182,14 +185,13 @@ impl Registry {
     ) -> Result<BlobRecord> {
         let (meter, stream, limit) =
             self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
-        if let Some(existing) = self.meta.blob(digest).await? {
+        if let Some(existing) = self.pinned_blob(digest).await? {
             drain(stream, &meter, &limit).await?;
             self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
             let stored = self.meta.commit_blob(repo, existing).await?;
-            self.ensure_pinned(&stored.cid).await;
-            return Ok(stored);
+            return self.keep_pinned(repo, stored).await;
         }
         let stored = self
             .blobs
@@ -209,7 +211,37 @@ impl Registry {
             import_profile: self.blobs.profile().id(),
         };
         let committed = self.meta.commit_blob(repo, record).await;
-        self.settle(stored.cid, committed).await
+        self.settle(repo, stored.cid, committed).await
+    }
+
+    /// The stored blob with this digest, when its content is pinned (or pinned again now).
+    /// Known content is linked without storing its bytes again; content whose pin is gone
+    /// for good (its blocks collected by the node) is treated as unknown, so the push stores
+    /// the bytes again (under the same profile, the same CID) and repairs it.
+    async fn pinned_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        let Some(existing) = self.meta.blob(digest).await? else {
+            return Ok(None);
+        };
+        // On failure, storing the bytes either repairs the content or fails with the
+        // node's own error (unreachable, busy).
+        Ok(self
+            .ensure_pinned(&existing.cid)
+            .await
+            .ok()
+            .map(|()| existing))
+    }
+
+    /// After a commit linked `stored` into `repo`: makes sure its CID is pinned. When the pin
+    /// cannot be restored the link is taken back and the push fails, so the registry never
+    /// answers for content the node may collect; the client's retry stores the bytes again.
+    async fn keep_pinned(&self, repo: &RepoName, stored: BlobRecord) -> Result<BlobRecord> {
+        let Err(e) = self.ensure_pinned(&stored.cid).await else {
+            return Ok(stored);
+        };
+        if let Err(unlink) = self.meta.unlink_blob(repo, &stored.digest).await {
+            tracing::warn!(event = "unlink_failed", repository = %repo, digest = %stored.digest, error = %unlink, "could not take back the link of unpinned content");
+        }
+        Err(e)
     }
 
     /// After committing a blob added as `added`: drops that pin when the digest turned out
@@ -217,6 +249,7 @@ impl Registry {
     /// drops what was added.
     async fn settle(
         &self,
+        repo: &RepoName,
         added: cid::Cid,
         committed: std::result::Result<BlobRecord, crate::meta::MetaError>,
     ) -> Result<BlobRecord> {
@@ -226,8 +259,7 @@ impl Registry {
                     // The digest was stored meanwhile under another CID (older profile).
                     self.release(&added).await;
                 }
-                self.ensure_pinned(&stored.cid).await;
-                Ok(stored)
+                self.keep_pinned(repo, stored).await
             }
             Err(e) => {
                 self.release(&added).await;
@@ -316,7 +348,7 @@ impl Registry {
                 upload.id, upload.bytes_received
             )));
         }
-        let existing = self.meta.blob(digest).await?;
+        let existing = self.pinned_blob(digest).await?;
         if digest.algorithm() == Algorithm::Sha256 {
             let hasher = restore_sha256(&upload.hash_state)
                 .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
@@ -408,7 +440,7 @@ impl Registry {
             }
             Err(e) => Err(e),
         };
-        self.settle(cid, committed).await
+        self.settle(repo, cid, committed).await
     }
 
     /// Ends a session and drops its chunks' pins.

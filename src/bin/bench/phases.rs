@@ -60,7 +60,13 @@ pub async fn push_pull(
         let mono = format!("push monolithic {mib} MiB");
         let chunked = format!("push chunked {mib} MiB ({} MiB chunks)", plan.chunk_mib);
         let pull = format!("pull {mib} MiB");
+        let completed = format!(
+            "push chunked {mib} MiB ({} MiB chunks): PUT after the last PATCH",
+            plan.chunk_mib
+        );
         let mut samples: Vec<[Vec<f64>; 3]> = vec![Default::default(); servers.len()];
+        // Seconds of each chunked push's completing PUT.
+        let mut completions: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         // CPU seconds each server spent per operation kind, over all iterations.
         let mut cpu = vec![[0.0f64; 3]; servers.len()];
         let (mut adds, mut cats) = (Vec::new(), Vec::new());
@@ -96,11 +102,12 @@ pub async fn push_pull(
                 samples[k][0].push(megabytes_per_second(size, t));
                 let cpu_mono = server.cpu_seconds()?;
                 cpu[k][0] += cpu_mono - cpu_start;
-                let t =
+                let pushed =
                     workload::push_chunked(http, &server.base, &repo, &parts, &parts_digest, chunk)
                         .await
                         .with_context(|| format!("{}: {chunked}", server.name))?;
-                samples[k][1].push(megabytes_per_second(size, t));
+                samples[k][1].push(megabytes_per_second(size, pushed.elapsed));
+                completions[k].push(pushed.completion.as_secs_f64());
                 let cpu_chunked = server.cpu_seconds()?;
                 cpu[k][1] += cpu_chunked - cpu_mono;
                 let pulled = workload::pull(http, &server.base, &repo, &whole_digest, size)
@@ -139,6 +146,13 @@ pub async fn push_pull(
                     server.name,
                     seconds / gigabytes,
                 );
+            }
+        }
+        // After the throughput rows, which come first in the table.
+        for (server, seconds) in servers.iter().zip(&completions) {
+            if !seconds.is_empty() {
+                let median = crate::stats::median(seconds);
+                report.set(&completed, "s", Better::Lower, server.name, median);
             }
         }
         if node.is_some() {

@@ -105,6 +105,14 @@ where
     Ok(started.elapsed())
 }
 
+/// A chunked push: its whole time, and the time of its last request alone (the `PUT` after
+/// the last `PATCH`, which the registry answers only once the blob is assembled and
+/// stored: what a client, or an ingress with a response timeout, waits for at the end).
+pub struct ChunkedPush {
+    pub elapsed: Duration,
+    pub completion: Duration,
+}
+
 /// Chunked push: POST, PATCH chunks of `chunk` bytes with Content-Range, PUT the digest.
 pub async fn push_chunked(
     http: &Client,
@@ -113,7 +121,7 @@ pub async fn push_chunked(
     blob: &Bytes,
     digest: &str,
     chunk: usize,
-) -> Result<Duration> {
+) -> Result<ChunkedPush> {
     let started = Instant::now();
     let mut session = start_upload(http, base, repo).await?;
     for offset in (0..blob.len()).step_by(chunk) {
@@ -128,9 +136,13 @@ pub async fn push_chunked(
         let response = expect(response, StatusCode::ACCEPTED, "PATCH chunk").await?;
         session = location(base, &response)?;
     }
+    let completing = Instant::now();
     let response = http.put(with_digest(&session, digest)).send().await?;
     expect(response, StatusCode::CREATED, "PUT to complete").await?;
-    Ok(started.elapsed())
+    Ok(ChunkedPush {
+        elapsed: started.elapsed(),
+        completion: completing.elapsed(),
+    })
 }
 
 /// A pulled blob: the time to read it whole.

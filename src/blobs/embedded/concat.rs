@@ -10,7 +10,6 @@ use cid::Cid;
 use ipld_dagpb::PbNode;
 
 use super::index::{BlockIndex, Location};
-use crate::blobs::unixfs::{Block, Dag, DagBuilder};
 use crate::blobs::BlobError;
 
 /// The leaves (CID, length) of each stored part, in order; `None` when a part other than
@@ -21,20 +20,16 @@ pub(super) fn leaves_of(
     chunk_size: u64,
 ) -> Result<Option<Vec<(Cid, u64)>>, BlobError> {
     let mut all = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
+    for part in parts {
         let dag = index.dag(part)?;
         if dag.is_empty() {
             return Err(BlobError::NotFound(*part));
         }
         let mut leaves = Vec::new();
         walk(&dag, part, &mut leaves)?;
-        let last = i + 1 == parts.len();
-        if !last && leaves.iter().any(|(_, len)| *len != chunk_size) {
-            return Ok(None);
-        }
-        all.extend(leaves);
+        all.push(leaves);
     }
-    Ok(Some(all))
+    Ok(crate::blobs::unixfs::aligned_leaves(all, chunk_size))
 }
 
 /// Appends the leaves under `cid`, left to right.
@@ -60,17 +55,6 @@ fn walk(
         }
     }
     Ok(())
-}
-
-/// The joined blob's DAG over `leaves`.
-pub(super) fn dag_over(chunk_size: u32, leaves: &[(Cid, u64)]) -> (Dag, Vec<Block>) {
-    let mut builder = DagBuilder::new(chunk_size);
-    let mut blocks = Vec::new();
-    for (cid, len) in leaves {
-        builder.push_leaf(*cid, *len, &mut blocks);
-    }
-    let dag = builder.finish(&mut blocks);
-    (dag, blocks)
 }
 
 /// Writes the files `parts` one after another to `target` and makes it durable; returns

@@ -463,7 +463,7 @@ impl BlobStore for EmbeddedStore {
         let Some(leaves) = leaves else {
             return Ok(None);
         };
-        let (dag, blocks) = concat::dag_over(chunk_size, &leaves);
+        let (dag, blocks) = crate::blobs::unixfs::dag_over(chunk_size, &leaves);
         let files: Vec<PathBuf> = parts.iter().map(|p| self.path_of(p)).collect();
         let tmp = self.new_tmp()?;
         let target = tmp.to_path_buf();

@@ -19,9 +19,12 @@
 //!
 //! **Timeouts** (`IpfsConfig::timeout` = T). There is no client-wide request timeout, since
 //! adds and cats stream arbitrarily large bodies. Instead:
-//! - control calls (`block/stat`, `pin/*`, `version`) send `timeout=T` to the node and give
-//!   up client-side after T plus a grace period, so the node's own "timed out" answer (which
-//!   tells a missing block from a dead node) normally arrives first;
+//! - control calls (`block/stat`, `block/get`, `block/put`, `pin/ls`, `pin/rm`, `version`)
+//!   send `timeout=T` to the node and give up client-side after T plus a grace period, so
+//!   the node's own "timed out" answer (which tells a missing block from a dead node)
+//!   normally arrives first;
+//! - `pin/add` walks the whole DAG, so it fails only when the node stops making progress
+//!   for T (see `KuboStore::pin_with_progress`);
 //! - `add` must not have a total timeout (a 10 GiB layer from a slow client takes as long as
 //!   it takes), and no response exists until the last body byte is sent. So a watchdog
 //!   tracks whose turn it is: while the HTTP client waits for the next chunk of *our input*,
@@ -40,7 +43,8 @@ mod raw_cid;
 mod rpc;
 mod stream;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -50,11 +54,12 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Body, Client, RequestBuilder, Response};
 use url::Url;
 
+use crate::blobs::unixfs::{self, Block};
 use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
 use crate::config::IpfsConfig;
 
 pub use self::raw_cid::{raw_cid_v1_from_sha256, DAG_PB_CODEC, RAW_CODEC, SHA2_256};
-use self::rpc::{transport_error, CallError, NodeError};
+use self::rpc::{transport_error, CallError, NodeError, PinEvent};
 use self::stream::{ExactLength, IdleTimeout, UploadTracker};
 
 /// The node-side deadline sent with `cat`. Both js-ipfs and Kubo apply `timeout=` to the
@@ -65,6 +70,8 @@ pub const CAT_NODE_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 /// keep-alive connections after 5 s, and reusing one it is closing fails the request.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Calls in flight at once when joining chunks (reading their nodes, writing new ones).
+const PARALLEL_CALLS: usize = 8;
 /// Largest control-call or `add` answer we read.
 const MAX_ANSWER: usize = 1024 * 1024;
 
@@ -203,6 +210,206 @@ impl KuboStore {
         )))
     }
 
+    /// `pin/add` with a progress-based deadline: a pin walks every block of the DAG, which
+    /// takes as long as the DAG is large (and on Kubo waits for the repo GC's lock), so it
+    /// has no total deadline of T. Kubo reports the blocks walked so far every 500 ms
+    /// (`progress=true`); the pin fails when that count has not grown for T — a missing
+    /// block, which Kubo would look for on the network for ever, or a stuck node. js-ipfs
+    /// reports nothing until it is done, so there the whole pin must finish within T.
+    async fn pin_with_progress(&self, cid: &Cid) -> Result<(), BlobError> {
+        let query = [
+            ("arg", cid.to_string()),
+            ("recursive", "true".to_owned()),
+            ("progress", "true".to_owned()),
+            // Only a backstop for a walk nobody waits for: progress is checked here.
+            ("timeout", millis(CAT_NODE_DEADLINE)),
+        ];
+        let request = self.client.post(self.endpoint("pin/add")?).query(&query);
+        let started = Instant::now();
+        // Milliseconds after `started` of the last progress report, and the blocks walked.
+        let last_progress = AtomicU64::new(0);
+        let walked = AtomicU64::new(0);
+        let exchange = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error("pin/add", &e))?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = read_answer(response, "pin/add", Some(self.timeout)).await?;
+                return Err(
+                    NodeError::from_body(status, &body).into_blob_error("pin/add", Some(cid))
+                );
+            }
+            let mut body = response.bytes_stream();
+            let mut pending = BytesMut::new();
+            let mut finished = false;
+            while !finished {
+                let line = match body.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk.map_err(|e| transport_error("pin/add", &e))?;
+                        pending.extend_from_slice(&chunk);
+                        if pending.len() > MAX_ANSWER {
+                            return Err(BlobError::Backend(format!(
+                                "IPFS node pin/add: answer line longer than {MAX_ANSWER} bytes"
+                            )));
+                        }
+                        match pending.iter().position(|b| *b == b'\n') {
+                            Some(end) => pending.split_to(end + 1),
+                            None => continue,
+                        }
+                    }
+                    // js-ipfs may end its one object without a newline.
+                    None => {
+                        finished = true;
+                        pending.split()
+                    }
+                };
+                let mut lines = vec![line];
+                // Several objects may arrive in one read.
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    lines.push(pending.split_to(end + 1));
+                }
+                for line in lines {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match rpc::parse_pin_line(&line)? {
+                        PinEvent::Progress(n) => {
+                            if n > walked.load(Ordering::Relaxed) {
+                                walked.store(n, Ordering::Relaxed);
+                                last_progress
+                                    .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        PinEvent::Pinned(pins) => {
+                            return if pins
+                                .iter()
+                                .any(|p| p.codec() == cid.codec() && p.hash() == cid.hash())
+                            {
+                                Ok(())
+                            } else {
+                                Err(BlobError::Backend(format!(
+                                    "IPFS node pin/add {cid} answered other pins: {pins:?}"
+                                )))
+                            };
+                        }
+                        PinEvent::Failed(message) => {
+                            let error = NodeError {
+                                status,
+                                message,
+                                from_rpc: true,
+                            };
+                            return Err(error.into_blob_error("pin/add", Some(cid)));
+                        }
+                    }
+                }
+            }
+            // Kubo reports an error after the first progress line only in a trailer.
+            Err(BlobError::Unavailable(format!(
+                "IPFS node pin/add {cid}: the answer ended without confirming the pin after {} blocks",
+                walked.load(Ordering::Relaxed)
+            )))
+        };
+        let watchdog = async {
+            loop {
+                let last = Duration::from_millis(last_progress.load(Ordering::Relaxed));
+                let due = started + last + self.timeout;
+                if Instant::now() >= due {
+                    return;
+                }
+                tokio::time::sleep_until(due.into()).await;
+            }
+        };
+        tokio::select! {
+            result = exchange => result,
+            () = watchdog => Err(BlobError::Unavailable(format!(
+                "IPFS node pin/add {cid}: no progress for {:?} after {} blocks (a block missing \
+                 on the node, or the node busy, e.g. in repo GC)",
+                self.timeout,
+                walked.load(Ordering::Relaxed)
+            ))),
+        }
+    }
+
+    /// The leaves (CID, length) of a stored file DAG, left to right, read from the node's
+    /// own blocks (offline: a part's blocks are local, held by its pin); `None` when the DAG
+    /// is not of the layout this registry's profile builds.
+    async fn leaves(&self, root: &Cid) -> Result<Option<Vec<(Cid, u64)>>, BlobError> {
+        if root.codec() == RAW_CODEC {
+            let body = self
+                .control("block/stat", &[("arg", root.to_string())])
+                .await
+                .map_err(|e| e.into_blob_error("block/stat", Some(root)))?;
+            return Ok(Some(vec![(*root, rpc::parse_block_size(&body)?)]));
+        }
+        let mut leaves = Vec::new();
+        // Depth first, left to right: the next node to read is on top.
+        let mut stack = vec![*root];
+        while let Some(cid) = stack.pop() {
+            let node = self.block(&cid).await?;
+            let links = unixfs::file_links(&node).map_err(|e| {
+                BlobError::Backend(format!("IPFS block {cid} is not a UnixFS file node: {e}"))
+            })?;
+            // The balanced layout: a node's children are all leaves or all nodes.
+            if links.iter().all(|(child, _)| child.codec() == RAW_CODEC) {
+                leaves.extend(links);
+            } else if links.iter().all(|(child, _)| child.codec() == DAG_PB_CODEC) {
+                stack.extend(links.into_iter().rev().map(|(child, _)| child));
+            } else {
+                return Ok(None);
+            }
+        }
+        Ok(Some(leaves))
+    }
+
+    /// Stores one dag-pb node with `block/put` (a control call) and checks the node's key.
+    async fn put_node(&self, cid: &Cid, bytes: Bytes) -> Result<(), BlobError> {
+        let part = Part::bytes(bytes.to_vec())
+            .file_name("block")
+            .mime_str("application/octet-stream")
+            .map_err(|e| BlobError::Backend(format!("multipart part: {e}")))?;
+        // `cid-codec` is current Kubo's flag (its default is raw); js-ipfs 0.66 reads only
+        // the older `format`, whose default is dag-pb. Kubo refuses both at once, so only
+        // `cid-codec` is sent, and the answer's key is checked either way.
+        let query = [
+            ("cid-codec", "dag-pb".to_owned()),
+            ("mhtype", "sha2-256".to_owned()),
+            ("pin", "false".to_owned()),
+            ("timeout", millis(self.timeout)),
+        ];
+        let request = self
+            .client
+            .post(self.endpoint("block/put")?)
+            .query(&query)
+            .multipart(Form::new().part("file", part));
+        let call = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error("block/put", &e))?;
+            let status = response.status();
+            let body = read_answer(response, "block/put", Some(self.timeout)).await?;
+            if !status.is_success() {
+                return Err(NodeError::from_body(status, &body).into_blob_error("block/put", None));
+            }
+            if !rpc::block_put_names(&body, cid)? {
+                return Err(BlobError::Backend(format!(
+                    "IPFS node block/put stored the block of {cid} under another CID: {:.200}",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.control_deadline(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(BlobError::Unavailable(format!(
+                "IPFS node block/put: no answer within {:?}",
+                self.control_deadline()
+            ))),
+        }
+    }
+
     /// The add request: profile parameters, pin, and the input as a streamed file part.
     fn add_request(
         &self,
@@ -288,6 +495,44 @@ impl BlobStore for KuboStore {
         })
     }
 
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+        let chunk_size = self.profile.chunk_size;
+        // Futures collected first: a closure in the stream would not be `Send` for any
+        // lifetime, which `async_trait` requires.
+        let reads: Vec<_> = parts.iter().map(|part| self.leaves(part)).collect();
+        let listed: Vec<Option<Vec<(Cid, u64)>>> = futures::stream::iter(reads)
+            .buffered(PARALLEL_CALLS)
+            .try_collect()
+            .await?;
+        let Some(listed) = listed.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let Some(leaves) = unixfs::aligned_leaves(listed, u64::from(chunk_size)) else {
+            return Ok(None);
+        };
+        let (dag, blocks) = unixfs::dag_over(chunk_size, &leaves);
+        // Only the interior nodes are new: the leaves are the parts' own blocks, held by the
+        // parts' pins until the new root's pin covers them.
+        let writes: Vec<_> = blocks
+            .iter()
+            .filter_map(|block| match block {
+                Block::Node { cid, bytes } => Some(self.put_node(cid, bytes.clone())),
+                Block::Leaf { .. } => None,
+            })
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
+        // The pin walks the whole DAG: it fails if any block is missing, so a root that is
+        // recorded is one whose every block is held.
+        self.pin_with_progress(&dag.root).await?;
+        Ok(Some(StoredBytes {
+            cid: dag.root,
+            size: dag.file_size,
+        }))
+    }
+
     async fn cat(
         &self,
         cid: &Cid,
@@ -313,11 +558,7 @@ impl BlobStore for KuboStore {
     }
 
     async fn pin(&self, cid: &Cid) -> Result<(), BlobError> {
-        let query = [("arg", cid.to_string()), ("recursive", "true".to_owned())];
-        self.control("pin/add", &query)
-            .await
-            .map(drop)
-            .map_err(|e| e.into_blob_error("pin/add", Some(cid)))
+        self.pin_with_progress(cid).await
     }
 
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError> {

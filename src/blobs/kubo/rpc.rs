@@ -224,6 +224,87 @@ pub(super) fn pin_ls_roots(body: &[u8]) -> Result<Vec<Cid>, BlobError> {
         .collect()
 }
 
+/// One object of a `pin/add?progress=true` answer. Kubo streams `{"Progress": n, "Bytes": b}`
+/// every 500 ms while it walks the DAG (n: blocks so far, repeated unchanged while it waits
+/// for one) and ends with `{"Pins": [...]}`; js-ipfs 0.66 ignores `progress` and answers
+/// the final object alone. An error object (`{"Message": ...}`) can end the stream too.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PinEvent {
+    Progress(u64),
+    Pinned(Vec<Cid>),
+    Failed(String),
+}
+
+#[derive(Deserialize)]
+struct PinLine {
+    #[serde(rename = "Pins")]
+    pins: Option<Vec<String>>,
+    #[serde(rename = "Progress")]
+    progress: Option<u64>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// Parses one line of a `pin/add` answer.
+pub(super) fn parse_pin_line(line: &[u8]) -> Result<PinEvent, BlobError> {
+    let parsed: PinLine = serde_json::from_slice(line).map_err(|e| {
+        BlobError::Backend(format!(
+            "IPFS pin/add answer is not JSON ({e}): {:.200}",
+            String::from_utf8_lossy(line)
+        ))
+    })?;
+    if let Some(message) = parsed.message {
+        return Ok(PinEvent::Failed(message));
+    }
+    if let Some(pins) = parsed.pins {
+        let pins = pins
+            .iter()
+            .map(|p| {
+                Cid::try_from(p.as_str()).map_err(|e| {
+                    BlobError::Backend(format!("IPFS pin/add answered an invalid CID {p}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(PinEvent::Pinned(pins));
+    }
+    // `Progress` is omitted while it is 0 (Go's omitempty).
+    Ok(PinEvent::Progress(parsed.progress.unwrap_or(0)))
+}
+
+#[derive(Deserialize)]
+struct BlockStat {
+    #[serde(rename = "Size")]
+    size: u64,
+}
+
+/// The block's size from a `block/stat` answer.
+pub(super) fn parse_block_size(body: &[u8]) -> Result<u64, BlobError> {
+    serde_json::from_slice::<BlockStat>(body)
+        .map(|stat| stat.size)
+        .map_err(|e| BlobError::Backend(format!("IPFS block/stat answer is not understood: {e}")))
+}
+
+/// The `block/put` answer: the key the node stored the block under.
+#[derive(Deserialize)]
+struct BlockPutAnswer {
+    #[serde(rename = "Key")]
+    key: String,
+}
+
+/// Whether a `block/put` answer names `expected` (same codec and multihash; js-ipfs answers
+/// a dag-pb sha2-256 block as CIDv0).
+pub(super) fn block_put_names(body: &[u8], expected: &Cid) -> Result<bool, BlobError> {
+    let answer: BlockPutAnswer = serde_json::from_slice(body)
+        .map_err(|e| BlobError::Backend(format!("IPFS block/put answer is not understood: {e}")))?;
+    let key = Cid::try_from(answer.key.as_str()).map_err(|e| {
+        BlobError::Backend(format!(
+            "IPFS block/put answered an invalid CID {}: {e}",
+            answer.key
+        ))
+    })?;
+    Ok(key.codec() == expected.codec() && key.hash() == expected.hash())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +398,41 @@ mod tests {
         let body = br#"{"Keys":{"zb2rhi36Gc9GJWijLEL6zW45MBux5FcFv5gJmjXA7VAMozEXY":{"Type":"recursive"}}}"#;
         assert!(pin_ls_contains(body, &cid).unwrap());
         assert!(!pin_ls_contains(br#"{"Keys":{}}"#, &cid).unwrap());
+    }
+
+    #[test]
+    fn pin_answers_of_kubo_and_js_ipfs() {
+        let cid = Cid::try_from(HELLO).unwrap();
+        assert_eq!(
+            parse_pin_line(br#"{"Progress":12,"Bytes":3145728}"#).unwrap(),
+            PinEvent::Progress(12)
+        );
+        assert_eq!(parse_pin_line(b"{}").unwrap(), PinEvent::Progress(0));
+        assert_eq!(
+            parse_pin_line(br#"{"Pins":["zb2rhi36Gc9GJWijLEL6zW45MBux5FcFv5gJmjXA7VAMozEXY"]}"#)
+                .unwrap(),
+            PinEvent::Pinned(vec![cid])
+        );
+        assert!(matches!(
+            parse_pin_line(br#"{"Message":"context deadline exceeded","Code":0,"Type":"error"}"#)
+                .unwrap(),
+            PinEvent::Failed(m) if m.contains("deadline")
+        ));
+        assert!(parse_pin_line(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn block_put_answer_is_compared_as_a_cid() {
+        let v1 =
+            Cid::try_from("bafybeicqyg4vgi7kevmkn7jqjiitraeozedsfanbw4yztteicw7lonsxdi").unwrap();
+        let v0 = br#"{"Key":"QmTmtezJBdFtJtu29wLF8LpXgFR7fMKvBo4gDex9yHGW6D","Size":1000}"#;
+        assert!(block_put_names(v0, &v1).unwrap());
+        let raw = Cid::new_v1(crate::blobs::kubo::RAW_CODEC, *v1.hash());
+        assert!(!block_put_names(v0, &raw).unwrap());
+        assert!(block_put_names(b"{}", &v1).is_err());
+        assert_eq!(
+            parse_block_size(br#"{"Key":"x","Size":262144}"#).unwrap(),
+            262_144
+        );
     }
 }
