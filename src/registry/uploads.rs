@@ -190,8 +190,9 @@ impl Registry {
             self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
+            let linked = self.linked(repo, digest).await?;
             let stored = self.meta.commit_blob(repo, existing).await?;
-            return self.keep_pinned(repo, stored).await;
+            return self.keep_pinned(repo, stored, linked).await;
         }
         let stored = self
             .blobs
@@ -210,8 +211,21 @@ impl Registry {
             size: meter.bytes(),
             import_profile: self.blobs.profile().id(),
         };
+        let linked = match self.linked(repo, digest).await {
+            Ok(linked) => linked,
+            Err(e) => {
+                self.release(&stored.cid).await;
+                return Err(e);
+            }
+        };
         let committed = self.meta.commit_blob(repo, record).await;
-        self.settle(repo, stored.cid, committed).await
+        self.settle(repo, stored.cid, committed, linked).await
+    }
+
+    /// Whether `repo` links the blob already, before this push: such a link is not this
+    /// push's to take back (manifests pushed earlier may rely on it).
+    async fn linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.meta.repository_blob(repo, digest).await?.is_some())
     }
 
     /// The stored blob with this digest, when its content is pinned (or pinned again now).
@@ -232,12 +246,21 @@ impl Registry {
     }
 
     /// After a commit linked `stored` into `repo`: makes sure its CID is pinned. When the pin
-    /// cannot be restored the link is taken back and the push fails, so the registry never
-    /// answers for content the node may collect; the client's retry stores the bytes again.
-    async fn keep_pinned(&self, repo: &RepoName, stored: BlobRecord) -> Result<BlobRecord> {
+    /// cannot be restored the push fails and the link it made is taken back (one that was
+    /// there before stays), so the registry never answers for content the node may
+    /// collect; the client's retry stores the bytes again.
+    async fn keep_pinned(
+        &self,
+        repo: &RepoName,
+        stored: BlobRecord,
+        linked_before: bool,
+    ) -> Result<BlobRecord> {
         let Err(e) = self.ensure_pinned(&stored.cid).await else {
             return Ok(stored);
         };
+        if linked_before {
+            return Err(e);
+        }
         if let Err(unlink) = self.meta.unlink_blob(repo, &stored.digest).await {
             tracing::warn!(event = "unlink_failed", repository = %repo, digest = %stored.digest, error = %unlink, "could not take back the link of unpinned content");
         }
@@ -252,6 +275,7 @@ impl Registry {
         repo: &RepoName,
         added: cid::Cid,
         committed: std::result::Result<BlobRecord, crate::meta::MetaError>,
+        linked_before: bool,
     ) -> Result<BlobRecord> {
         match committed {
             Ok(stored) => {
@@ -259,7 +283,7 @@ impl Registry {
                     // The digest was stored meanwhile under another CID (older profile).
                     self.release(&added).await;
                 }
-                self.keep_pinned(repo, stored).await
+                self.keep_pinned(repo, stored, linked_before).await
             }
             Err(e) => {
                 self.release(&added).await;
@@ -431,6 +455,13 @@ impl Registry {
         record: BlobRecord,
     ) -> Result<BlobRecord> {
         let cid = record.cid;
+        let linked = match self.linked(repo, &record.digest).await {
+            Ok(linked) => linked,
+            Err(e) => {
+                self.release(&cid).await;
+                return Err(e);
+            }
+        };
         let committed = match self.meta.complete_upload(id, repo, record).await {
             Ok((stored, chunks)) => {
                 for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
@@ -440,7 +471,7 @@ impl Registry {
             }
             Err(e) => Err(e),
         };
-        self.settle(repo, cid, committed).await
+        self.settle(repo, cid, committed, linked).await
     }
 
     /// Ends a session and drops its chunks' pins.
