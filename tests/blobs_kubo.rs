@@ -14,6 +14,8 @@ use ipfs_registry::blobs::kubo::{raw_cid_v1_from_sha256, KuboStore, DAG_PB_CODEC
 use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
 use sha2::{Digest, Sha256};
 
+use common::private_node::PrivateNode;
+
 const CHUNK: usize = 256 * 1024;
 
 fn store_with(url: url::Url, timeout: Duration) -> KuboStore {
@@ -63,9 +65,11 @@ async fn cat_all(store: &KuboStore, cid: &Cid, offset: u64, length: Option<u64>)
 
 /// Raw RPC call, for what the trait does not offer (only-hash, the full pin list).
 async fn rpc(command: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    let url = common::ipfs_url()
-        .join(&format!("api/v0/{command}"))
-        .unwrap();
+    rpc_at(&common::ipfs_url(), command, query).await
+}
+
+async fn rpc_at(node: &url::Url, command: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    let url = node.join(&format!("api/v0/{command}")).unwrap();
     reqwest::Client::new()
         .post(url)
         .query(query)
@@ -592,19 +596,20 @@ async fn a_pin_lasts_as_long_as_the_node_makes_progress() {
 }
 
 /// A registry on the test node whose IPFS calls give up after 3 s without progress.
-async fn registry_with_short_ipfs_timeout() -> common::TestRegistry {
-    common::start_registry_with(|config| {
-        config.ipfs.url = Some(common::ipfs_url());
+async fn registry_with_short_ipfs_timeout(node: &url::Url) -> common::TestRegistry {
+    let node = node.clone();
+    common::start_registry_with(move |config| {
+        config.ipfs.url = Some(node);
         config.ipfs.timeout = Duration::from_secs(3);
     })
     .await
 }
 
 /// Makes the node lose one block of `root`'s DAG: drops the pin, then the block.
-async fn lose_block(root: &Cid, block: &Cid) {
-    let unpinned = rpc("pin/rm", &[("arg", &root.to_string())]).await;
+async fn lose_block(node: &url::Url, root: &Cid, block: &Cid) {
+    let unpinned = rpc_at(node, "pin/rm", &[("arg", &root.to_string())]).await;
     assert!(unpinned.status().is_success(), "pin/rm {root}");
-    let removed = rpc("block/rm", &[("arg", &block.to_string())]).await;
+    let removed = rpc_at(node, "block/rm", &[("arg", &block.to_string())]).await;
     assert!(removed.status().is_success(), "block/rm {block}");
     let answer = removed.text().await.unwrap();
     assert!(!answer.contains("Error"), "block/rm {block}: {answer}");
@@ -613,11 +618,10 @@ async fn lose_block(root: &Cid, block: &Cid) {
 /// Completing a chunked upload pins the joined blob; when that pin fails (a block of a
 /// chunk is gone from the node) the push fails as retryable, and nothing is recorded.
 #[tokio::test]
-#[ignore = "block/rm on js-ipfs holds the repo's write lock while it walks every pinned DAG, \
-            which can stall a shared node's adds: run alone against a node of its own"]
 async fn a_chunked_push_whose_pin_fails_records_nothing() {
     const MIB: usize = 1024 * 1024;
-    let registry = registry_with_short_ipfs_timeout().await;
+    let node = PrivateNode::start();
+    let registry = registry_with_short_ipfs_timeout(&node.url).await;
     let oci = common::oci::Oci::new(&registry.base);
     let data = pseudo_random(unique_seed(), 2 * MIB + 1000);
     let digest = common::oci::sha256(&data);
@@ -629,7 +633,7 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
     }
     let second = only_hash(&data[MIB..2 * MIB]).await;
     let leaf = raw_cid_v1_from_sha256(&sha256(&data[MIB..MIB + CHUNK])).unwrap();
-    lose_block(&second, &leaf).await;
+    lose_block(&node.url, &second, &leaf).await;
 
     let response = tokio::time::timeout(
         Duration::from_secs(120),
@@ -649,33 +653,24 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
         404,
         "a blob whose pin failed is not recorded"
     );
-    // js-ipfs goes on walking an abandoned pin (it does not pass the request's abort on)
-    // until its block arrives: give it back, so the walk ends instead of waiting for ever.
-    let store = store();
-    let restored = store
-        .add(byte_stream(data[MIB..2 * MIB].to_vec()))
-        .await
-        .unwrap();
-    store.unpin(&restored.cid).await.unwrap();
 }
 
 /// A blob the registry knows but whose blocks the node has lost (unpinned and collected
 /// behind the registry's back): pushing it again must not link the broken content but
 /// store the bytes again, pinned.
 #[tokio::test]
-#[ignore = "block/rm on js-ipfs holds the repo's write lock while it walks every pinned DAG, \
-            which can stall a shared node's adds: run alone against a node of its own"]
 async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
-    let registry = registry_with_short_ipfs_timeout().await;
+    let node = PrivateNode::start();
+    let registry = registry_with_short_ipfs_timeout(&node.url).await;
     let oci = common::oci::Oci::new(&registry.base);
     let data = pseudo_random(unique_seed(), 2 * CHUNK + 10);
     oci.push_blob("kubo/lost-a", &data).await;
     let root = only_hash(&data).await;
     let leaf = raw_cid_v1_from_sha256(&sha256(&data[..CHUNK])).unwrap();
-    lose_block(&root, &leaf).await;
+    lose_block(&node.url, &root, &leaf).await;
 
     oci.push_blob("kubo/lost-b", &data).await;
-    let store = store();
+    let store = store_with(node.url.clone(), Duration::from_secs(10));
     assert!(store.is_pinned(&root).await.unwrap(), "pinned again");
     assert_eq!(
         sha256(&cat_all(&store, &root, 0, None).await),
@@ -698,7 +693,8 @@ async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
 #[tokio::test]
 async fn a_join_whose_pin_fails_is_an_error() {
     let timeout = Duration::from_secs(3);
-    let store = store_with(common::ipfs_url(), timeout);
+    let node = PrivateNode::start();
+    let store = store_with(node.url.clone(), timeout);
     let first = store
         .add(byte_stream(pseudo_random(unique_seed(), 2 * CHUNK)))
         .await
@@ -725,7 +721,7 @@ async fn a_join_whose_pin_fails_is_an_error() {
         .mime_str("application/octet-stream")
         .unwrap();
     let put = reqwest::Client::new()
-        .post(common::ipfs_url().join("api/v0/block/put").unwrap())
+        .post(node.url.join("api/v0/block/put").unwrap())
         .query(&[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")])
         .multipart(reqwest::multipart::Form::new().part("file", block))
         .send()

@@ -10,6 +10,7 @@ pub mod images;
 pub mod kubo;
 pub mod oci;
 pub mod powercut;
+pub mod private_node;
 pub mod skopeo;
 pub mod sql;
 pub mod stall_proxy;
