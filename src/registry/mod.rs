@@ -159,12 +159,19 @@ impl Registry {
     /// Makes sure `cid` is pinned, pinning it again if the pin is gone: called before a
     /// push links already-stored content, and after every blob commit, since an unpin may
     /// have finished between our add and our commit (a concurrent release of the same bytes,
-    /// or GC); from the commit on, no unpin of it can start. A pin that cannot be verified
-    /// or restored (node unreachable, a block missing on it) fails the push: content the
-    /// node may collect must not be answered as stored.
+    /// or GC); from the commit on, no unpin of it can start. A pin the node reports gone and
+    /// cannot restore (a block missing on it) fails the push: content the node may collect
+    /// must not be answered as stored. A node that cannot answer at all is logged, not
+    /// fatal: the pin was made when the content was stored, only such a race could have
+    /// dropped it since, and a known digest is pushed without the node.
     async fn ensure_pinned(&self, cid: &Cid) -> Result<()> {
-        if self.blobs.is_pinned(cid).await? {
-            return Ok(());
+        match self.blobs.is_pinned(cid).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of stored content");
+                return Ok(());
+            }
         }
         self.blobs.pin(cid).await.map_err(|e| {
             tracing::warn!(event = "repin_failed", ipfs_cid = %cid, error = %e, "content to be recorded is not pinned and could not be pinned again");
