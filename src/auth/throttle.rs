@@ -168,13 +168,7 @@ impl LoginThrottle {
         }
         Self::make_room(&policy, &mut entries, now);
         for key in keys {
-            let entry = entries.entry(key.clone()).or_insert(Entry {
-                failures: 0,
-                last_failure: now,
-                locked_until: None,
-                pending: 0,
-            });
-            entry.pending += 1;
+            Self::entry(&mut entries, key, now).pending += 1;
         }
         Ok(Attempt {
             throttle: Arc::clone(self),
@@ -199,14 +193,17 @@ impl LoginThrottle {
         let mut entries = self.lock();
         Self::make_room(&policy, &mut entries, now);
         for key in keys {
-            let entry = entries.entry(key.clone()).or_insert(Entry {
-                failures: 0,
-                last_failure: now,
-                locked_until: None,
-                pending: 0,
-            });
-            Self::fail(&policy, key, entry, now);
+            Self::fail(&policy, key, Self::entry(&mut entries, key, now), now);
         }
+    }
+
+    fn entry<'a>(entries: &'a mut HashMap<Key, Entry>, key: &Key, now: Instant) -> &'a mut Entry {
+        entries.entry(key.clone()).or_insert(Entry {
+            failures: 0,
+            last_failure: now,
+            locked_until: None,
+            pending: 0,
+        })
     }
 
     fn fail(policy: &Policy, key: &Key, entry: &mut Entry, now: Instant) {
