@@ -174,9 +174,17 @@ impl PowerCutFs {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        session
-            .join()
-            .map_err(|e| format!("the FUSE session of {} failed: {e}", self.path().display()))
+        match session.join() {
+            Ok(()) => Ok(()),
+            // The kernel ends the connection with ENODEV (fuser's clean end) or, when the
+            // unmount found requests still queued (a killed process's last closes), with
+            // ECONNABORTED: either way the session ended because of our unmount.
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECONNABORTED as i32) => Ok(()),
+            Err(e) => Err(format!(
+                "the FUSE session of {} failed: {e}",
+                self.path().display()
+            )),
+        }
     }
 }
 
