@@ -655,37 +655,6 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
     );
 }
 
-/// A blob the registry knows but whose blocks the node has lost (unpinned and collected
-/// behind the registry's back): pushing it again must not link the broken content but
-/// store the bytes again, pinned.
-#[tokio::test]
-async fn a_known_blob_the_node_lost_is_stored_again_on_push() {
-    let node = PrivateNode::start();
-    let registry = registry_with_short_ipfs_timeout(&node.url).await;
-    let oci = common::oci::Oci::new(&registry.base);
-    let data = pseudo_random(unique_seed(), 2 * CHUNK + 10);
-    oci.push_blob("kubo/lost-a", &data).await;
-    let root = only_hash(&data).await;
-    let leaf = raw_cid_v1_from_sha256(&sha256(&data[..CHUNK])).unwrap();
-    lose_block(&node.url, &root, &leaf).await;
-
-    oci.push_blob("kubo/lost-b", &data).await;
-    let store = store_with(node.url.clone(), Duration::from_secs(10));
-    assert!(store.is_pinned(&root).await.unwrap(), "pinned again");
-    assert_eq!(
-        sha256(&cat_all(&store, &root, 0, None).await),
-        sha256(&data)
-    );
-    let pulled = oci
-        .get(&format!(
-            "/v2/kubo/lost-a/blobs/{}",
-            common::oci::sha256(&data)
-        ))
-        .await;
-    assert_eq!(pulled.status().as_u16(), 200);
-    assert_eq!(sha256(&pulled.bytes().await.unwrap()), sha256(&data));
-}
-
 /// Joining chunks ends with a pin of the new root, which walks every block: when one is
 /// missing on the node the join fails (within the progress deadline) instead of answering
 /// a root the node cannot serve. The missing blocks are leaves the node never had, under a

@@ -156,28 +156,20 @@ impl Registry {
         Ok(true)
     }
 
-    /// Makes sure `cid` is pinned, pinning it again if the pin is gone: called before a
-    /// push links already-stored content, and after every blob commit, since an unpin may
-    /// have finished between our add and our commit (a concurrent release of the same bytes,
-    /// or GC); from the commit on, no unpin of it can start. A pin the node reports gone and
-    /// cannot restore (a block missing on it) fails the push: content the node may collect
-    /// must not be answered as stored. A node that cannot answer at all is logged, not
-    /// fatal: the pin was made when the content was stored, only such a race could have
-    /// dropped it since, and a known digest is pushed without the node.
-    async fn ensure_pinned(&self, cid: &Cid) -> Result<()> {
-        match self.blobs.is_pinned(cid).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of stored content");
-                return Ok(());
-            }
+    /// Called after a commit recorded `cid`: from then on no unpin of it can start, but one
+    /// may have finished between our add and our commit (a concurrent release of the same
+    /// bytes, or GC), so the pin is restored if it is gone. The window is tiny and a known
+    /// digest is pushed without the IPFS node, so an unreachable node is logged, not fatal.
+    async fn ensure_pinned(&self, cid: &Cid) {
+        let repaired = match self.blobs.is_pinned(cid).await {
+            Ok(true) => return,
+            Ok(false) => self.blobs.pin(cid).await.map(|()| {
+                tracing::info!(event = "repin", ipfs_cid = %cid, "content recorded while being unpinned: pinned again");
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of committed content");
         }
-        self.blobs.pin(cid).await.map_err(|e| {
-            tracing::warn!(event = "repin_failed", ipfs_cid = %cid, error = %e, "content to be recorded is not pinned and could not be pinned again");
-            e
-        })?;
-        tracing::info!(event = "repin", ipfs_cid = %cid, "content recorded while being unpinned: pinned again");
-        Ok(())
     }
 }

@@ -185,14 +185,14 @@ impl Registry {
     ) -> Result<BlobRecord> {
         let (meter, stream, limit) =
             self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
-        if let Some(existing) = self.pinned_blob(digest).await? {
+        if let Some(existing) = self.meta.blob(digest).await? {
             drain(stream, &meter, &limit).await?;
             self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
-            let linked = self.linked(repo, digest).await?;
             let stored = self.meta.commit_blob(repo, existing).await?;
-            return self.keep_pinned(repo, stored, linked).await;
+            self.ensure_pinned(&stored.cid).await;
+            return Ok(stored);
         }
         let stored = self
             .blobs
@@ -211,60 +211,8 @@ impl Registry {
             size: meter.bytes(),
             import_profile: self.blobs.profile().id(),
         };
-        let linked = match self.linked(repo, digest).await {
-            Ok(linked) => linked,
-            Err(e) => {
-                self.release(&stored.cid).await;
-                return Err(e);
-            }
-        };
         let committed = self.meta.commit_blob(repo, record).await;
-        self.settle(repo, stored.cid, committed, linked).await
-    }
-
-    /// Whether `repo` links the blob already, before this push: such a link is not this
-    /// push's to take back (manifests pushed earlier may rely on it).
-    async fn linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self.meta.repository_blob(repo, digest).await?.is_some())
-    }
-
-    /// The stored blob with this digest, when its content is pinned (or pinned again now).
-    /// Known content is linked without storing its bytes again; content whose pin is gone
-    /// for good (its blocks collected by the node) is treated as unknown, so the push stores
-    /// the bytes again (under the same profile, the same CID) and repairs it.
-    async fn pinned_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
-        let Some(existing) = self.meta.blob(digest).await? else {
-            return Ok(None);
-        };
-        // On failure, storing the bytes either repairs the content or fails with the
-        // node's own error (unreachable, busy).
-        Ok(self
-            .ensure_pinned(&existing.cid)
-            .await
-            .ok()
-            .map(|()| existing))
-    }
-
-    /// After a commit linked `stored` into `repo`: makes sure its CID is pinned. When the pin
-    /// cannot be restored the push fails and the link it made is taken back (one that was
-    /// there before stays), so the registry never answers for content the node may
-    /// collect; the client's retry stores the bytes again.
-    async fn keep_pinned(
-        &self,
-        repo: &RepoName,
-        stored: BlobRecord,
-        linked_before: bool,
-    ) -> Result<BlobRecord> {
-        let Err(e) = self.ensure_pinned(&stored.cid).await else {
-            return Ok(stored);
-        };
-        if linked_before {
-            return Err(e);
-        }
-        if let Err(unlink) = self.meta.unlink_blob(repo, &stored.digest).await {
-            tracing::warn!(event = "unlink_failed", repository = %repo, digest = %stored.digest, error = %unlink, "could not take back the link of unpinned content");
-        }
-        Err(e)
+        self.settle(stored.cid, committed).await
     }
 
     /// After committing a blob added as `added`: drops that pin when the digest turned out
@@ -272,10 +220,8 @@ impl Registry {
     /// drops what was added.
     async fn settle(
         &self,
-        repo: &RepoName,
         added: cid::Cid,
         committed: std::result::Result<BlobRecord, crate::meta::MetaError>,
-        linked_before: bool,
     ) -> Result<BlobRecord> {
         match committed {
             Ok(stored) => {
@@ -283,7 +229,8 @@ impl Registry {
                     // The digest was stored meanwhile under another CID (older profile).
                     self.release(&added).await;
                 }
-                self.keep_pinned(repo, stored, linked_before).await
+                self.ensure_pinned(&stored.cid).await;
+                Ok(stored)
             }
             Err(e) => {
                 self.release(&added).await;
@@ -372,7 +319,7 @@ impl Registry {
                 upload.id, upload.bytes_received
             )));
         }
-        let existing = self.pinned_blob(digest).await?;
+        let existing = self.meta.blob(digest).await?;
         if digest.algorithm() == Algorithm::Sha256 {
             let hasher = restore_sha256(&upload.hash_state)
                 .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
@@ -455,13 +402,6 @@ impl Registry {
         record: BlobRecord,
     ) -> Result<BlobRecord> {
         let cid = record.cid;
-        let linked = match self.linked(repo, &record.digest).await {
-            Ok(linked) => linked,
-            Err(e) => {
-                self.release(&cid).await;
-                return Err(e);
-            }
-        };
         let committed = match self.meta.complete_upload(id, repo, record).await {
             Ok((stored, chunks)) => {
                 for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
@@ -471,7 +411,7 @@ impl Registry {
             }
             Err(e) => Err(e),
         };
-        self.settle(repo, cid, committed, linked).await
+        self.settle(cid, committed).await
     }
 
     /// Ends a session and drops its chunks' pins.
