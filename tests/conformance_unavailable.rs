@@ -31,14 +31,6 @@ async fn quickly<F: Future<Output = reqwest::Response>>(
     response
 }
 
-async fn assert_unavailable(response: reqwest::Response) {
-    assert!(
-        response.headers().contains_key("retry-after"),
-        "503 without Retry-After"
-    );
-    assert_error(response, 503, "UNAVAILABLE").await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_push_is_503_when_the_node_is_down() {
     let registry = common::start_registry_with(dead_node).await;

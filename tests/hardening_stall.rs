@@ -32,14 +32,6 @@ async fn within<F: Future<Output = reqwest::Response>>(
     response
 }
 
-async fn assert_unavailable(response: reqwest::Response) {
-    assert!(
-        response.headers().contains_key("retry-after"),
-        "503 without Retry-After"
-    );
-    assert_error(response, 503, "UNAVAILABLE").await;
-}
-
 fn socket_addr(url: &url::Url) -> SocketAddr {
     let host = url.host_str().expect("a host");
     let port = url.port_or_known_default().expect("a port");

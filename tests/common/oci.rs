@@ -76,6 +76,15 @@ pub fn opt_header(response: &Response, name: &str) -> Option<String> {
 
 /// Asserts the status, a JSON error body `{"errors":[{"code","message",..}]}` and that
 /// its first error has `code`. Returns the body.
+/// A 503 `UNAVAILABLE` that tells the client when to retry.
+pub async fn assert_unavailable(response: Response) {
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "503 without Retry-After"
+    );
+    assert_error(response, 503, "UNAVAILABLE").await;
+}
+
 pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
     let url = response.url().clone();
     let actual = response.status();
