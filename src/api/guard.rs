@@ -165,10 +165,13 @@ pub fn realm(auth: &Auth, state: &AppState, req: &HttpRequest) -> String {
 
 /// Whether the peer is one of `auth.trusted_proxies`, whose forwarding headers count.
 fn from_trusted_proxy(auth: &Auth, req: &HttpRequest) -> bool {
-    req.peer_addr().is_some_and(|peer| {
-        let peer = peer.ip().to_canonical();
-        auth.trusted_proxies.iter().any(|r| r.contains(peer))
-    })
+    req.peer_addr()
+        .is_some_and(|peer| is_trusted(&auth.trusted_proxies, peer.ip().to_canonical()))
+}
+
+/// Whether `ip` is in one of the `auth.trusted_proxies` ranges.
+fn is_trusted(trusted_proxies: &[IpRange], ip: IpAddr) -> bool {
+    trusted_proxies.iter().any(|r| r.contains(ip))
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -268,7 +271,7 @@ pub fn client_address(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> IpAddr {
-    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|r| r.contains(ip));
+    let trusted = |ip: IpAddr| is_trusted(trusted_proxies, ip);
     let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip().to_canonical());
     if !trusted(peer) {
         return peer;
