@@ -98,12 +98,29 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
 /// leaves the file under `to` and not under `from`.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)?;
+    // Renaming onto another name of the same file does nothing and leaves both names, which
+    // is what a power cut between the two directory syncs of an earlier rename leaves.
+    if same_file(from, to)? {
+        std::fs::remove_file(from)?;
+    }
     let (source, target) = (parent_of(from), parent_of(to));
     sync_dir(target)?;
     if source != target {
         sync_dir(source)?;
     }
     Ok(())
+}
+
+/// Whether both paths name one file (false when `a` is gone).
+fn same_file(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let a = match std::fs::symlink_metadata(a) {
+        Ok(a) => a,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let b = std::fs::symlink_metadata(b)?;
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 #[cfg(test)]
@@ -127,6 +144,17 @@ mod tests {
         let from = root.path().join("tmp/x");
         std::fs::write(&from, b"bytes").unwrap();
         let to = root.path().join("data/x");
+        rename(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(std::fs::read(&to).unwrap(), b"bytes");
+    }
+
+    #[test]
+    fn rename_onto_another_name_of_the_same_file_leaves_one_name() {
+        let root = tempfile::tempdir().unwrap();
+        let (from, to) = (root.path().join("a"), root.path().join("b"));
+        std::fs::write(&from, b"bytes").unwrap();
+        std::fs::hard_link(&from, &to).unwrap();
         rename(&from, &to).unwrap();
         assert!(!from.exists());
         assert_eq!(std::fs::read(&to).unwrap(), b"bytes");

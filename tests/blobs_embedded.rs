@@ -295,6 +295,28 @@ async fn unpinned_blobs_can_be_pinned_back_until_purged() {
     assert!(store.block(&stored.cid).await.is_ok());
 }
 
+/// A power cut between the two directory syncs of an unpin (trash/ synced, data/ not) leaves
+/// one file under both names. Renaming a file onto another name of itself does nothing, so
+/// unpinning it again must still take it out of data/, or it stays there with no record.
+#[tokio::test]
+async fn unpinning_a_file_left_under_both_names_takes_it_out_of_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let stored = store.add(common::odd_pieces(&random(1000))).await.unwrap();
+    let name = stored.cid.to_string();
+    std::fs::hard_link(
+        dir.path().join("data").join(&name),
+        dir.path().join("trash").join(&name),
+    )
+    .unwrap();
+
+    store.unpin(&stored.cid).await.unwrap();
+    assert!(!store.is_pinned(&stored.cid).await.unwrap());
+    assert!(files_in(&dir.path().join("data")).is_empty());
+    store.pin(&stored.cid).await.expect("still in the trash");
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+}
+
 /// A chunked upload's chunks joined by the store itself: the blob gets the CID the node
 /// gives the whole (the parts' leaves reused, new interior nodes two levels deep), its
 /// bytes and blocks are served from the joined file, also once the parts are unpinned;
