@@ -96,11 +96,6 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Deadlines<S> {
         self.request("ping", self.inner.ping()).await
     }
 
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        self.request("repository_exists", self.inner.repository_exists(repo))
-            .await
-    }
-
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         self.request("blob", self.inner.blob(digest)).await
     }
@@ -149,10 +144,6 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Deadlines<S> {
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         self.request("unlink_blob", self.inner.unlink_blob(repo, digest))
             .await
-    }
-
-    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
-        self.request("cid_in_use", self.inner.cid_in_use(cid)).await
     }
 
     async fn manifest(

@@ -44,11 +44,6 @@ impl MetadataStore for MeteredMetadataStore {
         self.timed("ping", self.inner.ping()).await
     }
 
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        self.timed("repository_exists", self.inner.repository_exists(repo))
-            .await
-    }
-
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         self.timed("blob", self.inner.blob(digest)).await
     }
@@ -96,10 +91,6 @@ impl MetadataStore for MeteredMetadataStore {
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         self.timed("unlink_blob", self.inner.unlink_blob(repo, digest))
             .await
-    }
-
-    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
-        self.timed("cid_in_use", self.inner.cid_in_use(cid)).await
     }
 
     async fn manifest(

@@ -96,8 +96,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap reachability check.
     async fn ping(&self) -> Result<(), MetaError>;
 
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
-
     // --- blobs ---
 
     /// A blob by digest, whichever repository it is in (for deduplication, never for access).
@@ -134,9 +132,6 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Removes the blob's link from the repository. False when it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-
-    /// Whether any blob or live upload chunk still needs this CID pinned.
-    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError>;
 
     // --- manifests, tags, referrers ---
 

@@ -116,10 +116,6 @@ impl MetadataStore for PostgresStore {
         Ok(())
     }
 
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        Ok(repos::id(&self.client().await?, repo).await?.is_some())
-    }
-
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         blobs::get(&self.client().await?, digest).await
     }
@@ -181,10 +177,6 @@ impl MetadataStore for PostgresStore {
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         blobs::unlink(&self.client().await?, repo, digest).await
-    }
-
-    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
-        blobs::cid_in_use(&self.client().await?, cid).await
     }
 
     async fn manifest(

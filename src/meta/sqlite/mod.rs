@@ -407,12 +407,6 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        let repo = repo.clone();
-        self.read(move |c| Ok(repository_id(c, &repo)?.is_some()))
-            .await
-    }
-
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
         let digest = digest.to_string();
         self.read(move |c| blobs::get(c, &digest)).await
@@ -483,11 +477,6 @@ impl MetadataStore for SqliteStore {
             repo,
         )
         .await
-    }
-
-    async fn cid_in_use(&self, cid: &Cid) -> Result<bool, MetaError> {
-        let cid = cid.to_string();
-        self.read(move |c| gc::cid_in_use(c, &cid)).await
     }
 
     async fn manifest(
