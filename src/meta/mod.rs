@@ -5,6 +5,7 @@ pub mod deadline;
 pub mod gc;
 pub mod metered;
 pub mod postgres;
+mod sql_common;
 pub mod sqlite;
 pub mod status;
 pub mod users;

@@ -4,7 +4,8 @@ use cid::Cid;
 use deadpool_postgres::GenericClient;
 
 use super::repos;
-use super::sql::{self, blob_record, to_i64};
+use super::sql::{self, blob_record};
+use crate::meta::sql_common::to_i64;
 use crate::meta::{BlobRecord, MetaError};
 use crate::oci::{Digest, RepoName};
 

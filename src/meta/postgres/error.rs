@@ -61,8 +61,3 @@ fn describe(e: &tokio_postgres::Error) -> String {
         None => with_sources(e),
     }
 }
-
-/// A row that cannot be read back into domain types.
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt(what.to_string())
-}

@@ -23,6 +23,7 @@ use super::sql::{self, blob_record, get, upload_chunk};
 use crate::meta::gc::{
     GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
 };
+use crate::meta::sql_common::live_manifests;
 use crate::meta::{BlobRecord, MetaError};
 use crate::oci::Digest;
 
@@ -250,33 +251,20 @@ async fn expire_uploads<C: GenericClient>(
     Ok(uploads)
 }
 
-/// The manifests to keep: tagged ones, those younger than the retention, and everything
-/// reachable from them as an index's child or as a referrer of a kept manifest.
-const LIVE_MANIFESTS: &str = "WITH RECURSIVE edges (repository_id, from_digest, to_digest) AS ( \
-        SELECT repository_id, manifest_digest, referenced_digest \
-        FROM manifest_references WHERE kind = 'manifest' \
-        UNION ALL \
-        SELECT repository_id, subject_digest, digest \
-        FROM manifests WHERE subject_digest IS NOT NULL \
-    ), live (repository_id, digest) AS ( \
-        SELECT repository_id, digest FROM manifests \
-        WHERE created_at >= now() - make_interval(secs => $1) \
-        UNION \
-        SELECT repository_id, manifest_digest FROM tags \
-        UNION \
-        SELECT e.repository_id, e.to_digest \
-        FROM live l JOIN edges e \
-          ON e.repository_id = l.repository_id AND e.from_digest = l.digest \
-    ) ";
+/// The manifests to keep (see [`live_manifests`]), retention in seconds as `$1`.
+fn live_clause() -> String {
+    live_manifests("created_at >= now() - make_interval(secs => $1)")
+}
 
 async fn delete_manifests<C: GenericClient>(
     c: &C,
     retention: Duration,
 ) -> Result<Vec<SweptManifest>, MetaError> {
+    let live = live_clause();
     let candidates = sql::query(
         c,
         &format!(
-            "{LIVE_MANIFESTS} SELECT m.repository_id, m.digest FROM manifests m \
+            "{live} SELECT m.repository_id, m.digest FROM manifests m \
              WHERE NOT EXISTS (SELECT 1 FROM live l \
                                WHERE l.repository_id = m.repository_id AND l.digest = m.digest) \
              FOR UPDATE OF m SKIP LOCKED"
@@ -292,7 +280,7 @@ async fn delete_manifests<C: GenericClient>(
     let rows = sql::query(
         c,
         &format!(
-            "{LIVE_MANIFESTS} DELETE FROM manifests m USING repositories r \
+            "{live} DELETE FROM manifests m USING repositories r \
              WHERE r.id = m.repository_id \
                AND (m.repository_id, m.digest) IN \
                    (SELECT * FROM unnest($2::bigint[], $3::text[])) \

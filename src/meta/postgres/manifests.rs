@@ -6,6 +6,7 @@ use deadpool_postgres::GenericClient;
 
 use super::repos;
 use super::sql::{self, get};
+use crate::meta::sql_common::{kind_name, referenced, require_references};
 use crate::meta::{MetaError, NewManifest, Page, StoredManifest};
 use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 
@@ -80,16 +81,8 @@ async fn check_references<C: GenericClient>(
     repo_id: i64,
     references: &[(Digest, ReferenceKind)],
 ) -> Result<(), MetaError> {
-    let wanted = |kind: ReferenceKind| -> Vec<String> {
-        let set: BTreeSet<String> = references
-            .iter()
-            .filter(|(_, k)| *k == kind)
-            .map(|(d, _)| d.to_string())
-            .collect();
-        set.into_iter().collect()
-    };
-    let blobs = wanted(ReferenceKind::Blob);
-    let manifests = wanted(ReferenceKind::Manifest);
+    let blobs = referenced(references, ReferenceKind::Blob);
+    let manifests = referenced(references, ReferenceKind::Manifest);
     let mut found = BTreeSet::new();
     if !blobs.is_empty() {
         let rows = sql::query(
@@ -115,17 +108,9 @@ async fn check_references<C: GenericClient>(
             found.insert((get::<String>(row, 0)?, kind_name(ReferenceKind::Manifest)));
         }
     }
-    let mut missing: Vec<Digest> = Vec::new();
-    for (digest, kind) in references {
-        if !found.contains(&(digest.to_string(), kind_name(*kind))) && !missing.contains(digest) {
-            missing.push(digest.clone());
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(MetaError::MissingReferences(missing))
-    }
+    require_references(references, |digest, kind| {
+        Ok(found.contains(&(digest.to_string(), kind_name(kind))))
+    })
 }
 
 /// Inserts the manifest and its references; an identical manifest already there is kept
@@ -195,13 +180,6 @@ async fn insert_references<C: GenericClient>(
     )
     .await?;
     Ok(())
-}
-
-fn kind_name(kind: ReferenceKind) -> &'static str {
-    match kind {
-        ReferenceKind::Blob => "blob",
-        ReferenceKind::Manifest => "manifest",
-    }
 }
 
 pub(crate) async fn delete<C: GenericClient>(

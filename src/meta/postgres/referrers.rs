@@ -1,11 +1,9 @@
 //! The referrers index: manifests whose `subject` is a given digest.
 
-use std::collections::BTreeMap;
-
 use deadpool_postgres::GenericClient;
 
-use super::error::corrupt;
 use super::sql::{self, get};
+use crate::meta::sql_common::referrer;
 use crate::meta::MetaError;
 use crate::oci::{Descriptor, Digest, RepoName};
 
@@ -30,24 +28,13 @@ pub(crate) async fn referrers<C: GenericClient>(
     .await?;
     rows.iter()
         .map(|row| {
-            let annotations: Option<serde_json::Value> = get(row, 4)?;
-            let annotations = match annotations {
-                None | Some(serde_json::Value::Null) => None,
-                Some(value) => Some(
-                    serde_json::from_value::<BTreeMap<String, String>>(value)
-                        .map_err(|e| corrupt(format_args!("manifest annotations: {e}")))?,
-                ),
-            };
-            Ok(Descriptor {
-                media_type: get(row, 0)?,
-                digest: sql::digest(row, 1)?,
-                size: get(row, 2)?,
-                artifact_type: get(row, 3)?,
-                annotations,
-                urls: None,
-                platform: None,
-                data: None,
-            })
+            referrer(
+                get(row, 0)?,
+                sql::digest(row, 1)?,
+                get(row, 2)?,
+                get(row, 3)?,
+                get(row, 4)?,
+            )
         })
         .collect()
 }

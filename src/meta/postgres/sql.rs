@@ -5,7 +5,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::Row;
 
-use super::error::{corrupt, db};
+use super::error::db;
+use crate::meta::sql_common::{corrupt, parse_cid, parse_digest, to_u64};
 use crate::meta::{BlobRecord, MetaError, UploadChunk};
 use crate::oci::Digest;
 
@@ -45,34 +46,20 @@ pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, Met
 }
 
 pub(crate) fn digest(row: &Row, idx: usize) -> Result<Digest, MetaError> {
-    let text: &str = get(row, idx)?;
-    text.parse()
-        .map_err(|e| corrupt(format_args!("stored digest {text:?}: {e}")))
+    parse_digest(get(row, idx)?)
 }
 
 pub(crate) fn opt_digest(row: &Row, idx: usize) -> Result<Option<Digest>, MetaError> {
-    let text: Option<&str> = get(row, idx)?;
-    text.map(|t| {
-        t.parse()
-            .map_err(|e| corrupt(format_args!("stored digest {t:?}: {e}")))
-    })
-    .transpose()
+    get::<Option<&str>>(row, idx)?.map(parse_digest).transpose()
 }
 
 pub(crate) fn cid(row: &Row, idx: usize) -> Result<Cid, MetaError> {
-    let text: &str = get(row, idx)?;
-    Cid::try_from(text).map_err(|e| corrupt(format_args!("stored CID {text:?}: {e}")))
+    parse_cid(get(row, idx)?)
 }
 
 /// A non-negative `bigint` as `u64`.
 pub(crate) fn size(row: &Row, idx: usize) -> Result<u64, MetaError> {
-    let value: i64 = get(row, idx)?;
-    u64::try_from(value).map_err(|_| corrupt(format_args!("negative size {value}")))
-}
-
-/// A `u64` that must fit a `bigint`.
-pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, MetaError> {
-    i64::try_from(value).map_err(|_| MetaError::Backend(format!("{what} {value} is too large")))
+    to_u64(get(row, idx)?, "size")
 }
 
 /// Columns `digest, cid, size, import_profile` starting at `at`.

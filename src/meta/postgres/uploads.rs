@@ -3,8 +3,9 @@
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::sql::{self, get, to_i64, upload_chunk};
+use super::sql::{self, get, upload_chunk};
 use super::{blobs, repos};
+use crate::meta::sql_common::{chunk_span, new_upload};
 use crate::meta::{BlobRecord, MetaError, Upload, UploadChunk};
 use crate::oci::RepoName;
 
@@ -23,14 +24,7 @@ pub(crate) async fn create<C: GenericClient>(
     )
     .await?
     .ok_or_else(|| MetaError::Backend("INSERT RETURNING returned no row".into()))?;
-    Ok(Upload {
-        id,
-        repository: repo.clone(),
-        bytes_received: 0,
-        hash_state,
-        chunk_count: 0,
-        started_at: get(&row, 0)?,
-    })
+    Ok(new_upload(id, repo, hash_state, get(&row, 0)?))
 }
 
 pub(crate) async fn get_upload<C: GenericClient>(
@@ -67,8 +61,7 @@ pub(crate) async fn append<C: GenericClient>(
     chunk: &UploadChunk,
     hash_state: &[u8],
 ) -> Result<bool, MetaError> {
-    let offset = to_i64(chunk.offset, "chunk offset")?;
-    let size = to_i64(chunk.size, "chunk size")?;
+    let (offset, size) = chunk_span(chunk)?;
     let updated = sql::execute(
         c,
         "UPDATE upload_sessions \

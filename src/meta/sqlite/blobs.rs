@@ -2,7 +2,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{db, ensure_repository, now_millis, parse_cid, parse_digest, to_i64, to_u64};
+use super::error::db;
+use super::repos;
+use super::sql::now_millis;
+use crate::meta::sql_common::{parse_cid, parse_digest, to_i64, to_u64};
 use crate::meta::{BlobRecord, MetaError};
 use crate::oci::{Digest, RepoName};
 
@@ -79,7 +82,7 @@ pub(super) fn commit(
     repo: &RepoName,
     blob: &BlobRecord,
 ) -> Result<BlobRecord, MetaError> {
-    let repo_id = ensure_repository(c, repo)?;
+    let repo_id = repos::ensure(c, repo)?;
     let digest = blob.digest.to_string();
     c.prepare_cached(
         "INSERT INTO blobs (digest, cid, size, import_profile, created_at) \

@@ -16,11 +16,14 @@ use cid::Cid;
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use super::{blocking, db, lock_error, now_millis, parse_cid, parse_digest, to_u64, SqliteStore};
+use super::error::{db, lock_error};
+use super::sql::now_millis;
+use super::{blocking, SqliteStore};
 use crate::file_lock::Held;
 use crate::meta::gc::{
     GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
 };
+use crate::meta::sql_common::{corrupt, live_manifests, parse_cid, parse_digest, to_u64};
 use crate::meta::{BlobRecord, MetaError};
 use crate::oci::Digest;
 
@@ -83,8 +86,7 @@ fn expire_uploads(c: &Connection, expiry: Duration) -> Result<Vec<SweptUpload>, 
     };
     let mut swept = Vec::with_capacity(ids.len());
     for id in ids {
-        let id =
-            Uuid::parse_str(&id).map_err(|e| super::corrupt(format_args!("upload id: {e}")))?;
+        let id = Uuid::parse_str(&id).map_err(|e| corrupt(format_args!("upload id: {e}")))?;
         let chunks = super::uploads::end(c, id, None)?;
         let cids: Vec<String> = chunks.iter().map(|c| c.cid.to_string()).collect();
         queue_unpins(c, &cids)?;
@@ -93,33 +95,17 @@ fn expire_uploads(c: &Connection, expiry: Duration) -> Result<Vec<SweptUpload>, 
     Ok(swept)
 }
 
-/// The manifests to keep: tagged ones, those younger than the retention, and everything
-/// reachable from them as an index's child or as a referrer of a kept manifest.
-const LIVE_MANIFESTS: &str = "WITH RECURSIVE edges (repository_id, from_digest, to_digest) AS ( \
-        SELECT repository_id, manifest_digest, referenced_digest \
-        FROM manifest_references WHERE kind = 'manifest' \
-        UNION ALL \
-        SELECT repository_id, subject_digest, digest \
-        FROM manifests WHERE subject_digest IS NOT NULL \
-    ), live (repository_id, digest) AS ( \
-        SELECT repository_id, digest FROM manifests WHERE created_at >= ?1 \
-        UNION \
-        SELECT repository_id, manifest_digest FROM tags \
-        UNION \
-        SELECT e.repository_id, e.to_digest \
-        FROM live l JOIN edges e \
-          ON e.repository_id = l.repository_id AND e.from_digest = l.digest \
-    ) ";
-
+/// Deletes the manifests GC does not keep (see [`live_manifests`]).
 fn delete_manifests(c: &Connection, retention: Duration) -> Result<Vec<SweptManifest>, MetaError> {
     let doomed: Vec<(i64, String, String, i64)> = {
         let mut statement = c
             .prepare(&format!(
-                "{LIVE_MANIFESTS} SELECT m.repository_id, r.name, m.digest, m.size \
+                "{} SELECT m.repository_id, r.name, m.digest, m.size \
                  FROM manifests m JOIN repositories r ON r.id = m.repository_id \
                  WHERE NOT EXISTS (SELECT 1 FROM live l \
                                    WHERE l.repository_id = m.repository_id \
-                                     AND l.digest = m.digest)"
+                                     AND l.digest = m.digest)",
+                live_manifests("created_at >= ?1")
             ))
             .map_err(db)?;
         let rows = statement

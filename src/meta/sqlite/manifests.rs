@@ -1,13 +1,14 @@
 //! Manifests, their references, tags and the referrers index.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{corrupt, db, ensure_repository, now_millis, parse_digest, to_i64};
+use super::error::db;
+use super::repos;
+use super::sql::now_millis;
+use crate::meta::sql_common::{kind_name, parse_digest, require_references, to_i64};
 use crate::meta::{MetaError, NewManifest, StoredManifest};
-use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 
 type ManifestRow = (String, String, Vec<u8>, Option<String>);
 
@@ -51,13 +52,6 @@ pub(super) fn get(
     }))
 }
 
-fn kind_name(kind: ReferenceKind) -> &'static str {
-    match kind {
-        ReferenceKind::Blob => "blob",
-        ReferenceKind::Manifest => "manifest",
-    }
-}
-
 /// Stores the manifest with its references and moves the tag; refuses, changing nothing,
 /// when a reference is not in the repository. Inside a write transaction (which serialises
 /// it against every delete, so what was checked stays true until commit).
@@ -67,7 +61,7 @@ pub(super) fn put(
     manifest: &NewManifest,
     tag: Option<&Tag>,
 ) -> Result<(), MetaError> {
-    let repo_id = ensure_repository(c, repo)?;
+    let repo_id = repos::ensure(c, repo)?;
     check_references(c, repo_id, &manifest.references)?;
     let digest = manifest.digest.to_string();
     let inserted = c
@@ -133,77 +127,13 @@ fn check_references(
     let mut manifest = c
         .prepare_cached("SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2")
         .map_err(db)?;
-    let mut checked = BTreeSet::new();
-    let mut missing: Vec<Digest> = Vec::new();
-    for (digest, kind) in references {
-        if !checked.insert((digest.to_string(), kind_name(*kind))) {
-            continue;
-        }
+    require_references(references, |digest, kind| {
         let statement = match kind {
             ReferenceKind::Blob => &mut blob_link,
             ReferenceKind::Manifest => &mut manifest,
         };
-        let present = statement
+        statement
             .exists(params![repo_id, digest.to_string()])
-            .map_err(db)?;
-        if !present && !missing.contains(digest) {
-            missing.push(digest.clone());
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(MetaError::MissingReferences(missing))
-    }
-}
-
-pub(super) fn referrers(
-    c: &Connection,
-    repo: &RepoName,
-    subject: &str,
-    artifact_type: Option<&str>,
-) -> Result<Vec<Descriptor>, MetaError> {
-    // One range scan of manifests_referrers_idx, already in digest order.
-    let mut statement = c
-        .prepare_cached(
-            "SELECT m.media_type, m.digest, m.size, m.artifact_type, \
-                    json_extract(m.parsed, '$.annotations') \
-             FROM manifests m \
-             WHERE m.repository_id = (SELECT id FROM repositories WHERE name = ?1) \
-               AND m.subject_digest = ?2 \
-               AND (?3 IS NULL OR m.artifact_type = ?3) \
-             ORDER BY m.digest",
-        )
-        .map_err(db)?;
-    let rows = statement
-        .query_map(params![repo.as_str(), subject, artifact_type], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, Option<String>>(4)?,
-            ))
-        })
-        .map_err(db)?;
-    rows.map(|row| {
-        let (media_type, digest, size, artifact_type, annotations) = row.map_err(db)?;
-        let annotations = annotations
-            .map(|text| {
-                serde_json::from_str::<BTreeMap<String, String>>(&text)
-                    .map_err(|e| corrupt(format_args!("manifest annotations: {e}")))
-            })
-            .transpose()?;
-        Ok(Descriptor {
-            media_type,
-            digest: parse_digest(&digest)?,
-            size,
-            artifact_type,
-            annotations,
-            urls: None,
-            platform: None,
-            data: None,
-        })
+            .map_err(db)
     })
-    .collect()
 }

@@ -8,30 +8,33 @@
 //! writer. SQLite calls block, so they run on tokio's blocking pool.
 
 mod blobs;
+mod error;
 mod gc;
 mod manifests;
+mod migrate;
+mod referrers;
+mod repos;
+mod sql;
 mod uploads;
 mod users;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
+use self::error::{db, lock_error};
+use self::sql::{limit, names};
 use super::{
     BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
-
-mod migrations {
-    refinery::embed_migrations!("migrations-embedded/meta");
-}
 
 /// Read connections: enough for the blocking pool to serve concurrent pulls.
 const READERS: usize = 4;
@@ -65,56 +68,6 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(crate) fn db(e: rusqlite::Error) -> MetaError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            MetaError::Unavailable(format!("SQLite database busy: {e}"))
-        }
-        // Nothing was written (the transaction rolled back); the write can be retried once
-        // space is freed.
-        Some(rusqlite::ErrorCode::DiskFull) => {
-            MetaError::Unavailable(format!("SQLite database: disk full: {e}"))
-        }
-        _ => MetaError::Backend(format!("SQLite: {e}")),
-    }
-}
-
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt(what.to_string())
-}
-
-/// Milliseconds since the Unix epoch, as times are stored.
-pub(crate) fn now_millis() -> i64 {
-    to_millis(SystemTime::now())
-}
-
-pub(crate) fn to_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-pub(crate) fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
-}
-
-pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, MetaError> {
-    i64::try_from(value).map_err(|_| MetaError::Backend(format!("{what} {value} out of range")))
-}
-
-pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, MetaError> {
-    u64::try_from(value).map_err(|_| corrupt(format_args!("negative {what} {value}")))
-}
-
-pub(crate) fn parse_digest(text: &str) -> Result<Digest, MetaError> {
-    text.parse()
-        .map_err(|e| corrupt(format_args!("stored digest {text:?}: {e}")))
-}
-
-pub(crate) fn parse_cid(text: &str) -> Result<Cid, MetaError> {
-    Cid::try_from(text).map_err(|e| corrupt(format_args!("stored CID {text:?}: {e}")))
-}
-
 /// `<database file>.<suffix>`, the lock files that stand in for PostgreSQL's advisory
 /// locks across the processes sharing the data directory.
 fn lock_beside(database: &Path, suffix: &str) -> Result<LockFile, MetaError> {
@@ -123,10 +76,6 @@ fn lock_beside(database: &Path, suffix: &str) -> Result<LockFile, MetaError> {
     let path = std::path::PathBuf::from(name);
     LockFile::create(path.clone())
         .map_err(|e| MetaError::Backend(format!("creating {}: {e}", path.display())))
-}
-
-pub(crate) fn lock_error(lock: &LockFile, e: std::io::Error) -> MetaError {
-    MetaError::Backend(format!("locking {}: {e}", lock.path().display()))
 }
 
 fn configure(connection: &Connection) -> Result<(), MetaError> {
@@ -187,10 +136,7 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         configure(&writer)?;
-        migrations::migrations::runner()
-            .set_abort_divergent(true)
-            .run(&mut writer)
-            .map_err(|e| MetaError::Backend(format!("SQLite migrations: {e}")))?;
+        migrate::migrate(&mut writer)?;
         // SQLite syncs the directory for its journals, not for the database file it creates.
         crate::durable::sync_database_file(path)
             .map_err(|e| MetaError::Backend(format!("syncing {}: {e}", path.display())))?;
@@ -327,24 +273,7 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl super::status::StoreStatus for SqliteStore {
     async fn schema_current(&self) -> Result<bool, MetaError> {
-        self.read(|c| {
-            let applied: Vec<(i64, String)> = {
-                let mut statement = c
-                    .prepare("SELECT version, checksum FROM refinery_schema_history")
-                    .map_err(db)?;
-                let rows = statement
-                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            };
-            let runner = migrations::migrations::runner();
-            Ok(runner.get_migrations().iter().all(|m| {
-                applied.iter().any(|(version, checksum)| {
-                    *version == i64::from(m.version()) && *checksum == m.checksum().to_string()
-                })
-            }))
-        })
-        .await
+        self.read(migrate::current).await
     }
 
     /// The writer and the readers, as a pool of fixed size.
@@ -358,46 +287,6 @@ impl super::status::StoreStatus for SqliteStore {
             waiting: self.inner.waiting.load(Ordering::Relaxed),
         })
     }
-}
-
-/// The repository's id, if it exists.
-pub(crate) fn repository_id(c: &Connection, repo: &RepoName) -> Result<Option<i64>, MetaError> {
-    c.prepare_cached("SELECT id FROM repositories WHERE name = ?1")
-        .map_err(db)?
-        .query_row([repo.as_str()], |row| row.get(0))
-        .optional()
-        .map_err(db)
-}
-
-/// The repository's id, creating it if needed (inside a write transaction).
-pub(crate) fn ensure_repository(c: &Connection, repo: &RepoName) -> Result<i64, MetaError> {
-    // Looked up first: pushes go to existing repositories far more often than new ones.
-    if let Some(id) = repository_id(c, repo)? {
-        return Ok(id);
-    }
-    c.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2) RETURNING id")
-        .map_err(db)?
-        .query_row(rusqlite::params![repo.as_str(), now_millis()], |row| {
-            row.get(0)
-        })
-        .map_err(db)
-}
-
-pub(super) fn names(
-    c: &Connection,
-    sql: &str,
-    params: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<String>, MetaError> {
-    let mut statement = c.prepare_cached(sql).map_err(db)?;
-    let rows = statement
-        .query_map(params, |row| row.get::<_, String>(0))
-        .map_err(db)?;
-    rows.collect::<Result<_, _>>().map_err(db)
-}
-
-/// `LIMIT -1` is no limit in SQLite.
-pub(super) fn limit(page: &Page) -> i64 {
-    page.n.map_or(-1, i64::from)
 }
 
 #[async_trait]
@@ -462,7 +351,7 @@ impl MetadataStore for SqliteStore {
             let Some(record) = blobs::linked(tx, &from, &digest)? else {
                 return Ok((None, false));
             };
-            let to_id = ensure_repository(tx, &to)?;
+            let to_id = repos::ensure(tx, &to)?;
             blobs::link(tx, to_id, &record.digest.to_string())?;
             Ok((Some(record), true))
         })
@@ -523,7 +412,7 @@ impl MetadataStore for SqliteStore {
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
         let (repo, page) = (repo.clone(), page.clone());
         self.read(move |c| {
-            let Some(id) = repository_id(c, &repo)? else {
+            let Some(id) = repos::id(c, &repo)? else {
                 return Ok(None);
             };
             let after = page.last.clone().unwrap_or_default();
@@ -540,15 +429,7 @@ impl MetadataStore for SqliteStore {
 
     async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
         let page = page.clone();
-        self.read(move |c| {
-            let after = page.last.clone().unwrap_or_default();
-            names(
-                c,
-                "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
-                &[&after, &limit(&page)],
-            )
-        })
-        .await
+        self.read(move |c| repos::catalog(c, &page)).await
     }
 
     async fn referrers(
@@ -559,7 +440,7 @@ impl MetadataStore for SqliteStore {
     ) -> Result<Vec<Descriptor>, MetaError> {
         let (repo, subject) = (repo.clone(), subject.to_string());
         let artifact_type = artifact_type.map(str::to_owned);
-        self.read(move |c| manifests::referrers(c, &repo, &subject, artifact_type.as_deref()))
+        self.read(move |c| referrers::referrers(c, &repo, &subject, artifact_type.as_deref()))
             .await
     }
 

@@ -3,7 +3,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{db, ensure_repository, from_millis, now_millis, parse_cid, to_i64, to_u64};
+use super::error::db;
+use super::repos;
+use super::sql::{from_millis, now_millis};
+use crate::meta::sql_common::{chunk_span, corrupt, new_upload, parse_cid, to_u64};
 use crate::meta::{MetaError, Upload, UploadChunk};
 use crate::oci::RepoName;
 
@@ -12,7 +15,7 @@ pub(super) fn create(
     repo: &RepoName,
     hash_state: Vec<u8>,
 ) -> Result<Upload, MetaError> {
-    let repo_id = ensure_repository(c, repo)?;
+    let repo_id = repos::ensure(c, repo)?;
     let id = Uuid::new_v4();
     let now = now_millis();
     c.execute(
@@ -21,14 +24,7 @@ pub(super) fn create(
         params![id.to_string(), repo_id, hash_state, now],
     )
     .map_err(db)?;
-    Ok(Upload {
-        id,
-        repository: repo.clone(),
-        bytes_received: 0,
-        hash_state,
-        chunk_count: 0,
-        started_at: from_millis(now),
-    })
+    Ok(new_upload(id, repo, hash_state, from_millis(now)))
 }
 
 pub(super) fn get(c: &Connection, repo: &RepoName, id: Uuid) -> Result<Option<Upload>, MetaError> {
@@ -53,7 +49,7 @@ pub(super) fn get(c: &Connection, repo: &RepoName, id: Uuid) -> Result<Option<Up
         bytes_received: to_u64(bytes_received, "bytes received")?,
         hash_state,
         chunk_count: u32::try_from(chunk_count)
-            .map_err(|_| super::corrupt(format_args!("chunk count {chunk_count}")))?,
+            .map_err(|_| corrupt(format_args!("chunk count {chunk_count}")))?,
         started_at: from_millis(started_at),
     }))
 }
@@ -66,8 +62,7 @@ pub(super) fn append(
     chunk: &UploadChunk,
     hash_state: &[u8],
 ) -> Result<bool, MetaError> {
-    let offset = to_i64(chunk.offset, "chunk offset")?;
-    let size = to_i64(chunk.size, "chunk size")?;
+    let (offset, size) = chunk_span(chunk)?;
     let updated = c
         .prepare_cached(
             "UPDATE upload_sessions \

@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{corrupt, db, from_millis, limit, names, now_millis, to_millis, SqliteStore};
+use super::error::db;
+use super::sql::{from_millis, limit, names, now_millis, to_millis};
+use super::SqliteStore;
+use crate::meta::sql_common::corrupt;
 use crate::meta::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use crate::meta::{MetaError, Page};
 
