@@ -6,7 +6,9 @@
 //! multiaddr/multihash 0.17) on `core2 0.4`, every version of which is yanked, so a fresh
 //! dependency resolution fails; it brings a second HTTP/TLS stack (hyper 0.14, rustls 0.20,
 //! ring 0.16) beside ours; and its typed `add` response expects `Size` as a string, which
-//! breaks on js-ipfs (a number there). The five calls we need fit in a few hundred lines.
+//! breaks on js-ipfs (a number there). The ten calls we need (`add`, `cat`, `pin/add`,
+//! `pin/rm`, `pin/ls`, `block/get`, `block/put`, `block/stat`, `dag/export`, `version`)
+//! take this module and `rpc.rs` (requests, errors) and `stream.rs` (streaming bodies).
 //!
 //! **Node behaviour relied upon** (observed on js-ipfs 0.66.1, known for Kubo): every RPC
 //! is POST; the multipart file part needs a Content-Type; `add` answers only after the whole
