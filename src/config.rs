@@ -39,7 +39,13 @@ pub struct Config {
     /// store (when no database / IPFS node is configured) and the generated token signing
     /// key.
     pub data_dir: PathBuf,
+    /// Which metadata store runs; its connection settings are under `database`.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
     pub database: DatabaseConfig,
+    /// Which blob store runs; the IPFS node's settings are under `ipfs`.
+    #[serde(default)]
+    pub blobs: BlobsConfig,
     pub ipfs: IpfsConfig,
     pub import_profile: ImportProfile,
     pub limits: LimitsConfig,
@@ -175,6 +181,41 @@ impl Default for AuthConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataKind {
+    /// A SQLite file under `data_dir`.
+    Sqlite,
+    /// The PostgreSQL database at `database.url`.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobsKind {
+    /// Files under `data_dir/blobs`, with the CIDs an IPFS node would give.
+    Embedded,
+    /// The Kubo-compatible node whose RPC API is at `ipfs.url`.
+    Kubo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Unset: `postgres` when `database.url` is set, else `sqlite` (the shorthand every
+    /// deployment written before the setting existed relies on).
+    #[serde(default)]
+    pub kind: Option<MetadataKind>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsConfig {
+    /// Unset: `kubo` when `ipfs.url` is set, else `embedded`.
+    #[serde(default)]
+    pub kind: Option<BlobsKind>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -281,6 +322,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             public_url: None,
             data_dir: PathBuf::from("./data"),
+            metadata: MetadataConfig::default(),
+            blobs: BlobsConfig::default(),
             database: DatabaseConfig {
                 url: None,
                 ca_file: None,
@@ -368,9 +411,30 @@ impl Config {
                 .filter(|key| is_setting(key.as_str()))
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
+        // Written back so that `ipfs-registry config` shows which stores run.
+        config.metadata.kind = Some(config.metadata_kind());
+        config.blobs.kind = Some(config.blobs_kind());
         Ok(config)
+    }
+
+    /// The metadata store that runs: `metadata.kind`, or the one `database.url` implies.
+    /// [`Config::validate`] refuses a kind the URL contradicts.
+    pub fn metadata_kind(&self) -> MetadataKind {
+        self.metadata.kind.unwrap_or(match self.database.url {
+            Some(_) => MetadataKind::Postgres,
+            None => MetadataKind::Sqlite,
+        })
+    }
+
+    /// The blob store that runs: `blobs.kind`, or the one `ipfs.url` implies.
+    /// [`Config::validate`] refuses a kind the URL contradicts.
+    pub fn blobs_kind(&self) -> BlobsKind {
+        self.blobs.kind.unwrap_or(match self.ipfs.url {
+            Some(_) => BlobsKind::Kubo,
+            None => BlobsKind::Embedded,
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -380,6 +444,22 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        check_store_kind(
+            "metadata.kind",
+            self.metadata
+                .kind
+                .map(|kind| kind == MetadataKind::Postgres),
+            ["sqlite", "postgres"],
+            "database.url",
+            self.database.url.is_some(),
+        )?;
+        check_store_kind(
+            "blobs.kind",
+            self.blobs.kind.map(|kind| kind == BlobsKind::Kubo),
+            ["embedded", "kubo"],
+            "ipfs.url",
+            self.ipfs.url.is_some(),
+        )?;
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
         }
@@ -507,6 +587,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Refuses a store kind that `url_setting` contradicts: the external store (`kinds[1]`,
+/// `external` true) without its URL, or the embedded one (`kinds[0]`) beside a URL.
+fn check_store_kind(
+    setting: &'static str,
+    external: Option<bool>,
+    kinds: [&str; 2],
+    url_setting: &str,
+    url_set: bool,
+) -> Result<(), ConfigError> {
+    let [embedded, external_kind] = kinds;
+    let message = match (external, url_set) {
+        (Some(true), false) => format!(
+            "is \"{external_kind}\", which needs {url_setting}: set {url_setting}, or \
+             {setting} = \"{embedded}\" for the embedded store"
+        ),
+        (Some(false), true) => format!(
+            "is \"{embedded}\", but {url_setting} is set: unset {url_setting}, or set \
+             {setting} = \"{external_kind}\" to use it"
+        ),
+        _ => return Ok(()),
+    };
+    Err(ConfigError::Invalid { setting, message })
 }
 
 #[cfg(test)]

@@ -246,6 +246,98 @@ fn config_refuses_unknown_and_invalid_settings_naming_them() {
     }
 }
 
+/// Which stores run: `metadata.kind` and `blobs.kind` when set, else what `database.url` and
+/// `ipfs.url` imply (the shorthand every earlier deployment relies on); `config` prints the
+/// kinds resolved, and a kind its URL setting contradicts is refused naming both.
+/// Environment variables, and the two names expected in what comes of them.
+type KindCase<'a> = (&'a [(&'a str, &'a str)], [&'a str; 2]);
+
+#[test]
+fn store_kinds_resolved_from_urls_or_named_and_contradictions_refused() {
+    let database = (
+        "IPFS_REGISTRY_DATABASE__URL",
+        "postgres://registry@db/registry",
+    );
+    let node = ("IPFS_REGISTRY_IPFS__URL", "http://kubo:5001");
+    let metadata = |kind| ("IPFS_REGISTRY_METADATA__KIND", kind);
+    let blobs = |kind| ("IPFS_REGISTRY_BLOBS__KIND", kind);
+    let resolved: &[KindCase] = &[
+        (&[], ["sqlite", "embedded"]),
+        (&[database], ["postgres", "embedded"]),
+        (&[node], ["sqlite", "kubo"]),
+        (&[database, node], ["postgres", "kubo"]),
+        (
+            &[metadata("postgres"), database, blobs("kubo"), node],
+            ["postgres", "kubo"],
+        ),
+        (
+            &[metadata("sqlite"), blobs("embedded")],
+            ["sqlite", "embedded"],
+        ),
+    ];
+    for (env, [metadata_kind, blobs_kind]) in resolved {
+        let out = registry(&["config"], env);
+        assert!(
+            out.status.success(),
+            "{env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(
+            printed["metadata"]["kind"].as_str(),
+            Some(*metadata_kind),
+            "{env:?}"
+        );
+        assert_eq!(
+            printed["blobs"]["kind"].as_str(),
+            Some(*blobs_kind),
+            "{env:?}"
+        );
+    }
+
+    // From a file as well, where an operator names them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registry.toml");
+    std::fs::write(
+        &file,
+        "[metadata]\nkind = \"postgres\"\n[database]\nurl = \"postgres://registry@db/registry\"\n\
+         [blobs]\nkind = \"embedded\"\n",
+    )
+    .unwrap();
+    let out = registry(&["--config", file.to_str().unwrap(), "config"], &[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(printed["metadata"]["kind"].as_str(), Some("postgres"));
+    assert_eq!(printed["blobs"]["kind"].as_str(), Some("embedded"));
+
+    let refused: &[KindCase] = &[
+        (&[metadata("postgres")], ["metadata.kind", "database.url"]),
+        (
+            &[metadata("sqlite"), database],
+            ["metadata.kind", "database.url"],
+        ),
+        (&[blobs("kubo")], ["blobs.kind", "ipfs.url"]),
+        (&[blobs("embedded"), node], ["blobs.kind", "ipfs.url"]),
+        (&[metadata("mysql")], ["metadata.kind", "mysql"]),
+        (&[blobs("s3")], ["blobs.kind", "s3"]),
+    ];
+    for (env, named) in refused {
+        // `serve` is refused at startup, before opening anything, as `config` is.
+        for command in ["config", "serve"] {
+            let out = registry(&[command], env);
+            assert!(!out.status.success(), "{command} {env:?} was accepted");
+            assert!(
+                out.stdout.is_empty(),
+                "{command} {env:?}: printed something"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            for setting in named {
+                assert!(stderr.contains(setting), "{command} {env:?}: {stderr}");
+            }
+        }
+    }
+}
+
 /// The README's first command, end to end: nothing configured, push with skopeo, pull back
 /// byte-identical, open the web UI and download each layer through its gateway link.
 #[tokio::test]
