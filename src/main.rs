@@ -351,9 +351,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 verify(&registry, reindex.as_ref(), json).await
             }
             Command::MigrateBlobs => {
-                let report = ipfs_registry::server::migrate_blobs(&config, |cid, done, all| {
-                    eprintln!("[{done}/{all}] {cid}");
-                })
+                let report = ipfs_registry::blobs::migrate::into_configured_node(
+                    &config,
+                    |cid, done, all| {
+                        eprintln!("[{done}/{all}] {cid}");
+                    },
+                )
                 .await?;
                 println!(
                     "{} blobs copied ({} bytes), {} already in the node; every CID unchanged",

@@ -10,134 +10,39 @@ use anyhow::{anyhow, Context};
 
 use crate::api::{self, middleware, AppState};
 use crate::auth::Auth;
-use crate::blobs::embedded::{EmbeddedStore, TRASH_GRACE};
-use crate::blobs::kubo::KuboStore;
-use crate::blobs::metered::MeteredBlobStore;
-use crate::blobs::migrate::{self, MigrateReport};
-use crate::blobs::BlobStore;
-use crate::config::Config;
-use crate::meta::deadline::Deadlines;
-use crate::meta::gc::GcStore;
-use crate::meta::metered::MeteredMetadataStore;
-use crate::meta::postgres::PostgresStore;
-use crate::meta::sqlite::SqliteStore;
-use crate::meta::status::StoreStatus;
-use crate::meta::users::UserStore;
-use crate::meta::MetadataStore;
+use crate::blobs;
+use crate::config::{BlobsKind, Config};
+use crate::meta::{self, MetadataStores};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Settings, Stores};
 
-/// Connects the metadata and blob stores named by the configuration, applying migrations.
+/// Opens the metadata and blob stores the configuration names, applying migrations.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Registry> {
-    let stores = metadata_stores(config).await?;
-    registry_on(config, &stores)
+    let metrics = Arc::new(Metrics::new());
+    let stores = meta::open(config, metrics.clone()).await?;
+    registry_on(config, &stores, metrics)
 }
 
-/// The registry over `stores` and the blob store the configuration names, with its metrics.
-fn registry_on(config: &Config, stores: &MetadataStores) -> anyhow::Result<Registry> {
-    let metrics = Arc::new(Metrics::new());
+/// The registry over `stores` and the blob store the configuration names, recording into
+/// `metrics` (which `stores` were opened with).
+fn registry_on(
+    config: &Config,
+    stores: &MetadataStores,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Registry> {
     let stores = Stores {
-        meta: Arc::new(MeteredMetadataStore::new(
-            stores.meta.clone(),
-            metrics.clone(),
-        )),
+        meta: stores.meta.clone(),
         gc: stores.gc.clone(),
         status: stores.status.clone(),
-        blobs: Arc::new(MeteredBlobStore::new(blob_store(config)?, metrics.clone())),
+        blobs: blobs::open(config, metrics.clone())?,
     };
     Ok(Registry::new(stores, settings(config), metrics))
 }
 
-/// One metadata store, through each trait it implements.
-pub struct MetadataStores {
-    pub meta: Arc<dyn MetadataStore>,
-    pub users: Arc<dyn UserStore>,
-    pub gc: Arc<dyn GcStore>,
-    pub status: Arc<dyn StoreStatus>,
-}
-
-impl MetadataStores {
-    fn of<S: MetadataStore + UserStore + GcStore + StoreStatus>(store: S) -> MetadataStores {
-        let store = Arc::new(store);
-        MetadataStores {
-            meta: store.clone(),
-            users: store.clone(),
-            gc: store.clone(),
-            status: store,
-        }
-    }
-}
-
-/// PostgreSQL when `database.url` is set, otherwise the embedded SQLite store under
-/// `data_dir`; migrated either way.
+/// The metadata store the configuration names, migrated, for a command that needs no
+/// registry (the admin commands, `migrate`); its metrics go nowhere.
 pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> {
-    if config.database.url.is_some() {
-        let store = PostgresStore::connect(&config.database)
-            .await
-            .context("connecting to PostgreSQL (database.url)")?;
-        store
-            .migrate()
-            .await
-            .context("applying database migrations")?;
-        return Ok(MetadataStores::of(Deadlines::new(store, &config.database)));
-    }
-    let dir = config.data_dir.clone();
-    crate::durable::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {} (data_dir)", dir.display()))?;
-    let path = dir.join("metadata.sqlite");
-    tracing::info!(event = "metadata_store", store = "embedded", file = %path.display());
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-        .await
-        .context("opening the embedded metadata store")?
-        .with_context(|| format!("opening the embedded metadata store in {}", dir.display()))?;
-    Ok(MetadataStores::of(Deadlines::new(store, &config.database)))
-}
-
-/// The IPFS node when `ipfs.url` is set, otherwise the embedded store under `data_dir`.
-fn blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
-    let profile = config.import_profile.clone();
-    Ok(match &config.ipfs.url {
-        Some(url) => Arc::new(
-            KuboStore::new(&config.ipfs, url.clone(), profile)
-                .context("setting up the IPFS client (ipfs.url)")?,
-        ),
-        None => {
-            let dir = config.data_dir.join("blobs");
-            tracing::info!(event = "blob_store", store = "embedded", directory = %dir.display());
-            // A trashed file must outlive the metadata call of a commit racing its unpin,
-            // which re-pins it right after.
-            let grace = TRASH_GRACE.max(config.database.operation_timeout * 2);
-            Arc::new(
-                EmbeddedStore::open(&dir, profile)
-                    .with_context(|| {
-                        format!("opening the embedded blob store in {}", dir.display())
-                    })?
-                    .with_trash_grace(grace),
-            )
-        }
-    })
-}
-
-/// Copies the embedded blob store under `data_dir` into the IPFS node at `ipfs.url`.
-pub async fn migrate_blobs(
-    config: &Config,
-    progress: impl FnMut(&cid::Cid, usize, usize),
-) -> anyhow::Result<MigrateReport> {
-    let url = config.ipfs.url.clone().ok_or_else(|| {
-        anyhow!("configuration setting `ipfs.url` names the node to copy the blobs to")
-    })?;
-    let dir = config.data_dir.join("blobs");
-    if !dir.join("blocks.sqlite").exists() {
-        return Err(anyhow!(
-            "no embedded blob store in {} (data_dir)",
-            dir.display()
-        ));
-    }
-    let from = EmbeddedStore::open(&dir, config.import_profile.clone())
-        .with_context(|| format!("opening the embedded blob store in {}", dir.display()))?;
-    let to = KuboStore::new(&config.ipfs, url, config.import_profile.clone())
-        .context("setting up the IPFS client (ipfs.url)")?;
-    Ok(migrate::copy_all(&from, &to, progress).await?)
+    Ok(meta::open(config, Arc::new(Metrics::new())).await?)
 }
 
 fn settings(config: &Config) -> Settings {
@@ -188,12 +93,13 @@ impl RunningServer {
 
 /// Builds the registry and serves it on `config.listen` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let stores = metadata_stores(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let stores = meta::open(&config, metrics.clone()).await?;
     let auth = Auth::from_config(&config, stores.users.clone())
         .context("setting up authentication (auth.*)")?;
-    let registry = registry_on(&config, &stores)?;
+    let registry = registry_on(&config, &stores, metrics)?;
     // A data directory is this registry's own; an IPFS node may hold others' pins too.
-    if config.ipfs.url.is_none() {
+    if config.blobs_kind() == BlobsKind::Embedded {
         registry
             .check_stores_agree()
             .await

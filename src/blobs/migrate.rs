@@ -2,11 +2,15 @@
 //! there and must come out under the CID it has here, which is what lets the metadata keep
 //! every row as it is. A CID that differs stops the move and takes back what it added.
 
+use std::path::PathBuf;
+
 use cid::Cid;
 
 use super::embedded::EmbeddedStore;
+use super::open::{self, OpenError};
 use super::unixfs::MAX_LINKS;
 use super::{BlobError, BlobStore};
+use crate::config::{BlobsKind, Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -19,6 +23,12 @@ pub enum MigrateError {
     },
     #[error("{0}")]
     Store(#[from] BlobError),
+    #[error("configuration setting `ipfs.url` names the node to copy the blobs to")]
+    NoNode,
+    #[error("no embedded blob store in {} (data_dir)", .0.display())]
+    NoEmbeddedStore(PathBuf),
+    #[error(transparent)]
+    Open(#[from] OpenError),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +38,24 @@ pub struct MigrateReport {
     /// Blobs the node already had pinned.
     pub present: usize,
     pub bytes: u64,
+}
+
+/// Copies the embedded blob store under `data_dir` into the IPFS node at `ipfs.url`,
+/// calling `progress` after each blob.
+pub async fn into_configured_node(
+    config: &Config,
+    progress: impl FnMut(&Cid, usize, usize),
+) -> Result<MigrateReport, MigrateError> {
+    if config.blobs_kind() != BlobsKind::Kubo {
+        return Err(MigrateError::NoNode);
+    }
+    let dir = open::embedded_dir(config);
+    if !dir.join("blocks.sqlite").exists() {
+        return Err(MigrateError::NoEmbeddedStore(dir));
+    }
+    let from = open::embedded(config)?;
+    let to = open::kubo(config)?;
+    copy_all(&from, &to, progress).await
 }
 
 /// Copies every blob of `from` into `to`, calling `progress` after each.

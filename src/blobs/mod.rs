@@ -1,10 +1,12 @@
 //! Where blob bytes live. `kubo` is the production store (an IPFS node over its RPC API);
-//! `embedded` keeps them in files under a data directory, with the same CIDs.
+//! `embedded` keeps them in files under a data directory, with the same CIDs. [`open`]
+//! gives the one the configuration names.
 
 pub mod embedded;
 pub mod kubo;
 pub mod metered;
 pub mod migrate;
+mod open;
 mod profile;
 pub mod unixfs;
 pub mod verified_car;
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use cid::Cid;
 use futures::Stream;
 
+pub use open::{open, OpenError};
 pub use profile::{ImportProfile, ProfileError};
 
 /// A stream of blob bytes. Errors are I/O errors so the stream can come from an HTTP body,

@@ -1,59 +1,139 @@
-//! A [`MetadataStore`] wrapper that records each operation's latency and failures.
+//! The metadata store wrapper every store runs behind ([`super::open`]): each call of
+//! [`MetadataStore`], [`UserStore`], [`GcStore`] and [`StoreStatus`] is held to a deadline,
+//! whatever the route, and timed into the metrics (`db_queries`, `db_errors`,
+//! `db_query_duration_seconds` by operation), the wait for a connection and a call given up
+//! on included. One wrapper for both, so a new trait method is one forwarding line.
+//!
+//! A database that accepts connections but stops answering (a partition, a frozen primary)
+//! never fails a query: PostgreSQL's `statement_timeout` runs on the server that is not
+//! answering, and the pool's `database.timeout` bounds only getting a connection. Without
+//! a deadline here a request waits until the database comes back, holding its upload slot.
+//! With it the call fails as [`MetaError::Unavailable`] (503) after
+//! `database.operation_timeout`, connection wait included (garbage collection and inventory
+//! calls: `database.gc_operation_timeout`).
+//!
+//! An abandoned call is dropped where it stands. That cannot half-apply anything: each
+//! multi-statement operation is one transaction, which tokio-postgres rolls back when it is
+//! dropped uncommitted (a `COMMIT` already sent either lands whole or not at all), and
+//! SQLite work runs to its end on the blocking pool. So a 503 means "not known to have
+//! happened": a write already sent may still land, whole, once the database answers. A
+//! retry sees it (an upload's GET reports the offset, a manifest put again is the same),
+//! or GC tidies it (a session opened for a client that gave up expires). The store is then
+//! told to close its idle connections ([`StoreStatus::discard_idle_connections`]), so the
+//! stuck connection is not handed to the next request.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cid::Cid;
 use uuid::Uuid;
 
+use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
+use super::status::{PoolUse, StoreStatus};
+use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
     BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
 };
+use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
 
-pub struct MeteredMetadataStore {
-    inner: Arc<dyn MetadataStore>,
+pub struct Metered<S> {
+    inner: S,
     metrics: Arc<Metrics>,
+    /// Limit on a call made for a request (and by the admin commands).
+    call: Duration,
+    /// Limit on a garbage collection or inventory call.
+    gc: Duration,
 }
 
-impl MeteredMetadataStore {
-    pub fn new(inner: Arc<dyn MetadataStore>, metrics: Arc<Metrics>) -> MeteredMetadataStore {
-        MeteredMetadataStore { inner, metrics }
+impl<S: StoreStatus> Metered<S> {
+    pub fn new(inner: S, config: &DatabaseConfig, metrics: Arc<Metrics>) -> Metered<S> {
+        Metered {
+            inner,
+            metrics,
+            call: config.operation_timeout,
+            gc: config.gc_operation_timeout,
+        }
     }
 
-    async fn timed<T>(
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, MetaError>>,
+    ) -> Result<T, MetaError> {
+        timed_within(&self.metrics, limit, operation, call, || {
+            self.inner.discard_idle_connections()
+        })
+        .await
+    }
+
+    async fn request<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, MetaError>>,
     ) -> Result<T, MetaError> {
-        let started = Instant::now();
-        let result = call.await;
-        // A refused manifest is an answer, not a database failure.
-        let ok = matches!(result, Ok(_) | Err(MetaError::MissingReferences(_)));
-        self.metrics.record_db(operation, ok, started.elapsed());
-        result
+        self.within(self.call, operation, call).await
+    }
+
+    async fn gc<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, MetaError>>,
+    ) -> Result<T, MetaError> {
+        self.within(self.gc, operation, call).await
     }
 }
 
+/// Runs `call` for at most `limit` (calling `give_up` when it is abandoned) and records it.
+async fn timed_within<T>(
+    metrics: &Metrics,
+    limit: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, MetaError>>,
+    give_up: impl FnOnce(),
+) -> Result<T, MetaError> {
+    let started = Instant::now();
+    // Bound in a statement of its own: the abandoned call (and the connection it holds,
+    // which goes back to the pool) is dropped before the idle connections are closed.
+    let outcome = tokio::time::timeout(limit, call).await;
+    let result = outcome.unwrap_or_else(|_| {
+        give_up();
+        Err(timed_out(operation, limit))
+    });
+    // A refused manifest is an answer, not a database failure.
+    let ok = matches!(result, Ok(_) | Err(MetaError::MissingReferences(_)));
+    metrics.record_db(operation, ok, started.elapsed());
+    result
+}
+
+fn timed_out(operation: &str, limit: Duration) -> MetaError {
+    MetaError::Unavailable(format!(
+        "the database did not answer `{operation}` within {limit:?}"
+    ))
+}
+
 #[async_trait]
-impl MetadataStore for MeteredMetadataStore {
+impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
     async fn ping(&self) -> Result<(), MetaError> {
-        self.timed("ping", self.inner.ping()).await
+        self.request("ping", self.inner.ping()).await
     }
 
     async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, MetaError> {
-        self.timed("blob", self.inner.blob(digest)).await
+        self.request("blob", self.inner.blob(digest)).await
     }
 
     async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError> {
-        self.timed("blob_by_cid", self.inner.blob_by_cid(cid)).await
+        self.request("blob_by_cid", self.inner.blob_by_cid(cid))
+            .await
     }
 
     async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError> {
-        self.timed(
+        self.request(
             "repositories_with_cid",
             self.inner.repositories_with_cid(cid),
         )
@@ -65,7 +145,7 @@ impl MetadataStore for MeteredMetadataStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, MetaError> {
-        self.timed("repository_blob", self.inner.repository_blob(repo, digest))
+        self.request("repository_blob", self.inner.repository_blob(repo, digest))
             .await
     }
 
@@ -74,7 +154,7 @@ impl MetadataStore for MeteredMetadataStore {
         repo: &RepoName,
         blob: BlobRecord,
     ) -> Result<BlobRecord, MetaError> {
-        self.timed("commit_blob", self.inner.commit_blob(repo, blob))
+        self.request("commit_blob", self.inner.commit_blob(repo, blob))
             .await
     }
 
@@ -84,12 +164,12 @@ impl MetadataStore for MeteredMetadataStore {
         to: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, MetaError> {
-        self.timed("mount_blob", self.inner.mount_blob(from, to, digest))
+        self.request("mount_blob", self.inner.mount_blob(from, to, digest))
             .await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.timed("unlink_blob", self.inner.unlink_blob(repo, digest))
+        self.request("unlink_blob", self.inner.unlink_blob(repo, digest))
             .await
     }
 
@@ -98,7 +178,7 @@ impl MetadataStore for MeteredMetadataStore {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<StoredManifest>, MetaError> {
-        self.timed("manifest", self.inner.manifest(repo, reference))
+        self.request("manifest", self.inner.manifest(repo, reference))
             .await
     }
 
@@ -108,26 +188,26 @@ impl MetadataStore for MeteredMetadataStore {
         manifest: NewManifest,
         tag: Option<&Tag>,
     ) -> Result<(), MetaError> {
-        self.timed("put_manifest", self.inner.put_manifest(repo, manifest, tag))
+        self.request("put_manifest", self.inner.put_manifest(repo, manifest, tag))
             .await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.timed("delete_manifest", self.inner.delete_manifest(repo, digest))
+        self.request("delete_manifest", self.inner.delete_manifest(repo, digest))
             .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.timed("delete_tag", self.inner.delete_tag(repo, tag))
+        self.request("delete_tag", self.inner.delete_tag(repo, tag))
             .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
-        self.timed("tags", self.inner.tags(repo, page)).await
+        self.request("tags", self.inner.tags(repo, page)).await
     }
 
     async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
-        self.timed("catalog", self.inner.catalog(page)).await
+        self.request("catalog", self.inner.catalog(page)).await
     }
 
     async fn referrers(
@@ -136,7 +216,7 @@ impl MetadataStore for MeteredMetadataStore {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, MetaError> {
-        self.timed(
+        self.request(
             "referrers",
             self.inner.referrers(repo, subject, artifact_type),
         )
@@ -148,12 +228,12 @@ impl MetadataStore for MeteredMetadataStore {
         repo: &RepoName,
         hash_state: Vec<u8>,
     ) -> Result<Upload, MetaError> {
-        self.timed("create_upload", self.inner.create_upload(repo, hash_state))
+        self.request("create_upload", self.inner.create_upload(repo, hash_state))
             .await
     }
 
     async fn upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<Upload>, MetaError> {
-        self.timed("upload", self.inner.upload(repo, id)).await
+        self.request("upload", self.inner.upload(repo, id)).await
     }
 
     async fn append_upload_chunk(
@@ -162,7 +242,7 @@ impl MetadataStore for MeteredMetadataStore {
         chunk: UploadChunk,
         hash_state: Vec<u8>,
     ) -> Result<bool, MetaError> {
-        self.timed(
+        self.request(
             "append_upload_chunk",
             self.inner.append_upload_chunk(id, chunk, hash_state),
         )
@@ -170,7 +250,7 @@ impl MetadataStore for MeteredMetadataStore {
     }
 
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
-        self.timed("upload_chunks", self.inner.upload_chunks(id))
+        self.request("upload_chunks", self.inner.upload_chunks(id))
             .await
     }
 
@@ -180,7 +260,7 @@ impl MetadataStore for MeteredMetadataStore {
         repo: &RepoName,
         blob: BlobRecord,
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
-        self.timed(
+        self.request(
             "complete_upload",
             self.inner.complete_upload(id, repo, blob),
         )
@@ -188,7 +268,301 @@ impl MetadataStore for MeteredMetadataStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
-        self.timed("delete_upload", self.inner.delete_upload(id))
+        self.request("delete_upload", self.inner.delete_upload(id))
             .await
+    }
+}
+
+#[async_trait]
+impl<S: UserStore + StoreStatus> UserStore for Metered<S> {
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        admin: bool,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "create_user",
+            self.inner.create_user(name, password_hash, admin),
+        )
+        .await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, MetaError> {
+        self.request("remove_user", self.inner.remove_user(name))
+            .await
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, MetaError> {
+        self.request("set_password", self.inner.set_password(name, password_hash))
+            .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, MetaError> {
+        self.request("user", self.inner.user(name)).await
+    }
+
+    async fn users(&self) -> Result<Vec<(String, bool)>, MetaError> {
+        self.request("users", self.inner.users()).await
+    }
+
+    async fn grants(&self, user_id: i64) -> Result<Vec<StoredGrant>, MetaError> {
+        self.request("grants", self.inner.grants(user_id)).await
+    }
+
+    async fn grant(
+        &self,
+        user: &str,
+        pattern: &str,
+        permissions: &[String],
+    ) -> Result<bool, MetaError> {
+        self.request("grant", self.inner.grant(user, pattern, permissions))
+            .await
+    }
+
+    async fn revoke(
+        &self,
+        user: &str,
+        pattern: &str,
+        permissions: Option<&[String]>,
+    ) -> Result<bool, MetaError> {
+        self.request("revoke", self.inner.revoke(user, pattern, permissions))
+            .await
+    }
+
+    async fn public_patterns(&self) -> Result<Vec<String>, MetaError> {
+        self.request("public_patterns", self.inner.public_patterns())
+            .await
+    }
+
+    async fn set_public(&self, pattern: &str, public: bool) -> Result<bool, MetaError> {
+        self.request("set_public", self.inner.set_public(pattern, public))
+            .await
+    }
+
+    async fn create_robot_token(&self, user: &str, token: &RobotToken) -> Result<bool, MetaError> {
+        self.request(
+            "create_robot_token",
+            self.inner.create_robot_token(user, token),
+        )
+        .await
+    }
+
+    async fn robot_token(&self, id: Uuid) -> Result<Option<RobotToken>, MetaError> {
+        self.request("robot_token", self.inner.robot_token(id))
+            .await
+    }
+
+    async fn catalog_filtered(
+        &self,
+        page: &Page,
+        filter: &RepoFilter,
+    ) -> Result<Vec<String>, MetaError> {
+        self.request(
+            "catalog_filtered",
+            self.inner.catalog_filtered(page, filter),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
+    async fn try_gc_lease(&self) -> Result<Option<Box<dyn GcLease>>, MetaError> {
+        let lease = self.gc("try_gc_lease", self.inner.try_gc_lease()).await?;
+        Ok(lease.map(|inner| {
+            Box::new(GcLeaseWithin {
+                inner,
+                limit: self.gc,
+                metrics: self.metrics.clone(),
+            }) as Box<dyn GcLease>
+        }))
+    }
+
+    async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
+        self.gc("sweep", self.inner.sweep(policy, dry_run)).await
+    }
+
+    async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
+        self.gc("unpin_queue", self.inner.unpin_queue(limit)).await
+    }
+
+    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError> {
+        self.gc("dequeue_unpin", self.inner.dequeue_unpin(cid))
+            .await
+    }
+
+    /// Taken on a request path too (releasing a deleted blob's pin), so the request limit.
+    async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError> {
+        let inner = self
+            .request("unpin_lease", self.inner.unpin_lease(cid))
+            .await?;
+        Ok(Box::new(UnpinLeaseWithin {
+            inner,
+            limit: self.call,
+            metrics: self.metrics.clone(),
+        }))
+    }
+
+    async fn recorded_cids(&self, cids: &[Cid]) -> Result<HashSet<Cid>, MetaError> {
+        self.gc("recorded_cids", self.inner.recorded_cids(cids))
+            .await
+    }
+
+    async fn blob_records(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRecord>, MetaError> {
+        self.gc("blob_records", self.inner.blob_records(after, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: StoreStatus> StoreStatus for Metered<S> {
+    async fn schema_current(&self) -> Result<bool, MetaError> {
+        self.request("schema_current", self.inner.schema_current())
+            .await
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        self.inner.pool_use()
+    }
+
+    fn discard_idle_connections(&self) {
+        self.inner.discard_idle_connections();
+    }
+}
+
+struct GcLeaseWithin {
+    inner: Box<dyn GcLease>,
+    limit: Duration,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl GcLease for GcLeaseWithin {
+    async fn release(self: Box<Self>) {
+        let GcLeaseWithin {
+            inner,
+            limit,
+            metrics,
+        } = *self;
+        let release = async {
+            inner.release().await;
+            Ok(())
+        };
+        // Given up on, the lease is dropped, which releases it once the database answers.
+        let _ = timed_within(&metrics, limit, "gc_lease.release", release, || {}).await;
+    }
+}
+
+struct UnpinLeaseWithin {
+    inner: Box<dyn UnpinLease>,
+    limit: Duration,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl UnpinLease for UnpinLeaseWithin {
+    async fn in_use(&mut self) -> Result<bool, MetaError> {
+        let in_use = self.inner.in_use();
+        timed_within(
+            &self.metrics,
+            self.limit,
+            "unpin_lease.in_use",
+            in_use,
+            || {},
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts how often it was told to drop its idle connections.
+    #[derive(Default)]
+    struct Pool {
+        discarded: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StoreStatus for Pool {
+        async fn schema_current(&self) -> Result<bool, MetaError> {
+            Ok(true)
+        }
+
+        fn pool_use(&self) -> Option<PoolUse> {
+            None
+        }
+
+        fn discard_idle_connections(&self) {
+            self.discarded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn metered() -> Metered<Pool> {
+        Metered {
+            inner: Pool::default(),
+            metrics: Arc::new(Metrics::new()),
+            call: Duration::from_millis(100),
+            gc: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_is_unavailable_and_idle_connections_go() {
+        let store = metered();
+        let started = std::time::Instant::now();
+        let result: Result<(), MetaError> = store.request("manifest", std::future::pending()).await;
+        match result {
+            Err(MetaError::Unavailable(message)) => {
+                assert!(message.contains("`manifest`"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(store.inner.discarded.load(Ordering::SeqCst), 1);
+        let shown = store.metrics.encode();
+        assert!(
+            shown.contains(r#"ipfs_registry_db_errors_total{operation="manifest"} 1"#),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_and_errors_within_the_limit_pass_through() {
+        let store = metered();
+        assert_eq!(store.request("tags", async { Ok(7) }).await.unwrap(), 7);
+        let refused: Result<(), MetaError> = store
+            .gc("sweep", async { Err(MetaError::Backend("no".into())) })
+            .await;
+        assert!(matches!(refused, Err(MetaError::Backend(_))));
+        let missing: Result<(), MetaError> = store
+            .request("put_manifest", async {
+                Err(MetaError::MissingReferences(Vec::new()))
+            })
+            .await;
+        assert!(matches!(missing, Err(MetaError::MissingReferences(_))));
+        assert_eq!(store.inner.discarded.load(Ordering::SeqCst), 0);
+
+        let shown = store.metrics.encode();
+        for counted in [
+            r#"ipfs_registry_db_queries_total{operation="tags"} 1"#,
+            r#"ipfs_registry_db_queries_total{operation="sweep"} 1"#,
+            r#"ipfs_registry_db_errors_total{operation="sweep"} 1"#,
+            r#"ipfs_registry_db_queries_total{operation="put_manifest"} 1"#,
+        ] {
+            assert!(shown.contains(counted), "{counted}: {shown}");
+        }
+        for answered in ["tags", "put_manifest"] {
+            let error = format!(r#"ipfs_registry_db_errors_total{{operation="{answered}"}}"#);
+            assert!(!shown.contains(&error), "{answered} is no error: {shown}");
+        }
     }
 }

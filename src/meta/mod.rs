@@ -1,9 +1,10 @@
 //! Metadata: repositories, blobs (digest → CID), manifests, tags, referrers, uploads.
-//! `postgres` is the production store.
+//! `postgres` is the production store; `sqlite` the embedded one. [`open`] gives the one
+//! the configuration names.
 
-pub mod deadline;
 pub mod gc;
 pub mod metered;
+mod open;
 pub mod postgres;
 mod sql_common;
 pub mod sqlite;
@@ -18,6 +19,8 @@ use cid::Cid;
 use uuid::Uuid;
 
 use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+
+pub use open::{open, MetadataStores, OpenError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
