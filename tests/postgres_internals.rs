@@ -1,6 +1,7 @@
 //! What only PostgreSQL shows of its metadata store: migrations, connection failures and
-//! timeouts, collations, query plans, and the row locks a manifest put takes, seen from a
-//! second session. The behaviour every store shares is in contract_meta.rs.
+//! timeouts, collations, query plans, and the row locks a manifest put and a GC sweep take,
+//! seen from a second session. The behaviour every store shares is in contract_meta.rs and
+//! contract_gc.rs.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::backends::{postgres_config as config, postgres_store as store};
 use common::meta::*;
+use common::oci::{expect_status, image_manifest, Manifest, Oci};
 use ipfs_registry::config::DatabaseConfig;
+use ipfs_registry::meta::gc::{GcStore, SweepPolicy};
 use ipfs_registry::meta::postgres::PostgresStore;
 use ipfs_registry::meta::{MetaError, MetadataStore, Page};
 use ipfs_registry::oci::Digest;
@@ -378,4 +381,131 @@ async fn listing_queries_are_index_range_scans() {
     assert!(chunks.contains("upload_chunks_cid_idx"), "{chunks}");
     let blobs = plan("SELECT 1 FROM blobs WHERE cid = 'b'").await;
     assert!(blobs.contains("blobs_cid_idx"), "{blobs}");
+}
+
+// ---------- GC sweeps and pushes, through a registry ----------
+
+const REPO: &str = "gc/app";
+
+async fn assert_manifest_present(oci: &Oci, repo: &str, manifest: &Manifest, present: bool) {
+    let response = oci
+        .head(&format!("/v2/{repo}/manifests/{}", manifest.digest))
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        if present { 200 } else { 404 },
+        "manifest {} presence",
+        manifest.digest
+    );
+}
+
+/// A manifest put holds what it references (`FOR KEY SHARE`) until it commits; a sweep
+/// meanwhile skips those rows instead of waiting or deleting them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_skips_rows_a_push_holds() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let orphan = oci.push_image(REPO, None, 1).await;
+    let loose = oci.push_random_blob(REPO, 777).await;
+    let store = PostgresStore::connect(&registry.config.database)
+        .await
+        .unwrap();
+    let everything = SweepPolicy {
+        grace_period: Duration::ZERO,
+        untagged_retention: Some(Duration::ZERO),
+        upload_expiry: Duration::from_secs(24 * 3600),
+    };
+
+    let mut push = raw(&registry.database_url).await;
+    let tx = push.transaction().await.unwrap();
+    let held = tx
+        .query(
+            "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR KEY SHARE",
+            &[&loose.digest],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    tx.query(
+        "SELECT 1 FROM manifests WHERE digest = $1 FOR KEY SHARE",
+        &[&orphan.manifest.digest],
+    )
+    .await
+    .unwrap();
+
+    let swept = tokio::time::timeout(Duration::from_secs(5), store.sweep(&everything, false))
+        .await
+        .expect("a sweep does not wait for pushes")
+        .unwrap();
+    assert!(swept.manifests.is_empty(), "{:?}", swept.manifests);
+    assert!(
+        swept
+            .blobs
+            .iter()
+            .all(|b| b.digest.to_string() != loose.digest),
+        "a held blob link was swept"
+    );
+    let response = oci.get(&format!("/v2/{REPO}/blobs/{}", loose.digest)).await;
+    let response = expect_status(response, 200).await;
+    assert!(response.bytes().await.unwrap() == loose.data);
+    assert_manifest_present(&oci, REPO, &orphan.manifest, true).await;
+
+    tx.rollback().await.unwrap();
+    let swept = store.sweep(&everything, false).await.unwrap();
+    assert_eq!(swept.manifests.len(), 1);
+    assert!(swept
+        .blobs
+        .iter()
+        .any(|b| b.digest.to_string() == loose.digest));
+    let head = oci
+        .head(&format!("/v2/{REPO}/blobs/{}", loose.digest))
+        .await;
+    assert_eq!(head.status(), 404);
+    registry.server.stop().await;
+}
+
+/// When a sweep holds a blob link first, a manifest put referencing it waits, then finds it
+/// gone and is refused: it never succeeds referencing what the sweep deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_waiting_on_a_sweep_is_refused() {
+    let registry = common::start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let config = oci
+        .push_blob(REPO, br#"{"architecture":"amd64","os":"linux","n":1}"#)
+        .await;
+    let layer = oci.push_random_blob(REPO, 999).await;
+
+    // What a sweep's transaction does to the link: lock it, then delete it.
+    let mut sweep = raw(&registry.database_url).await;
+    let tx = sweep.transaction().await.unwrap();
+    tx.query(
+        "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR UPDATE SKIP LOCKED",
+        &[&layer.digest],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "DELETE FROM repository_blobs WHERE digest = $1",
+        &[&layer.digest],
+    )
+    .await
+    .unwrap();
+
+    let manifest = image_manifest(&config, std::slice::from_ref(&layer), None);
+    let put = tokio::spawn({
+        let oci = oci.clone();
+        let manifest = manifest.clone();
+        async move {
+            oci.put_manifest(REPO, "v1", &manifest.media_type, &manifest.content)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!put.is_finished(), "the push must wait for the sweep");
+    tx.commit().await.unwrap();
+    let response = put.await.unwrap();
+    let body = common::oci::assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    assert!(body.to_string().contains(&layer.digest), "{body}");
+    assert_manifest_present(&oci, REPO, &manifest, false).await;
+    registry.server.stop().await;
 }
