@@ -12,7 +12,7 @@ use std::time::Duration;
 use cid::Cid;
 use common::backends::MetaBackend;
 use common::meta::*;
-use ipfs_registry::meta::gc::{SweepPolicy, SweptManifest, SweptUpload};
+use ipfs_registry::meta::gc::{SweepPolicy, Swept, SweptManifest, SweptUpload};
 use ipfs_registry::meta::UploadChunk;
 use ipfs_registry::oci::{Digest, Reference};
 
@@ -37,6 +37,11 @@ fn policy(grace: Duration, retention: Option<Duration>, expiry: Duration) -> Swe
         untagged_retention: retention,
         upload_expiry: expiry,
     }
+}
+
+/// A sweep that deletes what `policy` allows (not a dry run).
+async fn sweep(store: &dyn MetaBackend, policy: &SweepPolicy) -> Swept {
+    store.sweep(policy, false).await.expect("sweep")
 }
 
 /// Lets the clock pass what was just written: stores keep creation times to the
@@ -66,13 +71,10 @@ async fn the_grace_period_keeps_young_blobs_and_the_rest_goes(store: Arc<dyn Met
         .unwrap();
     tick().await;
 
-    let swept = store.sweep(&policy(HOUR, None, HOUR), false).await.unwrap();
+    let swept = sweep(&*store, &policy(HOUR, None, HOUR)).await;
     assert_eq!((swept.links, swept.blobs.len()), (0, 0), "{swept:?}");
 
-    let swept = store
-        .sweep(&policy(Duration::ZERO, None, HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(Duration::ZERO, None, HOUR)).await;
     // Three unreferenced links (loose, and shared in both repositories); only the loose
     // blob's row goes with them, as every link of shared went too. The image's stay.
     assert_eq!(swept.links, 3, "{swept:?}");
@@ -135,23 +137,14 @@ async fn untagged_retention_takes_only_what_no_tag_reaches(store: Arc<dyn MetaBa
     tick().await;
 
     // No retention window: every manifest stays.
-    let swept = store
-        .sweep(&policy(Duration::ZERO, None, HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(Duration::ZERO, None, HOUR)).await;
     assert!(swept.manifests.is_empty(), "{swept:?}");
     assert!(swept.blobs.is_empty(), "{swept:?}");
     // A long window keeps the young orphan.
-    let swept = store
-        .sweep(&policy(Duration::ZERO, Some(HOUR), HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(Duration::ZERO, Some(HOUR), HOUR)).await;
     assert!(swept.manifests.is_empty(), "{swept:?}");
 
-    let swept = store
-        .sweep(&policy(Duration::ZERO, Some(Duration::ZERO), HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(Duration::ZERO, Some(Duration::ZERO), HOUR)).await;
     let mut manifests = swept.manifests.clone();
     manifests.sort_by_key(|m| m.digest.to_string());
     let mut expected: Vec<SweptManifest> = [&orphan, &orphan_note]
@@ -176,10 +169,7 @@ async fn untagged_retention_takes_only_what_no_tag_reaches(store: Arc<dyn MetaBa
     // Untagging the index makes its whole tree collectable.
     assert!(store.delete_tag(&r, &tag("multi")).await.unwrap());
     tick().await;
-    let swept = store
-        .sweep(&policy(Duration::ZERO, Some(Duration::ZERO), HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(Duration::ZERO, Some(Duration::ZERO), HOUR)).await;
     let gone: HashSet<Digest> = swept.manifests.into_iter().map(|m| m.digest).collect();
     assert_eq!(
         gone,
@@ -211,13 +201,10 @@ async fn expired_uploads_are_ended_and_their_chunks_queued(store: Arc<dyn MetaBa
             .unwrap());
     }
     tick().await;
-    let swept = store.sweep(&policy(HOUR, None, HOUR), false).await.unwrap();
+    let swept = sweep(&*store, &policy(HOUR, None, HOUR)).await;
     assert!(swept.uploads.is_empty(), "{swept:?}");
 
-    let swept = store
-        .sweep(&policy(HOUR, None, Duration::ZERO), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(HOUR, None, Duration::ZERO)).await;
     assert_eq!(
         swept.uploads,
         vec![SweptUpload {
@@ -236,10 +223,7 @@ async fn expired_uploads_are_ended_and_their_chunks_queued(store: Arc<dyn MetaBa
         .append_upload_chunk(fresh.id, chunk(0, b"late"), vec![])
         .await
         .unwrap());
-    let swept = store
-        .sweep(&policy(HOUR, None, Duration::from_secs(1)), false)
-        .await
-        .unwrap();
+    let swept = sweep(&*store, &policy(HOUR, None, Duration::from_secs(1))).await;
     assert!(swept.uploads.is_empty(), "{swept:?}");
     assert!(store.upload(&r, fresh.id).await.unwrap().is_some());
 }
@@ -271,7 +255,7 @@ async fn a_dry_run_reports_the_real_run_and_changes_nothing(store: Arc<dyn MetaB
     assert!(store.upload(&r, upload.id).await.unwrap().is_some());
     assert!(store.unpin_queue(10).await.unwrap().is_empty());
 
-    let real = store.sweep(&everything, false).await.unwrap();
+    let real = sweep(&*store, &everything).await;
     let sorted = |mut blobs: Vec<ipfs_registry::meta::BlobRecord>| {
         blobs.sort_by_key(|b| b.digest.to_string());
         blobs
@@ -296,10 +280,7 @@ async fn queue_one(store: &dyn MetaBackend, data: &[u8]) -> Cid {
         .await
         .unwrap();
     tick().await;
-    let swept = store
-        .sweep(&policy(Duration::ZERO, None, HOUR), false)
-        .await
-        .unwrap();
+    let swept = sweep(store, &policy(Duration::ZERO, None, HOUR)).await;
     assert_eq!(swept.blobs, vec![record.clone()]);
     tick().await;
     record.cid
@@ -381,10 +362,7 @@ async fn an_unpin_lease_sees_blobs_and_live_upload_chunks(store: Arc<dyn MetaBac
     // Swept, the blob's CID is queued for unpinning but no longer in use.
     store.unlink_blob(&r, &assembled.digest).await.unwrap();
     tick().await;
-    store
-        .sweep(&policy(Duration::ZERO, None, HOUR), false)
-        .await
-        .unwrap();
+    sweep(&*store, &policy(Duration::ZERO, None, HOUR)).await;
     assert!(!in_use(&*store, &assembled.cid).await);
 }
 
@@ -462,10 +440,7 @@ async fn recorded_cids_are_blobs_live_chunks_and_queued_unpins(store: Arc<dyn Me
     store.unlink_blob(&r, &record.digest).await.unwrap();
     store.delete_upload(upload.id).await.unwrap();
     tick().await;
-    store
-        .sweep(&policy(Duration::ZERO, None, HOUR), false)
-        .await
-        .unwrap();
+    sweep(&*store, &policy(Duration::ZERO, None, HOUR)).await;
     assert_eq!(
         store.recorded_cids(&all).await.unwrap(),
         HashSet::from([record.cid])

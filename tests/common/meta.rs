@@ -1,5 +1,6 @@
-//! Records, manifests and queries for the metadata suites (contract_meta, contract_gc,
-//! postgres_internals): blob records with raw CIDs, image manifests and indexes over them.
+//! Records, manifests and queries for the metadata suites (contract_meta, contract_users,
+//! contract_gc, postgres_internals): blob records with raw CIDs, image manifests and
+//! indexes over them.
 
 use bytes::Bytes;
 use cid::Cid;
