@@ -1,7 +1,9 @@
-//! Garbage collection against the real PostgreSQL and IPFS node: what is kept (tagged
-//! images, an index's children, referrers of kept manifests, young uploads), what goes
-//! (orphans past retention, unreferenced blobs past grace, expired uploads), dry runs, and
-//! GC racing concurrent pushes without any pushed image losing a blob.
+//! The registry's garbage collection end to end, on every pair of stores (PostgreSQL and
+//! the IPFS node; SQLite and the embedded blob store): what is kept (tagged images, an
+//! index's children, referrers of kept manifests, young uploads), what goes (orphans past
+//! retention, unreferenced blobs past grace, expired uploads, and their pins or files), dry
+//! runs, one run at a time across replicas, and GC racing concurrent pushes without any
+//! pushed image losing a blob. The `GcStore` contract itself is in contract_gc.rs.
 
 mod common;
 
@@ -9,23 +11,81 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cid::Cid;
 use common::oci::{
     artifact_manifest, expect_status, image_manifest, random_bytes, Blob, Image, Manifest, Oci,
     EMPTY_JSON, OCI_INDEX,
 };
-use ipfs_registry::blobs::kubo::KuboStore;
-use ipfs_registry::blobs::{BlobStore, ImportProfile};
+use common::sql::Sql;
+use common::TestRegistry;
+use ipfs_registry::config::Config;
 use ipfs_registry::meta::gc::{GcStore, SweepPolicy};
 use ipfs_registry::meta::postgres::PostgresStore;
+use ipfs_registry::meta::sqlite::SqliteStore;
 use ipfs_registry::registry::gc::GcReport;
 use ipfs_registry::registry::Registry;
 use serde_json::json;
 
 const REPO: &str = "gc/app";
 
-fn kubo() -> KuboStore {
-    common::kubo::store(Duration::from_secs(10), ImportProfile::default())
+/// How a test registry keeps its metadata and blobs: one line per pair of stores, and
+/// every test of the list below runs on each, as `<pair>::<test>`.
+macro_rules! on_every_store_pair {
+    ($($test:ident),* $(,)?) => {
+        on_every_store_pair!(@pair postgres_kubo, postgres_and_kubo; $($test),*);
+        on_every_store_pair!(@pair embedded, embedded; $($test),*);
+    };
+    (@pair $pair:ident, $stores:ident; $($test:ident),*) => {
+        mod $pair {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::$stores).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store_pair!(
+    retention_keeps_what_tags_reach_and_collects_orphans,
+    dry_run_reports_without_changing_anything,
+    grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it,
+    expired_upload_sessions_are_ended_and_their_chunks_unpinned,
+    one_collection_at_a_time_across_replicas,
+    gc_racing_pushes_never_loses_a_pushed_blob,
+    gc_racing_pushes_with_a_grace_period_collects_nothing,
+    serve_collects_periodically_when_an_interval_is_set,
+);
+
+/// Chooses a test registry's stores.
+type Stores = fn(&mut Config);
+
+/// PostgreSQL (a fresh database) and the test IPFS node.
+fn postgres_and_kubo(config: &mut Config) {
+    assert!(
+        config.database.url.is_some(),
+        "test registries use PostgreSQL unless IPFS_REGISTRY_TEST_META_STORE=embedded"
+    );
+    config.ipfs.url = Some(common::ipfs_url());
+}
+
+/// The embedded default: SQLite metadata and blobs as files, under the data directory.
+fn embedded(config: &mut Config) {
+    config.database.url = None;
+    config.ipfs.url = None;
+}
+
+async fn start(stores: Stores) -> TestRegistry {
+    common::start_registry_with(stores).await
+}
+
+/// The metadata's GC side as a second process sees it (another replica, or the `gc`
+/// command beside `serve`).
+async fn gc_store(config: &Config) -> Box<dyn GcStore> {
+    match &config.database.url {
+        Some(_) => Box::new(PostgresStore::connect(&config.database).await.unwrap()),
+        None => Box::new(SqliteStore::open(&config.data_dir.join("metadata.sqlite")).unwrap()),
+    }
 }
 
 fn policy(grace: Duration, retention: Option<Duration>) -> SweepPolicy {
@@ -44,30 +104,8 @@ async fn gc(registry: &Registry, policy: &SweepPolicy, dry_run: bool) -> GcRepor
         .expect("no other gc holds the lock")
 }
 
-async fn db(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(conn);
-    client
-}
-
-async fn blob_cid(db: &tokio_postgres::Client, digest: &str) -> Option<Cid> {
-    db.query_opt("SELECT cid FROM blobs WHERE digest = $1", &[&digest])
-        .await
-        .unwrap()
-        .map(|row| Cid::try_from(row.get::<_, String>(0).as_str()).unwrap())
-}
-
-async fn count(db: &tokio_postgres::Client, table: &str) -> i64 {
-    db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Row counts of every table GC touches, to compare before and after.
-async fn snapshot(db: &tokio_postgres::Client) -> Vec<i64> {
+async fn snapshot(db: &Sql) -> Vec<String> {
     let mut counts = Vec::new();
     for table in [
         "manifests",
@@ -84,8 +122,14 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<i64> {
     counts
 }
 
-/// Pulls the blob and compares it byte for byte; checks its CID is pinned.
-async fn assert_blob_intact(oci: &Oci, db: &tokio_postgres::Client, repo: &str, blob: &Blob) {
+async fn count(db: &Sql, table: &str) -> String {
+    db.value(&format!("SELECT CAST(count(*) AS TEXT) FROM {table}"), &[])
+        .await
+}
+
+/// Pulls the blob and compares it byte for byte; checks the blob store holds it (pinned
+/// on the node, a file of the embedded store).
+async fn assert_blob_intact(oci: &Oci, registry: &TestRegistry, repo: &str, blob: &Blob) {
     let response = oci.get(&format!("/v2/{repo}/blobs/{}", blob.digest)).await;
     let response = expect_status(response, 200).await;
     let body = response.bytes().await.expect("blob body");
@@ -94,25 +138,23 @@ async fn assert_blob_intact(oci: &Oci, db: &tokio_postgres::Client, repo: &str, 
         "blob {} came back different",
         blob.digest
     );
-    let cid = blob_cid(db, &blob.digest)
-        .await
-        .unwrap_or_else(|| panic!("blob {} has no row", blob.digest));
     assert!(
-        kubo().is_pinned(&cid).await.unwrap(),
-        "blob {} ({cid}) is not pinned",
-        blob.digest
+        common::blob_store_holds(registry, &blob.data).await,
+        "blob {} ({}) is not held by the blob store",
+        blob.digest,
+        common::cid_of_blob(&blob.data)
     );
 }
 
-async fn assert_image_intact(oci: &Oci, db: &tokio_postgres::Client, repo: &str, image: &Image) {
+async fn assert_image_intact(oci: &Oci, registry: &TestRegistry, repo: &str, image: &Image) {
     let response = oci
         .get(&format!("/v2/{repo}/manifests/{}", image.manifest.digest))
         .await;
     let response = expect_status(response, 200).await;
     assert_eq!(response.bytes().await.unwrap(), image.manifest.content);
-    assert_blob_intact(oci, db, repo, &image.config).await;
+    assert_blob_intact(oci, registry, repo, &image.config).await;
     for layer in &image.layers {
-        assert_blob_intact(oci, db, repo, layer).await;
+        assert_blob_intact(oci, registry, repo, layer).await;
     }
 }
 
@@ -139,11 +181,10 @@ fn index_of(manifests: &[&Manifest]) -> Manifest {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_keeps_what_tags_reach_and_collects_orphans() {
-    let registry = common::start_registry().await;
+async fn retention_keeps_what_tags_reach_and_collects_orphans(stores: Stores) {
+    let registry = start(stores).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
+    let db = common::sql::metadata(&registry).await;
     let core = registry.server.registry.clone();
 
     // A multi-arch index, tagged; its children are pushed by digest only.
@@ -176,11 +217,6 @@ async fn retention_keeps_what_tags_reach_and_collects_orphans() {
     );
     oci.push_manifest(REPO, &orphan_note.digest, &orphan_note)
         .await;
-    let orphan_cids = [
-        blob_cid(&db, &orphan.layers[0].digest).await.unwrap(),
-        blob_cid(&db, &orphan.layers[1].digest).await.unwrap(),
-        blob_cid(&db, &orphan.config.digest).await.unwrap(),
-    ];
 
     // Without a retention window untagged manifests are kept.
     let report = gc(&core, &policy(Duration::ZERO, None), false).await;
@@ -211,7 +247,7 @@ async fn retention_keeps_what_tags_reach_and_collects_orphans() {
     );
 
     for kept in [&amd64, &arm64, &tagged] {
-        assert_image_intact(&oci, &db, REPO, kept).await;
+        assert_image_intact(&oci, &registry, REPO, kept).await;
     }
     for manifest in [&index, &signature, &sbom] {
         assert_manifest_present(&oci, REPO, manifest, true).await;
@@ -224,11 +260,21 @@ async fn retention_keeps_what_tags_reach_and_collects_orphans() {
             .await;
         assert_eq!(response.status(), 404);
     }
-    let store = kubo();
-    for cid in &orphan_cids {
-        assert!(!store.is_pinned(cid).await.unwrap(), "{cid} still pinned");
+    for blob in orphan.layers.iter().chain([&orphan.config]) {
+        assert!(
+            !common::blob_store_holds(&registry, &blob.data).await,
+            "{} still held by the blob store",
+            blob.digest
+        );
     }
-    assert_eq!(count(&db, "gc_unpin_queue").await, 0);
+    assert_eq!(count(&db, "gc_unpin_queue").await, "0");
+    let referrers: serde_json::Value = oci
+        .get(&format!("/v2/{REPO}/referrers/{}", tagged.manifest.digest))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
 
     // Untagging the index makes its whole tree collectable.
     expect_status(
@@ -241,21 +287,19 @@ async fn retention_keeps_what_tags_reach_and_collects_orphans() {
         report.deleted_manifests, 4,
         "index, 2 children, sbom: {report}"
     );
-    assert_image_intact(&oci, &db, REPO, &tagged).await;
+    assert_image_intact(&oci, &registry, REPO, &tagged).await;
     assert_manifest_present(&oci, REPO, &signature, true).await;
     assert_manifest_present(&oci, REPO, &amd64.manifest, false).await;
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_reports_without_changing_anything() {
-    let registry = common::start_registry().await;
+async fn dry_run_reports_without_changing_anything(stores: Stores) {
+    let registry = start(stores).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
+    let db = common::sql::metadata(&registry).await;
     let core = registry.server.registry.clone();
     let orphan = oci.push_image(REPO, None, 2).await;
     let loose = oci.push_random_blob(REPO, 3000).await;
-    let loose_cid = blob_cid(&db, &loose.digest).await.unwrap();
     let policy = policy(Duration::ZERO, Some(Duration::ZERO));
 
     let before = snapshot(&db).await;
@@ -272,8 +316,8 @@ async fn dry_run_reports_without_changing_anything() {
         before,
         "a dry run changed the database"
     );
-    assert_image_intact(&oci, &db, REPO, &orphan).await;
-    assert_blob_intact(&oci, &db, REPO, &loose).await;
+    assert_image_intact(&oci, &registry, REPO, &orphan).await;
+    assert_blob_intact(&oci, &registry, REPO, &loose).await;
     let metrics = registry.server.registry.metrics().encode();
     assert!(
         metrics.contains("ipfs_registry_gc_freed_bytes_total 0"),
@@ -286,7 +330,7 @@ async fn dry_run_reports_without_changing_anything() {
         (dry.deleted_manifests, dry.freed_blobs, dry.freed_bytes),
         "the dry run predicted the real run"
     );
-    assert!(!kubo().is_pinned(&loose_cid).await.unwrap());
+    assert!(!common::blob_store_holds(&registry, &loose.data).await);
     let metrics = registry.server.registry.metrics().encode();
     assert!(
         metrics.contains(&format!(
@@ -302,11 +346,9 @@ async fn dry_run_reports_without_changing_anything() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it() {
-    let registry = common::start_registry().await;
+async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it(stores: Stores) {
+    let registry = start(stores).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
     let core = registry.server.registry.clone();
     let image = oci.push_image(REPO, Some("v1"), 1).await;
     let unreferenced = oci.push_random_blob(REPO, 2048).await;
@@ -322,8 +364,8 @@ async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it() {
         (0, 0, 0),
         "{report}"
     );
-    assert_blob_intact(&oci, &db, REPO, &unreferenced).await;
-    assert_image_intact(&oci, &db, REPO, &image).await;
+    assert_blob_intact(&oci, &registry, REPO, &unreferenced).await;
+    assert_image_intact(&oci, &registry, REPO, &image).await;
 
     // Deleting the manifest releases its blobs, once they are past the grace period.
     expect_status(
@@ -344,21 +386,17 @@ async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned() {
-    let registry = common::start_registry().await;
+async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned(stores: Stores) {
+    let registry = start(stores).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
     let core = registry.server.registry.clone();
     let stale = oci.start_upload(REPO).await;
-    expect_status(oci.patch_chunk(&stale, 0, &random_bytes(5000)).await, 202).await;
-    let chunk_cid: String = db
-        .query_one("SELECT cid FROM upload_chunks", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let chunk_cid = Cid::try_from(chunk_cid.as_str()).unwrap();
-    assert!(kubo().is_pinned(&chunk_cid).await.unwrap());
+    let chunk = random_bytes(5000);
+    expect_status(oci.patch_chunk(&stale, 0, &chunk).await, 202).await;
+    assert!(
+        common::blob_store_holds(&registry, &chunk).await,
+        "the chunk is stored as it arrives"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let fresh = oci.start_upload(REPO).await;
 
@@ -367,7 +405,7 @@ async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned() {
     let report = gc(&core, &expiring, false).await;
     assert_eq!(report.expired_uploads, 1, "{report}");
     assert_eq!(report.unpinned, 1, "{report}");
-    assert!(!kubo().is_pinned(&chunk_cid).await.unwrap());
+    assert!(!common::blob_store_holds(&registry, &chunk).await);
     assert_eq!(oci.get(&stale).await.status(), 404);
     assert_eq!(
         oci.get(&fresh).await.status(),
@@ -377,17 +415,16 @@ async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_collection_at_a_time_across_replicas() {
-    let first = common::start_registry().await;
+async fn one_collection_at_a_time_across_replicas(stores: Stores) {
+    let first = start(stores).await;
     let second = common::start_registry_from(first.config.clone()).await;
-    let url = first.database_url.clone();
     // Hold the lock from the outside, as a run on another replica would.
-    let holder = db(&url).await;
-    holder
-        .query_one("SELECT pg_advisory_lock(7597685216243049249)", &[])
+    let outside = gc_store(&first.config).await;
+    let holder = outside
+        .try_gc_lease()
         .await
-        .unwrap();
+        .unwrap()
+        .expect("no run holds the lock yet");
     let outcome = second
         .server
         .registry
@@ -398,8 +435,7 @@ async fn one_collection_at_a_time_across_replicas() {
         outcome.is_none(),
         "ran despite another run holding the lock"
     );
-    drop(holder);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.release().await;
     let outcome = second
         .server
         .registry
@@ -484,8 +520,8 @@ async fn push_racing(oci: Oci, repo: String, shared: Blob, pause_ms: u64) -> Pus
 }
 
 /// Runs pushers while GC sweeps over and over; returns the pushes and the GC reports.
-async fn race(grace: Duration) -> (common::TestRegistry, Vec<Pushed>, Vec<GcReport>) {
-    let registry = common::start_registry().await;
+async fn race(stores: Stores, grace: Duration) -> (TestRegistry, Vec<Pushed>, Vec<GcReport>) {
+    let registry = start(stores).await;
     let oci = Oci::new(&registry.base);
     let core = registry.server.registry.clone();
     let shared = Blob {
@@ -526,11 +562,9 @@ async fn race(grace: Duration) -> (common::TestRegistry, Vec<Pushed>, Vec<GcRepo
     (registry, pushed, reports)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gc_racing_pushes_never_loses_a_pushed_blob() {
-    let (registry, pushed, reports) = race(Duration::ZERO).await;
+async fn gc_racing_pushes_never_loses_a_pushed_blob(stores: Stores) {
+    let (registry, pushed, reports) = race(stores, Duration::ZERO).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
     let freed: usize = reports.iter().map(|r| r.freed_blobs).sum();
     let deleted: usize = reports.iter().map(|r| r.deleted_manifests).sum();
     let retried = pushed.iter().filter(|p| p.attempts > 1).count();
@@ -566,7 +600,7 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob() {
             assert_eq!(child.status(), 200, "an index outlived its child");
         }
         if child.status() == 200 {
-            assert_image_intact(&oci, &db, &p.repo, &p.image).await;
+            assert_image_intact(&oci, &registry, &p.repo, &p.image).await;
         }
     }
     // The tag of each repository points at a pushed index whose image is whole, before and
@@ -586,17 +620,15 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob() {
                 .find(|p| p.index.digest == digest)
                 .expect("the tag points at a pushed index");
             assert_eq!(response.bytes().await.unwrap(), p.index.content);
-            assert_image_intact(&oci, &db, &repo, &p.image).await;
+            assert_image_intact(&oci, &registry, &repo, &p.image).await;
         }
     }
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gc_racing_pushes_with_a_grace_period_collects_nothing() {
-    let (registry, pushed, reports) = race(Duration::from_secs(3600)).await;
+async fn gc_racing_pushes_with_a_grace_period_collects_nothing(stores: Stores) {
+    let (registry, pushed, reports) = race(stores, Duration::from_secs(3600)).await;
     let oci = Oci::new(&registry.base);
-    let db = db(&registry.database_url).await;
     assert!(reports.len() >= 2, "GC must actually race the pushes");
     for report in &reports {
         assert_eq!(
@@ -611,16 +643,16 @@ async fn gc_racing_pushes_with_a_grace_period_collects_nothing() {
     }
     for p in &pushed {
         assert_eq!(p.attempts, 1, "no push is refused inside the grace period");
-        assert_image_intact(&oci, &db, &p.repo, &p.image).await;
+        assert_image_intact(&oci, &registry, &p.repo, &p.image).await;
     }
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_collects_periodically_when_an_interval_is_set() {
+async fn serve_collects_periodically_when_an_interval_is_set(stores: Stores) {
     // The grace period must outlast pushing one small image: with none, a sweep may land
     // between the layer upload and the manifest put and rightly collect the fresh layer.
     let registry = common::start_registry_with(|c| {
+        stores(c);
         c.gc.interval = Duration::from_millis(200);
         c.gc.grace_period = Duration::from_secs(3);
     })
@@ -628,7 +660,6 @@ async fn serve_collects_periodically_when_an_interval_is_set() {
     let oci = Oci::new(&registry.base);
     let image = oci.push_image(REPO, Some("v1"), 1).await;
     let loose = oci.push_random_blob(REPO, 1234).await;
-    let db = db(&registry.database_url).await;
     let started = std::time::Instant::now();
     loop {
         let head = oci
@@ -643,116 +674,11 @@ async fn serve_collects_periodically_when_an_interval_is_set() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_image_intact(&oci, &db, REPO, &image).await;
+    assert_image_intact(&oci, &registry, REPO, &image).await;
     let metrics = registry.server.registry.metrics().encode();
     assert!(
         !metrics.contains("ipfs_registry_gc_runs_total{outcome=\"ok\"} 0"),
         "{metrics}"
     );
-    registry.server.stop().await;
-}
-
-/// A manifest put holds what it references (`FOR KEY SHARE`) until it commits; a sweep
-/// meanwhile skips those rows instead of waiting or deleting them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sweep_skips_rows_a_push_holds() {
-    let registry = common::start_registry().await;
-    let oci = Oci::new(&registry.base);
-    let orphan = oci.push_image(REPO, None, 1).await;
-    let loose = oci.push_random_blob(REPO, 777).await;
-    let store = PostgresStore::connect(&registry.config.database)
-        .await
-        .unwrap();
-    let everything = policy(Duration::ZERO, Some(Duration::ZERO));
-
-    let mut push = db(&registry.database_url).await;
-    let tx = push.transaction().await.unwrap();
-    let held = tx
-        .query(
-            "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR KEY SHARE",
-            &[&loose.digest],
-        )
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 1);
-    tx.query(
-        "SELECT 1 FROM manifests WHERE digest = $1 FOR KEY SHARE",
-        &[&orphan.manifest.digest],
-    )
-    .await
-    .unwrap();
-
-    let swept = tokio::time::timeout(Duration::from_secs(5), store.sweep(&everything, false))
-        .await
-        .expect("a sweep does not wait for pushes")
-        .unwrap();
-    assert!(swept.manifests.is_empty(), "{:?}", swept.manifests);
-    assert!(
-        swept
-            .blobs
-            .iter()
-            .all(|b| b.digest.to_string() != loose.digest),
-        "a held blob link was swept"
-    );
-    assert_blob_intact(&oci, &db(&registry.database_url).await, REPO, &loose).await;
-    assert_manifest_present(&oci, REPO, &orphan.manifest, true).await;
-
-    tx.rollback().await.unwrap();
-    let swept = store.sweep(&everything, false).await.unwrap();
-    assert_eq!(swept.manifests.len(), 1);
-    assert!(swept
-        .blobs
-        .iter()
-        .any(|b| b.digest.to_string() == loose.digest));
-    let head = oci
-        .head(&format!("/v2/{REPO}/blobs/{}", loose.digest))
-        .await;
-    assert_eq!(head.status(), 404);
-    registry.server.stop().await;
-}
-
-/// When a sweep holds a blob link first, a manifest put referencing it waits, then finds it
-/// gone and is refused: it never succeeds referencing what the sweep deletes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_waiting_on_a_sweep_is_refused() {
-    let registry = common::start_registry().await;
-    let oci = Oci::new(&registry.base);
-    let config = oci
-        .push_blob(REPO, br#"{"architecture":"amd64","os":"linux","n":1}"#)
-        .await;
-    let layer = oci.push_random_blob(REPO, 999).await;
-
-    // What a sweep's transaction does to the link: lock it, then delete it.
-    let mut sweep = db(&registry.database_url).await;
-    let tx = sweep.transaction().await.unwrap();
-    tx.query(
-        "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR UPDATE SKIP LOCKED",
-        &[&layer.digest],
-    )
-    .await
-    .unwrap();
-    tx.execute(
-        "DELETE FROM repository_blobs WHERE digest = $1",
-        &[&layer.digest],
-    )
-    .await
-    .unwrap();
-
-    let manifest = image_manifest(&config, std::slice::from_ref(&layer), None);
-    let put = tokio::spawn({
-        let oci = oci.clone();
-        let manifest = manifest.clone();
-        async move {
-            oci.put_manifest(REPO, "v1", &manifest.media_type, &manifest.content)
-                .await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!put.is_finished(), "the push must wait for the sweep");
-    tx.commit().await.unwrap();
-    let response = put.await.unwrap();
-    let body = common::oci::assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    assert!(body.to_string().contains(&layer.digest), "{body}");
-    assert_manifest_present(&oci, REPO, &manifest, false).await;
     registry.server.stop().await;
 }

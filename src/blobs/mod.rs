@@ -77,9 +77,16 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Pins content already in the store (recursively). Pinning something pinned is not an
     /// error.
+    ///
+    /// Content unpinned a moment ago can be pinned back: the pin restores it whole, or
+    /// fails with `NotFound`, after which adding the same bytes again stores them under the
+    /// same CID. `Registry::ensure_pinned` relies on this when an unpin (GC, a released
+    /// upload chunk) finished between an add and the commit that recorded the same bytes.
     async fn pin(&self, cid: &Cid) -> Result<(), BlobError>;
 
-    /// Removes the pin. Unpinning something not pinned is not an error.
+    /// Removes the pin. Unpinning something not pinned is not an error. The content may
+    /// stay readable for a while (until the node's GC, or the embedded store's trash is
+    /// emptied), so that a pin can still restore it.
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError>;
 
     /// Whether the content is pinned (recursively).

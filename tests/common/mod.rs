@@ -4,10 +4,13 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod auth;
+#[macro_use]
+pub mod backends;
 pub mod cli;
 pub mod clients;
 pub mod images;
 pub mod kubo;
+pub mod meta;
 pub mod oci;
 pub mod powercut;
 pub mod private_node;
