@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clients;
 pub mod images;
 pub mod kubo;
+pub mod memory;
 pub mod oci;
 pub mod powercut;
 pub mod private_node;
