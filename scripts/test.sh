@@ -36,18 +36,6 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests"
 cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
 
-# The suites that do not pick their stores themselves, again on the embedded default: the
-# SQLite metadata store and the embedded blob store, a data directory per test registry.
-step "tests on the embedded stores"
-IPFS_REGISTRY_TEST_META_STORE=embedded IPFS_REGISTRY_TEST_BLOB_STORE=embedded cargo test --locked \
-  --test conformance_pull --test conformance_push --test conformance_discovery \
-  --test conformance_management --test conformance_manifests --test upload_replicas \
-  --test limits --test memory --test skopeo_roundtrip --test browse \
-  --test auth_tokens --test auth_access --test auth_skopeo --test auth_cli --test auth_logging --test hardening_auth \
-  --test ops --test ops_cli --test verify \
-  --test clients_docker --test clients_podman --test clients_containerd \
-  -- --test-threads "${TEST_THREADS:-4}"
-
 # The README's commands as a user types them: `cargo run`, the admin commands, scripts/run.sh.
 step "README commands"
 scripts/readme-smoke.sh

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::auth::*;
 use common::oci::*;
+use common::StorePair;
 use ipfs_registry::auth::admin;
 use serde_json::{json, Value};
 
@@ -37,9 +38,9 @@ async fn seed(registry: &AuthRegistry, repos: &[&str], users: &[&str]) -> BTreeM
     images
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permission_matrix() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(permission_matrix);
+async fn permission_matrix(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     for user in ["alice", "bob", "carol", "dave", "erin"] {
         registry.add_user(user, PASSWORD, false).await;
@@ -170,9 +171,9 @@ async fn permission_matrix() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_for_another_repository_is_insufficient_scope_not_denied() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(a_token_for_another_repository_is_insufficient_scope_not_denied);
+async fn a_token_for_another_repository_is_insufficient_scope_not_denied(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
     let client = registry
@@ -196,11 +197,11 @@ async fn a_token_for_another_repository_is_insufficient_scope_not_denied() {
     registry.registry.server.stop().await;
 }
 
+common::on_each_store_pair!(invalid_repository_names_are_name_invalid_for_everyone);
 /// An invalid repository name is 400 `NAME_INVALID` as with auth off, whoever asks: whether
 /// a name is valid is no secret, and no permission could ever cover it (not 401 or 403).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_repository_names_are_name_invalid_for_everyone() {
-    let registry = start_auth_registry().await;
+async fn invalid_repository_names_are_name_invalid_for_everyone(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push,delete").await;
     let alice = registry
@@ -244,9 +245,9 @@ async fn invalid_repository_names_are_name_invalid_for_everyone() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_pulls_public_repositories_only() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(anonymous_pulls_public_repositories_only);
+async fn anonymous_pulls_public_repositories_only(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     let images = seed(&registry, &["pub/app", "private/app"], &[]).await;
     registry.make_public("pub/app").await;
@@ -316,9 +317,9 @@ async fn catalog_pages(client: &Oci, n: usize) -> Vec<Vec<String>> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_lists_only_what_the_caller_may_pull() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(catalog_lists_only_what_the_caller_may_pull);
+async fn catalog_lists_only_what_the_caller_may_pull(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.add_user("pusher", PASSWORD, false).await;
@@ -357,9 +358,9 @@ async fn catalog_lists_only_what_the_caller_may_pull() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mount_needs_pull_on_the_source() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(mount_needs_pull_on_the_source);
+async fn mount_needs_pull_on_the_source(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     registry.add_user("alice", PASSWORD, false).await;
     let images = seed(&registry, &["secret/app", "team/base"], &[]).await;
@@ -415,9 +416,9 @@ async fn mount_needs_pull_on_the_source() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn referrers_obey_pull_rights() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(referrers_obey_pull_rights);
+async fn referrers_obey_pull_rights(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     registry.add_user("bob", PASSWORD, false).await;
     let images = seed(&registry, &["team/app"], &[]).await;
@@ -440,9 +441,9 @@ async fn referrers_obey_pull_rights() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn robot_tokens_are_limited_and_die_with_their_user() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(robot_tokens_are_limited_and_die_with_their_user);
+async fn robot_tokens_are_limited_and_die_with_their_user(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("ci", PASSWORD, false).await;
     registry.grant("ci", "team/*", "pull,push,delete").await;
     let robot = registry
@@ -544,9 +545,9 @@ async fn robot_tokens_are_limited_and_die_with_their_user() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_permissions_are_not_granted_again() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(revoked_permissions_are_not_granted_again);
+async fn revoked_permissions_are_not_granted_again(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
     admin::revoke(registry.store.as_ref(), "alice", "team/*", Some("push"))

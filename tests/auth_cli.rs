@@ -1,6 +1,6 @@
 //! The access-control CLI: `user add|passwd|list|remove` (password on standard input, line
 //! ending stripped), `grant`, `revoke`, `public`, `token create`, checked against the
-//! store they write (PostgreSQL, or the embedded SQLite file in the embedded test pass).
+//! store they write (PostgreSQL, or the embedded SQLite file), on each store pair.
 
 mod common;
 
@@ -29,6 +29,7 @@ fn registry(config: &Config, args: &[&str], stdin: &str) -> Output {
 }
 
 use common::cli::succeeded as ok;
+use common::StorePair;
 
 fn fails(out: &Output, mentions: &str) {
     assert!(!out.status.success(), "must fail");
@@ -36,9 +37,9 @@ fn fails(out: &Output, mentions: &str) {
     assert!(stderr.contains(mentions), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_grants_public_and_robot_tokens() {
-    let config = common::test_config().await;
+common::on_each_store_pair!(users_grants_public_and_robot_tokens);
+async fn users_grants_public_and_robot_tokens(stores: StorePair) {
+    let config = stores.test_config().await;
     let out = registry(
         &config,
         &["user", "add", "admin", "--admin"],
@@ -187,12 +188,12 @@ async fn users_grants_public_and_robot_tokens() {
     );
 }
 
+common::on_each_store_pair!(scripts_capture_the_token_and_the_configuration_alone);
 /// What scripts do: `TOKEN=$(ipfs-registry token create ...)` and
 /// `ipfs-registry config > effective.toml` capture the result alone, at any log level (logs
 /// go to standard error, which this discards).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_capture_the_token_and_the_configuration_alone() {
-    let config = common::test_config().await;
+async fn scripts_capture_the_token_and_the_configuration_alone(stores: StorePair) {
+    let config = stores.test_config().await;
     ok(&registry(
         &config,
         &["user", "add", "ci"],

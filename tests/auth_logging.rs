@@ -5,9 +5,10 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::auth::*;
+use common::StorePair;
 use serde_json::Value;
 
 #[derive(Clone, Default)]
@@ -23,19 +24,34 @@ impl Write for Capture {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_appears_in_the_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+/// The process's one global subscriber, capturing everything at debug level.
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        capture
+    })
+}
+
+/// The store pairs' tests share the capture, so they take turns: each reads only its own
+/// registry's logs.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+common::on_each_store_pair!(no_secret_appears_in_the_logs);
+async fn no_secret_appears_in_the_logs(stores: StorePair) {
+    let _turn = TURN.lock().await;
+    let capture = capture();
+    capture.0.lock().unwrap().clear();
 
     let password = "Pa55word-in-the-logs?";
     let wrong = "Wrong-pa55word-guess";
-    let registry = start_auth_registry().await;
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", password, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::auth::*;
 use common::images::*;
 use common::skopeo::Skopeo;
+use common::StorePair;
 
 const PASSWORD: &str = "skopeo-password";
 
@@ -32,9 +33,9 @@ fn assert_pulled(dir: &std::path::Path, image: &Image) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skopeo_pushes_and_pulls_with_credentials() {
-    let registry = start_auth_registry().await;
+common::on_each_store_pair!(skopeo_pushes_and_pulls_with_credentials);
+async fn skopeo_pushes_and_pulls_with_credentials(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     registry.add_user("pusher", PASSWORD, false).await;
     registry.add_user("reader", PASSWORD, false).await;

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use common::auth::*;
 use common::oci::*;
+use common::StorePair;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -21,8 +22,8 @@ fn now() -> u64 {
         .as_secs()
 }
 
-async fn registry_with_alice() -> AuthRegistry {
-    let registry = start_auth_registry().await;
+async fn registry_with_alice(stores: StorePair) -> AuthRegistry {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
     registry
@@ -48,9 +49,9 @@ fn get_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_without_a_token_get_a_challenge_naming_the_scope() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(requests_without_a_token_get_a_challenge_naming_the_scope);
+async fn requests_without_a_token_get_a_challenge_naming_the_scope(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     let anonymous = Oci::new(registry.base());
     let realm = format!("{}/token", registry.base());
     let cases = [
@@ -121,9 +122,9 @@ fn assert_issued_at(body: &Value) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_token_responses_follow_the_specification() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(get_token_responses_follow_the_specification);
+async fn get_token_responses_follow_the_specification(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     let response = registry
         .token_response(
             Some(("alice", PASSWORD)),
@@ -213,9 +214,9 @@ async fn post_token(registry: &AuthRegistry, form: &[(&str, &str)]) -> (u16, Val
     (status, response.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oauth2_post_with_password_and_refresh_token() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(oauth2_post_with_password_and_refresh_token);
+async fn oauth2_post_with_password_and_refresh_token(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     let (status, body) = post_token(
         &registry,
         &[
@@ -332,9 +333,9 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_are_refused() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(bad_tokens_are_refused);
+async fn bad_tokens_are_refused(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     let image = registry
         .client(
             Some(("alice", PASSWORD)),
@@ -441,9 +442,9 @@ async fn bad_tokens_are_refused() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failed_logins_are_throttled() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(repeated_failed_logins_are_throttled);
+async fn repeated_failed_logins_are_throttled(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     for _ in 0..5 {
         let response = registry
             .token_response(Some(("alice", "not the password")), &[], &[])
@@ -480,9 +481,9 @@ async fn repeated_failed_logins_are_throttled() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn percent_encoded_paths_are_not_interpreted() {
-    let registry = registry_with_alice().await;
+common::on_each_store_pair!(percent_encoded_paths_are_not_interpreted);
+async fn percent_encoded_paths_are_not_interpreted(stores: StorePair) {
+    let registry = registry_with_alice(stores).await;
     let client = registry
         .client(
             Some(("alice", PASSWORD)),
@@ -496,15 +497,16 @@ async fn percent_encoded_paths_are_not_interpreted() {
     registry.registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_is_kept_and_shared_by_replicas_on_one_data_dir() {
+common::on_each_store_pair!(a_generated_key_is_kept_and_shared_by_replicas_on_one_data_dir);
+async fn a_generated_key_is_kept_and_shared_by_replicas_on_one_data_dir(stores: StorePair) {
     let data_dir = tempfile::tempdir().unwrap();
     let dir = data_dir.path().to_owned();
-    let first = common::start_registry_with(|config| {
-        config.auth.enabled = true;
-        config.data_dir = dir.clone();
-    })
-    .await;
+    let first = stores
+        .start_registry_with(|config| {
+            config.auth.enabled = true;
+            config.data_dir = dir.clone();
+        })
+        .await;
     let key_file = data_dir.path().join("auth/signing-key.pem");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -538,11 +540,11 @@ async fn login_from(registry: &AuthRegistry, user: &str, password: &str, forward
         .as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_addresses_come_from_trusted_proxies_only() {
+common::on_each_store_pair!(client_addresses_come_from_trusted_proxies_only);
+async fn client_addresses_come_from_trusted_proxies_only(stores: StorePair) {
     // Not behind a trusted proxy: X-Forwarded-For is ignored, every guess counts against
     // the one peer address whatever it claims.
-    let registry = registry_with_alice().await;
+    let registry = registry_with_alice(stores).await;
     for i in 0..6 {
         let status = login_from(&registry, "alice", "wrong-password", &format!("10.0.0.{i}")).await;
         assert_eq!(status, 401);
@@ -556,7 +558,7 @@ async fn client_addresses_come_from_trusted_proxies_only() {
 
     // Behind a trusted proxy (the test client's loopback address): clients are told apart by
     // the address the proxy appends.
-    let registry = start_auth_registry_with(|config| {
+    let registry = start_auth_registry_with(stores, |config| {
         config.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
@@ -585,7 +587,7 @@ async fn client_addresses_come_from_trusted_proxies_only() {
     // Trusted proxies as ranges: the peer is in 127.0.0.0/8, and a hop in 10.100.0.0/16 (a
     // second proxy, say a CDN in front of the ingress) is skipped too, so the client is the
     // hop before it, whichever proxy address it came through.
-    let registry = start_auth_registry_with(|config| {
+    let registry = start_auth_registry_with(stores, |config| {
         config.auth.trusted_proxies = vec![
             "127.0.0.0/8".parse().unwrap(),
             "10.100.0.0/16".parse().unwrap(),

@@ -57,7 +57,7 @@ fn assert_measured(report: &Report, metric: &str, system: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_phase_measures_every_registry() {
-    let kubo = common::start_registry().await;
+    let kubo = common::StorePair::PostgresIpfsNode.start_registry().await;
     let dir = tempfile::tempdir().unwrap();
     let mut servers = vec![
         servers::start_registry(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::oci::{assert_error, header, Blob, Image, Manifest, Oci};
+use common::StorePair;
 use serde_json::{json, Value};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -66,9 +67,12 @@ async fn assert_layers(oci: &Oci, repo: &str, listed: &Value, image: &Image) {
     }
 }
 
-#[tokio::test]
-async fn extension_api_lists_every_layer_with_its_cid() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(
+    extension_api_lists_every_layer_with_its_cid,
+    flavor = "current_thread"
+);
+async fn extension_api_lists_every_layer_with_its_cid(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let repo = "browse/api";
     let (amd64, arm64, index) = push_images(&oci, repo).await;
@@ -113,13 +117,17 @@ async fn extension_api_lists_every_layer_with_its_cid() {
     .await;
 }
 
+common::on_each_store_pair!(
+    gateway_links_follow_the_configured_gateway,
+    flavor = "current_thread"
+);
 /// Layer links point at a configured public gateway instead of the registry's own.
-#[tokio::test]
-async fn gateway_links_follow_the_configured_gateway() {
-    let registry = common::start_registry_with(|config| {
-        config.gateway.url = Some("https://ipfs.example.org/".parse().unwrap());
-    })
-    .await;
+async fn gateway_links_follow_the_configured_gateway(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|config| {
+            config.gateway.url = Some("https://ipfs.example.org/".parse().unwrap());
+        })
+        .await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image("browse/gw", Some("1"), 1).await;
     let listed: Value = oci
@@ -180,9 +188,12 @@ fn links(dom: &str, needle: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(
+    web_ui_leads_from_the_repository_list_to_the_layer_bytes,
+    flavor = "current_thread"
+);
+async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let repo = "browse/ui";
     let (amd64, _, _) = push_images(&oci, repo).await;
@@ -254,12 +265,15 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes() {
     assert_eq!(bad.status(), 400);
 }
 
+common::on_each_store_pair!(
+    with_access_control_pages_and_links_follow_pull_rights,
+    flavor = "current_thread"
+);
 /// With access control on, the UI and the gateway show a person what they may pull:
 /// anonymously the public repositories, after logging in (Basic) their own; the extension
 /// API needs a token like the rest of /v2.
-#[tokio::test]
-async fn with_access_control_pages_and_links_follow_pull_rights() {
-    let registry = common::auth::start_auth_registry().await;
+async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePair) {
+    let registry = common::auth::start_auth_registry(stores).await;
     registry.add_user("alice", "alice-password", false).await;
     registry.add_user("bob", "bob-password", false).await;
     registry.grant("alice", "team/*", "pull,push").await;
@@ -404,10 +418,10 @@ fn header_of(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+common::on_each_store_pair!(ui_listings_page_through_long_lists);
 /// Long listings come in pages of 100 with a link to the next; the last page has none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ui_listings_page_through_long_lists() {
-    let registry = common::start_registry().await;
+async fn ui_listings_page_through_long_lists(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image("paged/app", None, 1).await;
     for i in 0..101 {

@@ -1,15 +1,14 @@
 //! The real containerd (Debian's 1.6, a daemon of this test binary's own, see
-//! tests/common/clients.rs) and its `ctr` against in-process registries on the store pair
-//! this pass picks: push, pull after the local content is gone (unpacked with the native
-//! snapshotter), pull by digest, a push to a second repository, a multi-platform OCI index
-//! pulled for one platform, and with authentication on: `--user` with a password or a robot
-//! token, refusals.
+//! tests/common/clients.rs) and its `ctr` against in-process registries on each store pair: push,
+//! pull after the local content is gone (unpacked with the native snapshotter), pull by digest, a
+//! push to a second repository, a multi-platform OCI index pulled for one platform, and with
+//! authentication on: `--user` with a password or a robot token, refusals.
 //!
-//! Images are generated (tests/common/images.rs: random layers, so no two tests or runs
-//! share one), written as an OCI archive and imported with `ctr images import`.
+//! Images are generated (tests/common/images.rs: random layers, so no two tests or runs share one),
+//! written as an OCI archive and imported with `ctr images import`.
 //!
-//! Needs containerd (scripts/ensure-tools.sh) and root; the default pass PostgreSQL and the
-//! test IPFS node. Without containerd the tests skip loudly, unless `CI` is set.
+//! Needs containerd (scripts/ensure-tools.sh) and root, PostgreSQL and the test IPFS node. Without
+//! containerd the tests skip loudly, unless `CI` is set.
 
 mod common;
 
@@ -19,6 +18,7 @@ use std::time::Duration;
 use common::auth::start_auth_registry;
 use common::clients::{self, stored_manifest, Ctr};
 use common::images::*;
+use common::StorePair;
 
 const PASSWORD: &str = "containerd-password";
 
@@ -76,12 +76,12 @@ async fn remove(ctr: &Ctr, reference: &str) {
     ctr.ok(&["images", "rm", "--sync", reference]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_and_pull_by_tag_and_digest() {
+common::on_each_store_pair!(push_and_pull_by_tag_and_digest);
+async fn push_and_pull_by_tag_and_digest(stores: StorePair) {
     let Some(ctr) = clients::containerd().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let image = make_image(
         "amd64",
@@ -145,12 +145,12 @@ async fn push_and_pull_by_tag_and_digest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_platform_index_pushes_and_pulls_one_platform() {
+common::on_each_store_pair!(multi_platform_index_pushes_and_pulls_one_platform);
+async fn multi_platform_index_pushes_and_pulls_one_platform(stores: StorePair) {
     let Some(ctr) = clients::containerd().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     // The platforms share their first layer, as real multi-platform images often do.
     let shared = make_layer(0, LayerSpec::gzip(128 * 1024), false);
@@ -216,12 +216,12 @@ async fn multi_platform_index_pushes_and_pulls_one_platform() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_and_robot_tokens() {
+common::on_each_store_pair!(credentials_and_robot_tokens);
+async fn credentials_and_robot_tokens(stores: StorePair) {
     let Some(ctr) = clients::containerd().await else {
         return;
     };
-    let registry = start_auth_registry().await;
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
     registry.add_user("ci", PASSWORD, false).await;

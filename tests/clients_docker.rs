@@ -1,17 +1,15 @@
-//! The real Docker CLI and engine (Debian's docker.io: a dockerd of this test binary's own,
-//! see tests/common/clients.rs) against in-process registries on the store pair this pass
-//! picks: push, re-push, `docker manifest inspect`, pull after the local copy is gone, pull
-//! by digest, layers shared with another repository (cross-repository mounts), a deleted
-//! tag, a multi-platform list (`docker manifest create/annotate/push`), and with
-//! authentication on: login and logout, refused anonymous push and pull, a wrong password,
-//! a robot token as the password, a push outside the grants.
+//! The real Docker CLI and engine (Debian's docker.io: a dockerd of this test binary's own, see
+//! tests/common/clients.rs) against in-process registries on each store pair: push, re-push,
+//! `docker manifest inspect`, pull after the local copy is gone, pull by digest, layers shared with
+//! another repository (cross-repository mounts), a deleted tag, a multi-platform list (`docker
+//! manifest create/annotate/push`), and with authentication on: login and logout, refused anonymous
+//! push and pull, a wrong password, a robot token as the password, a push outside the grants.
 //!
-//! Images are built here (no base image can be pulled): `FROM scratch` plus busybox and
-//! files of fresh random bytes, so every image has layers no other test or run pushed.
+//! Images are built here (no base image can be pulled): `FROM scratch` plus busybox and files of
+//! fresh random bytes, so every image has layers no other test or run pushed.
 //!
-//! Needs docker.io and busybox-static (scripts/ensure-tools.sh) and root; the default pass
-//! PostgreSQL and the test IPFS node. Without docker the tests skip loudly, unless `CI` is
-//! set.
+//! Needs docker.io and busybox-static (scripts/ensure-tools.sh) and root, PostgreSQL and the test
+//! IPFS node. Without docker the tests skip loudly, unless `CI` is set.
 
 mod common;
 
@@ -21,6 +19,7 @@ use std::time::Duration;
 use common::auth::start_auth_registry;
 use common::clients::{self, stored_blob, stored_manifest, Docker};
 use common::images::{random_bytes, sha256_digest};
+use common::StorePair;
 use common::TestRegistry;
 use serde_json::Value;
 
@@ -76,12 +75,12 @@ async fn build_and_push(docker: &Docker, image: &str) -> (String, String) {
     (id, pushed.digest)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_inspect_repush_and_pull_by_tag_and_digest() {
+common::on_each_store_pair!(push_inspect_repush_and_pull_by_tag_and_digest);
+async fn push_inspect_repush_and_pull_by_tag_and_digest(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let image = format!("{host}/docker/app:v1");
     let files = three_layers();
@@ -153,12 +152,12 @@ async fn push_inspect_repush_and_pull_by_tag_and_digest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layers_shared_with_another_repository_are_mounted_not_uploaded() {
+common::on_each_store_pair!(layers_shared_with_another_repository_are_mounted_not_uploaded);
+async fn layers_shared_with_another_repository_are_mounted_not_uploaded(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let base = format!("{host}/docker/base:v1");
     let derived = format!("{host}/docker/derived:v1");
@@ -208,12 +207,12 @@ async fn layers_shared_with_another_repository_are_mounted_not_uploaded() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_tag_no_longer_pulls() {
+common::on_each_store_pair!(a_deleted_tag_no_longer_pulls);
+async fn a_deleted_tag_no_longer_pulls(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let v1 = format!("{host}/docker/gone:v1");
     let v2 = format!("{host}/docker/gone:v2");
@@ -246,12 +245,12 @@ async fn a_deleted_tag_no_longer_pulls() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_platform_list_pushes_and_pulls_each_platform() {
+common::on_each_store_pair!(multi_platform_list_pushes_and_pulls_each_platform);
+async fn multi_platform_list_pushes_and_pulls_each_platform(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let repo = format!("{host}/docker/multi");
     let (amd64, arm64, list) = (
@@ -342,8 +341,8 @@ async fn multi_platform_list_pushes_and_pulls_each_platform() {
 
 /// alice may push and pull `team/*` and only pull `shared/*`; ci's robot token is scoped
 /// to `team/ci`; root is an admin.
-async fn users_and_robot() -> (common::auth::AuthRegistry, String) {
-    let registry = start_auth_registry().await;
+async fn users_and_robot(stores: StorePair) -> (common::auth::AuthRegistry, String) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("root", PASSWORD, true).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
@@ -363,12 +362,12 @@ async fn users_and_robot() -> (common::auth::AuthRegistry, String) {
 /// What the clients print when the registry refuses them.
 const REFUSED: [&str; 3] = ["unauthorized", "authentication required", "denied"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_logout_refusals_and_robot_tokens() {
+common::on_each_store_pair!(login_logout_refusals_and_robot_tokens);
+async fn login_logout_refusals_and_robot_tokens(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let (registry, robot) = users_and_robot().await;
+    let (registry, robot) = users_and_robot(stores).await;
     let host = registry.registry.host();
     let app = format!("{host}/team/app:v1");
     let app_id = docker
@@ -456,16 +455,16 @@ async fn login_logout_refusals_and_robot_tokens() {
     registry.registry.server.stop().await;
 }
 
+common::on_each_store_pair!(a_push_without_any_grant_is_refused_at_once);
 /// dockerd 20.10 retries a layer upload refused with 403 DENIED five times, with back-off
 /// (about 50 s), when the error's `detail` is null: the client then decodes the error as a
 /// bare code, which its retry check does not take as final. The registry sends `{}`, so it
 /// stops at once with "denied: requested access to the resource is denied".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_without_any_grant_is_refused_at_once() {
+async fn a_push_without_any_grant_is_refused_at_once(stores: StorePair) {
     let Some(docker) = clients::docker().await else {
         return;
     };
-    let (registry, _) = users_and_robot().await;
+    let (registry, _) = users_and_robot(stores).await;
     let host = registry.registry.host();
     let image = format!("{host}/elsewhere/app:v1");
     docker

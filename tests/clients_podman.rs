@@ -1,16 +1,15 @@
 //! The real podman (Debian's 4.3; storage, configuration and logins of each test's own, see
-//! tests/common/clients.rs) against in-process registries on the store pair this pass
-//! picks: push, re-push, pull after the local copy is gone, pull by digest, a
-//! zstd-compressed image, a multi-platform OCI index (`podman manifest`), and with
-//! authentication on: login and logout, refusals, a robot token as the password.
+//! tests/common/clients.rs) against in-process registries on each store pair: push, re-push, pull
+//! after the local copy is gone, pull by digest, a zstd-compressed image, a multi-platform OCI
+//! index (`podman manifest`), and with authentication on: login and logout, refusals, a robot token
+//! as the password.
 //!
-//! Images are imported here (no base image can be pulled): busybox and a file of fresh
-//! random bytes, so no layer is one another test or run already pushed (podman, as root,
-//! remembers pushed layers host-wide, in /var/lib/containers/cache).
+//! Images are imported here (no base image can be pulled): busybox and a file of fresh random
+//! bytes, so no layer is one another test or run already pushed (podman, as root, remembers pushed
+//! layers host-wide, in /var/lib/containers/cache).
 //!
-//! Needs podman and busybox-static (scripts/ensure-tools.sh) and root; the default pass
-//! PostgreSQL and the test IPFS node. Without podman the tests skip loudly, unless `CI` is
-//! set.
+//! Needs podman and busybox-static (scripts/ensure-tools.sh) and root, PostgreSQL and the test IPFS
+//! node. Without podman the tests skip loudly, unless `CI` is set.
 
 mod common;
 
@@ -20,6 +19,7 @@ use std::time::Duration;
 use common::auth::start_auth_registry;
 use common::clients::{self, stored_blob, stored_manifest, Podman};
 use common::images::sha256_digest;
+use common::StorePair;
 use common::TestRegistry;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -70,12 +70,12 @@ async fn assert_blobs_stored(registry: &TestRegistry, repo: &str, manifest: &ser
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_repush_and_pull_by_tag_and_digest() {
+common::on_each_store_pair!(push_repush_and_pull_by_tag_and_digest);
+async fn push_repush_and_pull_by_tag_and_digest(stores: StorePair) {
     let Some(podman) = clients::podman().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let id = fresh_image(&podman, "app:v1", "amd64").await;
     let image = format!("{host}/podman/app:v1");
@@ -117,12 +117,12 @@ async fn push_repush_and_pull_by_tag_and_digest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zstd_compressed_image_pushes_and_pulls() {
+common::on_each_store_pair!(zstd_compressed_image_pushes_and_pulls);
+async fn zstd_compressed_image_pushes_and_pulls(stores: StorePair) {
     let Some(podman) = clients::podman().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let id = fresh_image(&podman, "zstd:v1", "amd64").await;
     let image = format!("{host}/podman/zstd:v1");
@@ -159,12 +159,12 @@ async fn zstd_compressed_image_pushes_and_pulls() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifest_list_pushes_as_an_oci_index_and_pulls_each_platform() {
+common::on_each_store_pair!(manifest_list_pushes_as_an_oci_index_and_pulls_each_platform);
+async fn manifest_list_pushes_as_an_oci_index_and_pulls_each_platform(stores: StorePair) {
     let Some(podman) = clients::podman().await else {
         return;
     };
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let host = registry.host();
     let amd64 = fresh_image(&podman, "multi:amd64", "amd64").await;
     let arm64 = fresh_image(&podman, "multi:arm64", "arm64").await;
@@ -240,12 +240,12 @@ async fn push_list(podman: &Podman, list: &str) -> String {
     digest.trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_logout_refusals_and_robot_tokens() {
+common::on_each_store_pair!(login_logout_refusals_and_robot_tokens);
+async fn login_logout_refusals_and_robot_tokens(stores: StorePair) {
     let Some(podman) = clients::podman().await else {
         return;
     };
-    let registry = start_auth_registry().await;
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", PASSWORD, false).await;
     registry.grant("alice", "team/*", "pull,push").await;
     registry.add_user("ci", PASSWORD, false).await;

@@ -4,10 +4,11 @@
 mod common;
 
 use common::oci::*;
+use common::StorePair;
 use serde_json::{json, Value};
 
-async fn registry() -> (common::TestRegistry, Oci) {
-    let registry = common::start_registry().await;
+async fn registry(stores: StorePair) -> (common::TestRegistry, Oci) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     (registry, oci)
 }
@@ -44,9 +45,9 @@ async fn walk(oci: &Oci, first: &str, key: &str) -> Vec<Vec<String>> {
     pages
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tags_list_is_sorted_and_paginated() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(tags_list_is_sorted_and_paginated);
+async fn tags_list_is_sorted_and_paginated(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "disc/tags";
     let image = oci.push_image(repo, None, 1).await;
     for tag in TAGS {
@@ -106,9 +107,9 @@ async fn tags_list_is_sorted_and_paginated() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tags_of_an_unknown_repository_are_name_unknown() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(tags_of_an_unknown_repository_are_name_unknown);
+async fn tags_of_an_unknown_repository_are_name_unknown(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     assert_error(
         oci.get("/v2/disc/nothing/tags/list").await,
         404,
@@ -118,9 +119,9 @@ async fn tags_of_an_unknown_repository_are_name_unknown() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_is_sorted_and_paginated() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(catalog_is_sorted_and_paginated);
+async fn catalog_is_sorted_and_paginated(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repos = ["zeta", "a/b", "a-b", "a", "a.b/c", "b/x/y", "a_b", "m"];
     for repo in repos {
         oci.push_image(repo, Some("latest"), 0).await;
@@ -175,9 +176,9 @@ fn by_digest<'a>(manifests: &'a [Value], digest: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{digest} not listed: {manifests:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn referrers_api() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(referrers_api);
+async fn referrers_api(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "disc/referrers";
     let image = oci.push_image(repo, Some("v1"), 1).await;
     oci.push_blob(repo, EMPTY_JSON).await;
@@ -309,10 +310,10 @@ async fn referrers_api() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn referrers_to_a_subject_not_pushed_yet() {
+common::on_each_store_pair!(referrers_to_a_subject_not_pushed_yet);
+async fn referrers_to_a_subject_not_pushed_yet(stores: StorePair) {
     // The spec lets a referrer be pushed before its subject.
-    let (registry, oci) = registry().await;
+    let (registry, oci) = registry(stores).await;
     let repo = "disc/early";
     oci.push_blob(repo, EMPTY_JSON).await;
     let config = oci.push_random_blob(repo, 30).await;

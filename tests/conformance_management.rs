@@ -4,18 +4,18 @@
 mod common;
 
 use common::oci::*;
-use common::start_registry_with;
+use common::StorePair;
 use serde_json::json;
 
-async fn registry() -> (common::TestRegistry, Oci) {
-    let registry = common::start_registry().await;
+async fn registry(stores: StorePair) -> (common::TestRegistry, Oci) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     (registry, oci)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_tag_keeps_the_manifest() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(delete_tag_keeps_the_manifest);
+async fn delete_tag_keeps_the_manifest(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "mgmt/tag";
     let image = oci.push_image(repo, Some("v1"), 1).await;
     oci.push_manifest(repo, "v2", &image.manifest).await;
@@ -48,9 +48,9 @@ async fn delete_tag_keeps_the_manifest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_manifest_by_digest_removes_its_tags() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(delete_manifest_by_digest_removes_its_tags);
+async fn delete_manifest_by_digest_removes_its_tags(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "mgmt/manifest";
     let image = oci.push_image(repo, Some("v1"), 1).await;
     oci.push_manifest(repo, "v1.0", &image.manifest).await;
@@ -87,9 +87,9 @@ async fn delete_manifest_by_digest_removes_its_tags() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_referrer_leaves_the_referrers_list() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(deleted_referrer_leaves_the_referrers_list);
+async fn deleted_referrer_leaves_the_referrers_list(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "mgmt/referrer";
     let image = oci.push_image(repo, Some("v1"), 0).await;
     oci.push_blob(repo, EMPTY_JSON).await;
@@ -122,9 +122,9 @@ async fn deleted_referrer_leaves_the_referrers_list() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_blob() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(delete_blob);
+async fn delete_blob(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let blob = oci.push_random_blob("mgmt/blob", 3000).await;
     // The same blob in another repository.
     let mounted = oci
@@ -159,9 +159,11 @@ async fn delete_blob() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletes_disabled_are_unsupported() {
-    let registry = start_registry_with(|c| c.delete_enabled = false).await;
+common::on_each_store_pair!(deletes_disabled_are_unsupported);
+async fn deletes_disabled_are_unsupported(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.delete_enabled = false)
+        .await;
     let oci = Oci::new(&registry.base);
     let repo = "mgmt/nodelete";
     let image = oci.push_image(repo, Some("v1"), 1).await;

@@ -4,11 +4,11 @@
 mod common;
 
 use common::oci::*;
-use common::start_registry_with;
+use common::StorePair;
 use serde_json::json;
 
-async fn registry() -> (common::TestRegistry, Oci) {
-    let registry = common::start_registry().await;
+async fn registry(stores: StorePair) -> (common::TestRegistry, Oci) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     (registry, oci)
 }
@@ -79,9 +79,9 @@ async fn assert_not_stored(oci: &Oci, repo: &str, tag: Option<&str>, digest: &st
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oci_image_manifest_by_tag_and_by_digest() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(oci_image_manifest_by_tag_and_by_digest);
+async fn oci_image_manifest_by_tag_and_by_digest(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/image";
     let image = oci.push_image(repo, Some("v1"), 2).await;
     assert_manifest(&oci, repo, "v1", &image.manifest).await;
@@ -105,9 +105,9 @@ async fn oci_image_manifest_by_tag_and_by_digest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifest_without_media_type_field_takes_the_content_type() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(manifest_without_media_type_field_takes_the_content_type);
+async fn manifest_without_media_type_field_takes_the_content_type(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/nomediatype";
     let config = oci.push_random_blob(repo, 50).await;
     let json = json!({
@@ -121,9 +121,9 @@ async fn manifest_without_media_type_field_takes_the_content_type() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oci_index_with_existing_children() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(oci_index_with_existing_children);
+async fn oci_index_with_existing_children(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/index";
     let amd64 = oci.push_image(repo, None, 1).await;
     let arm64 = oci.push_image(repo, None, 1).await;
@@ -157,9 +157,9 @@ async fn oci_index_with_existing_children() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn index_with_a_missing_child_is_refused() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(index_with_a_missing_child_is_refused);
+async fn index_with_a_missing_child_is_refused(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/badindex";
     let present = oci.push_image(repo, None, 1).await;
     // A child that exists only in another repository does not count.
@@ -185,9 +185,9 @@ async fn index_with_a_missing_child_is_refused() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_schema2_manifest_and_manifest_list() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(docker_schema2_manifest_and_manifest_list);
+async fn docker_schema2_manifest_and_manifest_list(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/docker";
     let config = oci
         .push_blob(
@@ -227,9 +227,9 @@ async fn docker_schema2_manifest_and_manifest_list() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn artifact_manifest_round_trips_exactly() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(artifact_manifest_round_trips_exactly);
+async fn artifact_manifest_round_trips_exactly(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/artifact";
     let empty = oci.push_blob(repo, EMPTY_JSON).await;
     assert_eq!(empty.digest, EMPTY_JSON_DIGEST);
@@ -261,9 +261,9 @@ async fn artifact_manifest_round_trips_exactly() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifest_with_a_missing_blob_is_refused() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(manifest_with_a_missing_blob_is_refused);
+async fn manifest_with_a_missing_blob_is_refused(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/missing";
     let config = oci.push_random_blob(repo, 100).await;
     let layer = oci.push_random_blob(repo, 100).await;
@@ -293,9 +293,9 @@ async fn manifest_with_a_missing_blob_is_refused() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_manifests_are_manifest_invalid() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(invalid_manifests_are_manifest_invalid);
+async fn invalid_manifests_are_manifest_invalid(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/invalid";
     let config = oci.push_random_blob(repo, 100).await;
     let valid = image_manifest(&config, &[], None);
@@ -330,9 +330,9 @@ async fn invalid_manifests_are_manifest_invalid() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifest_put_by_the_wrong_digest_is_digest_invalid() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(manifest_put_by_the_wrong_digest_is_digest_invalid);
+async fn manifest_put_by_the_wrong_digest_is_digest_invalid(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/wrongdigest";
     let config = oci.push_random_blob(repo, 100).await;
     let manifest = image_manifest(&config, &[], None);
@@ -346,9 +346,11 @@ async fn manifest_put_by_the_wrong_digest_is_digest_invalid() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manifest_over_the_size_limit_is_413() {
-    let registry = start_registry_with(|c| c.limits.max_manifest_size = 2048).await;
+common::on_each_store_pair!(manifest_over_the_size_limit_is_413);
+async fn manifest_over_the_size_limit_is_413(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.limits.max_manifest_size = 2048)
+        .await;
     let oci = Oci::new(&registry.base);
     let repo = "man/limit";
     let config = oci.push_random_blob(repo, 100).await;
@@ -387,9 +389,9 @@ async fn manifest_over_the_size_limit_is_413() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subject_is_answered_with_oci_subject() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(subject_is_answered_with_oci_subject);
+async fn subject_is_answered_with_oci_subject(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/subject";
     let image = oci.push_image(repo, Some("v1"), 1).await;
     oci.push_blob(repo, EMPTY_JSON).await;
@@ -415,9 +417,9 @@ async fn subject_is_answered_with_oci_subject() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_manifests_are_manifest_unknown() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(unknown_manifests_are_manifest_unknown);
+async fn unknown_manifests_are_manifest_unknown(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/unknown";
     oci.push_image(repo, Some("present"), 1).await;
     for reference in ["absent".to_owned(), unknown_digest()] {
@@ -436,12 +438,12 @@ async fn unknown_manifests_are_manifest_unknown() {
     registry.server.stop().await;
 }
 
+common::on_each_store_pair!(references_that_name_nothing_are_unknown_but_cannot_be_pushed);
 /// A reference that is neither a tag nor a digest names no manifest: looking it up is 404
 /// `MANIFEST_UNKNOWN` (what the OCI conformance suite expects), while pushing under it is a
 /// malformed request (400).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn references_that_name_nothing_are_unknown_but_cannot_be_pushed() {
-    let (registry, oci) = registry().await;
+async fn references_that_name_nothing_are_unknown_but_cannot_be_pushed(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "man/badref";
     let image = oci.push_image(repo, Some("present"), 1).await;
     let long_tag = "t".repeat(129);

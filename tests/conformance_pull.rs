@@ -4,16 +4,17 @@
 mod common;
 
 use common::oci::*;
+use common::StorePair;
 
-async fn registry() -> (common::TestRegistry, Oci) {
-    let registry = common::start_registry().await;
+async fn registry(stores: StorePair) -> (common::TestRegistry, Oci) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     (registry, oci)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn base_endpoint_reports_the_api_version() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(base_endpoint_reports_the_api_version);
+async fn base_endpoint_reports_the_api_version(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     for path in ["/v2/", "/v2"] {
         let response = expect_status(oci.get(path).await, 200).await;
         assert_eq!(
@@ -30,9 +31,9 @@ async fn base_endpoint_reports_the_api_version() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blob_get_and_head() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(blob_get_and_head);
+async fn blob_get_and_head(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let blob = oci.push_random_blob("pull/blob", 300_000).await;
     let path = format!("/v2/pull/blob/blobs/{}", blob.digest);
 
@@ -66,9 +67,9 @@ async fn range(oci: &Oci, path: &str, spec: &str) -> reqwest::Response {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blob_range_requests() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(blob_range_requests);
+async fn blob_range_requests(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     // Larger than one 256 KiB import chunk, so ranges cross chunk boundaries.
     let size = 600_000usize;
     let blob = oci.push_random_blob("pull/range", size).await;
@@ -114,9 +115,9 @@ async fn blob_range_requests() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_blob_is_404() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(unknown_blob_is_404);
+async fn unknown_blob_is_404(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     oci.push_random_blob("pull/unknown", 10).await;
     let path = format!("/v2/pull/unknown/blobs/{}", unknown_digest());
     assert_eq!(oci.head(&path).await.status(), 404);
@@ -128,9 +129,9 @@ async fn unknown_blob_is_404() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobs_are_visible_only_in_their_repository() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(blobs_are_visible_only_in_their_repository);
+async fn blobs_are_visible_only_in_their_repository(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let blob = oci.push_random_blob("pull/a", 2000).await;
     oci.push_random_blob("pull/b", 10).await;
 

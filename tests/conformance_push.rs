@@ -4,10 +4,10 @@
 mod common;
 
 use common::oci::*;
-use common::start_registry_with;
+use common::StorePair;
 
-async fn registry() -> (common::TestRegistry, Oci) {
-    let registry = common::start_registry().await;
+async fn registry(stores: StorePair) -> (common::TestRegistry, Oci) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     (registry, oci)
 }
@@ -29,9 +29,9 @@ async fn assert_no_blob(oci: &Oci, repo: &str, digest: &str) {
     assert_error(oci.get(&path).await, 404, "BLOB_UNKNOWN").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn monolithic_post_then_put() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(monolithic_post_then_put);
+async fn monolithic_post_then_put(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(3000);
     let digest = sha256(&data);
 
@@ -53,9 +53,9 @@ async fn monolithic_post_then_put() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_post_with_digest() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(single_post_with_digest);
+async fn single_post_with_digest(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(5000);
     let digest = sha256(&data);
     let done = expect_status(oci.post_blob("push/single", &data, &digest).await, 201).await;
@@ -70,9 +70,9 @@ async fn single_post_with_digest() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_post_patch_put() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(chunked_post_patch_put);
+async fn chunked_post_patch_put(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     // Chunks across the 256 KiB import chunk size, one not aligned.
     let data = random_bytes(700_000);
     let digest = sha256(&data);
@@ -91,10 +91,10 @@ async fn chunked_post_patch_put() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_patch_without_content_range() {
+common::on_each_store_pair!(chunked_patch_without_content_range);
+async fn chunked_patch_without_content_range(stores: StorePair) {
     // Streamed upload: PATCH bodies without Content-Range are appended in order.
-    let (registry, oci) = registry().await;
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(4000);
     let digest = sha256(&data);
     let location = oci.start_upload("push/streamed").await;
@@ -117,9 +117,9 @@ async fn chunked_patch_without_content_range() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_with_final_chunk() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(put_with_final_chunk);
+async fn put_with_final_chunk(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(10_000);
     let digest = sha256(&data);
     let (first, last) = data.split_at(6000);
@@ -143,9 +143,9 @@ async fn put_with_final_chunk() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_chunk_is_416_with_range() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(out_of_order_chunk_is_416_with_range);
+async fn out_of_order_chunk_is_416_with_range(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(3000);
     let digest = sha256(&data);
     let location = oci.start_upload("push/order").await;
@@ -178,9 +178,9 @@ async fn out_of_order_chunk_is_416_with_range() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_status_reports_progress() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(upload_status_reports_progress);
+async fn upload_status_reports_progress(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let started = oci
         .request(reqwest::Method::POST, "/v2/push/status/blobs/uploads/")
         .send()
@@ -213,9 +213,9 @@ async fn upload_status_reports_progress() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_upload_is_gone() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(cancelled_upload_is_gone);
+async fn cancelled_upload_is_gone(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let location = oci.start_upload("push/cancel").await;
     let data = random_bytes(100);
     let patched = expect_status(oci.patch_chunk(&location, 0, &data).await, 202).await;
@@ -252,9 +252,9 @@ async fn cancelled_upload_is_gone() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_session_belongs_to_its_repository() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(upload_session_belongs_to_its_repository);
+async fn upload_session_belongs_to_its_repository(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let location = oci.start_upload("push/owner").await;
     let id = location.rsplit('/').next().unwrap().to_owned();
     let foreign = format!("/v2/push/other/blobs/uploads/{id}");
@@ -270,9 +270,9 @@ async fn upload_session_belongs_to_its_repository() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn digest_mismatch_leaves_nothing_visible() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(digest_mismatch_leaves_nothing_visible);
+async fn digest_mismatch_leaves_nothing_visible(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "push/mismatch";
 
     // Monolithic PUT.
@@ -336,9 +336,9 @@ async fn digest_mismatch_leaves_nothing_visible() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_digests_are_digest_invalid() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(malformed_digests_are_digest_invalid);
+async fn malformed_digests_are_digest_invalid(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "push/baddigest";
     let data = random_bytes(100);
     let good = sha256(&data);
@@ -407,9 +407,9 @@ async fn malformed_digests_are_digest_invalid() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_repository_names_are_name_invalid() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(invalid_repository_names_are_name_invalid);
+async fn invalid_repository_names_are_name_invalid(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let digest = unknown_digest();
     let config = oci.push_random_blob("push/names", 10).await;
     let manifest = image_manifest(&config, &[], None);
@@ -472,9 +472,9 @@ async fn invalid_repository_names_are_name_invalid() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sha512_digests_are_accepted() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(sha512_digests_are_accepted);
+async fn sha512_digests_are_accepted(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let repo = "push/sha512";
 
     // Monolithic.
@@ -521,9 +521,9 @@ async fn mount(oci: &Oci, to: &str, digest: &str, from: Option<&str>) -> reqwest
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cross_repository_mount() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(cross_repository_mount);
+async fn cross_repository_mount(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let blob = oci.push_random_blob("mount/source", 4000).await;
     assert_no_blob(&oci, "mount/target", &blob.digest).await;
 
@@ -542,9 +542,9 @@ async fn cross_repository_mount() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mount_falls_back_to_an_upload_session() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(mount_falls_back_to_an_upload_session);
+async fn mount_falls_back_to_an_upload_session(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let blob = oci.push_random_blob("mount/has", 2000).await;
 
     let cases = [
@@ -578,9 +578,11 @@ async fn mount_falls_back_to_an_upload_session() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunk_min_length_is_advertised_when_configured() {
-    let registry = start_registry_with(|c| c.limits.chunk_min_length = 12_345).await;
+common::on_each_store_pair!(chunk_min_length_is_advertised_when_configured);
+async fn chunk_min_length_is_advertised_when_configured(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.limits.chunk_min_length = 12_345)
+        .await;
     let oci = Oci::new(&registry.base);
     let started = oci
         .request(reqwest::Method::POST, "/v2/push/min/blobs/uploads/")
@@ -591,7 +593,9 @@ async fn chunk_min_length_is_advertised_when_configured() {
     assert_eq!(header(&started, "oci-chunk-min-length"), "12345");
     registry.server.stop().await;
 
-    let registry = start_registry_with(|c| c.limits.chunk_min_length = 0).await;
+    let registry = stores
+        .start_registry_with(|c| c.limits.chunk_min_length = 0)
+        .await;
     let oci = Oci::new(&registry.base);
     let started = oci
         .request(reqwest::Method::POST, "/v2/push/min/blobs/uploads/")
@@ -646,10 +650,10 @@ async fn push_following_locations(oci: &Oci, repo: &str) -> Vec<String> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locations_are_usable_as_given() {
+common::on_each_store_pair!(locations_are_usable_as_given);
+async fn locations_are_usable_as_given(stores: StorePair) {
     // Default: relative locations, resolved against the request URL.
-    let (registry, oci) = registry().await;
+    let (registry, oci) = registry(stores).await;
     for location in push_following_locations(&oci, "push/rel").await {
         assert!(
             location.starts_with("/v2/push/rel/") || location.starts_with(&registry.base),
@@ -659,10 +663,11 @@ async fn locations_are_usable_as_given() {
     registry.server.stop().await;
 
     // With public_url: absolute locations on that URL.
-    let registry = common::start_registry_on_a_known_port(|c, port| {
-        c.public_url = Some(format!("http://127.0.0.1:{port}/").parse().unwrap());
-    })
-    .await;
+    let registry = stores
+        .start_registry_on_a_known_port(|c, port| {
+            c.public_url = Some(format!("http://127.0.0.1:{port}/").parse().unwrap());
+        })
+        .await;
     let port = registry.server.local_addr.port();
     let oci = Oci::new(&registry.base);
     for location in push_following_locations(&oci, "push/abs").await {
@@ -674,9 +679,9 @@ async fn locations_are_usable_as_given() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completed_upload_location_is_gone() {
-    let (registry, oci) = registry().await;
+common::on_each_store_pair!(completed_upload_location_is_gone);
+async fn completed_upload_location_is_gone(stores: StorePair) {
+    let (registry, oci) = registry(stores).await;
     let data = random_bytes(1000);
     let digest = sha256(&data);
     let location = oci.start_upload("push/reuse").await;
@@ -701,9 +706,11 @@ async fn completed_upload_location_is_gone() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blob_over_the_size_limit_is_413() {
-    let registry = start_registry_with(|c| c.limits.max_blob_size = 1024).await;
+common::on_each_store_pair!(blob_over_the_size_limit_is_413);
+async fn blob_over_the_size_limit_is_413(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.limits.max_blob_size = 1024)
+        .await;
     let oci = Oci::new(&registry.base);
     let repo = "push/limit";
 

@@ -33,7 +33,9 @@ async fn quickly<F: Future<Output = reqwest::Response>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_push_is_503_when_the_node_is_down() {
-    let registry = common::start_registry_with(dead_node).await;
+    let registry = common::StorePair::PostgresIpfsNode
+        .start_registry_with(dead_node)
+        .await;
     let oci = Oci::new(&registry.base);
     let repo = "down/push";
     let data = random_bytes(5000);
@@ -65,7 +67,7 @@ async fn blob_push_is_503_when_the_node_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_pull_is_503_when_the_node_is_down() {
-    let healthy = common::start_registry().await;
+    let healthy = common::StorePair::PostgresIpfsNode.start_registry().await;
     let oci = Oci::new(&healthy.base);
     let repo = "down/pull";
     let image = oci.push_image(repo, Some("v1"), 1).await;
@@ -104,7 +106,7 @@ async fn blob_pull_is_503_when_the_node_is_down() {
 /// content, so a pull of a stored blob is 503, not BLOB_UNKNOWN, and readiness fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ipfs_url_is_unavailable_not_blob_unknown() {
-    let healthy = common::start_registry().await;
+    let healthy = common::StorePair::PostgresIpfsNode.start_registry().await;
     let oci = Oci::new(&healthy.base);
     let repo = "wrong/url";
     let image = oci.push_image(repo, Some("v1"), 1).await;

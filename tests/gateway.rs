@@ -11,11 +11,12 @@ use sha2::{Digest, Sha256};
 async fn embedded_registry() -> (TestRegistry, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_owned();
-    let registry = common::start_registry_with(move |config| {
-        config.ipfs.url = None;
-        config.data_dir = data_dir;
-    })
-    .await;
+    let registry = common::StorePair::PostgresIpfsNode
+        .start_registry_with(move |config| {
+            config.ipfs.url = None;
+            config.data_dir = data_dir;
+        })
+        .await;
     (registry, dir)
 }
 
@@ -153,7 +154,7 @@ async fn gateway_over_the_embedded_store() {
 
 #[tokio::test]
 async fn gateway_over_the_ipfs_node() {
-    let registry = common::start_registry().await;
+    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
     gateway_checks(&registry).await;
 }
 
@@ -161,7 +162,7 @@ async fn gateway_over_the_ipfs_node() {
 #[tokio::test]
 async fn both_stores_announce_the_same_cid() {
     let (embedded, _dir) = embedded_registry().await;
-    let kubo = common::start_registry().await;
+    let kubo = common::StorePair::PostgresIpfsNode.start_registry().await;
     let data = common::oci::random_bytes(2 * 262_144 + 9);
     let a = push(&Oci::new(&embedded.base), "same/cid", &data).await;
     let b = push(&Oci::new(&kubo.base), "same/cid", &data).await;

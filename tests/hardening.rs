@@ -230,7 +230,7 @@ async fn challenges_are_not_steered_by_the_client() {
         &[("forwarded", "host=evil.example;proto=https")],
     ];
 
-    let direct = common::auth::start_auth_registry().await;
+    let direct = common::auth::start_auth_registry(common::StorePair::PostgresIpfsNode).await;
     let own_realm = format!("Bearer realm=\"{}/token\",", direct.base());
     for headers in forwarded {
         let header = challenge(direct.base(), headers).await;
@@ -241,10 +241,11 @@ async fn challenges_are_not_steered_by_the_client() {
     assert!(header.starts_with(&own_realm), "{header}");
     assert_eq!(header.matches("realm=").count(), 1, "{header}");
 
-    let proxied = common::auth::start_auth_registry_with(|config| {
-        config.auth.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-    })
-    .await;
+    let proxied =
+        common::auth::start_auth_registry_with(common::StorePair::PostgresIpfsNode, |config| {
+            config.auth.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        })
+        .await;
     for headers in forwarded {
         let header = challenge(proxied.base(), headers).await;
         assert!(

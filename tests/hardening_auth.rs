@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::auth::*;
 use common::cli::{serve_command, stores_env, Served};
+use common::StorePair;
 use ipfs_registry::auth::admin;
 
 /// An HTTP client whose connections come from `address`.
@@ -40,10 +41,9 @@ async fn login(client: &reqwest::Client, base: &str, user: &str, password: &str)
     status
 }
 
-/// A served registry binary with access control on and the user `alice`, on the stores
-/// the test run uses.
-async fn serve_with_alice(log: &str, extra: &[(&str, &str)]) -> Served {
-    let config = common::test_config().await;
+/// A served registry binary with access control on and the user `alice`, on `stores`.
+async fn serve_with_alice(stores: StorePair, log: &str, extra: &[(&str, &str)]) -> Served {
+    let config = stores.test_config().await;
     let users = ipfs_registry::server::metadata_stores(&config)
         .await
         .unwrap()
@@ -62,13 +62,14 @@ async fn serve_with_alice(log: &str, extra: &[(&str, &str)]) -> Served {
     .await
 }
 
+common::on_each_store_pair!(concurrent_logins_stay_within_bounded_memory);
 /// 200 logins at once, half with the right password and half with a wrong one from 100
 /// addresses (so that the throttle lets each through): each argon2 check holds 19 MiB, and
 /// unbounded they took the server to gigabytes. On a bounded number of slots (two here,
 /// as on a two-core machine) the server's peak memory barely moves.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_logins_stay_within_bounded_memory() {
+async fn concurrent_logins_stay_within_bounded_memory(stores: StorePair) {
     let served = serve_with_alice(
+        stores,
         common::cli::SERVE_QUIET_LOG,
         &[("IPFS_REGISTRY_AUTH__MAX_CONCURRENT_PASSWORD_CHECKS", "2")],
     )
@@ -110,12 +111,12 @@ async fn concurrent_logins_stay_within_bounded_memory() {
     assert_eq!(login(&local, &base, "alice", "alice-password").await, 200);
 }
 
+common::on_each_store_pair!(a_burst_of_wrong_passwords_gets_only_the_allowed_checks);
 /// A concurrent burst of wrong passwords for one user from one address gets the checks the
 /// same attempts one after another would (5 free failures and the one that locks, plus one
 /// per lockout that runs out while the burst still arrives), not one per request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_wrong_passwords_gets_only_the_allowed_checks() {
-    let registry = start_auth_registry().await;
+async fn a_burst_of_wrong_passwords_gets_only_the_allowed_checks(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("alice", "alice-password", false).await;
     let client = reqwest::Client::new();
     let base = registry.base().to_owned();
@@ -134,11 +135,11 @@ async fn a_burst_of_wrong_passwords_gets_only_the_allowed_checks() {
     );
 }
 
+common::on_each_store_pair!(another_address_cannot_lock_a_user_out);
 /// Wrong passwords for `ci` from one address lock out that address, for `ci` and, after
 /// many names, for everyone: never `ci` nor anyone else from another address.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_address_cannot_lock_a_user_out() {
-    let registry = start_auth_registry().await;
+async fn another_address_cannot_lock_a_user_out(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("ci", "ci-password", false).await;
     registry.add_user("dev", "dev-password", false).await;
     let base = registry.base().to_owned();
@@ -171,12 +172,12 @@ async fn another_address_cannot_lock_a_user_out() {
     assert_eq!(login(&elsewhere, &base, "dev", "dev-password").await, 200);
 }
 
+common::on_each_store_pair!(robot_tokens_work_while_the_password_is_guessed);
 /// Guessing a user's password never locks out the user's robot tokens, not even from the
 /// guessing address (behind a proxy that is not in `auth.trusted_proxies`, that is every
 /// client's).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn robot_tokens_work_while_the_password_is_guessed() {
-    let registry = start_auth_registry().await;
+async fn robot_tokens_work_while_the_password_is_guessed(stores: StorePair) {
+    let registry = start_auth_registry(stores).await;
     registry.add_user("ci", "ci-password", false).await;
     registry.grant("ci", "team/*", "pull,push").await;
     let robot = registry
@@ -199,11 +200,12 @@ async fn robot_tokens_work_while_the_password_is_guessed() {
     assert_eq!(login(&elsewhere, &base, "ci", &robot).await, 200);
 }
 
+common::on_each_store_pair!(a_user_name_cannot_forge_log_lines);
 /// The user name of a failed login reaches the log escaped: a name with a line break and
 /// a terminal escape cannot start a forged line nor drive the terminal of whoever reads it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_name_cannot_forge_log_lines() {
+async fn a_user_name_cannot_forge_log_lines(stores: StorePair) {
     let served = serve_with_alice(
+        stores,
         "warn,ipfs_registry::server=info,ipfs_registry::auth=info",
         &[],
     )

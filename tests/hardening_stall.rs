@@ -45,7 +45,7 @@ fn socket_addr(url: &url::Url) -> SocketAddr {
 /// The test configuration with PostgreSQL reached through a proxy the test can stall, and
 /// deadlines of 3 s; `None` on the SQLite store.
 async fn behind_a_database_proxy() -> Option<(ipfs_registry::config::Config, StallProxy)> {
-    let mut config = common::test_config().await;
+    let mut config = common::StorePair::PostgresIpfsNode.test_config().await;
     let mut url = url::Url::parse(config.database.url.as_deref()?).unwrap();
     let proxy = StallProxy::start(socket_addr(&url)).await;
     url.set_port(Some(proxy.addr.port())).unwrap();
@@ -174,7 +174,7 @@ async fn connections_lost_in_a_partition_are_replaced_not_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_ipfs_node_answers_503_and_pushes_resume() {
-    let mut config = common::test_config().await;
+    let mut config = common::StorePair::PostgresIpfsNode.test_config().await;
     let Some(mut url) = config.ipfs.url.clone() else {
         eprintln!("skipped: the embedded blob store cannot be stalled by a proxy");
         return;

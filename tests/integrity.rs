@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_layer_is_cut_short_not_served() {
-    let registry = common::start_registry().await;
+    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
     let client = Oci::new(&registry.base);
     // Two blobs of equal size spanning several IPFS chunks; then the metadata of the first
     // is made to point at the bytes of the second, as a corrupted node or row would.
@@ -79,7 +79,7 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_503_within_the_timeout() {
-    let mut config = common::test_config().await;
+    let mut config = common::StorePair::PostgresIpfsNode.test_config().await;
     let mut url = url::Url::parse(config.database.url.as_deref().unwrap()).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let relay = Relay::start(target).await;
@@ -119,7 +119,7 @@ async fn database_outage_is_503_within_the_timeout() {
 /// has it), and still refuses a push that does not match the digest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_digest_is_not_added_again() {
-    let registry = common::start_registry().await;
+    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
     let client = Oci::new(&registry.base);
     let blob = client.push_random_blob("dedup/first", 300_000).await;
 

@@ -2,15 +2,19 @@
 
 mod common;
 
+use common::StorePair;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploads_past_the_limit_get_429() {
-    let registry = common::start_registry_with(|c| c.limits.max_concurrent_uploads = 1).await;
+common::on_each_store_pair!(uploads_past_the_limit_get_429);
+async fn uploads_past_the_limit_get_429(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.limits.max_concurrent_uploads = 1)
+        .await;
     let http = reqwest::Client::new();
     let start = |http: reqwest::Client, url: String| async move {
         let r = http.post(url).send().await.unwrap();

@@ -1,95 +1,12 @@
-//! Memory stays flat whatever the layer size: a layer far larger than the allowed growth is
-//! pushed in chunks and pulled back, streaming both ways. Alone in its binary so that the
-//! process's peak resident size measures this test only.
+//! Memory stays flat whatever the layer size (tests/common/memory.rs), on PostgreSQL and
+//! the IPFS node; tests/memory_embedded.rs is the same on the embedded stores.
 
 mod common;
 
-use std::io;
+use common::memory::a_large_layer_streams_through_in_bounded_memory;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
-
-const LAYER: u64 = 192 * 1024 * 1024;
-const PIECE: usize = 1024 * 1024;
-const ALLOWED_GROWTH_KIB: u64 = 96 * 1024;
-
-/// Deterministic incompressible bytes, generated piece by piece (never held whole).
-fn layer_stream(seed: u64, len: u64) -> impl futures::Stream<Item = io::Result<Bytes>> {
-    let mut state = seed | 1;
-    let pieces = len.div_ceil(PIECE as u64);
-    futures::stream::iter(0..pieces).map(move |i| {
-        let size = (len - i * PIECE as u64).min(PIECE as u64) as usize;
-        let mut piece = Vec::with_capacity(size);
-        while piece.len() < size {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            piece.extend_from_slice(&state.to_le_bytes());
-        }
-        piece.truncate(size);
-        Ok(Bytes::from(piece))
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_layer_streams_through_in_bounded_memory() {
-    let registry = common::start_registry().await;
-    let http = reqwest::Client::new();
-
-    let mut hasher = Sha256::new();
-    let mut digest_pass = Box::pin(layer_stream(42, LAYER));
-    while let Some(piece) = digest_pass.next().await {
-        hasher.update(piece.unwrap());
-    }
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let baseline = common::peak_rss_kib(std::process::id());
-
-    // Docker's way: POST, one streamed PATCH with everything, PUT with the digest.
-    let started = http
-        .post(registry.url("/v2/memory/big/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let location = registry.url(started.headers()["location"].to_str().unwrap());
-    let patched = http
-        .patch(&location)
-        .body(reqwest::Body::wrap_stream(layer_stream(42, LAYER)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patched.status(), 202);
-    let location = registry.url(patched.headers()["location"].to_str().unwrap());
-    let done = http
-        .put(format!("{location}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 201);
-
-    let pulled = http
-        .get(registry.url(&format!("/v2/memory/big/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pulled.status(), 200);
-    let mut body = pulled.bytes_stream();
-    let mut hasher = Sha256::new();
-    let mut received = 0u64;
-    while let Some(piece) = body.next().await {
-        let piece = piece.unwrap();
-        received += piece.len() as u64;
-        hasher.update(&piece);
-    }
-    assert_eq!(received, LAYER);
-    assert_eq!(format!("sha256:{}", hex::encode(hasher.finalize())), digest);
-
-    let growth = common::peak_rss_kib(std::process::id()).saturating_sub(baseline);
-    assert!(
-        growth < ALLOWED_GROWTH_KIB,
-        "peak resident memory grew by {growth} KiB moving a {} MiB layer",
-        LAYER >> 20
-    );
-    registry.server.stop().await;
-}
+// A process's peak resident size measures this test only while it is alone in its binary:
+// one binary per store pair.
+common::on_store_pairs!(
+    [postgres_ipfs_node: PostgresIpfsNode] a_large_layer_streams_through_in_bounded_memory
+);

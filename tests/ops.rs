@@ -1,6 +1,5 @@
 //! Operations: health and readiness, Prometheus metrics, request ids, the concurrency limit,
-//! the request timeout and graceful shutdown, on real servers. Storage-agnostic: the test
-//! script runs it on PostgreSQL + the IPFS node and again on the embedded stores.
+//! the request timeout and graceful shutdown, on real servers, on each store pair.
 
 mod common;
 
@@ -8,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::oci::{assert_error, expect_status, random_bytes, Oci};
+use common::StorePair;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -26,9 +26,9 @@ async fn readyz(base: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(health_and_readiness);
+async fn health_and_readiness(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let health = reqwest::get(registry.url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     let (status, body) = readyz(&registry.base).await;
@@ -70,13 +70,14 @@ async fn health_and_readiness() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_names_an_unreachable_ipfs_node() {
-    let registry = common::start_registry_with(|c| {
-        c.ipfs.url = Some("http://127.0.0.1:1".parse().unwrap());
-        c.ipfs.connect_timeout = Duration::from_millis(500);
-    })
-    .await;
+common::on_each_store_pair!(readiness_names_an_unreachable_ipfs_node);
+async fn readiness_names_an_unreachable_ipfs_node(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| {
+            c.ipfs.url = Some("http://127.0.0.1:1".parse().unwrap());
+            c.ipfs.connect_timeout = Duration::from_millis(500);
+        })
+        .await;
     let (status, body) = readyz(&registry.base).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["database"], "ok");
@@ -92,13 +93,11 @@ async fn readiness_names_an_unreachable_ipfs_node() {
     registry.server.stop().await;
 }
 
+// The IPFS node has no directory of the registry's to lose.
+common::on_store_pairs!([embedded: Embedded] readiness_names_a_missing_blob_directory);
 /// The embedded blob store is ready while its directory is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_names_a_missing_blob_directory() {
-    if !common::embedded_blobs() {
-        return;
-    }
-    let registry = common::start_registry().await;
+async fn readiness_names_a_missing_blob_directory(stores: StorePair) {
+    let registry = stores.start_registry().await;
     assert_eq!(readyz(&registry.base).await.0, 200);
     let data = registry.config.data_dir.join("blobs/data");
     let aside = registry.config.data_dir.join("blobs/data-aside");
@@ -118,13 +117,12 @@ async fn readiness_names_a_missing_blob_directory() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_names_a_lost_database() {
-    if common::embedded_metadata() {
-        return;
-    }
-    let registry =
-        common::start_registry_with(|c| c.database.timeout = Duration::from_secs(1)).await;
+// It drops the PostgreSQL database; SQLite's file is opened, not connected to.
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] readiness_names_a_lost_database);
+async fn readiness_names_a_lost_database(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.database.timeout = Duration::from_secs(1))
+        .await;
     assert_eq!(readyz(&registry.base).await.0, 200);
 
     // Drop the database from under the registry.
@@ -146,9 +144,9 @@ async fn readiness_names_a_lost_database() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_requests_bytes_ipfs_and_database() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(metrics_count_requests_bytes_ipfs_and_database);
+async fn metrics_count_requests_bytes_ipfs_and_database(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image("metrics/app", Some("v1"), 2).await;
     let layer = &image.layers[0];
@@ -205,10 +203,9 @@ async fn metrics_count_requests_bytes_ipfs_and_database() {
         get(r#"ipfs_registry_db_query_duration_seconds_count{operation="commit_blob"}"#) >= 3.0
     );
     // PostgreSQL's pool as configured; SQLite's writer and four readers.
-    let connections = if common::embedded_metadata() {
-        5.0
-    } else {
-        8.0
+    let connections = match stores {
+        StorePair::PostgresIpfsNode => 8.0,
+        StorePair::Embedded => 5.0,
     };
     assert_eq!(get("ipfs_registry_db_pool_max_connections"), connections);
     assert!(get("ipfs_registry_db_pool_connections") >= 1.0);
@@ -222,9 +219,9 @@ async fn metrics_count_requests_bytes_ipfs_and_database() {
     registry.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_are_returned_and_kept_when_sane() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(request_ids_are_returned_and_kept_when_sane);
+async fn request_ids_are_returned_and_kept_when_sane(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let http = reqwest::Client::new();
     let response = http
         .get(registry.url("/v2/"))
@@ -276,27 +273,33 @@ async fn block_database(registry: &common::TestRegistry) -> common::sql::Sql {
 }
 
 /// A request that waits while `block_database` holds the database.
-async fn slow_request(oci: &Oci, image: &common::oci::Image) -> reqwest::Response {
-    if common::embedded_metadata() {
-        oci.put_manifest(
-            "limits/app",
-            "v2",
-            &image.manifest.media_type,
-            &image.manifest.content,
-        )
-        .await
-    } else {
-        oci.get("/v2/limits/app/tags/list").await
+async fn slow_request(
+    stores: StorePair,
+    oci: &Oci,
+    image: &common::oci::Image,
+) -> reqwest::Response {
+    match stores {
+        StorePair::PostgresIpfsNode => oci.get("/v2/limits/app/tags/list").await,
+        StorePair::Embedded => {
+            oci.put_manifest(
+                "limits/app",
+                "v2",
+                &image.manifest.media_type,
+                &image.manifest.content,
+            )
+            .await
+        }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out() {
-    let registry = common::start_registry_with(|c| {
-        c.limits.max_concurrent_requests = 1;
-        c.limits.request_timeout = Duration::from_secs(2);
-    })
-    .await;
+common::on_each_store_pair!(requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out);
+async fn requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| {
+            c.limits.max_concurrent_requests = 1;
+            c.limits.request_timeout = Duration::from_secs(2);
+        })
+        .await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image("limits/app", Some("v1"), 1).await;
     let blocker = block_database(&registry).await;
@@ -305,7 +308,7 @@ async fn requests_past_the_concurrency_limit_get_429_and_slow_ones_time_out() {
         let oci = oci.clone();
         async move {
             let started = Instant::now();
-            let response = slow_request(&oci, &image).await;
+            let response = slow_request(stores, &oci, &image).await;
             (response, started.elapsed())
         }
     });
@@ -359,10 +362,11 @@ fn streaming_patch(
     (tx, tokio::spawn(request))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_in_flight_uploads() {
-    let registry =
-        common::start_registry_with(|c| c.shutdown_timeout = Duration::from_secs(20)).await;
+common::on_each_store_pair!(graceful_shutdown_finishes_in_flight_uploads);
+async fn graceful_shutdown_finishes_in_flight_uploads(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.shutdown_timeout = Duration::from_secs(20))
+        .await;
     let oci = Oci::new(&registry.base);
     let location = oci.start_upload("shutdown/app").await;
     let http = reqwest::Client::new();
@@ -400,10 +404,11 @@ async fn graceful_shutdown_finishes_in_flight_uploads() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_gives_up_on_requests_past_the_deadline() {
-    let registry =
-        common::start_registry_with(|c| c.shutdown_timeout = Duration::from_secs(1)).await;
+common::on_each_store_pair!(shutdown_gives_up_on_requests_past_the_deadline);
+async fn shutdown_gives_up_on_requests_past_the_deadline(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|c| c.shutdown_timeout = Duration::from_secs(1))
+        .await;
     let oci = Oci::new(&registry.base);
     let location = oci.start_upload("shutdown/stuck").await;
     let http = reqwest::Client::new();

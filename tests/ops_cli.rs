@@ -1,11 +1,12 @@
 //! The binary's operational side: JSON logs with request ids and blob fields, the log level
-//! from configuration and environment, graceful exit on SIGTERM, and `gc`. Storage-agnostic:
-//! the child processes use the stores the test mode picks.
+//! from configuration and environment, graceful exit on SIGTERM, and `gc`, on each store pair
+//! (the child processes use the test registry's stores).
 
 mod common;
 
 use common::cli::{gc_command, serve_command, stores_env, succeeded, Served, SERVE_QUIET_LOG};
 use common::oci::{random_bytes, sha256, Oci};
+use common::StorePair;
 use serde_json::Value;
 
 /// `serve` as a child process on the stores of `config`, with the logging settings of `env`.
@@ -33,9 +34,9 @@ fn find<'a>(lines: &'a [Value], event: &str, request_id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {event} event for request {request_id} in {lines:#?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_carry_request_ids_and_blob_fields() {
-    let stores = common::test_config().await;
+common::on_each_store_pair!(json_logs_carry_request_ids_and_blob_fields);
+async fn json_logs_carry_request_ids_and_blob_fields(stores: StorePair) {
+    let stores = stores.test_config().await;
     let served = serve(&stores, &[("IPFS_REGISTRY_LOGGING__FORMAT", "json")]).await;
     let http = reqwest::Client::new();
     let data = random_bytes(3000);
@@ -83,9 +84,9 @@ async fn json_logs_carry_request_ids_and_blob_fields() {
     assert_eq!(pull["complete"], true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_level_comes_from_configuration_and_the_environment_wins() {
-    let stores = common::test_config().await;
+common::on_each_store_pair!(log_level_comes_from_configuration_and_the_environment_wins);
+async fn log_level_comes_from_configuration_and_the_environment_wins(stores: StorePair) {
+    let stores = stores.test_config().await;
     // `warn`, but for the server's own address (which the test reads from the log).
     let quiet = serve(
         &stores,
@@ -125,9 +126,9 @@ async fn log_level_comes_from_configuration_and_the_environment_wins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gc_subcommand_prints_progress_and_a_report() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(gc_subcommand_prints_progress_and_a_report);
+async fn gc_subcommand_prints_progress_and_a_report(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let kept = oci.push_image("cli/app", Some("v1"), 1).await;
     let loose = oci.push_random_blob("cli/app", 4321).await;

@@ -2,7 +2,9 @@
 //! multi-platform OCI index; layers of 10+ MiB of random bytes) to an in-process registry
 //! and pulls them back; every manifest and blob must come back byte-for-byte. Then the
 //! bytes are checked where they live: each layer's CID (from the registry's database) is
-//! pinned on the IPFS node and `cat` gives bytes hashing to the layer's digest. Pushing the
+//! pinned on the IPFS node and `cat` gives bytes hashing to the layer's digest (on the
+//! embedded stores: it is the CID the node would give, and the gateway serves those bytes),
+//! on each store pair. Pushing the
 //! same image to other repositories (a full re-upload through a second replica, and
 //! cross-repository mounts) must not store any blob twice nor drop any pin.
 //!
@@ -11,6 +13,7 @@
 mod common;
 
 use common::sql::Sql;
+use common::StorePair;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -370,11 +373,15 @@ fn generated_layers_are_valid_tar_and_gzip() {
     assert_eq!(image.layers[0].diff_id, image.layers[0].blob.digest);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn oci_image_round_trip() {
+common::on_each_store_pair!(
+    oci_image_round_trip,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn oci_image_round_trip(stores: StorePair) {
     init_tracing();
     let started = Instant::now();
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let skopeo = Skopeo::new();
     let image = big_oci_image();
     let source = oci_source(&image, "v1");
@@ -469,10 +476,14 @@ async fn oci_image_round_trip() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn oci_layers_are_pinned_and_readable_in_ipfs() {
+common::on_each_store_pair!(
+    oci_layers_are_pinned_and_readable_in_ipfs,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn oci_layers_are_pinned_and_readable_in_ipfs(stores: StorePair) {
     init_tracing();
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let skopeo = Skopeo::new();
     let image = big_oci_image();
     let source = oci_source(&image, "v1");
@@ -496,10 +507,14 @@ async fn oci_layers_are_pinned_and_readable_in_ipfs() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn second_push_to_another_repo_stores_each_blob_once() {
+common::on_each_store_pair!(
+    second_push_to_another_repo_stores_each_blob_once,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn second_push_to_another_repo_stores_each_blob_once(stores: StorePair) {
     init_tracing();
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let image = big_oci_image();
     let source = oci_source(&image, "v1");
     let first = Skopeo::new();
@@ -581,10 +596,14 @@ async fn second_push_to_another_repo_stores_each_blob_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn docker_schema2_round_trip() {
+common::on_each_store_pair!(
+    docker_schema2_round_trip,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn docker_schema2_round_trip(stores: StorePair) {
     init_tracing();
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let skopeo = Skopeo::new();
     let image = make_image(
         "amd64",
@@ -662,10 +681,14 @@ async fn docker_schema2_round_trip() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn multi_platform_index_round_trip() {
+common::on_each_store_pair!(
+    multi_platform_index_round_trip,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn multi_platform_index_round_trip(stores: StorePair) {
     init_tracing();
-    let registry = common::start_registry().await;
+    let registry = stores.start_registry().await;
     let skopeo = Skopeo::new();
     // Both platforms share their first layer, as real multi-platform images often do.
     let shared = make_layer(0, LayerSpec::gzip(10 * MIB), false);

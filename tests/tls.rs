@@ -301,10 +301,11 @@ async fn https_ipfs_url_through_a_tls_proxy() {
         .to_string();
     assert!(error.contains("UnknownIssuer"), "{error}");
     // A registry so configured is not ready, says why, and refuses pushes with 503.
-    let untrusting = common::start_registry_with(|config| {
-        config.ipfs.url = Some(https.clone());
-    })
-    .await;
+    let untrusting = common::StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(https.clone());
+        })
+        .await;
     let oci = Oci::new(&untrusting.base);
     let ready = oci.get("/readyz").await;
     assert_eq!(ready.status(), 503);
@@ -324,11 +325,12 @@ async fn https_ipfs_url_through_a_tls_proxy() {
     assert_eq!(proxy.handshakes.load(Ordering::SeqCst), 0);
 
     // With it (`ipfs.ca_file`): a registry pushes and pulls through the proxy.
-    let registry = common::start_registry_with(|config| {
-        config.ipfs.url = Some(https.clone());
-        config.ipfs.ca_file = Some(ca_file.clone());
-    })
-    .await;
+    let registry = common::StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(https.clone());
+            config.ipfs.ca_file = Some(ca_file.clone());
+        })
+        .await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image("tls/kubo", Some("1.0"), 2).await;
     for blob in image.layers.iter().chain([&image.config]) {

@@ -1,7 +1,10 @@
-//! Upload sessions live in PostgreSQL and their bytes in IPFS, so an upload begun on one
-//! replica continues on another, and survives a restart of the replica that began it.
+//! Upload sessions live in the metadata store and their bytes in the blob store, so an
+//! upload begun on one replica continues on another, and survives a restart of the replica
+//! that began it, on each store pair.
 
 mod common;
+
+use common::StorePair;
 
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
@@ -34,9 +37,9 @@ fn location(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_upload_continues_on_another_replica_and_after_restart() {
-    let first = common::start_registry().await;
+common::on_each_store_pair!(chunked_upload_continues_on_another_replica_and_after_restart);
+async fn chunked_upload_continues_on_another_replica_and_after_restart(stores: StorePair) {
+    let first = stores.start_registry().await;
     let second = common::start_registry_from(first.config.clone()).await;
     let http = reqwest::Client::new();
 
@@ -133,9 +136,9 @@ async fn chunked_upload_continues_on_another_replica_and_after_restart() {
     restarted.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_chunks_for_the_same_offset_keep_exactly_one() {
-    let registry = common::start_registry().await;
+common::on_each_store_pair!(concurrent_chunks_for_the_same_offset_keep_exactly_one);
+async fn concurrent_chunks_for_the_same_offset_keep_exactly_one(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let http = reqwest::Client::new();
     let started = http
         .post(registry.url("/v2/race/blobs/uploads/"))

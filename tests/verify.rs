@@ -1,11 +1,12 @@
-//! `ipfs-registry verify` on the store pair the test pass picks: a record whose content the
+//! `ipfs-registry verify` on each store pair: a record whose content the
 //! blob store lost is reported, and the command fails.
 
 mod common;
 
+use common::cid_of_blob;
 use common::cli::{registry_command, stores_env};
 use common::oci::Oci;
-use common::{cid_of_blob, start_registry};
+use common::StorePair;
 use serde_json::Value;
 
 fn verify(config: &ipfs_registry::config::Config) -> (bool, Value) {
@@ -33,9 +34,12 @@ fn digests(report: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn verify_reports_a_record_whose_content_is_gone() {
-    let registry = start_registry().await;
+common::on_each_store_pair!(
+    verify_reports_a_record_whose_content_is_gone,
+    flavor = "current_thread"
+);
+async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let image = Oci::new(&registry.base)
         .push_image("verify/app", Some("1"), 2)
         .await;

@@ -10,7 +10,7 @@ use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::Value;
 
 use super::oci::Oci;
-use super::{start_registry_with, TestRegistry};
+use super::{StorePair, TestRegistry};
 
 pub struct AuthRegistry {
     pub registry: TestRegistry,
@@ -49,21 +49,23 @@ pub fn bearer_client(base: &str, token: &str) -> Oci {
     Oci::with_headers(base, headers)
 }
 
-pub async fn start_auth_registry() -> AuthRegistry {
-    start_auth_registry_with(|_| {}).await
+pub async fn start_auth_registry(stores: StorePair) -> AuthRegistry {
+    start_auth_registry_with(stores, |_| {}).await
 }
 
 pub async fn start_auth_registry_with(
+    stores: StorePair,
     adjust: impl FnOnce(&mut ipfs_registry::config::Config),
 ) -> AuthRegistry {
     let key_pem = new_key_pem();
     let pem = key_pem.clone();
-    let registry = start_registry_with(move |config| {
-        config.auth.enabled = true;
-        config.auth.signing_key = Some(pem);
-        adjust(config);
-    })
-    .await;
+    let registry = stores
+        .start_registry_with(move |config| {
+            config.auth.enabled = true;
+            config.auth.signing_key = Some(pem);
+            adjust(config);
+        })
+        .await;
     let store = ipfs_registry::server::metadata_stores(&registry.config)
         .await
         .unwrap()

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod images;
 pub mod kubo;
+pub mod memory;
 pub mod meta;
 pub mod oci;
 pub mod powercut;

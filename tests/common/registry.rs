@@ -2,8 +2,7 @@
 
 use super::{fresh_database_url, ipfs_url, unique_name};
 
-/// A registry served in-process on a free loopback port, on a fresh database and the test
-/// IPFS node.
+/// A registry served in-process on a free loopback port, on the stores of a `StorePair`.
 pub struct TestRegistry {
     pub server: ipfs_registry::server::RunningServer,
     /// `http://127.0.0.1:<port>`.
@@ -23,61 +22,151 @@ impl TestRegistry {
     }
 }
 
-/// Whether test registries keep blobs in the embedded store instead of the IPFS node
-/// (`IPFS_REGISTRY_TEST_BLOB_STORE=embedded`; the test script runs the storage-agnostic
-/// suites both ways).
-pub fn embedded_blobs() -> bool {
-    std::env::var("IPFS_REGISTRY_TEST_BLOB_STORE").is_ok_and(|v| v == "embedded")
+/// The metadata store and blob store a test registry runs on. A suite names the pair for
+/// each registry it starts; `on_each_store_pair!` runs a test once on every pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorePair {
+    /// A fresh PostgreSQL database and the test IPFS node (`IPFS_REGISTRY_TEST_DATABASE_URL`,
+    /// `IPFS_REGISTRY_TEST_IPFS_URL`).
+    PostgresIpfsNode,
+    /// The embedded default: SQLite and the embedded blob store, under the registry's data
+    /// directory.
+    Embedded,
 }
 
-/// Whether test registries keep metadata in the embedded SQLite store (under their data
-/// directory) instead of PostgreSQL (`IPFS_REGISTRY_TEST_META_STORE=embedded`).
-pub fn embedded_metadata() -> bool {
-    std::env::var("IPFS_REGISTRY_TEST_META_STORE").is_ok_and(|v| v == "embedded")
-}
+impl StorePair {
+    /// The configuration a test registry starts from: this pair's stores (a fresh database,
+    /// or none), a data directory of its own, a free port, short timeouts.
+    pub async fn test_config(self) -> ipfs_registry::config::Config {
+        use ipfs_registry::config::{Config, DatabaseConfig, IpfsConfig};
+        let defaults = Config::default();
+        // Replicas started from this configuration share its database and data directory.
+        let (database_url, ipfs) = match self {
+            Self::PostgresIpfsNode => (Some(fresh_database_url().await), Some(ipfs_url())),
+            Self::Embedded => (None, None),
+        };
+        let data_dir = std::env::temp_dir()
+            .join("ipfs-registry-tests")
+            .join(unique_name());
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            database: DatabaseConfig {
+                url: database_url,
+                pool_size: 8,
+                ..defaults.database
+            },
+            ipfs: IpfsConfig {
+                url: ipfs,
+                ..defaults.ipfs
+            },
+            ..defaults
+        }
+    }
 
-/// The configuration a test registry starts from: a fresh database, the test IPFS node (or
-/// an embedded store of its own), a free port, short timeouts.
-pub async fn test_config() -> ipfs_registry::config::Config {
-    use ipfs_registry::config::{Config, DatabaseConfig, IpfsConfig};
-    let defaults = Config::default();
-    // Only the PostgreSQL pass needs a database; replicas started from this configuration
-    // share it and the data directory.
-    let database_url = if embedded_metadata() {
-        None
-    } else {
-        Some(fresh_database_url().await)
-    };
-    let data_dir = std::env::temp_dir()
-        .join("ipfs-registry-tests")
-        .join(unique_name());
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir,
-        database: DatabaseConfig {
-            url: database_url,
-            pool_size: 8,
-            ..defaults.database
-        },
-        ipfs: IpfsConfig {
-            url: (!embedded_blobs()).then(ipfs_url),
-            ..defaults.ipfs
-        },
-        ..defaults
+    pub async fn start_registry(self) -> TestRegistry {
+        self.start_registry_with(|_| {}).await
+    }
+
+    /// Starts a registry on this pair after `adjust` has had its say on the configuration.
+    pub async fn start_registry_with(
+        self,
+        adjust: impl FnOnce(&mut ipfs_registry::config::Config),
+    ) -> TestRegistry {
+        let mut config = self.test_config().await;
+        adjust(&mut config);
+        start_registry_from(config).await
+    }
+
+    /// Starts a registry whose configuration names its own port (in `public_url`, say), so
+    /// the port is chosen before the start: one the kernel just gave out and released.
+    /// Should something take it before the registry binds it, the bind fails and another is
+    /// tried; a server that starts listens where its configuration says.
+    pub async fn start_registry_on_a_known_port(
+        self,
+        adjust: impl Fn(&mut ipfs_registry::config::Config, u16),
+    ) -> TestRegistry {
+        let base = self.test_config().await;
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut config = base.clone();
+            config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            adjust(&mut config, port);
+            match ipfs_registry::server::start(config.clone()).await {
+                Ok(server) => {
+                    return TestRegistry {
+                        base: server.base_url(),
+                        server,
+                        database_url: config.database.url.clone().unwrap_or_default(),
+                        config,
+                    }
+                }
+                Err(e) if taken(&e) => continue,
+                Err(e) => panic!("start the registry: {e:#}"),
+            }
+        }
+        panic!("20 ports in a row were taken before the registry could bind them")
     }
 }
 
+/// Defines `<test>::postgres_ipfs_node` and `<test>::embedded`, tests that run `test`, an
+/// `async fn(StorePair)`, on each pair: this is the one list of the pairs. The runtime is
+/// `tokio::test`'s multi-threaded one with two workers unless its arguments follow the name.
+#[allow(unused_macros)]
+macro_rules! on_each_store_pair {
+    ($test:ident $(, $($runtime:tt)+)?) => {
+        $crate::common::on_store_pairs!(
+            [postgres_ipfs_node: PostgresIpfsNode, embedded: Embedded] $test $(, $($runtime)+)?
+        );
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_each_store_pair;
+
+/// Defines `<test>::<pair>` for each of the pairs listed, e.g. `[embedded: Embedded]`: for a
+/// test that checks one pair's specifics and makes no sense on the other.
+#[allow(unused_macros)]
+macro_rules! on_store_pairs {
+    ([$($name:ident: $pair:ident),+] $test:ident) => {
+        $crate::common::on_store_pairs!(
+            [$($name: $pair),+] $test, flavor = "multi_thread", worker_threads = 2
+        );
+    };
+    ([$($name:ident: $pair:ident),+] $test:ident, $($runtime:tt)+) => {
+        $crate::common::on_store_pairs!(@tests [$($name: $pair),+] $test ($($runtime)+));
+    };
+    // The runtime as one token tree, so that each pair's test can repeat it.
+    (@tests [$($name:ident: $pair:ident),+] $test:ident $runtime:tt) => {
+        mod $test {
+            $(
+                #[::tokio::test $runtime]
+                async fn $name() {
+                    super::$test($crate::common::StorePair::$pair).await
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_store_pairs;
+
+/// A registry on PostgreSQL and the IPFS node, for the suites about those stores that name
+/// no pair (gc.rs, gc_embedded.rs, which overrides the stores itself, blobs_kubo.rs).
 pub async fn start_registry() -> TestRegistry {
-    start_registry_with(|_| {}).await
+    StorePair::PostgresIpfsNode.start_registry().await
 }
 
-/// Starts a registry after `adjust` has had its say on the configuration.
+/// `start_registry` after `adjust` has had its say on the configuration.
 pub async fn start_registry_with(
     adjust: impl FnOnce(&mut ipfs_registry::config::Config),
 ) -> TestRegistry {
-    let mut config = test_config().await;
-    adjust(&mut config);
-    start_registry_from(config).await
+    StorePair::PostgresIpfsNode
+        .start_registry_with(adjust)
+        .await
 }
 
 /// Starts a registry on exactly this configuration (e.g. a second replica on the same
@@ -94,39 +183,6 @@ pub async fn start_registry_from(config: ipfs_registry::config::Config) -> TestR
         database_url,
         config,
     }
-}
-
-/// Starts a registry whose configuration names its own port (in `public_url`, say), so the
-/// port is chosen before the start: one the kernel just gave out and released. Should
-/// something take it before the registry binds it, the bind fails and another is tried; a
-/// server that starts listens where its configuration says.
-pub async fn start_registry_on_a_known_port(
-    adjust: impl Fn(&mut ipfs_registry::config::Config, u16),
-) -> TestRegistry {
-    let base = test_config().await;
-    for _ in 0..20 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut config = base.clone();
-        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        adjust(&mut config, port);
-        match ipfs_registry::server::start(config.clone()).await {
-            Ok(server) => {
-                return TestRegistry {
-                    base: server.base_url(),
-                    server,
-                    database_url: config.database.url.clone().unwrap_or_default(),
-                    config,
-                }
-            }
-            Err(e) if taken(&e) => continue,
-            Err(e) => panic!("start the registry: {e:#}"),
-        }
-    }
-    panic!("20 ports in a row were taken before the registry could bind them")
 }
 
 fn taken(error: &anyhow::Error) -> bool {

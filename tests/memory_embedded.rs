@@ -1,0 +1,10 @@
+//! Memory stays flat whatever the layer size (tests/common/memory.rs), on the embedded
+//! stores; tests/memory.rs is the same on PostgreSQL and the IPFS node.
+
+mod common;
+
+use common::memory::a_large_layer_streams_through_in_bounded_memory;
+
+// A process's peak resident size measures this test only while it is alone in its binary:
+// one binary per store pair.
+common::on_store_pairs!([embedded: Embedded] a_large_layer_streams_through_in_bounded_memory);
