@@ -10,7 +10,7 @@ use super::guard::client_ip;
 use super::AppState;
 use crate::auth::permission::Rights;
 use crate::auth::scope;
-use crate::meta::Page;
+use crate::registry::Page;
 
 /// What the caller may see.
 pub enum Viewer {

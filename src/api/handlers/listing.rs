@@ -9,8 +9,8 @@ use crate::api::error::ApiError;
 use crate::api::guard::Caller;
 use crate::api::headers::OCI_FILTERS_APPLIED;
 use crate::api::AppState;
-use crate::meta::Page;
 use crate::oci::{media, Digest, RepoName};
+use crate::registry::Page;
 
 /// The most entries one page returns, whatever `n` asks for; a `Link` leads on.
 const MAX_PAGE: u32 = 10_000;

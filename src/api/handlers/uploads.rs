@@ -6,9 +6,8 @@ use super::{parse_digest, query, query_param, repo_name, Response};
 use crate::api::error::ApiError;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
 use crate::api::{body, guard, AppState};
-use crate::meta::BlobRecord;
 use crate::oci::RepoName;
-use crate::registry::UploadStatus;
+use crate::registry::{BlobRecord, UploadStatus};
 
 /// POST: mount (`?mount=&from=`), single-request upload (`?digest=`) or a new session.
 pub async fn start(
