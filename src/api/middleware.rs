@@ -15,8 +15,8 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures::future::LocalBoxFuture;
 use tracing::Instrument;
 
+use super::access::client_address;
 use super::error::ApiError;
-use super::guard::client_address;
 use super::path::route_name;
 use super::slots::{self, Holding, Slots};
 use crate::config::{IpRange, LimitsConfig};

@@ -1,8 +1,8 @@
 //! The OCI Distribution HTTP API: parse the request, call the registry core, map the result.
 
+mod access;
 mod body;
 mod error;
-mod guard;
 mod handlers;
 pub mod headers;
 pub mod middleware;
@@ -75,7 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v2")
             // Inside the version header, so challenges carry it too (docker reads it there).
-            .wrap(from_fn(guard::guard))
+            .wrap(from_fn(access::check))
             .wrap(DefaultHeaders::new().add(headers::API_VERSION))
             .route("", web::get().to(handlers::base))
             .route("", web::head().to(handlers::base))

@@ -5,8 +5,8 @@
 
 use actix_web::HttpRequest;
 
+use super::access::client_ip;
 use super::error::ApiError;
-use super::guard::client_ip;
 use super::AppState;
 use crate::auth::permission::Rights;
 use crate::auth::scope;

@@ -1,4 +1,4 @@
-//! The access guard on `/v2`: every request needs a valid registry token carrying the scope
+//! The access check on `/v2`: every request needs a valid registry token carrying the scope
 //! its endpoint needs. Without one: 401 and a Bearer challenge naming that scope; with a
 //! token that lacks it: 401 `insufficient_scope` when the caller could get it (a new token
 //! would do), 403 DENIED when the caller may not do it at all.
@@ -228,7 +228,7 @@ async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<C
 }
 
 /// Middleware on `/v2`. With auth disabled it lets everything through.
-pub async fn guard(
+pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
