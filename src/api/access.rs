@@ -15,8 +15,9 @@ use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 
+use super::endpoints::Access;
 use super::error::ApiError;
-use super::path::{self, Endpoint};
+use super::path;
 use super::AppState;
 use crate::auth::scope::{self, Scope};
 use crate::auth::token::Claims;
@@ -83,29 +84,16 @@ enum Need {
 
 impl Need {
     fn of(method: &Method, tail: &str) -> Need {
-        if tail == "_catalog" {
-            return Need::Token { catalog: true };
-        }
-        let Some(endpoint) = path::parse(tail) else {
+        let Some((endpoint, segments)) = path::parse(tail) else {
             return Need::Token { catalog: false };
         };
-        let (name, action) = match endpoint {
-            Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } => {
-                let action = match *method {
-                    Method::GET | Method::HEAD => scope::PULL,
-                    Method::DELETE => scope::DELETE,
-                    _ => scope::PUSH,
-                };
-                (name, action)
-            }
-            Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => (name, scope::PUSH),
-            Endpoint::Tags { name }
-            | Endpoint::Referrers { name, .. }
-            | Endpoint::ExtLayers { name, .. } => (name, scope::PULL),
-        };
-        Need::Repository {
-            name: name.to_owned(),
-            action,
+        match endpoint.access(method) {
+            Access::Token => Need::Token { catalog: false },
+            Access::Catalog => Need::Token { catalog: true },
+            Access::Repository(action) => Need::Repository {
+                name: segments.name.to_owned(),
+                action,
+            },
         }
     }
 
