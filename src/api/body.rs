@@ -9,8 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::blobs::ByteStream;
-use crate::registry::RegistryError;
+use crate::registry::{ByteStream, RegistryError};
 
 /// Pieces in flight between the connection and the blob store.
 const BRIDGE_DEPTH: usize = 8;

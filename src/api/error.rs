@@ -4,7 +4,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use super::guard::Challenge;
+use super::access::Challenge;
 use crate::auth::AuthError;
 use crate::registry::RegistryError;
 

@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures::future::LocalBoxFuture;
 use tracing::Instrument;
 
+use super::access::client_address;
+use super::endpoints::Blob;
 use super::error::ApiError;
-use super::guard::client_address;
-use super::path::route_name;
+use super::path::classify;
 use super::slots::{self, Holding, Slots};
 use crate::config::{IpRange, LimitsConfig};
 use crate::metrics::{InFlight, Metrics};
@@ -74,21 +75,6 @@ fn request_id(headers: &HeaderMap) -> String {
     }
 }
 
-/// Requests whose handler streams a blob body from the client: bounded by the IPFS
-/// timeouts and the client's pace, not by the request timeout.
-fn streams_blob(method: &Method, route: &str) -> bool {
-    matches!(
-        (route, method.as_str()),
-        ("upload_start", "POST") | ("upload", "PATCH") | ("upload", "PUT")
-    )
-}
-
-/// Requests whose response streams blob content: counted as downloads until their body is
-/// sent, well after the handler returned.
-fn sends_blob(method: &Method, route: &str) -> bool {
-    method == Method::GET && matches!(route, "blob" | "gateway")
-}
-
 pub fn handle<S, B>(
     guard: &Arc<Guard>,
     mut req: ServiceRequest,
@@ -103,7 +89,7 @@ where
     let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let route = route_name(&path);
+    let (route, blob) = classify(&method, &path);
     let span = tracing::info_span!("request", request_id = %id);
     let operational = matches!(route, "healthz" | "readyz" | "metrics");
     let in_flight = InFlight::new(&guard.metrics.http_in_flight);
@@ -111,7 +97,7 @@ where
     let taken = if operational {
         Some(Taken::default())
     } else {
-        take_slots(guard, &method, route, client)
+        take_slots(guard, blob, client)
     };
     let (call, download) = match taken {
         Some(taken) => {
@@ -127,7 +113,8 @@ where
             None,
         ),
     };
-    let timeout = (!operational && !streams_blob(&method, route)).then_some(guard.request_timeout);
+    // A blob from the client is bounded by its pace and the IPFS timeouts instead.
+    let timeout = (!operational && blob != Blob::Received).then_some(guard.request_timeout);
     let guard = guard.clone();
     let log_span = span.clone();
     Box::pin(
@@ -207,16 +194,17 @@ struct Taken {
     download: Option<slots::Slot>,
 }
 
-/// The request's slot, and its upload or download slot when it streams a blob; `None` when
+/// The request's slot, and its upload or download slot when it carries a blob; `None` when
 /// any is refused.
-fn take_slots(guard: &Guard, method: &Method, route: &str, client: IpAddr) -> Option<Taken> {
+fn take_slots(guard: &Guard, blob: Blob, client: IpAddr) -> Option<Taken> {
     let request = guard.requests.try_take(client)?;
-    let upload = if streams_blob(method, route) {
+    let upload = if blob == Blob::Received {
         Some(guard.uploads.try_take(client)?)
     } else {
         None
     };
-    let download = if sends_blob(method, route) {
+    // Counted as a download until the response body is sent, well after the handler returned.
+    let download = if blob == Blob::Sent {
         Some(guard.downloads.try_take(client)?)
     } else {
         None

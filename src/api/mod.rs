@@ -1,8 +1,9 @@
 //! The OCI Distribution HTTP API: parse the request, call the registry core, map the result.
 
+mod access;
 mod body;
+mod endpoints;
 mod error;
-mod guard;
 mod handlers;
 pub mod headers;
 pub mod middleware;
@@ -16,9 +17,10 @@ mod viewer;
 use std::sync::Arc;
 
 use actix_web::middleware::{from_fn, DefaultHeaders};
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 use url::Url;
 
+use endpoints::{Call, Methods, ENDPOINTS};
 pub use error::ApiError;
 
 use crate::auth::Auth;
@@ -72,16 +74,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(ops::readyz))
         .route("/readyz", web::head().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics));
-    cfg.service(
-        web::scope("/v2")
-            // Inside the version header, so challenges carry it too (docker reads it there).
-            .wrap(from_fn(guard::guard))
-            .wrap(DefaultHeaders::new().add(headers::API_VERSION))
-            .route("", web::get().to(handlers::base))
-            .route("", web::head().to(handlers::base))
-            .route("/", web::get().to(handlers::base))
-            .route("/", web::head().to(handlers::base))
-            .route("/_catalog", web::get().to(handlers::listing::catalog))
-            .route("/{tail:.*}", web::route().to(handlers::dispatch)),
-    );
+    let mut v2 = web::scope("/v2")
+        // Inside the version header, so challenges carry it too (docker reads it there).
+        .wrap(from_fn(access::check))
+        .wrap(DefaultHeaders::new().add(headers::API_VERSION));
+    // The paths without a repository are routes of their own, one per method: a method they
+    // do not serve goes on to `dispatch` like any other path.
+    for endpoint in ENDPOINTS {
+        let Methods::Registry(operations) = endpoint.methods else {
+            continue;
+        };
+        for path in endpoint.paths {
+            for operation in operations {
+                let handler = operation.handler;
+                let call =
+                    move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                        handler(Call {
+                            state,
+                            req,
+                            payload,
+                        })
+                    };
+                v2 = v2.route(path, web::method(operation.method.clone()).to(call));
+            }
+        }
+    }
+    cfg.service(v2.route("/{tail:.*}", web::route().to(handlers::dispatch)));
 }

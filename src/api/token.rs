@@ -8,8 +8,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::json;
 
+use super::access::client_ip;
 use super::error::ApiError;
-use super::guard::client_ip;
 use super::handlers::query_param;
 use super::AppState;
 use crate::auth::scope::{self, Scope};

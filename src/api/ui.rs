@@ -18,9 +18,8 @@ use super::handlers::listing::paginate;
 use super::handlers::{parse_reference, query, query_param, repo_name};
 use super::viewer::Viewer;
 use super::AppState;
-use crate::meta::Page;
 
-use crate::registry::{LayerView, ManifestView, Role};
+use crate::registry::{LayerView, ManifestView, Page, Role};
 
 /// Entries per listing page.
 const PAGE: u32 = 100;

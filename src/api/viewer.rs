@@ -5,12 +5,12 @@
 
 use actix_web::HttpRequest;
 
+use super::access::client_ip;
 use super::error::ApiError;
-use super::guard::client_ip;
 use super::AppState;
 use crate::auth::permission::Rights;
 use crate::auth::scope;
-use crate::meta::Page;
+use crate::registry::Page;
 
 /// What the caller may see.
 pub enum Viewer {

@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::blobs::BlobStore;
 use crate::meta::gc::GcStore;
 use crate::meta::status::StoreStatus;
-use crate::meta::{BlobRecord, MetadataStore};
+use crate::meta::MetadataStore;
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
 
@@ -31,6 +31,10 @@ pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
 pub use uploads::UploadStatus;
+
+// What the HTTP layer hands to and gets from the core, so that it needs no store module.
+pub use crate::blobs::ByteStream;
+pub use crate::meta::{BlobRecord, Page};
 
 /// The core's tunables (a subset of the configuration).
 #[derive(Debug, Clone)]

@@ -5,9 +5,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::Response;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, X_IPFS_PATH};
 use crate::api::AppState;
-use crate::meta::BlobRecord;
 use crate::oci::{Digest, RepoName};
-use crate::registry::BlobContent;
+use crate::registry::{BlobContent, BlobRecord};
 
 /// Headers of a blob's bytes, wherever they are served from: its digest, and its path in
 /// IPFS (the header IPFS gateways send), so anyone can fetch it by CID elsewhere.

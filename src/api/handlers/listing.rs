@@ -5,12 +5,12 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{query, query_param, Response};
+use crate::api::access::Caller;
 use crate::api::error::ApiError;
-use crate::api::guard::Caller;
 use crate::api::headers::OCI_FILTERS_APPLIED;
 use crate::api::AppState;
-use crate::meta::Page;
 use crate::oci::{media, Digest, RepoName};
+use crate::registry::Page;
 
 /// The most entries one page returns, whatever `n` asks for; a `Link` leads on.
 const MAX_PAGE: u32 = 10_000;
@@ -104,7 +104,7 @@ pub async fn catalog(req: HttpRequest, state: web::Data<AppState>) -> Response {
             )
             .await?
         }
-        // The guard always records the caller; without one, show nothing rather than all.
+        // The access check always records the caller; without one, show nothing rather than all.
         (Some(_), None) => return Err(ApiError::Denied),
         (None, _) => paginate(page, |p| async move { Ok(registry.catalog(&p).await?) }).await?,
     };

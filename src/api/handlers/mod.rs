@@ -1,22 +1,24 @@
-//! Request dispatch: which endpoint, which method, with validated names and references.
+//! Request dispatch: the endpoint from the table, its parameters validated, the operation for
+//! the method.
 
-mod blobs;
-mod browse;
+pub(super) mod blobs;
+pub(super) mod browse;
 pub mod gateway;
 pub mod listing;
-mod manifests;
-mod uploads;
+pub(super) mod manifests;
+pub(super) mod uploads;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
+use super::endpoints::{find, Call, Methods, Operation};
 use super::error::ApiError;
-use super::path::{self, Endpoint};
+use super::path;
 use super::AppState;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, InvalidReference, Reference, RepoName};
 
-type Response = Result<HttpResponse, ApiError>;
+pub(super) type Response = Result<HttpResponse, ApiError>;
 
 /// The response to a HEAD request for content of `len` bytes. actix-http writes
 /// `Content-Length` from the body's size (dropping one set by hand, so `no_chunking(len)`
@@ -26,89 +28,64 @@ fn head_response(mut response: actix_web::HttpResponseBuilder, len: u64) -> Http
     response.body(actix_web::body::SizedStream::new(len, nothing))
 }
 
-pub async fn base() -> HttpResponse {
+pub(super) fn base() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({}))
 }
 
+/// Every `/v2` request but the fixed paths' own methods.
 pub async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Response {
     let tail = req.match_info().get("tail").unwrap_or_default();
-    let endpoint = path::parse(tail).ok_or(ApiError::NotFound)?;
+    let (endpoint, segments) = path::parse(tail).ok_or(ApiError::NotFound)?;
     let method = req.method().clone();
-    match endpoint {
-        Endpoint::Manifest { name, reference } => {
-            let repo = repo_name(name)?;
-            match method {
-                Method::GET | Method::HEAD => {
-                    let reference = lookup_reference(reference)?;
-                    manifests::get(&state, &repo, &reference, method == Method::HEAD).await
-                }
-                Method::PUT => {
-                    let reference = parse_reference(reference)?;
-                    manifests::put(&state, &req, payload, &repo, &reference).await
-                }
-                Method::DELETE => {
-                    let reference = parse_reference(reference)?;
-                    manifests::delete(&state, &repo, &reference).await
-                }
-                _ => Err(ApiError::MethodNotAllowed),
-            }
+    let call = |req| Call {
+        state,
+        req,
+        payload,
+    };
+    match endpoint.methods {
+        // actix routes the methods they serve; any other is no endpoint, as for an unknown path.
+        Methods::Registry(_) => Err(ApiError::NotFound),
+        Methods::Repository(operations) => {
+            let repo = repo_name(segments.name)?;
+            let handler = operation(operations, &method)?;
+            handler(call(req), repo).await
         }
-        Endpoint::Blob { name, digest } => {
-            let repo = repo_name(name)?;
-            let digest = parse_digest(digest)?;
-            match method {
-                Method::GET => blobs::get(&state, &req, &repo, &digest).await,
-                Method::HEAD => blobs::head(&state, &repo, &digest).await,
-                Method::DELETE => blobs::delete(&state, &repo, &digest).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
+        Methods::Digest(operations) => {
+            let repo = repo_name(segments.name)?;
+            let digest = parse_digest(segments.last)?;
+            let handler = operation(operations, &method)?;
+            handler(call(req), repo, digest).await
         }
-        Endpoint::UploadStart { name } => {
-            let repo = repo_name(name)?;
-            match method {
-                Method::POST => uploads::start(&state, &req, payload, &repo).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
+        Methods::Upload(operations) => {
+            let repo = repo_name(segments.name)?;
+            let id: Uuid = segments.last.parse().map_err(|_| ApiError::UploadUnknown)?;
+            let handler = operation(operations, &method)?;
+            handler(call(req), repo, id).await
         }
-        Endpoint::Upload { name, id } => {
-            let repo = repo_name(name)?;
-            let id: Uuid = id.parse().map_err(|_| ApiError::UploadUnknown)?;
-            match method {
-                Method::GET => uploads::status(&state, &repo, id).await,
-                Method::PATCH => uploads::append(&state, &req, payload, &repo, id).await,
-                Method::PUT => uploads::complete(&state, &req, payload, &repo, id).await,
-                Method::DELETE => uploads::cancel(&state, &repo, id).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
+        Methods::Lookup(operations) => {
+            let repo = repo_name(segments.name)?;
+            let reference = looked_up(segments.last.parse())?;
+            let handler = operation(operations, &method)?;
+            handler(call(req), repo, reference).await
         }
-        Endpoint::Tags { name } => {
-            let repo = repo_name(name)?;
-            match method {
-                Method::GET => listing::tags(&state, &req, &repo).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
-        }
-        Endpoint::ExtLayers { name, reference } => {
-            let repo = repo_name(name)?;
-            let reference = lookup_reference(reference)?;
-            match method {
-                Method::GET => browse::layers(&state, &repo, &reference).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
-        }
-        Endpoint::Referrers { name, digest } => {
-            let repo = repo_name(name)?;
-            let digest = parse_digest(digest)?;
-            match method {
-                Method::GET => listing::referrers(&state, &req, &repo, &digest).await,
-                _ => Err(ApiError::MethodNotAllowed),
-            }
+        Methods::Reference(operations) => {
+            let repo = repo_name(segments.name)?;
+            let reference = segments.last.parse();
+            let handler = operation(operations, &method)?;
+            handler(call(req), repo, reference).await
         }
     }
+}
+
+/// The handler of the operation for `method`.
+fn operation<H: Copy>(operations: &[Operation<H>], method: &Method) -> Result<H, ApiError> {
+    find(operations, method)
+        .map(|operation| operation.handler)
+        .ok_or(ApiError::MethodNotAllowed)
 }
 
 pub(super) fn repo_name(name: &str) -> Result<RepoName, ApiError> {
@@ -117,19 +94,26 @@ pub(super) fn repo_name(name: &str) -> Result<RepoName, ApiError> {
 }
 
 pub(super) fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
-    reference.parse().map_err(|e| match e {
-        crate::oci::InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
-        crate::oci::InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
+    pushed(reference.parse())
+}
+
+/// A reference to push or delete by: a malformed one is a bad request.
+pub(super) fn pushed(
+    reference: Result<Reference, InvalidReference>,
+) -> Result<Reference, ApiError> {
+    reference.map_err(|e| match e {
+        InvalidReference::Digest(e) => ApiError::DigestInvalid(e.to_string()),
+        InvalidReference::Tag(e) => ApiError::ReferenceInvalid(e.to_string()),
     })
 }
 
 /// A reference to look a manifest up by. One that is neither a tag nor a digest names no
 /// manifest: 404 `MANIFEST_UNKNOWN`, as for a well-formed one that is absent (what the OCI
 /// conformance suite expects); only a push with it is a malformed request.
-pub(super) fn lookup_reference(reference: &str) -> Result<Reference, ApiError> {
-    reference
-        .parse()
-        .map_err(|_| ApiError::Registry(crate::registry::RegistryError::ManifestUnknown))
+pub(super) fn looked_up(
+    reference: Result<Reference, InvalidReference>,
+) -> Result<Reference, ApiError> {
+    reference.map_err(|_| ApiError::Registry(crate::registry::RegistryError::ManifestUnknown))
 }
 
 fn parse_digest(digest: &str) -> Result<Digest, ApiError> {

@@ -5,10 +5,9 @@ use uuid::Uuid;
 use super::{parse_digest, query, query_param, repo_name, Response};
 use crate::api::error::ApiError;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
-use crate::api::{body, guard, AppState};
-use crate::meta::BlobRecord;
+use crate::api::{access, body, AppState};
 use crate::oci::RepoName;
-use crate::registry::UploadStatus;
+use crate::registry::{BlobRecord, UploadStatus};
 
 /// POST: mount (`?mount=&from=`), single-request upload (`?digest=`) or a new session.
 pub async fn start(
@@ -25,7 +24,7 @@ pub async fn start(
         // when the caller may not pull `from`: the answer must not reveal what it holds.
         if let Some(from) = query_param(&params, "from") {
             let from = repo_name(from)?;
-            let readable = guard::may_pull(state, req, from.as_str());
+            let readable = access::may_pull(state, req, from.as_str());
             if !readable {
                 tracing::debug!(event = "mount_refused", from = %from, to = %repo);
             } else if let Some(record) = state.registry.mount_blob(&from, repo, &digest).await? {

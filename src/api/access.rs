@@ -1,4 +1,4 @@
-//! The access guard on `/v2`: every request needs a valid registry token carrying the scope
+//! The access check on `/v2`: every request needs a valid registry token carrying the scope
 //! its endpoint needs. Without one: 401 and a Bearer challenge naming that scope; with a
 //! token that lacks it: 401 `insufficient_scope` when the caller could get it (a new token
 //! would do), 403 DENIED when the caller may not do it at all.
@@ -15,8 +15,9 @@ use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 
+use super::endpoints::Access;
 use super::error::ApiError;
-use super::path::{self, Endpoint};
+use super::path;
 use super::AppState;
 use crate::auth::scope::{self, Scope};
 use crate::auth::token::Claims;
@@ -83,29 +84,16 @@ enum Need {
 
 impl Need {
     fn of(method: &Method, tail: &str) -> Need {
-        if tail == "_catalog" {
-            return Need::Token { catalog: true };
-        }
-        let Some(endpoint) = path::parse(tail) else {
+        let Some((endpoint, segments)) = path::parse(tail) else {
             return Need::Token { catalog: false };
         };
-        let (name, action) = match endpoint {
-            Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } => {
-                let action = match *method {
-                    Method::GET | Method::HEAD => scope::PULL,
-                    Method::DELETE => scope::DELETE,
-                    _ => scope::PUSH,
-                };
-                (name, action)
-            }
-            Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => (name, scope::PUSH),
-            Endpoint::Tags { name }
-            | Endpoint::Referrers { name, .. }
-            | Endpoint::ExtLayers { name, .. } => (name, scope::PULL),
-        };
-        Need::Repository {
-            name: name.to_owned(),
-            action,
+        match endpoint.access(method) {
+            Access::Token => Need::Token { catalog: false },
+            Access::Catalog => Need::Token { catalog: true },
+            Access::Repository(action) => Need::Repository {
+                name: segments.name.to_owned(),
+                action,
+            },
         }
     }
 
@@ -228,7 +216,7 @@ async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<C
 }
 
 /// Middleware on `/v2`. With auth disabled it lets everything through.
-pub async fn guard(
+pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
