@@ -16,7 +16,7 @@ use common::oci::{
     EMPTY_JSON, OCI_INDEX,
 };
 use common::sql::Sql;
-use common::TestRegistry;
+use common::{StorePair, TestRegistry};
 use ipfs_registry::config::Config;
 use ipfs_registry::meta::gc::{GcStore, SweepPolicy};
 use ipfs_registry::meta::postgres::PostgresStore;
@@ -26,58 +26,6 @@ use ipfs_registry::registry::Registry;
 use serde_json::json;
 
 const REPO: &str = "gc/app";
-
-/// How a test registry keeps its metadata and blobs: one line per pair of stores, and
-/// every test of the list below runs on each, as `<pair>::<test>`.
-macro_rules! on_every_store_pair {
-    ($($test:ident),* $(,)?) => {
-        on_every_store_pair!(@pair postgres_kubo, postgres_and_kubo; $($test),*);
-        on_every_store_pair!(@pair embedded, embedded; $($test),*);
-    };
-    (@pair $pair:ident, $stores:ident; $($test:ident),*) => {
-        mod $pair {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::$stores).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_store_pair!(
-    retention_keeps_what_tags_reach_and_collects_orphans,
-    dry_run_reports_without_changing_anything,
-    grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it,
-    expired_upload_sessions_are_ended_and_their_chunks_unpinned,
-    one_collection_at_a_time_across_replicas,
-    gc_racing_pushes_never_loses_a_pushed_blob,
-    gc_racing_pushes_with_a_grace_period_collects_nothing,
-    serve_collects_periodically_when_an_interval_is_set,
-);
-
-/// Chooses a test registry's stores.
-type Stores = fn(&mut Config);
-
-/// PostgreSQL (a fresh database) and the test IPFS node.
-fn postgres_and_kubo(config: &mut Config) {
-    assert!(
-        config.database.url.is_some(),
-        "test registries use PostgreSQL unless IPFS_REGISTRY_TEST_META_STORE=embedded"
-    );
-    config.ipfs.url = Some(common::ipfs_url());
-}
-
-/// The embedded default: SQLite metadata and blobs as files, under the data directory.
-fn embedded(config: &mut Config) {
-    config.database.url = None;
-    config.ipfs.url = None;
-}
-
-async fn start(stores: Stores) -> TestRegistry {
-    common::start_registry_with(stores).await
-}
 
 /// The metadata's GC side as a second process sees it (another replica, or the `gc`
 /// command beside `serve`).
@@ -181,8 +129,10 @@ fn index_of(manifests: &[&Manifest]) -> Manifest {
     )
 }
 
-async fn retention_keeps_what_tags_reach_and_collects_orphans(stores: Stores) {
-    let registry = start(stores).await;
+common::on_each_store_pair!(retention_keeps_what_tags_reach_and_collects_orphans);
+
+async fn retention_keeps_what_tags_reach_and_collects_orphans(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let db = common::sql::metadata(&registry).await;
     let core = registry.server.registry.clone();
@@ -293,8 +243,10 @@ async fn retention_keeps_what_tags_reach_and_collects_orphans(stores: Stores) {
     registry.server.stop().await;
 }
 
-async fn dry_run_reports_without_changing_anything(stores: Stores) {
-    let registry = start(stores).await;
+common::on_each_store_pair!(dry_run_reports_without_changing_anything);
+
+async fn dry_run_reports_without_changing_anything(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let db = common::sql::metadata(&registry).await;
     let core = registry.server.registry.clone();
@@ -346,8 +298,10 @@ async fn dry_run_reports_without_changing_anything(stores: Stores) {
     registry.server.stop().await;
 }
 
-async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it(stores: Stores) {
-    let registry = start(stores).await;
+common::on_each_store_pair!(grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it);
+
+async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let core = registry.server.registry.clone();
     let image = oci.push_image(REPO, Some("v1"), 1).await;
@@ -386,8 +340,10 @@ async fn grace_period_keeps_fresh_uploads_and_deleted_content_goes_after_it(stor
     registry.server.stop().await;
 }
 
-async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned(stores: Stores) {
-    let registry = start(stores).await;
+common::on_each_store_pair!(expired_upload_sessions_are_ended_and_their_chunks_unpinned);
+
+async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned(stores: StorePair) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let core = registry.server.registry.clone();
     let stale = oci.start_upload(REPO).await;
@@ -415,8 +371,10 @@ async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned(stores: Sto
     registry.server.stop().await;
 }
 
-async fn one_collection_at_a_time_across_replicas(stores: Stores) {
-    let first = start(stores).await;
+common::on_each_store_pair!(one_collection_at_a_time_across_replicas);
+
+async fn one_collection_at_a_time_across_replicas(stores: StorePair) {
+    let first = stores.start_registry().await;
     let second = common::start_registry_from(first.config.clone()).await;
     // Hold the lock from the outside, as a run on another replica would.
     let outside = gc_store(&first.config).await;
@@ -520,8 +478,8 @@ async fn push_racing(oci: Oci, repo: String, shared: Blob, pause_ms: u64) -> Pus
 }
 
 /// Runs pushers while GC sweeps over and over; returns the pushes and the GC reports.
-async fn race(stores: Stores, grace: Duration) -> (TestRegistry, Vec<Pushed>, Vec<GcReport>) {
-    let registry = start(stores).await;
+async fn race(stores: StorePair, grace: Duration) -> (TestRegistry, Vec<Pushed>, Vec<GcReport>) {
+    let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let core = registry.server.registry.clone();
     let shared = Blob {
@@ -562,7 +520,9 @@ async fn race(stores: Stores, grace: Duration) -> (TestRegistry, Vec<Pushed>, Ve
     (registry, pushed, reports)
 }
 
-async fn gc_racing_pushes_never_loses_a_pushed_blob(stores: Stores) {
+common::on_each_store_pair!(gc_racing_pushes_never_loses_a_pushed_blob);
+
+async fn gc_racing_pushes_never_loses_a_pushed_blob(stores: StorePair) {
     let (registry, pushed, reports) = race(stores, Duration::ZERO).await;
     let oci = Oci::new(&registry.base);
     let freed: usize = reports.iter().map(|r| r.freed_blobs).sum();
@@ -626,7 +586,9 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob(stores: Stores) {
     registry.server.stop().await;
 }
 
-async fn gc_racing_pushes_with_a_grace_period_collects_nothing(stores: Stores) {
+common::on_each_store_pair!(gc_racing_pushes_with_a_grace_period_collects_nothing);
+
+async fn gc_racing_pushes_with_a_grace_period_collects_nothing(stores: StorePair) {
     let (registry, pushed, reports) = race(stores, Duration::from_secs(3600)).await;
     let oci = Oci::new(&registry.base);
     assert!(reports.len() >= 2, "GC must actually race the pushes");
@@ -648,15 +610,17 @@ async fn gc_racing_pushes_with_a_grace_period_collects_nothing(stores: Stores) {
     registry.server.stop().await;
 }
 
-async fn serve_collects_periodically_when_an_interval_is_set(stores: Stores) {
+common::on_each_store_pair!(serve_collects_periodically_when_an_interval_is_set);
+
+async fn serve_collects_periodically_when_an_interval_is_set(stores: StorePair) {
     // The grace period must outlast pushing one small image: with none, a sweep may land
     // between the layer upload and the manifest put and rightly collect the fresh layer.
-    let registry = common::start_registry_with(|c| {
-        stores(c);
-        c.gc.interval = Duration::from_millis(200);
-        c.gc.grace_period = Duration::from_secs(3);
-    })
-    .await;
+    let registry = stores
+        .start_registry_with(|c| {
+            c.gc.interval = Duration::from_millis(200);
+            c.gc.grace_period = Duration::from_secs(3);
+        })
+        .await;
     let oci = Oci::new(&registry.base);
     let image = oci.push_image(REPO, Some("v1"), 1).await;
     let loose = oci.push_random_blob(REPO, 1234).await;

@@ -348,11 +348,12 @@ async fn a_pin_lasts_as_long_as_the_node_makes_progress() {
 /// A registry on the test node whose IPFS calls give up after 3 s without progress.
 async fn registry_with_short_ipfs_timeout(node: &url::Url) -> common::TestRegistry {
     let node = node.clone();
-    common::start_registry_with(move |config| {
-        config.ipfs.url = Some(node);
-        config.ipfs.timeout = Duration::from_secs(3);
-    })
-    .await
+    common::StorePair::PostgresIpfsNode
+        .start_registry_with(move |config| {
+            config.ipfs.url = Some(node);
+            config.ipfs.timeout = Duration::from_secs(3);
+        })
+        .await
 }
 
 /// Makes the node lose one block of `root`'s DAG: drops the pin, then the block.

@@ -391,7 +391,7 @@ const REPO: &str = "gc/app";
 /// meanwhile skips those rows instead of waiting or deleting them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_skips_rows_a_push_holds() {
-    let registry = common::start_registry().await;
+    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
     let oci = Oci::new(&registry.base);
     let orphan = oci.push_image(REPO, None, 1).await;
     let loose = oci.push_random_blob(REPO, 777).await;
@@ -459,7 +459,7 @@ async fn a_sweep_skips_rows_a_push_holds() {
 /// gone and is refused: it never succeeds referencing what the sweep deletes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_waiting_on_a_sweep_is_refused() {
-    let registry = common::start_registry().await;
+    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
     let oci = Oci::new(&registry.base);
     let config = oci
         .push_blob(REPO, br#"{"architecture":"amd64","os":"linux","n":1}"#)

@@ -15,12 +15,9 @@ use ipfs_registry::registry::gc::GcReport;
 async fn embedded() -> (TestRegistry, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_owned();
-    let registry = common::start_registry_with(move |config| {
-        config.database.url = None;
-        config.ipfs.url = None;
-        config.data_dir = data_dir;
-    })
-    .await;
+    let registry = common::StorePair::Embedded
+        .start_registry_with(move |config| config.data_dir = data_dir)
+        .await;
     (registry, dir)
 }
 

@@ -154,21 +154,6 @@ macro_rules! on_store_pairs {
 #[allow(unused_imports)]
 pub(crate) use on_store_pairs;
 
-/// A registry on PostgreSQL and the IPFS node, for the suites about those stores that name
-/// no pair (gc.rs, gc_embedded.rs, which overrides the stores itself, blobs_kubo.rs).
-pub async fn start_registry() -> TestRegistry {
-    StorePair::PostgresIpfsNode.start_registry().await
-}
-
-/// `start_registry` after `adjust` has had its say on the configuration.
-pub async fn start_registry_with(
-    adjust: impl FnOnce(&mut ipfs_registry::config::Config),
-) -> TestRegistry {
-    StorePair::PostgresIpfsNode
-        .start_registry_with(adjust)
-        .await
-}
-
 /// Starts a registry on exactly this configuration (e.g. a second replica on the same
 /// database).
 pub async fn start_registry_from(config: ipfs_registry::config::Config) -> TestRegistry {
