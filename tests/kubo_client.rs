@@ -23,29 +23,6 @@ fn store_with(url: url::Url, timeout: Duration) -> KuboStore {
     common::kubo::store_at(url, timeout, ImportProfile::default())
 }
 
-/// Deterministic, incompressible-looking bytes (xorshift), different per `seed`.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// A seed nobody else uses (other test runs against the same node included).
-fn unique_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
 /// The bytes as a stream of 64 KiB pieces.
 fn byte_stream(data: Vec<u8>) -> ByteStream {
     let data = Bytes::from(data);
@@ -107,7 +84,7 @@ fn sha256(data: &[u8]) -> Vec<u8> {
 async fn the_nodes_own_importer_gives_our_cids() {
     let default = ImportProfile::default();
     let small = ImportProfile { chunk_size: 1024 };
-    let seed = unique_seed();
+    let seed = common::unique_seed();
     for (profile, len) in [
         (&default, 0),
         (&default, 1),
@@ -116,7 +93,7 @@ async fn the_nodes_own_importer_gives_our_cids() {
         (&default, 3 * CHUNK + 5),
         (&small, 180 * 1024 + 17),
     ] {
-        let data = pseudo_random(seed ^ len as u64, len);
+        let data = common::pseudo_random(seed ^ len as u64, len);
         let mut builder = ipfs_registry::blobs::unixfs::DagBuilder::new(profile.chunk_size);
         let mut blocks = Vec::new();
         builder.push(&data, &mut blocks);
@@ -132,7 +109,7 @@ async fn raw_cid_v1_from_sha256_names_a_single_leaf() {
         raw_cid_v1_from_sha256(&sha256(b"hello world\n")).unwrap(),
         Cid::try_from("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap()
     );
-    let data = pseudo_random(unique_seed(), CHUNK);
+    let data = common::pseudo_random(common::unique_seed(), CHUNK);
     let expected = raw_cid_v1_from_sha256(&sha256(&data)).unwrap();
     assert_eq!(only_hash(&data).await, expected);
     assert_eq!(expected.codec(), RAW_CODEC);
@@ -142,7 +119,9 @@ async fn raw_cid_v1_from_sha256_names_a_single_leaf() {
 async fn missing_cid_fails_within_the_timeout() {
     let timeout = Duration::from_secs(2);
     let store = store_with(common::ipfs_url(), timeout);
-    let missing = raw_cid_v1_from_sha256(&sha256(&pseudo_random(unique_seed(), 100))).unwrap();
+    let missing =
+        raw_cid_v1_from_sha256(&sha256(&common::pseudo_random(common::unique_seed(), 100)))
+            .unwrap();
 
     let start = Instant::now();
     let err = match store.cat(&missing, 0, None).await {
@@ -220,7 +199,7 @@ async fn a_node_that_stops_answering_is_unavailable_after_the_timeout() {
     // A body larger than the socket buffers: the node stops reading mid-body.
     let start = Instant::now();
     let err = store
-        .add(byte_stream(pseudo_random(1, 32 * 1024 * 1024)))
+        .add(byte_stream(common::pseudo_random(1, 32 * 1024 * 1024)))
         .await
         .unwrap_err();
     assert!(matches!(err, BlobError::Unavailable(_)), "{err:?}");
@@ -246,7 +225,7 @@ async fn a_node_that_stops_answering_is_unavailable_after_the_timeout() {
 async fn a_slow_input_is_not_a_node_timeout() {
     let timeout = Duration::from_secs(1);
     let store = store_with(common::ipfs_url(), timeout);
-    let data = pseudo_random(unique_seed(), 2 * CHUNK);
+    let data = common::pseudo_random(common::unique_seed(), 2 * CHUNK);
     let expected = only_hash(&data).await;
     let (first, second) = data.split_at(CHUNK);
     let (first, second) = (Bytes::from(first.to_vec()), Bytes::from(second.to_vec()));
@@ -374,7 +353,7 @@ async fn a_chunked_push_whose_pin_fails_records_nothing() {
     let node = PrivateNode::start();
     let registry = registry_with_short_ipfs_timeout(&node.url).await;
     let oci = common::oci::Oci::new(&registry.base);
-    let data = pseudo_random(unique_seed(), 2 * MIB + 1000);
+    let data = common::pseudo_random(common::unique_seed(), 2 * MIB + 1000);
     let digest = common::oci::sha256(&data);
     let mut location = oci.start_upload("kubo/pin-fails").await;
     for (i, chunk) in data[..2 * MIB].chunks(MIB).enumerate() {
@@ -416,14 +395,17 @@ async fn a_join_whose_pin_fails_is_an_error() {
     let node = PrivateNode::start();
     let store = store_with(node.url.clone(), timeout);
     let first = store
-        .add(byte_stream(pseudo_random(unique_seed(), 2 * CHUNK)))
+        .add(byte_stream(common::pseudo_random(
+            common::unique_seed(),
+            2 * CHUNK,
+        )))
         .await
         .unwrap()
         .cid;
-    let seed = unique_seed();
+    let seed = common::unique_seed();
     let missing: Vec<(Cid, u64)> = (0..2u64)
         .map(|i| {
-            let bytes = sha256(&pseudo_random(seed ^ (i + 1), 64));
+            let bytes = sha256(&common::pseudo_random(seed ^ (i + 1), 64));
             (raw_cid_v1_from_sha256(&bytes).unwrap(), CHUNK as u64)
         })
         .collect();

@@ -16,20 +16,7 @@ fn store(chunk_size: u32) -> KuboStore {
 
 /// Deterministic bytes that differ per `seed` and per run (so the node has not seen them).
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut x = (seed ^ run).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    common::pseudo_random(seed ^ common::unique_seed(), len)
 }
 
 /// The root CID the node computes without storing anything: for trees of tens of thousands

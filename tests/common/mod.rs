@@ -125,3 +125,26 @@ pub fn odd_pieces(data: &bytes::Bytes) -> ipfs_registry::blobs::ByteStream {
         .collect();
     Box::pin(futures::stream::iter(pieces))
 }
+
+/// Deterministic, incompressible-looking bytes (xorshift), different per `seed`.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A seed nobody else uses (other test runs against the same node included).
+pub fn unique_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
