@@ -20,6 +20,7 @@ on_every_meta_store!(
     the_grace_period_keeps_young_blobs_and_the_rest_goes,
     untagged_retention_takes_only_what_no_tag_reaches,
     expired_uploads_are_ended_and_their_chunks_queued,
+    ending_an_upload_queues_its_chunks_but_not_its_blob,
     a_dry_run_reports_the_real_run_and_changes_nothing,
     the_unpin_queue_is_oldest_first_until_dequeued,
     an_unpin_lease_sees_blobs_and_live_upload_chunks,
@@ -273,6 +274,57 @@ async fn a_dry_run_reports_the_real_run_and_changes_nothing(store: Arc<dyn MetaB
 }
 
 /// Commits a blob nothing references and sweeps it: its CID is queued.
+/// An ended session's chunks are queued for unpinning in the same transaction, so a crash
+/// before the registry releases them leaves them to GC; the chunk that is itself the blob
+/// (a one-chunk upload) is not.
+async fn ending_an_upload_queues_its_chunks_but_not_its_blob(store: Arc<dyn MetaBackend>) {
+    let r = repo("gc/ended");
+    let queued = |store: Arc<dyn MetaBackend>| async move {
+        let cids = store.unpin_queue(10).await.unwrap();
+        cids.into_iter().collect::<HashSet<Cid>>()
+    };
+
+    let whole = blob(b"one chunk");
+    let single = store.create_upload(&r, vec![]).await.unwrap();
+    assert!(store
+        .append_upload_chunk(single.id, chunk(0, b"one chunk"), vec![])
+        .await
+        .unwrap());
+    store
+        .complete_upload(single.id, &r, whole.clone())
+        .await
+        .unwrap();
+    assert!(queued(store.clone()).await.is_empty());
+
+    let joined = blob(b"two chunks");
+    let parts = [chunk(0, b"two "), chunk(4, b"chunks")];
+    let double = store.create_upload(&r, vec![]).await.unwrap();
+    for part in &parts {
+        assert!(store
+            .append_upload_chunk(double.id, part.clone(), vec![])
+            .await
+            .unwrap());
+    }
+    let (_, returned) = store.complete_upload(double.id, &r, joined).await.unwrap();
+    assert_eq!(returned, parts.to_vec());
+    let expected: HashSet<Cid> = parts.iter().map(|c| c.cid).collect();
+    assert_eq!(queued(store.clone()).await, expected);
+
+    let abandoned = store.create_upload(&r, vec![]).await.unwrap();
+    let left = chunk(0, b"abandoned");
+    assert!(store
+        .append_upload_chunk(abandoned.id, left.clone(), vec![])
+        .await
+        .unwrap());
+    store.delete_upload(abandoned.id).await.unwrap();
+    let mut expected = expected;
+    expected.insert(left.cid);
+    assert_eq!(queued(store.clone()).await, expected);
+    // Ending a session that is gone queues nothing more.
+    assert!(store.delete_upload(abandoned.id).await.unwrap().is_empty());
+    assert_eq!(queued(store).await, expected);
+}
+
 async fn queue_one(store: &dyn MetaBackend, data: &[u8]) -> Cid {
     let record = blob(data);
     store
@@ -436,16 +488,18 @@ async fn recorded_cids_are_blobs_live_chunks_and_queued_unpins(store: Arc<dyn Me
     );
     assert!(store.recorded_cids(&[]).await.unwrap().is_empty());
 
-    // Swept, the blob's CID stays known while it is queued; dequeued, it is not.
+    // Swept, the blob's CID stays known while it is queued, and so does the chunk of the
+    // deleted session; dequeued, neither is.
     store.unlink_blob(&r, &record.digest).await.unwrap();
     store.delete_upload(upload.id).await.unwrap();
     tick().await;
     sweep(&*store, &policy(Duration::ZERO, None, HOUR)).await;
     assert_eq!(
         store.recorded_cids(&all).await.unwrap(),
-        HashSet::from([record.cid])
+        HashSet::from([record.cid, chunk_cid])
     );
     store.dequeue_unpin(&record.cid).await.unwrap();
+    store.dequeue_unpin(&chunk_cid).await.unwrap();
     assert!(store.recorded_cids(&all).await.unwrap().is_empty());
 }
 

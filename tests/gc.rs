@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::oci::{
-    artifact_manifest, expect_status, image_manifest, random_bytes, Blob, Image, Manifest, Oci,
-    EMPTY_JSON, OCI_INDEX,
+    artifact_manifest, expect_status, header, image_manifest, random_bytes, Blob, Image, Manifest,
+    Oci, EMPTY_JSON, OCI_INDEX,
 };
 use common::sql::Sql;
 use common::{StorePair, TestRegistry};
@@ -368,6 +368,40 @@ async fn expired_upload_sessions_are_ended_and_their_chunks_unpinned(stores: Sto
         204,
         "a fresh session survives"
     );
+    registry.server.stop().await;
+}
+
+common::on_each_store_pair!(an_ended_upload_releases_its_chunks_and_leaves_nothing_queued);
+
+/// A session's chunks are unpinned as soon as it ends, completed or cancelled, and the
+/// unpin queue entries the metadata made for them (in case the registry crashed first) go
+/// with them: nothing is left for GC.
+async fn an_ended_upload_releases_its_chunks_and_leaves_nothing_queued(stores: StorePair) {
+    let registry = stores.start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let gc_store = gc_store(&registry.config).await;
+    let (first, last) = (random_bytes(3000), random_bytes(4000));
+    let whole = [first.as_slice(), last.as_slice()].concat();
+    let location = oci.start_upload(REPO).await;
+    let patched = expect_status(oci.patch_chunk(&location, 0, &first).await, 202).await;
+    let location = header(&patched, "location");
+    let patched = expect_status(oci.patch_chunk(&location, 3000, &last).await, 202).await;
+    let location = header(&patched, "location");
+    let done = oci
+        .put_upload(&location, &common::oci::sha256(&whole), Vec::new())
+        .await;
+    expect_status(done, 201).await;
+    assert!(common::blob_store_holds(&registry, &whole).await);
+
+    let cancelled = oci.start_upload(REPO).await;
+    let abandoned = random_bytes(5000);
+    let patched = expect_status(oci.patch_chunk(&cancelled, 0, &abandoned).await, 202).await;
+    expect_status(oci.delete(&header(&patched, "location")).await, 204).await;
+
+    for chunk in [&first, &last, &abandoned] {
+        assert!(!common::blob_store_holds(&registry, chunk).await);
+    }
+    assert_eq!(gc_store.unpin_queue(10).await.unwrap(), vec![]);
     registry.server.stop().await;
 }
 

@@ -198,7 +198,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError>;
 
-    /// Commits the blob assembled from the session and ends the session, in one transaction.
+    /// Commits the blob assembled from the session and ends the session, in one transaction
+    /// that also queues the chunks' CIDs (but the blob's own) for unpinning, so a crash
+    /// before the caller releases them leaves them to GC, not pinned with no record.
     /// Returns the stored record and the session's chunks (whose pins may now be released).
     async fn complete_upload(
         &self,
@@ -207,7 +209,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         blob: BlobRecord,
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError>;
 
-    /// Ends the session; returns its chunks so their pins can be released.
-    /// Empty when the session did not exist.
+    /// Ends the session, queuing its chunks' CIDs for unpinning in the same transaction;
+    /// returns its chunks so their pins can be released. Empty when the session did not
+    /// exist.
     async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError>;
 }

@@ -155,3 +155,13 @@ pub(crate) fn new_upload(
         started_at,
     }
 }
+
+/// The CIDs of an ended session's chunks to queue for unpinning: all but `kept` (the blob
+/// the session produced, when one chunk was the whole blob).
+pub(crate) fn released_chunks(chunks: &[UploadChunk], kept: Option<&Cid>) -> Vec<String> {
+    chunks
+        .iter()
+        .filter(|chunk| Some(&chunk.cid) != kept)
+        .map(|chunk| chunk.cid.to_string())
+        .collect()
+}

@@ -146,6 +146,21 @@ impl Registry {
         }
     }
 
+    /// [`Registry::release`] of a CID the metadata queued for unpinning when it forgot it
+    /// (an ended upload's chunk), then its queue entry; what fails stays queued for GC.
+    async fn release_queued(&self, cid: &Cid) {
+        match self.unpin_unused(cid).await {
+            Ok(_) => {
+                if let Err(e) = self.gc.dequeue_unpin(cid).await {
+                    tracing::warn!(event = "unpin_dequeue_failed", ipfs_cid = %cid, error = %e, "left queued for the next GC run");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "unpin_failed", ipfs_cid = %cid, error = %e, "could not release content: left queued for the next GC run");
+            }
+        }
+    }
+
     /// Unpins `cid` unless the metadata still records it. The check and the unpin run under
     /// the CID's unpin lease, which holds back every transaction recording that CID, so a
     /// push of the same bytes either is seen by the check or commits after the unpin (and

@@ -405,7 +405,7 @@ impl Registry {
         let committed = match self.meta.complete_upload(id, repo, record).await {
             Ok((stored, chunks)) => {
                 for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
-                    self.release(&chunk.cid).await;
+                    self.release_queued(&chunk.cid).await;
                 }
                 Ok(stored)
             }
@@ -419,7 +419,7 @@ impl Registry {
         match self.meta.delete_upload(id).await {
             Ok(chunks) => {
                 for chunk in chunks {
-                    self.release(&chunk.cid).await;
+                    self.release_queued(&chunk.cid).await;
                 }
             }
             Err(e) => tracing::warn!(event = "upload_cleanup_failed", upload = %id, error = %e),

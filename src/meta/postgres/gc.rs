@@ -373,7 +373,10 @@ async fn delete_blobs<C: GenericClient>(
     rows.iter().map(|r| blob_record(r, 0)).collect()
 }
 
-async fn queue_unpins<C: GenericClient>(c: &C, cids: &[String]) -> Result<(), MetaError> {
+pub(crate) async fn queue_unpins<C: GenericClient>(
+    c: &C,
+    cids: &[String],
+) -> Result<(), MetaError> {
     if cids.is_empty() {
         return Ok(());
     }

@@ -4,8 +4,8 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::sql::{self, get, upload_chunk};
-use super::{blobs, repos};
-use crate::meta::sql_common::{chunk_span, new_upload};
+use super::{blobs, gc, repos};
+use crate::meta::sql_common::{chunk_span, new_upload, released_chunks};
 use crate::meta::{BlobRecord, MetaError, Upload, UploadChunk};
 use crate::oci::RepoName;
 
@@ -153,6 +153,7 @@ pub(crate) async fn complete<C: GenericClient>(
 ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
     let chunks = end(c, id, Some(repo)).await?;
     let stored = blobs::commit(c, repo, blob).await?;
+    gc::queue_unpins(c, &released_chunks(&chunks, Some(&stored.cid))).await?;
     Ok((stored, chunks))
 }
 
@@ -161,5 +162,7 @@ pub(crate) async fn delete<C: GenericClient>(
     c: &C,
     id: Uuid,
 ) -> Result<Vec<UploadChunk>, MetaError> {
-    end(c, id, None).await
+    let chunks = end(c, id, None).await?;
+    gc::queue_unpins(c, &released_chunks(&chunks, None)).await?;
+    Ok(chunks)
 }

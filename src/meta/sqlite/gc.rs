@@ -62,7 +62,7 @@ pub(super) fn cid_in_use(c: &Connection, cid: &str) -> Result<bool, MetaError> {
     .map_err(db)
 }
 
-fn queue_unpins(c: &Connection, cids: &[String]) -> Result<(), MetaError> {
+pub(super) fn queue_unpins(c: &Connection, cids: &[String]) -> Result<(), MetaError> {
     let mut statement = c
         .prepare_cached(
             "INSERT INTO gc_unpin_queue (cid, queued_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",

@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use self::error::{db, lock_error};
 use self::sql::{limit, names};
+use super::sql_common::released_chunks;
 use super::{
     BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
 };
@@ -486,12 +487,18 @@ impl MetadataStore for SqliteStore {
         self.write_recording(move |tx| {
             let chunks = uploads::end(tx, id, Some(&repo))?;
             let stored = blobs::commit(tx, &repo, &blob)?;
+            gc::queue_unpins(tx, &released_chunks(&chunks, Some(&stored.cid)))?;
             Ok(((stored, chunks), true))
         })
         .await
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
-        self.write(move |tx| uploads::end(tx, id, None)).await
+        self.write(move |tx| {
+            let chunks = uploads::end(tx, id, None)?;
+            gc::queue_unpins(tx, &released_chunks(&chunks, None))?;
+            Ok(chunks)
+        })
+        .await
     }
 }
