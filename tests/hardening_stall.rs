@@ -43,24 +43,22 @@ fn socket_addr(url: &url::Url) -> SocketAddr {
 }
 
 /// The test configuration with PostgreSQL reached through a proxy the test can stall, and
-/// deadlines of 3 s; `None` on the SQLite store.
-async fn behind_a_database_proxy() -> Option<(ipfs_registry::config::Config, StallProxy)> {
+/// deadlines of 3 s.
+async fn behind_a_database_proxy() -> (ipfs_registry::config::Config, StallProxy) {
     let mut config = common::StorePair::PostgresIpfsNode.test_config().await;
-    let mut url = url::Url::parse(config.database.url.as_deref()?).unwrap();
+    let database = config.database.url.as_deref().expect("a PostgreSQL URL");
+    let mut url = url::Url::parse(database).unwrap();
     let proxy = StallProxy::start(socket_addr(&url)).await;
     url.set_port(Some(proxy.addr.port())).unwrap();
     config.database.url = Some(url.to_string());
     config.database.timeout = Duration::from_secs(3);
     config.database.operation_timeout = Duration::from_secs(3);
-    Some((config, proxy))
+    (config, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_database_answers_503_and_the_upload_resumes() {
-    let Some((mut config, proxy)) = behind_a_database_proxy().await else {
-        eprintln!("skipped: the SQLite store cannot be stalled by a proxy");
-        return;
-    };
+    let (mut config, proxy) = behind_a_database_proxy().await;
     // One upload slot: a stalled upload that kept it would turn the next one into a 429.
     config.limits.max_concurrent_uploads = 1;
     let bound = config.database.timeout + SLACK;
@@ -135,10 +133,7 @@ async fn a_stalled_database_answers_503_and_the_upload_resumes() {
 /// connections are not) go at the first deadline instead of each failing a request in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_lost_in_a_partition_are_replaced_not_reused() {
-    let Some((mut config, proxy)) = behind_a_database_proxy().await else {
-        eprintln!("skipped: the SQLite store cannot be stalled by a proxy");
-        return;
-    };
+    let (mut config, proxy) = behind_a_database_proxy().await;
     config.database.pool_size = 8;
     let bound = config.database.timeout + SLACK;
     let registry = common::start_registry_from(config).await;
@@ -175,10 +170,7 @@ async fn connections_lost_in_a_partition_are_replaced_not_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_ipfs_node_answers_503_and_pushes_resume() {
     let mut config = common::StorePair::PostgresIpfsNode.test_config().await;
-    let Some(mut url) = config.ipfs.url.clone() else {
-        eprintln!("skipped: the embedded blob store cannot be stalled by a proxy");
-        return;
-    };
+    let mut url = config.ipfs.url.clone().expect("the IPFS node's URL");
     let proxy = StallProxy::start(socket_addr(&url)).await;
     url.set_port(Some(proxy.addr.port())).unwrap();
     config.ipfs.url = Some(url);

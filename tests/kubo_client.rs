@@ -45,32 +45,7 @@ async fn rpc_at(node: &url::Url, command: &str, query: &[(&str, &str)]) -> reqwe
 
 /// The CID `data` would get under the default profile, without storing anything.
 async fn only_hash(data: &[u8]) -> Cid {
-    only_hash_with(data, &ImportProfile::default()).await
-}
-
-/// The CID the node's own importer gives `data` under `profile`, without storing anything.
-async fn only_hash_with(data: &[u8], profile: &ImportProfile) -> Cid {
-    let part = reqwest::multipart::Part::bytes(data.to_vec())
-        .file_name("blob")
-        .mime_str("application/octet-stream")
-        .unwrap();
-    let mut query = profile.add_params();
-    query.extend([
-        ("only-hash", "true".to_owned()),
-        ("pin", "false".to_owned()),
-    ]);
-    let url = common::ipfs_url().join("api/v0/add").unwrap();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(url)
-        .query(&query)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Cid::try_from(answer["Hash"].as_str().unwrap()).unwrap()
+    common::kubo::node_only_hash(data.to_vec(), &ImportProfile::default()).await
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {
@@ -98,7 +73,11 @@ async fn the_nodes_own_importer_gives_our_cids() {
         let mut blocks = Vec::new();
         builder.push(&data, &mut blocks);
         let ours = builder.finish(&mut blocks).root;
-        assert_eq!(only_hash_with(&data, profile).await, ours, "{len} bytes");
+        assert_eq!(
+            common::kubo::node_only_hash(data, profile).await,
+            ours,
+            "{len} bytes"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::kubo::node_only_hash;
 use ipfs_registry::blobs::kubo::KuboStore;
 use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
 use ipfs_registry::blobs::{BlobStore, ImportProfile};
@@ -17,29 +18,6 @@ fn store(chunk_size: u32) -> KuboStore {
 /// Deterministic bytes that differ per `seed` and per run (so the node has not seen them).
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     common::pseudo_random(seed ^ common::unique_seed(), len)
-}
-
-/// The root CID the node computes without storing anything: for trees of tens of thousands
-/// of blocks, which js-ipfs cannot write at once (it opens a file per block).
-async fn node_root_only_hash(chunk_size: u32, data: Bytes) -> cid::Cid {
-    let part = reqwest::multipart::Part::stream(data)
-        .file_name("blob")
-        .mime_str("application/octet-stream")
-        .unwrap();
-    let mut query = ImportProfile { chunk_size }.add_params();
-    query.extend([("only-hash", "true".into()), ("pin", "false".into())]);
-    let url = common::ipfs_url().join("api/v0/add").unwrap();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(url)
-        .query(&query)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("add only-hash")
-        .json()
-        .await
-        .expect("add answer");
-    cid::Cid::try_from(answer["Hash"].as_str().expect("Hash")).expect("a CID")
 }
 
 fn build(chunk_size: u32, data: &Bytes) -> (ipfs_registry::blobs::unixfs::Dag, Vec<Block>) {
@@ -128,7 +106,10 @@ async fn tree_levels_with_small_chunks() {
     let len = 174 * 174 * 1024 + 1;
     let data = Bytes::from(pseudo_random(3, len));
     let (dag, _) = build(1024, &data);
-    assert_eq!(dag.root, node_root_only_hash(1024, data).await);
+    assert_eq!(
+        dag.root,
+        node_only_hash(data, &ImportProfile { chunk_size: 1024 }).await
+    );
 }
 
 /// The same bytes get the same CID on every node whatever its import defaults: 175 chunks
@@ -146,7 +127,7 @@ async fn a_175_chunk_blob_has_its_recorded_cid() {
         .add_params()
         .contains(&("max-file-links", "174".to_owned())));
     let (dag, _) = build(profile.chunk_size, &data);
-    let node_root = node_root_only_hash(profile.chunk_size, data).await;
+    let node_root = node_only_hash(data, &profile).await;
     assert_eq!(dag.root, node_root, "our importer and the node's agree");
     assert_eq!(dag.root.to_string(), ROOT);
 }

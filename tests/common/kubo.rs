@@ -31,3 +31,30 @@ pub async fn read_all(mut body: ByteStream) -> Vec<u8> {
     }
     out
 }
+
+/// The root CID the node's own importer gives `data` under `profile`, without storing
+/// anything (`add` with `only-hash`): also for trees of tens of thousands of blocks, which
+/// js-ipfs cannot write at once (it opens a file per block).
+pub async fn node_only_hash(data: impl Into<bytes::Bytes>, profile: &ImportProfile) -> cid::Cid {
+    let part = reqwest::multipart::Part::stream(data.into())
+        .file_name("blob")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let mut query = profile.add_params();
+    query.extend([
+        ("only-hash", "true".to_owned()),
+        ("pin", "false".to_owned()),
+    ]);
+    let url = super::ipfs_url().join("api/v0/add").unwrap();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .query(&query)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("add only-hash")
+        .json()
+        .await
+        .expect("add answer");
+    cid::Cid::try_from(answer["Hash"].as_str().expect("Hash")).expect("a CID")
+}
