@@ -16,6 +16,20 @@ fn registry(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run ipfs-registry")
 }
 
+/// What `ipfs-registry <args…>` (ending in `config`) prints, which must succeed: the text
+/// and its TOML.
+fn printed_config(args: &[&str], env: &[(&str, &str)]) -> (String, toml::Table) {
+    let out = registry(args, env);
+    assert!(
+        out.status.success(),
+        "{env:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed = toml::from_str(&text).unwrap();
+    (text, printed)
+}
+
 #[tokio::test]
 async fn migrate_applies_the_schema_once() {
     let url = common::fresh_database_url().await;
@@ -164,15 +178,8 @@ fn config_redacts_multi_host_and_query_passwords() {
             "postgres://db/registry?user=registry&password=REDACTED&sslmode=require",
         ),
     ] {
-        let out = registry(&["config"], &[("IPFS_REGISTRY_DATABASE__URL", url)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let (text, printed) = printed_config(&["config"], &[("IPFS_REGISTRY_DATABASE__URL", url)]);
         assert!(!text.contains("s3cret-pw"), "{text}");
-        let printed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(printed["database"]["url"].as_str(), Some(shown));
     }
 }
@@ -188,16 +195,8 @@ fn config_prints_the_effective_settings_with_secrets_redacted() {
         ("IPFS_REGISTRY_IPFS__URL", "http://kubo:5001"),
         ("IPFS_REGISTRY_LISTEN", "0.0.0.0:5000"),
     ];
-    let out = registry(&["config"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let text = String::from_utf8(out.stdout).unwrap();
+    let (text, printed) = printed_config(&["config"], &env);
     assert!(!text.contains("s3cret-pw"), "{text}");
-    let printed: toml::Table = toml::from_str(&text).unwrap();
     let database = printed["database"].as_table().unwrap();
     assert_eq!(
         database["url"].as_str(),
@@ -276,13 +275,7 @@ fn store_kinds_resolved_from_urls_or_named_and_contradictions_refused() {
         ),
     ];
     for (env, [metadata_kind, blobs_kind]) in resolved {
-        let out = registry(&["config"], env);
-        assert!(
-            out.status.success(),
-            "{env:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let printed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let (_, printed) = printed_config(&["config"], env);
         assert_eq!(
             printed["metadata"]["kind"].as_str(),
             Some(*metadata_kind),
@@ -304,9 +297,7 @@ fn store_kinds_resolved_from_urls_or_named_and_contradictions_refused() {
          [blobs]\nkind = \"embedded\"\n",
     )
     .unwrap();
-    let out = registry(&["--config", file.to_str().unwrap(), "config"], &[]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let printed: toml::Table = toml::from_str(&text).unwrap();
+    let (_, printed) = printed_config(&["--config", file.to_str().unwrap(), "config"], &[]);
     assert_eq!(printed["metadata"]["kind"].as_str(), Some("postgres"));
     assert_eq!(printed["blobs"]["kind"].as_str(), Some("embedded"));
 
