@@ -349,13 +349,15 @@ async fn the_unpin_queue_is_oldest_first_until_dequeued(store: Arc<dyn MetaBacke
     );
     assert_eq!(store.unpin_queue(2).await.unwrap(), vec![first, second]);
 
-    store.dequeue_unpin(&second).await.unwrap();
+    store.dequeue_unpins(&[second]).await.unwrap();
     assert_eq!(store.unpin_queue(10).await.unwrap(), vec![first, third]);
-    // Dequeuing what is not queued is fine.
-    store.dequeue_unpin(&second).await.unwrap();
-    store.dequeue_unpin(&cid_of(b"never queued")).await.unwrap();
-    store.dequeue_unpin(&first).await.unwrap();
-    store.dequeue_unpin(&third).await.unwrap();
+    // Dequeuing what is not queued, or nothing, is fine.
+    store.dequeue_unpins(&[second]).await.unwrap();
+    store.dequeue_unpins(&[]).await.unwrap();
+    store
+        .dequeue_unpins(&[cid_of(b"never queued"), first, third])
+        .await
+        .unwrap();
     assert!(store.unpin_queue(10).await.unwrap().is_empty());
 }
 
@@ -498,8 +500,10 @@ async fn recorded_cids_are_blobs_live_chunks_and_queued_unpins(store: Arc<dyn Me
         store.recorded_cids(&all).await.unwrap(),
         HashSet::from([record.cid, chunk_cid])
     );
-    store.dequeue_unpin(&record.cid).await.unwrap();
-    store.dequeue_unpin(&chunk_cid).await.unwrap();
+    store
+        .dequeue_unpins(&[record.cid, chunk_cid])
+        .await
+        .unwrap();
     assert!(store.recorded_cids(&all).await.unwrap().is_empty());
 }
 

@@ -86,8 +86,9 @@ pub trait GcStore: Send + Sync + 'static {
     /// CIDs queued for unpinning by earlier sweeps (oldest first, at most `limit`).
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError>;
 
-    /// Removes a CID from the queue: its pin is gone, or something records it again.
-    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError>;
+    /// Removes CIDs from the queue, in one write: their pins are gone, or something records
+    /// them again. CIDs not queued are ignored.
+    async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError>;
 
     /// Excludes every recording of `cid` until the lease is dropped.
     async fn unpin_lease(&self, cid: &Cid) -> Result<Box<dyn UnpinLease>, MetaError>;

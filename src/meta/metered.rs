@@ -387,8 +387,9 @@ impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
         self.gc("unpin_queue", self.inner.unpin_queue(limit)).await
     }
 
-    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError> {
-        self.gc("dequeue_unpin", self.inner.dequeue_unpin(cid))
+    /// Called on a request path too (an ended upload's chunks), so the request limit.
+    async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError> {
+        self.request("dequeue_unpins", self.inner.dequeue_unpins(cids))
             .await
     }
 

@@ -172,13 +172,14 @@ impl Registry {
             if batch.is_empty() {
                 break;
             }
+            let mut done = Vec::with_capacity(batch.len());
             for cid in batch {
                 match self.unpin_unused(&cid).await {
                     Ok(unpinned) => {
                         if unpinned {
                             report.unpinned += 1;
                         }
-                        self.gc.dequeue_unpin(&cid).await?;
+                        done.push(cid);
                     }
                     Err(e) => {
                         tracing::warn!(event = "gc_unpin_failed", ipfs_cid = %cid, error = %e);
@@ -186,6 +187,8 @@ impl Registry {
                     }
                 }
             }
+            // Dequeued once the batch is through: after a crash, unpinning again is harmless.
+            self.gc.dequeue_unpins(&done).await?;
             progress(&format!("unpinned {} CIDs", report.unpinned));
         }
         report.unpin_failures = failed.len();

@@ -146,18 +146,21 @@ impl Registry {
         }
     }
 
-    /// [`Registry::release`] of a CID the metadata queued for unpinning when it forgot it
-    /// (an ended upload's chunk), then its queue entry; what fails stays queued for GC.
-    async fn release_queued(&self, cid: &Cid) {
-        match self.unpin_unused(cid).await {
-            Ok(_) => {
-                if let Err(e) = self.gc.dequeue_unpin(cid).await {
-                    tracing::warn!(event = "unpin_dequeue_failed", ipfs_cid = %cid, error = %e, "left queued for the next GC run");
+    /// [`Registry::release`] of CIDs the metadata queued for unpinning when it forgot them
+    /// (an ended upload's chunks), then their queue entries in one write; what fails stays
+    /// queued for GC.
+    async fn release_queued(&self, cids: impl IntoIterator<Item = Cid>) {
+        let mut released = Vec::new();
+        for cid in cids {
+            match self.unpin_unused(&cid).await {
+                Ok(_) => released.push(cid),
+                Err(e) => {
+                    tracing::warn!(event = "unpin_failed", ipfs_cid = %cid, error = %e, "could not release content: left queued for the next GC run");
                 }
             }
-            Err(e) => {
-                tracing::warn!(event = "unpin_failed", ipfs_cid = %cid, error = %e, "could not release content: left queued for the next GC run");
-            }
+        }
+        if let Err(e) = self.gc.dequeue_unpins(&released).await {
+            tracing::warn!(event = "unpin_dequeue_failed", error = %e, "released content left queued for the next GC run");
         }
     }
 

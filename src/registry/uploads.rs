@@ -404,9 +404,11 @@ impl Registry {
         let cid = record.cid;
         let committed = match self.meta.complete_upload(id, repo, record).await {
             Ok((stored, chunks)) => {
-                for chunk in chunks.iter().filter(|c| c.cid != stored.cid) {
-                    self.release_queued(&chunk.cid).await;
-                }
+                let released = chunks
+                    .iter()
+                    .map(|c| c.cid)
+                    .filter(|&cid| cid != stored.cid);
+                self.release_queued(released).await;
                 Ok(stored)
             }
             Err(e) => Err(e),
@@ -417,11 +419,7 @@ impl Registry {
     /// Ends a session and drops its chunks' pins.
     async fn end_session(&self, id: Uuid) {
         match self.meta.delete_upload(id).await {
-            Ok(chunks) => {
-                for chunk in chunks {
-                    self.release_queued(&chunk.cid).await;
-                }
-            }
+            Ok(chunks) => self.release_queued(chunks.iter().map(|c| c.cid)).await,
             Err(e) => tracing::warn!(event = "upload_cleanup_failed", upload = %id, error = %e),
         }
     }

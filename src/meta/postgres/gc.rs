@@ -422,12 +422,16 @@ impl GcStore for super::PostgresStore {
         rows.iter().map(|r| sql::cid(r, 0)).collect()
     }
 
-    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError> {
+    async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError> {
+        if cids.is_empty() {
+            return Ok(());
+        }
+        let cids: Vec<String> = cids.iter().map(ToString::to_string).collect();
         let client = self.pool.get().await.map_err(pool_error)?;
         sql::execute(
             &client,
-            "DELETE FROM gc_unpin_queue WHERE cid = $1",
-            &[&cid.to_string()],
+            "DELETE FROM gc_unpin_queue WHERE cid = ANY($1)",
+            &[&cids],
         )
         .await?;
         Ok(())

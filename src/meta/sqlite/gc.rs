@@ -219,12 +219,19 @@ impl GcStore for SqliteStore {
         .await
     }
 
-    async fn dequeue_unpin(&self, cid: &Cid) -> Result<(), MetaError> {
-        let cid = cid.to_string();
+    async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError> {
+        if cids.is_empty() {
+            return Ok(());
+        }
+        let cids: Vec<String> = cids.iter().map(ToString::to_string).collect();
         self.write(move |tx| {
-            tx.execute("DELETE FROM gc_unpin_queue WHERE cid = ?1", [cid])
-                .map(drop)
-                .map_err(db)
+            let mut statement = tx
+                .prepare_cached("DELETE FROM gc_unpin_queue WHERE cid = ?1")
+                .map_err(db)?;
+            for cid in cids {
+                statement.execute([cid]).map_err(db)?;
+            }
+            Ok(())
         })
         .await
     }
