@@ -10,6 +10,7 @@
 mod blobs;
 mod error;
 mod gc;
+mod manifest_cache;
 mod manifests;
 mod migrate;
 mod referrers;
@@ -61,6 +62,7 @@ struct Inner {
     /// visible — across every process using the data directory.
     cid_lock: LockFile,
     gc_lock: LockFile,
+    manifests: manifest_cache::ManifestCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -161,6 +163,7 @@ impl SqliteStore {
                 waiting: AtomicUsize::new(0),
                 cid_lock: lock_beside(path, "cid-lock")?,
                 gc_lock: lock_beside(path, "gc-lock")?,
+                manifests: manifest_cache::ManifestCache::open(path)?,
             }),
         })
     }
@@ -374,9 +377,20 @@ impl MetadataStore for SqliteStore {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<StoredManifest>, MetaError> {
-        let (repo, reference) = (repo.clone(), reference.clone());
-        self.read(move |c| manifests::get(c, &repo, &reference))
-            .await
+        let read_at = match self.inner.manifests.get(repo, reference)? {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(version) => version,
+        };
+        let (key_repo, key_reference) = (repo.clone(), reference.clone());
+        let found = self
+            .read(move |c| manifests::get(c, &key_repo, &key_reference))
+            .await?;
+        if let Some(manifest) = &found {
+            self.inner
+                .manifests
+                .insert(read_at, repo, reference, manifest);
+        }
+        Ok(found)
     }
 
     async fn put_manifest(
