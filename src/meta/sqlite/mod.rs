@@ -10,6 +10,7 @@
 mod blobs;
 mod error;
 mod gc;
+mod integrity;
 mod manifest_cache;
 mod manifests;
 mod migrate;
@@ -33,7 +34,8 @@ use self::error::{db, lock_error};
 use self::sql::{limit, names};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
+    UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -360,6 +362,44 @@ impl MetadataStore for SqliteStore {
             Ok((Some(record), true))
         })
         .await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
+        let (digest, reason) = (digest.to_string(), reason.to_owned());
+        self.write(move |tx| integrity::quarantine(tx, &digest, &reason))
+            .await
+    }
+
+    async fn release_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| integrity::release(tx, &digest)).await
+    }
+
+    async fn is_quarantined(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.read(move |c| integrity::is_quarantined(c, &digest))
+            .await
+    }
+
+    async fn quarantined_blobs(&self) -> Result<Vec<Quarantined>, MetaError> {
+        self.read(integrity::all).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, MetaError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| integrity::try_lease(tx, &name, &holder, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| integrity::release_lease(tx, &name, &holder))
+            .await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
