@@ -201,13 +201,10 @@ fn spawn_scrub(
         rate: (rate > 0).then_some(rate),
         lease: Some((uuid::Uuid::new_v4().to_string(), ttl)),
     };
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick fires at once: wait a whole interval after starting.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
+    let options = Arc::new(options);
+    every(interval, move || {
+        let (registry, options) = (registry.clone(), options.clone());
+        async move {
             match registry.scrub(&options, &()).await {
                 Ok(Some(report)) => tracing::info!(event = "scrub_done", %report),
                 Ok(None) => tracing::info!(event = "scrub_skipped", "another replica is scrubbing"),
@@ -221,20 +218,35 @@ fn spawn_scrub(
 /// sweep at a time and the others skip that round.
 fn spawn_online_gc(config: &Config, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
     let interval = config.gc.interval;
-    let policy = config.gc.policy();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick fires at once: wait a whole interval after starting.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
+    let policy = Arc::new(config.gc.policy());
+    every(interval, move || {
+        let (registry, policy) = (registry.clone(), policy.clone());
+        async move {
             let progress = |message: &str| tracing::debug!(event = "gc_progress", message);
             match registry.collect_garbage(&policy, false, &progress).await {
                 Ok(Some(report)) => tracing::info!(event = "gc_report", %report),
                 Ok(None) => tracing::info!(event = "gc_skipped", "another replica is collecting"),
                 Err(e) => tracing::warn!(event = "gc_failed", error = %e),
             }
+        }
+    })
+}
+
+/// Runs `task` every `interval`, the first time one whole interval after start-up; a run
+/// that overruns delays the next instead of bunching them.
+fn every<Task, Run>(interval: std::time::Duration, mut task: Task) -> tokio::task::JoinHandle<()>
+where
+    Task: FnMut() -> Run + Send + 'static,
+    Run: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick fires at once.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            task().await;
         }
     })
 }

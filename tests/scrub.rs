@@ -7,11 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use common::cid_of_blob;
-use common::cli::{registry_command, stores_env};
+use common::cli::{verify_command, verify_json};
 use common::oci::{self, Oci};
 use common::private_node::PrivateNode;
 use common::{StorePair, TestRegistry};
@@ -20,28 +19,6 @@ use serde_json::Value;
 
 /// Spans three 256 KiB leaves: a DAG with a root node, as real layers have.
 const SIZE: usize = 700_000;
-
-fn verify(config: &ipfs_registry::config::Config, args: &[&str]) -> Output {
-    registry_command()
-        .envs(stores_env(config))
-        .env("IPFS_REGISTRY_IPFS__TIMEOUT", "5s")
-        .arg("verify")
-        .args(args)
-        .output()
-        .expect("run ipfs-registry verify")
-}
-
-fn verify_json(config: &ipfs_registry::config::Config) -> (bool, Value) {
-    let out = verify(config, &["--json"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), report)
-}
 
 fn scrub_digests(report: &Value, key: &str) -> Vec<String> {
     report["scrub"][key]
@@ -102,7 +79,7 @@ async fn a_damaged_blob_file_is_found_quarantined_and_healed() {
     let damaged = client.push_random_blob("scrub/app", SIZE).await;
     let sound = client.push_random_blob("scrub/app", SIZE).await;
 
-    let (succeeded, report) = verify_json(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(succeeded, "{report}");
     assert_eq!(report["scrub"]["checked"], 2, "{report}");
     assert_eq!(report["scrub"]["bytes"], 2 * SIZE as u64, "{report}");
@@ -115,7 +92,7 @@ async fn a_damaged_blob_file_is_found_quarantined_and_healed() {
     bytes[300_000] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
 
-    let (succeeded, report) = verify_json(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(!succeeded, "a corrupt blob fails verify: {report}");
     assert_eq!(
         scrub_digests(&report, "corrupt"),
@@ -173,7 +150,7 @@ async fn a_damaged_blob_file_is_found_quarantined_and_healed() {
         metric(&registry, "ipfs_registry_blobs_quarantined").await,
         0.0
     );
-    let (succeeded, report) = verify_json(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(succeeded, "healed: {report}");
     assert_eq!(report["scrub"]["checked"], 2, "{report}");
 
@@ -181,7 +158,7 @@ async fn a_damaged_blob_file_is_found_quarantined_and_healed() {
     let file = blob_file(&registry, &sound.data);
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..SIZE - 1000]).unwrap();
-    let out = verify(&registry.config, &[]);
+    let out = verify_command(&registry.config, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(
@@ -205,7 +182,7 @@ async fn a_damaged_blob_file_is_found_quarantined_and_healed() {
         .await;
     oci::expect_status(response, 201).await;
     assert_pulls_exactly(&client, "scrub/app", &sound).await;
-    let (succeeded, report) = verify_json(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(succeeded, "healed: {report}");
     registry.server.stop().await;
 }
@@ -243,7 +220,7 @@ async fn a_damaged_block_in_the_ipfs_node_is_found() {
     let damaged = client.push_random_blob("scrub/node", SIZE).await;
     let sound = client.push_random_blob("scrub/node", SIZE).await;
     // (A fresh js-ipfs repository pins its own files, which verify lists as unrecorded.)
-    let (_, report) = verify_json(&registry.config);
+    let (_, report) = verify_json(&registry.config, &[]);
     assert_eq!(report["scrub"]["checked"], 2, "{report}");
     assert!(scrub_digests(&report, "corrupt").is_empty(), "{report}");
     assert!(scrub_digests(&report, "missing").is_empty(), "{report}");
@@ -253,7 +230,7 @@ async fn a_damaged_block_in_the_ipfs_node_is_found() {
     bytes[1000] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
 
-    let (succeeded, report) = verify_json(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(!succeeded, "a damaged block fails verify: {report}");
     // Served wrong (corrupt) or refused by a node that checks what it reads (unreadable).
     let mut found = scrub_digests(&report, "corrupt");
