@@ -163,13 +163,16 @@ fn chromium_args(profile: &Path) -> Vec<String> {
     ]
 }
 
-/// The page as Chromium rendered it (its DOM, serialised).
-fn rendered(url: &str, profile: &Path) -> String {
-    let out = Command::new(chromium())
+/// The page as Chromium rendered it (its DOM, serialised). Chromium runs without blocking
+/// the test's runtime: on a current-thread runtime a blocking wait would starve the
+/// registry's database connection, which lives on that runtime, and the page would time out.
+async fn rendered(url: &str, profile: &Path) -> String {
+    let out = tokio::process::Command::new(chromium())
         .args(chromium_args(profile))
         .arg("--dump-dom")
         .arg(url)
         .output()
+        .await
         .expect("run chromium");
     assert!(
         out.status.success(),
@@ -198,18 +201,21 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StoreP
     let repo = "browse/ui";
     let (amd64, _, _) = push_images(&oci, repo).await;
     let profile = tempfile::tempdir().unwrap();
-    let page = |path: &str| rendered(&registry.url(path), profile.path());
+    let page = |path: &str| {
+        let (url, profile) = (registry.url(path), profile.path().to_owned());
+        async move { rendered(&url, &profile).await }
+    };
 
-    let home = page("/ui/");
+    let home = page("/ui/").await;
     let to_repo = links(&home, repo);
     assert_eq!(to_repo, vec![format!("/ui/repo/{repo}")], "{home}");
 
-    let tags = page(&to_repo[0]);
+    let tags = page(&to_repo[0]).await;
     let to_image = links(&tags, "amd64");
     assert_eq!(to_image, vec![format!("/ui/image/{repo}@amd64")], "{tags}");
     assert!(!links(&tags, "multi").is_empty(), "{tags}");
 
-    let image = page(&to_image[0]);
+    let image = page(&to_image[0]).await;
     assert!(image.contains(&amd64.manifest.digest), "{image}");
     let gateway =
         regex::Regex::new(r#"<a class="gateway" href="([^"]+)" data-digest="([^"]+)""#).unwrap();
@@ -231,7 +237,7 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StoreP
     }
 
     // The index page lists its platforms, each leading to that image.
-    let index = page(&format!("/ui/image/{repo}@multi"));
+    let index = page(&format!("/ui/image/{repo}@multi")).await;
     assert!(
         index.contains("linux/amd64") && index.contains("linux/arm64"),
         "{index}"
@@ -240,12 +246,13 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StoreP
 
     // A phone-sized screenshot renders (kept for a person to look at when it fails).
     let shot = profile.path().join("image-page.png");
-    let out = Command::new(chromium())
+    let out = tokio::process::Command::new(chromium())
         .args(chromium_args(profile.path()))
         .arg("--window-size=390,1200")
         .arg(format!("--screenshot={}", shot.display()))
         .arg(registry.url(&to_image[0]))
         .output()
+        .await
         .expect("run chromium");
     assert!(
         out.status.success(),
