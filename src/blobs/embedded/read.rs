@@ -1,7 +1,13 @@
-//! A stored file (or a range of it) as a byte stream: positional reads of [`PIECE`] bytes
-//! on the blocking pool, [`PREFETCH`] of them in flight, so reading the next piece from
-//! disk overlaps sending this one, each piece is copied once (kernel to the buffer that
-//! is sent), and no blocking thread is held for the length of a (possibly slow) download.
+//! A stored file (or a range of it) as a byte stream: positional reads on the blocking
+//! pool, [`PREFETCH`] of them in flight, so reading the next piece from disk overlaps
+//! sending this one, each piece is copied once (kernel to the buffer that is sent), and no
+//! blocking thread is held for the length of a (possibly slow) download.
+//!
+//! Pieces start small and grow with what the client has already taken: a thread hop per
+//! 32 KiB costs a fast pull half its speed, while large pieces held for thousands of
+//! stalled clients cost memory. A piece is at most an eighth of the bytes sent before it
+//! (between [`FIRST_PIECE`] and [`LARGEST_PIECE`]), so what a stalled pull holds,
+//! PREFETCH + 1 pieces, stays below half of what it has already sent.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -12,21 +18,29 @@ use futures::StreamExt;
 
 use crate::blobs::ByteStream;
 
-/// Bytes per read: large enough that a thread hop per piece costs little, small because
-/// every pull holds a few pieces (and actix's write buffer one more) while its client is
-/// slow, and thousands of pulls may be.
-const PIECE: u64 = 32 * 1024;
-/// Pieces read ahead of the one being sent; PIECE × (PREFETCH + 1) is a pull's buffer.
+const FIRST_PIECE: u64 = 32 * 1024;
+const LARGEST_PIECE: u64 = 512 * 1024;
+/// Pieces read ahead of the one being sent.
 const PREFETCH: usize = 2;
+
+/// `(offset, length)` of each read, growing from FIRST_PIECE to LARGEST_PIECE.
+fn pieces(offset: u64, length: u64) -> impl Iterator<Item = (u64, usize)> {
+    let mut sent = 0;
+    std::iter::from_fn(move || {
+        if sent >= length {
+            return None;
+        }
+        let size = (sent / 8).clamp(FIRST_PIECE, LARGEST_PIECE) / FIRST_PIECE * FIRST_PIECE;
+        let piece = (offset + sent, size.min(length - sent) as usize);
+        sent += piece.1 as u64;
+        Some(piece)
+    })
+}
 
 pub(super) fn stream(file: std::fs::File, offset: u64, length: u64) -> ByteStream {
     let file = Arc::new(file);
-    let pieces = (0..length.div_ceil(PIECE)).map(move |i| {
-        let start = i * PIECE;
-        (offset + start, (length - start).min(PIECE) as usize)
-    });
     Box::pin(
-        futures::stream::iter(pieces)
+        futures::stream::iter(pieces(offset, length))
             .map(move |(at, len)| {
                 let file = file.clone();
                 async move {
@@ -60,9 +74,31 @@ mod tests {
         Ok(pieces.concat())
     }
 
+    #[test]
+    fn pieces_cover_the_range_and_grow_with_what_was_sent() {
+        let (offset, length) = (100, 9 * 1024 * 1024 + 5);
+        let all: Vec<(u64, usize)> = pieces(offset, length).collect();
+        let mut next = offset;
+        for &(at, len) in &all {
+            assert_eq!(at, next);
+            let sent = at - offset;
+            assert!(len as u64 <= LARGEST_PIECE, "{len}");
+            assert!(
+                len as u64 <= FIRST_PIECE.max(sent / 8),
+                "{len} bytes after {sent}"
+            );
+            next += len as u64;
+        }
+        assert_eq!(next, offset + length);
+        assert_eq!(all[0].1 as u64, FIRST_PIECE);
+        assert!(all.iter().any(|&(_, len)| len as u64 == LARGEST_PIECE));
+        assert!(pieces(7, 0).next().is_none());
+    }
+
     #[tokio::test]
     async fn ranges_across_pieces_come_back_exactly() {
-        let data: Vec<u8> = (0..(3 * PIECE + 17)).map(|i| (i % 251) as u8).collect();
+        const PIECE: u64 = FIRST_PIECE;
+        let data: Vec<u8> = (0..(40 * PIECE + 17)).map(|i| (i % 251) as u8).collect();
         let whole = read(file_of(&data), 0, data.len() as u64).await.unwrap();
         assert!(whole == data);
         let (start, end) = (PIECE as usize - 5, 2 * PIECE as usize + 9);
@@ -75,8 +111,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_shorter_than_asked_is_an_error() {
-        let data = vec![1u8; PIECE as usize + 10];
-        let short = read(file_of(&data), 0, PIECE + 11).await;
+        let data = vec![1u8; FIRST_PIECE as usize + 10];
+        let short = read(file_of(&data), 0, FIRST_PIECE + 11).await;
         assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }
