@@ -441,7 +441,7 @@ async fn append_parts(file: &mut dyn UploadFile, data: &Bytes, sizes: &[usize]) 
             .expect("append");
         offset += size;
         assert_eq!(len, offset as u64);
-        assert_eq!(file.len(), offset as u64);
+        assert_eq!(file.size(), offset as u64);
     }
 }
 
@@ -458,7 +458,7 @@ async fn an_upload_file_becomes_the_blob_of_its_bytes(open: Open) {
     let Some(mut file) = store.upload_file(id).await.expect("open a session") else {
         return;
     };
-    assert_eq!(file.len(), 0);
+    assert_eq!(file.size(), 0);
     let sizes = [LEAF + 100, 16 * LEAF, 1, 150 * LEAF, 12 * LEAF - 101 + 17];
     let data = random(sizes.iter().sum());
     append_parts(file.as_mut(), &data, &sizes).await;
@@ -466,7 +466,7 @@ async fn an_upload_file_becomes_the_blob_of_its_bytes(open: Open) {
 
     // Another holder (a restarted server, another replica) continues where it stopped.
     let mut file = store.upload_file(id).await.unwrap().expect("the session");
-    assert_eq!(file.len(), data.len() as u64);
+    assert_eq!(file.size(), data.len() as u64);
     let more = random(3 * LEAF);
     let len = file
         .append(data.len() as u64, common::odd_pieces(&more))
@@ -484,7 +484,7 @@ async fn an_upload_file_becomes_the_blob_of_its_bytes(open: Open) {
     assert!(store.block(&leaf).await.unwrap() == whole[7 * LEAF..8 * LEAF]);
     // Finished: the session starts afresh under that id.
     let file = store.upload_file(id).await.unwrap().expect("a new session");
-    assert_eq!(file.len(), 0);
+    assert_eq!(file.size(), 0);
     file.discard().await.unwrap();
 
     // One leaf exactly stays a raw leaf; one byte is its own raw leaf.
@@ -570,7 +570,10 @@ async fn an_upload_file_is_held_by_one_holder_and_idle_ones_expire(open: Open) {
     append_parts(file.as_mut(), &random(1000), &[1000]).await;
     match store.upload_file(idle).await {
         Err(BlobError::Busy(_)) => {}
-        other => panic!("expected Busy, got {:?}", other.map(|f| f.map(|f| f.len()))),
+        other => panic!(
+            "expected Busy, got {:?}",
+            other.map(|f| f.map(|f| f.size()))
+        ),
     }
     drop(file);
     let mut other = store.upload_file(held).await.unwrap().unwrap();
@@ -586,12 +589,12 @@ async fn an_upload_file_is_held_by_one_holder_and_idle_ones_expire(open: Open) {
         1,
         "the idle session goes, the held one stays"
     );
-    assert_eq!(other.len(), 10);
+    assert_eq!(other.size(), 10);
     drop(other);
     let file = store.upload_file(idle).await.unwrap().unwrap();
-    assert_eq!(file.len(), 0, "the expired session's bytes are gone");
+    assert_eq!(file.size(), 0, "the expired session's bytes are gone");
     file.discard().await.unwrap();
     let file = store.upload_file(held).await.unwrap().unwrap();
-    assert_eq!(file.len(), 10);
+    assert_eq!(file.size(), 10);
     file.discard().await.unwrap();
 }

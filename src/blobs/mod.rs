@@ -57,7 +57,7 @@ pub enum BlobError {
 pub trait UploadFile: Send {
     /// Bytes the session's file holds (durably, and past what the session counts when an
     /// append failed after writing).
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
 
     /// Writes `data` at `offset`, first dropping whatever the file holds past it (what an
     /// append whose session never counted it left); durable when it returns. Returns the

@@ -122,14 +122,14 @@ impl Registry {
                 if current.chunk_count > 0 {
                     return Ok((current, None));
                 }
-                if file.len() < current.bytes_received {
+                if file.size() < current.bytes_received {
                     // The bytes this session counted are not there (a data directory
                     // restored from an older copy, or not shared with this replica).
                     tracing::warn!(
                         event = "upload_file_short",
                         upload = %upload.id,
                         counted = current.bytes_received,
-                        stored = file.len(),
+                        stored = file.size(),
                     );
                     return Err(RegistryError::BlobUploadUnknown);
                 }

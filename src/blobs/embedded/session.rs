@@ -166,7 +166,7 @@ fn leaf_cid(digest: &[u8]) -> Result<Cid, BlobError> {
 
 #[async_trait]
 impl UploadFile for Session {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len
     }
 
