@@ -18,7 +18,7 @@ use common::kubo::read_all;
 use futures::{stream, StreamExt};
 use ipfs_registry::blobs::kubo::{DAG_PB_CODEC, RAW_CODEC};
 use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
-use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile};
+use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, UploadFile};
 use sha2::{Digest, Sha256};
 
 on_every_blob_store!(
@@ -33,6 +33,9 @@ on_every_blob_store!(
     leaf_aligned_parts_join_into_the_blob_of_their_bytes,
     every_block_is_served_as_its_cid_names_it,
     a_car_holds_the_whole_dag,
+    an_upload_file_becomes_the_blob_of_its_bytes,
+    an_upload_file_cuts_what_an_uncounted_append_left,
+    an_upload_file_is_held_by_one_holder_and_idle_ones_expire,
     evicted_content_is_gone_and_added_afresh,
 );
 
@@ -426,6 +429,175 @@ async fn a_car_holds_the_whole_dag(open: Open) {
         .sum();
     assert!(car.len() > block_bytes, "{} bytes of CAR", car.len());
     forget(store, &[stored.cid]).await;
+}
+
+/// Appends `data` to a session's file in `sizes`, each at the offset the session counts.
+async fn append_parts(file: &mut dyn UploadFile, data: &Bytes, sizes: &[usize]) {
+    let mut offset = 0;
+    for size in sizes {
+        let part = data.slice(offset..offset + size);
+        let len = file
+            .append(offset as u64, common::odd_pieces(&part))
+            .await
+            .expect("append");
+        offset += size;
+        assert_eq!(len, offset as u64);
+        assert_eq!(file.size(), offset as u64);
+    }
+}
+
+/// A session's bytes appended in chunks of any size (partial leaves across appends) are
+/// stored as the DAG one `add` of the whole builds: 1 KiB leaves, 180 of them (two levels).
+/// A store that does not keep sessions says so, and the caller stores chunks with `add`.
+async fn an_upload_file_becomes_the_blob_of_its_bytes(open: Open) {
+    const LEAF: usize = 1024;
+    let backend = open(ImportProfile {
+        chunk_size: LEAF as u32,
+    });
+    let store = &*backend.store;
+    let id = uuid::Uuid::new_v4();
+    let Some(mut file) = store.upload_file(id).await.expect("open a session") else {
+        return;
+    };
+    assert_eq!(file.size(), 0);
+    let sizes = [LEAF + 100, 16 * LEAF, 1, 150 * LEAF, 12 * LEAF - 101 + 17];
+    let data = random(sizes.iter().sum());
+    append_parts(file.as_mut(), &data, &sizes).await;
+    drop(file);
+
+    // Another holder (a restarted server, another replica) continues where it stopped.
+    let mut file = store.upload_file(id).await.unwrap().expect("the session");
+    assert_eq!(file.size(), data.len() as u64);
+    let more = random(3 * LEAF);
+    let len = file
+        .append(data.len() as u64, common::odd_pieces(&more))
+        .await
+        .unwrap();
+    let whole = Bytes::from([data.as_ref(), more.as_ref()].concat());
+    assert_eq!(len, whole.len() as u64);
+    let stored = file.finish(len).await.expect("finish");
+    let (expected, _) = imported(&whole, LEAF as u32);
+    assert_eq!(stored.cid, expected, "the root of one add of the bytes");
+    assert_eq!(stored.size, whole.len() as u64);
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+    assert!(cat_all(store, &stored.cid, 0, None).await == whole);
+    let leaf = ipfs_registry::blobs::unixfs::cid_of(RAW_CODEC, &whole[7 * LEAF..8 * LEAF]);
+    assert!(store.block(&leaf).await.unwrap() == whole[7 * LEAF..8 * LEAF]);
+    // Finished: the session starts afresh under that id.
+    let file = store.upload_file(id).await.unwrap().expect("a new session");
+    assert_eq!(file.size(), 0);
+    file.discard().await.unwrap();
+
+    // One leaf exactly stays a raw leaf; one byte is its own raw leaf.
+    for len in [LEAF, 1] {
+        let data = random(len);
+        let mut file = store
+            .upload_file(uuid::Uuid::new_v4())
+            .await
+            .unwrap()
+            .unwrap();
+        append_parts(file.as_mut(), &data, &[len]).await;
+        let stored = file.finish(len as u64).await.unwrap();
+        assert_eq!(stored.cid, imported(&data, LEAF as u32).0);
+        assert_eq!(stored.cid.codec(), RAW_CODEC);
+        forget(store, &[stored.cid]).await;
+    }
+    forget(store, &[stored.cid]).await;
+}
+
+/// An append whose bytes the session never counted (its commit failed, or the input broke
+/// midway) is cut off by the next append at the counted offset, and by `finish`.
+async fn an_upload_file_cuts_what_an_uncounted_append_left(open: Open) {
+    const LEAF: usize = 1024;
+    let backend = open(ImportProfile {
+        chunk_size: LEAF as u32,
+    });
+    let store = &*backend.store;
+    let Some(mut file) = store
+        .upload_file(uuid::Uuid::new_v4())
+        .await
+        .expect("open a session")
+    else {
+        return;
+    };
+    let data = random(10 * LEAF + 300);
+    append_parts(file.as_mut(), &data, &[2 * LEAF + 300]).await;
+    // Written, never counted.
+    file.append(2 * LEAF as u64 + 300, common::odd_pieces(&random(5 * LEAF)))
+        .await
+        .unwrap();
+    // Broken input midway.
+    let broken: ByteStream = Box::pin(stream::iter([
+        Ok(random(LEAF + 5)),
+        Err(io::Error::other("client disconnected")),
+    ]));
+    match file.append(2 * LEAF as u64 + 300, broken).await {
+        Err(BlobError::Input(message)) => assert!(message.contains("disconnected")),
+        other => panic!("expected Input, got {other:?}"),
+    }
+    let len = file
+        .append(
+            2 * LEAF as u64 + 300,
+            common::odd_pieces(&data.slice(2 * LEAF + 300..)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(len, data.len() as u64);
+    file.append(len, common::odd_pieces(&random(77)))
+        .await
+        .unwrap();
+    let stored = file.finish(data.len() as u64).await.unwrap();
+    assert_eq!(stored.cid, imported(&data, LEAF as u32).0);
+    assert!(cat_all(store, &stored.cid, 0, None).await == data);
+    forget(store, &[stored.cid]).await;
+}
+
+/// One holder at a time (a second request on the session is told it is busy); a session's
+/// file left idle goes with `expire_upload_files`, one in use or recent stays.
+async fn an_upload_file_is_held_by_one_holder_and_idle_ones_expire(open: Open) {
+    let backend = open(ImportProfile::default());
+    let store = &*backend.store;
+    let (idle, held) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let Some(mut file) = store.upload_file(idle).await.expect("open a session") else {
+        assert_eq!(
+            store
+                .expire_upload_files(std::time::Duration::ZERO)
+                .await
+                .unwrap(),
+            0
+        );
+        return;
+    };
+    append_parts(file.as_mut(), &random(1000), &[1000]).await;
+    match store.upload_file(idle).await {
+        Err(BlobError::Busy(_)) => {}
+        other => panic!(
+            "expected Busy, got {:?}",
+            other.map(|f| f.map(|f| f.size()))
+        ),
+    }
+    drop(file);
+    let mut other = store.upload_file(held).await.unwrap().unwrap();
+    append_parts(other.as_mut(), &random(10), &[10]).await;
+
+    let an_hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.expire_upload_files(an_hour).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .expire_upload_files(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1,
+        "the idle session goes, the held one stays"
+    );
+    assert_eq!(other.size(), 10);
+    drop(other);
+    let file = store.upload_file(idle).await.unwrap().unwrap();
+    assert_eq!(file.size(), 0, "the expired session's bytes are gone");
+    file.discard().await.unwrap();
+    let file = store.upload_file(held).await.unwrap().unwrap();
+    assert_eq!(file.size(), 10);
+    file.discard().await.unwrap();
 }
 
 /// Evicted content is not pinned and its blocks are gone (nothing for a pin to restore);

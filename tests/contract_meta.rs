@@ -18,6 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 on_every_meta_store!(
+    advance_upload_counts_bytes_without_a_chunk,
     commit_blob_links_and_deduplicates,
     large_and_empty_blob_sizes_round_trip,
     mount_blob_requires_a_link_in_the_source,
@@ -1069,6 +1070,52 @@ async fn delete_upload_returns_chunks_and_ends_the_session(store: Arc<dyn MetaBa
         .expect("delete")
         .is_empty());
     assert!(store.upload(&r, empty.id).await.expect("upload").is_none());
+}
+
+/// A session whose bytes the blob store keeps: `advance_upload` counts them (compare-and-swap
+/// on the count, like a chunk) and records no chunk; completing it commits the blob.
+async fn advance_upload_counts_bytes_without_a_chunk(store: Arc<dyn MetaBackend>) {
+    let r = repo("in-place");
+    let upload = store.create_upload(&r, vec![1]).await.expect("create");
+    assert!(store
+        .advance_upload(upload.id, 0, 8, vec![2])
+        .await
+        .expect("first"));
+    // Stale and ahead offsets: rejected, nothing changes.
+    assert!(!store
+        .advance_upload(upload.id, 0, 3, vec![9])
+        .await
+        .expect("stale"));
+    assert!(!store
+        .advance_upload(upload.id, 9, 3, vec![9])
+        .await
+        .expect("ahead"));
+    assert!(store
+        .advance_upload(upload.id, 8, 4, vec![3])
+        .await
+        .expect("second"));
+    let got = store.upload(&r, upload.id).await.unwrap().unwrap();
+    assert_eq!(got.bytes_received, 12);
+    assert_eq!(got.hash_state, vec![3]);
+    assert_eq!(got.chunk_count, 0);
+    assert!(store.upload_chunks(upload.id).await.unwrap().is_empty());
+    assert!(!store
+        .advance_upload(Uuid::new_v4(), 0, 1, vec![])
+        .await
+        .expect("unknown session"));
+
+    let record = blob(b"in-place");
+    let (stored, chunks) = store
+        .complete_upload(upload.id, &r, record.clone())
+        .await
+        .expect("complete");
+    assert_eq!(stored, record);
+    assert!(chunks.is_empty());
+    assert!(store.upload(&r, upload.id).await.unwrap().is_none());
+    assert!(!store
+        .advance_upload(upload.id, 12, 1, vec![])
+        .await
+        .expect("ended session"));
 }
 
 // ---------- integrity ----------

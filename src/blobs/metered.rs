@@ -52,6 +52,18 @@ impl BlobStore for MeteredBlobStore {
         self.timed("concat", self.inner.concat(parts)).await
     }
 
+    async fn upload_file(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<Box<dyn super::UploadFile>>, BlobError> {
+        self.timed("upload_file", self.inner.upload_file(id)).await
+    }
+
+    async fn expire_upload_files(&self, idle: std::time::Duration) -> Result<usize, BlobError> {
+        self.timed("expire_upload_files", self.inner.expire_upload_files(idle))
+            .await
+    }
+
     async fn cat(
         &self,
         cid: &Cid,

@@ -43,9 +43,33 @@ pub enum BlobError {
     /// The input stream failed (client went away, size limit); nothing was stored.
     #[error("input stream failed: {0}")]
     Input(String),
+    /// Another request holds what this one needs (an upload session's file).
+    #[error("busy: {0}")]
+    Busy(String),
     /// The store answered, but with something unexpected.
     #[error("blob store error: {0}")]
     Backend(String),
+}
+
+/// An upload session's bytes kept by the store ([`BlobStore::upload_file`]), held
+/// exclusively by its owner.
+#[async_trait]
+pub trait UploadFile: Send {
+    /// Bytes the session's file holds (durably, and past what the session counts when an
+    /// append failed after writing).
+    fn size(&self) -> u64;
+
+    /// Writes `data` at `offset`, first dropping whatever the file holds past it (what an
+    /// append whose session never counted it left); durable when it returns. Returns the
+    /// file's new length.
+    async fn append(&mut self, offset: u64, data: ByteStream) -> Result<u64, BlobError>;
+
+    /// Stores (and pins) the file's first `size` bytes as a blob, as `add` would, and ends the
+    /// session's file.
+    async fn finish(self: Box<Self>, size: u64) -> Result<StoredBytes, BlobError>;
+
+    /// Deletes the session's file.
+    async fn discard(self: Box<Self>) -> Result<(), BlobError>;
 }
 
 #[async_trait]
@@ -65,6 +89,21 @@ pub trait BlobStore: Send + Sync + 'static {
     /// and the caller then streams them into `add`. The parts stay stored.
     async fn concat(&self, _parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
         Ok(None)
+    }
+
+    /// The upload session `id`'s file, when the store keeps a session's bytes itself: every
+    /// chunk written in place into one file and its DAG's leaves hashed as they arrive, so
+    /// completing the upload writes no byte again. Held exclusively (across processes) until
+    /// dropped. `Ok(None)` when the store does not keep sessions (the caller then stores
+    /// each chunk with `add`); `Err(Busy)` when another request holds the session.
+    async fn upload_file(&self, _id: uuid::Uuid) -> Result<Option<Box<dyn UploadFile>>, BlobError> {
+        Ok(None)
+    }
+
+    /// Deletes the session files nobody has written for `idle` (sessions abandoned midway);
+    /// returns how many. The metadata store expires the sessions themselves.
+    async fn expire_upload_files(&self, _idle: std::time::Duration) -> Result<usize, BlobError> {
+        Ok(0)
     }
 
     /// Streams `length` bytes (all remaining when `None`) starting at `offset`.

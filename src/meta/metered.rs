@@ -283,6 +283,20 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
         .await
     }
 
+    async fn advance_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        size: u64,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "advance_upload",
+            self.inner.advance_upload(id, offset, size, hash_state),
+        )
+        .await
+    }
+
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
         self.request("upload_chunks", self.inner.upload_chunks(id))
             .await

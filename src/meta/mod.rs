@@ -229,6 +229,18 @@ pub trait MetadataStore: Send + Sync + 'static {
         hash_state: Vec<u8>,
     ) -> Result<bool, MetaError>;
 
+    /// Counts `size` more bytes (and the new hash state) if the session still holds exactly
+    /// `offset` bytes, recording no chunk: for a blob store that keeps the session's bytes
+    /// itself (`BlobStore::upload_file`). False when it does not hold `offset` bytes (or is
+    /// gone).
+    async fn advance_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        size: u64,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError>;
+
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError>;
 
     /// Commits the blob assembled from the session and ends the session, in one transaction

@@ -73,6 +73,7 @@ impl From<BlobError> for RegistryError {
                 RegistryError::Unavailable(format!("blob store: content {cid} not retrievable"))
             }
             BlobError::Input(m) => RegistryError::BlobUploadInvalid(m),
+            BlobError::Busy(m) => RegistryError::Unavailable(format!("blob store: {m}")),
             BlobError::Backend(m) => RegistryError::Internal(format!("blob store: {m}")),
         }
     }

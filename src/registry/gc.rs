@@ -139,6 +139,13 @@ impl Registry {
                 .inc_by(report.expired_uploads as u64);
             progress("unpinning released content");
             self.drain_unpin_queue(&mut report, progress).await?;
+            // Sessions kept in place by the blob store: the files of those idle as long as
+            // the metadata's expiry (just swept, or abandoned by a crash).
+            match self.blobs.expire_upload_files(policy.upload_expiry).await {
+                Ok(0) => {}
+                Ok(files) => tracing::info!(event = "upload_files_gc", files),
+                Err(e) => tracing::warn!(event = "upload_files_gc_failed", error = %e),
+            }
         }
         report.duration = started.elapsed();
         tracing::info!(

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::hashing::{restore_sha256, save_sha256, Hasher, Meter};
 use super::{Registry, RegistryError, Result};
-use crate::blobs::{BlobError, ByteStream};
+use crate::blobs::{BlobError, ByteStream, UploadFile};
 use crate::meta::{BlobRecord, Upload, UploadChunk};
 use crate::oci::{Algorithm, Digest, RepoName};
 
@@ -66,6 +66,7 @@ impl Registry {
     ) -> Result<UploadStatus> {
         let _permit = self.upload_permit()?;
         let upload = self.session(repo, id).await?;
+        let (upload, file) = self.lock_upload_file(upload).await?;
         let declared = match range {
             Some((start, _)) if start != upload.bytes_received => {
                 return Err(RegistryError::ChunkOutOfOrder {
@@ -89,7 +90,181 @@ impl Registry {
             }
             None => content_length,
         };
-        self.store_chunk(&upload, body, declared).await
+        match file {
+            Some(mut file) => {
+                let status = self
+                    .store_in_place(&upload, file.as_mut(), body, declared)
+                    .await;
+                if matches!(status, Err(RegistryError::BlobUploadUnknown)) {
+                    // The session ended meanwhile (cancelled, expired): its file goes too.
+                    discard(file).await;
+                }
+                status
+            }
+            None => self.store_chunk(&upload, body, declared).await,
+        }
+    }
+
+    /// The session's file when the blob store keeps sessions in place (not for sessions
+    /// begun with chunks stored as blobs), locked, with the session as read under the lock:
+    /// no other request appends meanwhile, so the count read is the one to write at.
+    async fn lock_upload_file(
+        &self,
+        upload: Upload,
+    ) -> Result<(Upload, Option<Box<dyn UploadFile>>)> {
+        if upload.chunk_count > 0 {
+            return Ok((upload, None));
+        }
+        match self.blobs.upload_file(upload.id).await {
+            Ok(None) => Ok((upload, None)),
+            Ok(Some(file)) => {
+                let current = self.session(&upload.repository, upload.id).await?;
+                if current.chunk_count > 0 {
+                    return Ok((current, None));
+                }
+                if file.size() < current.bytes_received {
+                    // The bytes this session counted are not there (a data directory
+                    // restored from an older copy, or not shared with this replica).
+                    tracing::warn!(
+                        event = "upload_file_short",
+                        upload = %upload.id,
+                        counted = current.bytes_received,
+                        stored = file.size(),
+                    );
+                    return Err(RegistryError::BlobUploadUnknown);
+                }
+                Ok((current, Some(file)))
+            }
+            Err(BlobError::Busy(_)) => {
+                // Another request on the same session (clients send one at a time).
+                let current = self.session(&upload.repository, upload.id).await?;
+                Err(RegistryError::ChunkOutOfOrder {
+                    received: current.bytes_received,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends one chunk to the session's file and counts it, continuing the session's hash.
+    async fn store_in_place(
+        &self,
+        upload: &Upload,
+        file: &mut dyn UploadFile,
+        body: ByteStream,
+        declared: Option<u64>,
+    ) -> Result<UploadStatus> {
+        let hasher = restore_sha256(&upload.hash_state)
+            .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
+        let Some(body) = non_empty(body).await? else {
+            if declared.is_some_and(|d| d > 0) {
+                return Err(RegistryError::SizeInvalid("the body is empty".into()));
+            }
+            return Ok(UploadStatus::from(upload));
+        };
+        let (meter, stream, limit) = self.meter(
+            body,
+            Hasher::Sha256(hasher),
+            upload.bytes_received,
+            declared,
+        );
+        // What a failed append wrote past the count is cut off by the next one.
+        file.append(upload.bytes_received, stream)
+            .await
+            .map_err(|e| input_error(e, &meter, &limit))?;
+        self.metrics.blob_bytes_in.inc_by(meter.bytes());
+        check_declared(&meter, declared)?;
+        let Some(Hasher::Sha256(hasher)) = meter.take_hasher() else {
+            return Err(RegistryError::Internal("upload hasher missing".into()));
+        };
+        let advanced = self
+            .meta
+            .advance_upload(
+                upload.id,
+                upload.bytes_received,
+                meter.bytes(),
+                save_sha256(&hasher),
+            )
+            .await?;
+        if !advanced {
+            // Under the file's lock nobody else appends: the session is gone.
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        Ok(UploadStatus {
+            id: upload.id,
+            bytes_received: upload.bytes_received + meter.bytes(),
+        })
+    }
+
+    /// Completes a session kept in place: the last chunk appended, the digest checked, the
+    /// file made the blob.
+    async fn complete_in_place(
+        &self,
+        upload: Upload,
+        mut file: Box<dyn UploadFile>,
+        digest: &Digest,
+        body: ByteStream,
+        content_length: Option<u64>,
+    ) -> Result<BlobRecord> {
+        let (id, repo) = (upload.id, upload.repository.clone());
+        let status = self
+            .store_in_place(&upload, file.as_mut(), body, content_length)
+            .await?;
+        let upload = if status.bytes_received != upload.bytes_received {
+            self.session(&repo, id).await?
+        } else {
+            upload
+        };
+        let existing = self.meta.blob(digest).await?;
+        if digest.algorithm() == Algorithm::Sha256 {
+            let hasher = restore_sha256(&upload.hash_state)
+                .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
+            let actual = Hasher::Sha256(hasher).finish();
+            if actual != *digest {
+                self.end_session(id).await;
+                discard(file).await;
+                return Err(digest_mismatch(digest, &actual));
+            }
+            if let Some(existing) = existing {
+                discard(file).await;
+                return self.finish_session(id, &repo, existing).await;
+            }
+            let stored = file.finish(upload.bytes_received).await?;
+            let record = self.record(digest, stored.cid, stored.size);
+            return self.finish_session(id, &repo, record).await;
+        }
+        // Another algorithm: the running sha256 cannot answer, so the stored blob is read
+        // back through the digest's hasher.
+        let stored = file.finish(upload.bytes_received).await?;
+        let (meter, stream, limit) = self.meter(
+            self.blobs.cat(&stored.cid, 0, None).await?,
+            Hasher::new(digest.algorithm()),
+            0,
+            None,
+        );
+        let checked = match drain(stream, &meter, &limit).await {
+            Ok(()) => verify(&meter, digest),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.release(&stored.cid).await;
+            if matches!(e, RegistryError::DigestInvalid(_)) {
+                self.end_session(id).await;
+            }
+            return Err(e);
+        }
+        match existing {
+            Some(existing) => {
+                if existing.cid != stored.cid {
+                    self.release(&stored.cid).await;
+                }
+                self.finish_session(id, &repo, existing).await
+            }
+            None => {
+                let record = self.record(digest, stored.cid, stored.size);
+                self.finish_session(id, &repo, record).await
+            }
+        }
     }
 
     /// PUT: completes the upload with an optional last chunk, verifies the digest and makes
@@ -133,6 +308,12 @@ impl Registry {
                 }
             };
         }
+        let (upload, file) = self.lock_upload_file(upload).await?;
+        if let Some(file) = file {
+            return self
+                .complete_in_place(upload, file, digest, body, content_length)
+                .await;
+        }
         let upload = match self.store_chunk(&upload, body, content_length).await {
             Ok(status) if status.bytes_received != upload.bytes_received => {
                 self.session(repo, id).await?
@@ -159,8 +340,14 @@ impl Registry {
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: Uuid) -> Result<()> {
-        self.session(repo, id).await?;
+        let upload = self.session(repo, id).await?;
         self.end_session(id).await;
+        if upload.chunk_count == 0 {
+            // A file in use by a request is left to expire with idle sessions.
+            if let Ok(Some(file)) = self.blobs.upload_file(id).await {
+                discard(file).await;
+            }
+        }
         Ok(())
     }
 
@@ -505,6 +692,13 @@ impl Registry {
         });
         let (meter, stream) = Meter::wrap(body, Some(hasher), bytes);
         (meter, stream, limit)
+    }
+}
+
+/// Deletes a session's file; a failure leaves it to expire with idle sessions.
+async fn discard(file: Box<dyn UploadFile>) {
+    if let Err(e) = file.discard().await {
+        tracing::warn!(event = "upload_file_cleanup_failed", error = %e);
     }
 }
 

@@ -190,6 +190,20 @@ pub fn cid_of_blob(data: &[u8]) -> cid::Cid {
 
 /// Whether the registry's blob store holds `data`: pinned in the IPFS node, or a file of
 /// the embedded store.
+/// The files of the upload sessions the embedded blob store keeps in place (`uploads/`):
+/// none on an IPFS node, which stores each chunk as it arrives.
+pub fn upload_files(registry: &TestRegistry) -> Vec<std::path::PathBuf> {
+    let dir = registry.config.data_dir.join("blobs/uploads");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    files.sort();
+    files
+}
+
 pub async fn blob_store_holds(registry: &TestRegistry, data: &[u8]) -> bool {
     let cid = cid_of_blob(data);
     if registry.config.ipfs.url.is_none() {

@@ -8,7 +8,8 @@
 //! one open store, renamed into `data/` only once complete; the store holds `tmp/<id>.lock`
 //! while open, so whoever opens the directory next removes what a crashed process left),
 //! `trash/` (unpinned blobs, deleted [`TRASH_GRACE`] after they were unpinned),
-//! `blocks.sqlite` (the index) and `commit.lock`. "Pinned" means the file is in `data/`.
+//! `uploads/<session>` and `uploads/<session>.leaves` (upload sessions written in place,
+//! see `session.rs`; renamed into `data/` on completion), `blocks.sqlite` (the index) and `commit.lock`. "Pinned" means the file is in `data/`.
 //!
 //! More than one process may open the store (`serve` and a `gc` command beside it): the
 //! index is SQLite, file moves are renames, and the commit lock is a file lock.
@@ -22,6 +23,7 @@ mod car;
 mod concat;
 mod index;
 mod read;
+mod session;
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ struct Inner {
     data: PathBuf,
     tmp: PathBuf,
     trash: PathBuf,
+    /// Upload sessions' files (`session.rs`).
+    uploads: PathBuf,
     trash_grace: Duration,
     /// When this process last looked through the trash.
     last_purge: std::sync::Mutex<Option<std::time::Instant>>,
@@ -96,7 +100,8 @@ impl EmbeddedStore {
         let data = dir.join("data");
         let tmp_root = dir.join("tmp");
         let trash = dir.join("trash");
-        for path in [&data, &tmp_root, &trash] {
+        let uploads = dir.join("uploads");
+        for path in [&data, &tmp_root, &trash, &uploads] {
             crate::durable::create_dir_all(path).map_err(|e| io_error("creating", path, e))?;
         }
         let commit_lock = dir.join("commit.lock");
@@ -124,6 +129,7 @@ impl EmbeddedStore {
                 data,
                 tmp,
                 trash,
+                uploads,
                 trash_grace: TRASH_GRACE,
                 last_purge: std::sync::Mutex::new(None),
                 purge_scheduled: std::sync::atomic::AtomicBool::new(false),
@@ -347,6 +353,19 @@ impl EmbeddedStore {
         dag: crate::blobs::unixfs::Dag,
         blocks: Vec<crate::blobs::unixfs::Block>,
     ) -> Result<StoredBytes, BlobError> {
+        let stored = self.place_file(&tmp, dag, blocks).await?;
+        // Renamed away: nothing left to remove.
+        let _ = tmp.keep();
+        Ok(stored)
+    }
+
+    /// [`EmbeddedStore::place`] for a durable file anywhere in the store's directory.
+    async fn place_file(
+        &self,
+        file: &Path,
+        dag: crate::blobs::unixfs::Dag,
+        blocks: Vec<crate::blobs::unixfs::Block>,
+    ) -> Result<StoredBytes, BlobError> {
         let target = self.path_of(&dag.root);
         let _commit = self.lock_commit().await?;
         let root = dag.root;
@@ -356,11 +375,9 @@ impl EmbeddedStore {
             .await;
         indexed?;
         // Renaming over an existing file of the same CID replaces identical bytes.
-        durable_rename(&tmp, &target)
+        durable_rename(file, &target)
             .await
             .map_err(|e| io_error("placing", &target, e))?;
-        // Renamed away: nothing left to remove.
-        let _ = tmp.keep();
         Ok(StoredBytes {
             cid: dag.root,
             size: dag.file_size,
@@ -483,6 +500,28 @@ impl BlobStore for EmbeddedStore {
             return Err(e);
         }
         self.place(tmp, dag, blocks).await.map(Some)
+    }
+
+    async fn upload_file(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Box<dyn crate::blobs::UploadFile>>, BlobError> {
+        let store = self.clone();
+        let dir = self.inner.uploads.clone();
+        let opened = tokio::task::spawn_blocking(move || session::open(store, &dir, id))
+            .await
+            .map_err(|e| BlobError::Backend(format!("embedded store upload task: {e}")))??;
+        match opened {
+            Some(session) => Ok(Some(Box::new(session) as Box<dyn crate::blobs::UploadFile>)),
+            None => Err(BlobError::Busy(format!("upload {id} is in use"))),
+        }
+    }
+
+    async fn expire_upload_files(&self, idle: Duration) -> Result<usize, BlobError> {
+        let dir = self.inner.uploads.clone();
+        tokio::task::spawn_blocking(move || session::expire(&dir, idle))
+            .await
+            .map_err(|e| BlobError::Backend(format!("embedded store upload task: {e}")))?
     }
 
     async fn cat(

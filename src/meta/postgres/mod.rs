@@ -286,6 +286,16 @@ impl MetadataStore for PostgresStore {
         Ok(appended)
     }
 
+    async fn advance_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        size: u64,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError> {
+        uploads::advance(&self.client().await?, id, offset, size, &hash_state).await
+    }
+
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
         uploads::chunks(&self.client().await?, id).await
     }

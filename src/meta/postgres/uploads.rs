@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::sql::{self, get, upload_chunk};
 use super::{blobs, gc, repos};
-use crate::meta::sql_common::{chunk_span, new_upload, released_chunks};
+use crate::meta::sql_common::{chunk_span, new_upload, released_chunks, to_i64};
 use crate::meta::{BlobRecord, MetaError, Upload, UploadChunk};
 use crate::oci::RepoName;
 
@@ -84,6 +84,30 @@ pub(crate) async fn append<C: GenericClient>(
         .await?;
     }
     Ok(true)
+}
+
+/// Counts bytes kept by the blob store if the session holds exactly `offset` bytes (one
+/// statement: its compare-and-swap needs no transaction).
+pub(crate) async fn advance<C: GenericClient>(
+    c: &C,
+    id: Uuid,
+    offset: u64,
+    size: u64,
+    hash_state: &[u8],
+) -> Result<bool, MetaError> {
+    let (offset, size) = (
+        to_i64(offset, "upload offset")?,
+        to_i64(size, "chunk size")?,
+    );
+    let updated = sql::execute(
+        c,
+        "UPDATE upload_sessions \
+         SET bytes_received = bytes_received + $3, hash_state = $4, updated_at = now() \
+         WHERE id = $1 AND bytes_received = $2",
+        &[&id, &offset, &size, &hash_state],
+    )
+    .await?;
+    Ok(updated == 1)
 }
 
 pub(crate) async fn chunks<C: GenericClient>(

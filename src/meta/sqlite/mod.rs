@@ -527,6 +527,20 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn advance_upload(
+        &self,
+        id: Uuid,
+        offset: u64,
+        size: u64,
+        hash_state: Vec<u8>,
+    ) -> Result<bool, MetaError> {
+        self.write_recording(move |tx| {
+            let advanced = uploads::advance(tx, id, offset, size, &hash_state)?;
+            Ok((advanced, advanced))
+        })
+        .await
+    }
+
     async fn upload_chunks(&self, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
         self.read(move |c| uploads::chunks(c, id)).await
     }

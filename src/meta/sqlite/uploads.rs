@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::error::db;
 use super::repos;
 use super::sql::{from_millis, now_millis};
-use crate::meta::sql_common::{chunk_span, corrupt, new_upload, parse_cid, to_u64};
+use crate::meta::sql_common::{chunk_span, corrupt, new_upload, parse_cid, to_i64, to_u64};
 use crate::meta::{MetaError, Upload, UploadChunk};
 use crate::oci::RepoName;
 
@@ -91,6 +91,36 @@ pub(super) fn append(
         .map_err(db)?;
     }
     Ok(true)
+}
+
+/// Counts bytes kept by the blob store if the session holds exactly `offset` bytes.
+pub(super) fn advance(
+    c: &Connection,
+    id: Uuid,
+    offset: u64,
+    size: u64,
+    hash_state: &[u8],
+) -> Result<bool, MetaError> {
+    let (offset, size) = (
+        to_i64(offset, "upload offset")?,
+        to_i64(size, "chunk size")?,
+    );
+    let updated = c
+        .prepare_cached(
+            "UPDATE upload_sessions \
+             SET bytes_received = bytes_received + ?3, hash_state = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND bytes_received = ?2",
+        )
+        .map_err(db)?
+        .execute(params![
+            id.to_string(),
+            offset,
+            size,
+            hash_state,
+            now_millis()
+        ])
+        .map_err(db)?;
+    Ok(updated == 1)
 }
 
 pub(super) fn chunks(c: &Connection, id: Uuid) -> Result<Vec<UploadChunk>, MetaError> {
