@@ -481,6 +481,9 @@ pub async fn concurrent_pushes(
         for r in 0..taking.len() {
             let k = (r + i) % taking.len();
             let server = taking[k];
+            // The previous system's 2 GiB may still be in the page cache, dirty
+            // (distribution does not fsync): written back now, not during this turn.
+            let _ = tokio::process::Command::new("sync").status().await;
             let cpu_start = server.cpu_seconds()?;
             let started = Instant::now();
             let pushes = layers
