@@ -123,6 +123,19 @@ async fn every_phase_measures_every_registry() {
         &plan,
         deadline.phase(0.3),
         &mut report,
+        // A fresh embedded registry per turn, as the bench does; the others' own.
+        |name, i| {
+            let own = dir.path().join(format!("concurrent-{name}-{i}"));
+            async move {
+                if name != EMBEDDED {
+                    return Ok(None);
+                }
+                std::fs::create_dir_all(&own)?;
+                let binary = Path::new(env!("CARGO_BIN_EXE_ipfs-registry"));
+                let server = servers::start_registry(name, binary, &own, None, None).await?;
+                Ok(Some((server, own)))
+            }
+        },
     )
     .await
     .unwrap();
@@ -162,6 +175,10 @@ async fn every_phase_measures_every_registry() {
     }
     for system in [EMBEDDED, KUBO] {
         assert_measured(&report, "tags/list, 30 tags, page n=100, p99", system);
+    }
+    // The fresh registries of the concurrent pushes are gone, and their data with them.
+    for i in 0..plan.iterations {
+        assert!(!dir.path().join(format!("concurrent-embedded-{i}")).exists());
     }
     assert_measured(&report, "push monolithic 2 MiB", NODE);
     assert_measured(&report, "pull 2 MiB", NODE);

@@ -301,7 +301,32 @@ async fn run(
         plan.concurrent_pushes, plan.concurrent_layer_mib
     );
     let end = deadline.phase(0.3);
-    phases::concurrent_pushes(&http, &servers, node.as_ref(), &plan, end, &mut report).await?;
+    let fresh = |name: &'static str, i: usize| async move {
+        // Each turn on empty stores of its own, removed after it, so that the row's
+        // layers do not stay on disk until the run ends.
+        let own = dir.join(format!("concurrent-{name}-{i}"));
+        std::fs::create_dir_all(&own)?;
+        let server = match (name, distribution_bin) {
+            (report::EMBEDDED, _) => {
+                servers::start_registry(name, registry_bin, &own, None, None).await?
+            }
+            (report::DISTRIBUTION, Some(binary)) => {
+                servers::start_distribution(binary, &own).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((server, own)))
+    };
+    phases::concurrent_pushes(
+        &http,
+        &servers,
+        node.as_ref(),
+        &plan,
+        end,
+        &mut report,
+        fresh,
+    )
+    .await?;
     eprintln!("manifest GET…");
     phases::manifest_get(&http, &servers, &plan, &mut report).await?;
     eprintln!("tags/list ({} tags)…", plan.tags);

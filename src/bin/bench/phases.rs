@@ -433,17 +433,28 @@ pub fn concurrent_metric(plan: &Plan) -> String {
     )
 }
 
+/// A server of its own for one turn of the concurrent-push row, and the directory to
+/// remove once it is stopped; `None`: the turn goes to the server of the run.
+pub type Fresh = Option<(Server, std::path::PathBuf)>;
+
 /// Aggregate throughput of `plan.concurrent_pushes` monolithic pushes in flight at once,
 /// each of its own layer to a repository of its own (as many clients pushing at once).
-/// The Kubo-mode registry takes part only when `plan.concurrent_kubo` says so.
-pub async fn concurrent_pushes(
+/// The Kubo-mode registry takes part only when `plan.concurrent_kubo` says so. Each turn
+/// (system and iteration) may go to a fresh server from `fresh(name, iteration)`, removed
+/// with its data after the turn: the row writes 2 GiB per turn by default.
+pub async fn concurrent_pushes<F, Fut>(
     http: &Client,
     servers: &[Server],
     node: Option<&Node>,
     plan: &Plan,
     end: Instant,
     report: &mut Report,
-) -> Result<()> {
+    fresh: F,
+) -> Result<()>
+where
+    F: Fn(&'static str, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Fresh>>,
+{
     let n = plan.concurrent_pushes;
     if n == 0 {
         return Ok(());
@@ -480,7 +491,8 @@ pub async fn concurrent_pushes(
             .collect();
         for r in 0..taking.len() {
             let k = (r + i) % taking.len();
-            let server = taking[k];
+            let own = fresh(taking[k].name, i).await?;
+            let server = own.as_ref().map_or(taking[k], |(server, _)| server);
             // The previous system's 2 GiB may still be in the page cache, dirty
             // (distribution does not fsync): written back now, not during this turn.
             let _ = tokio::process::Command::new("sync").status().await;
@@ -505,6 +517,11 @@ pub async fn concurrent_pushes(
                         unpin_through(http, node, server, &repo, &[digest]).await;
                     }
                 }
+            }
+            if let Some((server, dir)) = own {
+                server.stop().await;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
             }
         }
     }
