@@ -470,6 +470,15 @@ where
             "kubo: not in the row \"{metric}\" (--concurrent-kubo adds it)"
         ));
     }
+    // 64 clients are 64 addresses (127.0.0.2 on), as 64 machines would be: the registry
+    // gives one client address a share of its upload slots only.
+    let first = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let clients = (0..n)
+        .map(|j| {
+            let local = std::net::Ipv4Addr::from(first + j as u32);
+            workload::client_from(Duration::from_secs(600), Some(local.into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Every iteration holds all its layers at once; a few iterations are enough for a
     // number that is itself an aggregate of many pushes.
     let iterations = plan.iterations.min(2);
@@ -498,13 +507,12 @@ where
             let _ = tokio::process::Command::new("sync").status().await;
             let cpu_start = server.cpu_seconds()?;
             let started = Instant::now();
-            let pushes = layers
-                .iter()
-                .enumerate()
-                .map(|(j, (blob, digest))| async move {
+            let pushes = layers.iter().zip(&clients).enumerate().map(
+                |(j, ((blob, digest), client))| async move {
                     let repo = format!("bench/concurrent-{j}");
-                    workload::push_monolithic(http, &server.base, &repo, blob, digest).await
-                });
+                    workload::push_monolithic(client, &server.base, &repo, blob, digest).await
+                },
+            );
             futures::future::try_join_all(pushes)
                 .await
                 .with_context(|| format!("{}: {metric}", server.name))?;
