@@ -2,7 +2,8 @@
 # Makes sure the command-line tools the integration tests drive are installed: skopeo (the
 # OCI client of tests/skopeo_roundtrip.rs), Chromium (the browser of tests/browse.rs),
 # CNCF distribution (Debian's docker-registry: the reference the benchmark, and its smoke
-# test tests/bench_smoke.rs, measure against) and FUSE's mount helper (Debian's fuse3: the
+# test tests/bench_smoke.rs, measure against), nginx (Debian's nginx-light: the bench's static
+# file server, the limit it measures against) and FUSE's mount helper (Debian's fuse3: the
 # power-cut file system of tests/common/powercut.rs mounts with it when mount(2) is denied).
 # Also the container clients of tests/clients_*.rs (tests/common/clients.rs): Docker's
 # engine and CLI (Debian's docker.io; checked by dockerd, since a docker CLI alone may be on
@@ -14,8 +15,8 @@
 set -euo pipefail
 
 # Each tool as command:package, where the Debian package is named otherwise.
-tools=(skopeo chromium docker-registry fusermount3:fuse3 dockerd:docker.io podman containerd
-  busybox:busybox-static)
+tools=(skopeo chromium docker-registry nginx:nginx-light fusermount3:fuse3 dockerd:docker.io
+  podman containerd busybox:busybox-static)
 missing=()
 for tool in "${tools[@]}"; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
@@ -40,7 +41,10 @@ fi
 for tool in "${tools[@]}"; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || fail "${tool%%:*} is still missing after apt-get install"
 done
-# The package enables a service on port 5000; the benchmark starts its own instances.
-if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now docker-registry >/dev/null 2>&1 || true
-fi
+# The packages enable services (docker-registry on port 5000, nginx on 80); the benchmark
+# starts its own instances.
+for service in docker-registry:docker-registry nginx:nginx-light; do
+  if [[ " ${missing[*]} " == *" ${service#*:} "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now "${service%%:*}" >/dev/null 2>&1 || true
+  fi
+done

@@ -1,13 +1,16 @@
 #![forbid(unsafe_code)]
 //! `bench`: ipfs-registry (embedded, and on PostgreSQL + an IPFS node) side by side with
-//! CNCF distribution on this machine, in one bounded run. See docs/performance.md.
+//! CNCF distribution and nginx (the same bytes as static files) on this machine, in one
+//! bounded run. See docs/performance.md.
 
+mod charts;
 mod data;
 mod ipfs;
 mod phases;
 mod report;
 mod servers;
 mod stats;
+mod targets;
 mod workload;
 
 use std::path::PathBuf;
@@ -21,7 +24,7 @@ use crate::report::Report;
 use crate::servers::Server;
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark ipfs-registry against CNCF distribution on this machine")]
+#[command(about = "Benchmark ipfs-registry against CNCF distribution and nginx on this machine")]
 struct Args {
     /// A smoke run with small sizes (under a minute).
     #[arg(long)]
@@ -55,6 +58,21 @@ struct Args {
     /// Measure without the PostgreSQL + IPFS node registry.
     #[arg(long)]
     skip_kubo: bool,
+    /// nginx, serving the same bytes as files (Debian: apt-get install -y nginx-light).
+    #[arg(long, default_value = "nginx")]
+    nginx_bin: PathBuf,
+    /// Measure without nginx (no ratios to it).
+    #[arg(long)]
+    skip_nginx: bool,
+    /// Pushes at once in the concurrent-push row, 0 for none [default: 64; quick: 8].
+    #[arg(long)]
+    concurrent_pushes: Option<usize>,
+    /// Also push concurrently through the Kubo mode (the shared test node struggles).
+    #[arg(long)]
+    concurrent_kubo: bool,
+    /// Exit non-zero when a target is missed or could not be measured.
+    #[arg(long)]
+    check_targets: bool,
     /// Layer sizes in MiB [default: 32,256; quick: 4,16].
     #[arg(long, value_delimiter = ',')]
     layers_mib: Option<Vec<u64>>,
@@ -98,6 +116,9 @@ impl Args {
             tags: self.tags.unwrap_or(if q { 500 } else { 10_000 }).max(11),
             list_samples: if q { 50 } else { 200 },
             memory_layer_mib: self.memory_layer_mib.unwrap_or(if q { 64 } else { 1024 }),
+            concurrent_pushes: self.concurrent_pushes.unwrap_or(if q { 8 } else { 64 }),
+            concurrent_layer_mib: if q { 4 } else { 32 },
+            concurrent_kubo: self.concurrent_kubo,
         }
     }
 }
@@ -131,6 +152,23 @@ async fn bench(args: Args) -> Result<()> {
             )
         })?)
     };
+    let nginx_bin = if args.skip_nginx {
+        None
+    } else {
+        // Debian installs it in /usr/sbin, which is not on every user's PATH.
+        let found = servers::find_binary(&args.nginx_bin).or_else(|| {
+            (args.nginx_bin == std::path::Path::new("nginx"))
+                .then(|| servers::find_binary(std::path::Path::new("/usr/sbin/nginx")))
+                .flatten()
+        });
+        Some(found.with_context(|| {
+            format!(
+                "nginx ({}) not found: install it with `apt-get install -y nginx-light` \
+                 (Debian), pass --nginx-bin PATH, or run with --skip-nginx",
+                args.nginx_bin.display()
+            )
+        })?)
+    };
     let dir = std::env::temp_dir().join(format!("ipfs-registry-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let database = if args.skip_kubo {
@@ -145,6 +183,7 @@ async fn bench(args: Args) -> Result<()> {
         &args,
         &registry_bin,
         distribution_bin.as_deref(),
+        nginx_bin.as_deref(),
         &dir,
         database.as_ref().map(|d| d.1.as_str()),
         &deadline,
@@ -165,18 +204,46 @@ async fn bench(args: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut report = outcome?;
     report.duration_s = started.elapsed().as_secs_f64();
-    let table = report.markdown();
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
+    for (skipped, system, flag) in [
+        (
+            args.skip_distribution,
+            report::DISTRIBUTION,
+            "--skip-distribution",
+        ),
+        (args.skip_kubo, report::KUBO, "--skip-kubo"),
+        (args.skip_kubo, report::NODE, "--skip-kubo"),
+        (args.skip_nginx, report::NGINX, "--skip-nginx"),
+    ] {
+        if skipped {
+            report.skipped.insert(system.to_owned(), flag.to_owned());
+        }
     }
+    let plan = args.plan();
+    report.targets = targets::evaluate(&report, &targets::definitions(&plan));
+    let table = report.markdown();
+    let out_dir = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(out_dir)?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
     std::fs::write(args.out.with_extension("md"), &table)?;
+    let charts = charts::write(&report, &plan, out_dir)?;
     println!("{table}");
     println!(
-        "results: {} and {}",
+        "results: {} and {}; charts: {}",
         args.out.display(),
-        args.out.with_extension("md").display()
+        args.out.with_extension("md").display(),
+        charts
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    if args.check_targets {
+        targets::check(&report.targets)?;
+    }
     Ok(())
 }
 
@@ -184,6 +251,7 @@ async fn run(
     args: &Args,
     registry_bin: &std::path::Path,
     distribution_bin: Option<&std::path::Path>,
+    nginx_bin: Option<&std::path::Path>,
     dir: &std::path::Path,
     database_url: Option<&str>,
     deadline: &Deadline,
@@ -218,6 +286,9 @@ async fn run(
     if let Some(binary) = distribution_bin {
         servers.push(servers::start_distribution(binary, dir).await?);
     }
+    if let Some(binary) = nginx_bin {
+        servers.push(servers::start_nginx(binary, dir).await?);
+    }
     if servers.is_empty() {
         bail!("nothing to measure");
     }
@@ -225,6 +296,37 @@ async fn run(
     eprintln!("push and pull ({:?} MiB layers)…", plan.layers_mib);
     let end = deadline.phase(0.45);
     phases::push_pull(&http, &servers, node.as_ref(), &plan, end, &mut report).await?;
+    eprintln!(
+        "{} concurrent pushes of {} MiB…",
+        plan.concurrent_pushes, plan.concurrent_layer_mib
+    );
+    let end = deadline.phase(0.3);
+    let fresh = |name: &'static str, i: usize| async move {
+        // Each turn on empty stores of its own, removed after it, so that the row's
+        // layers do not stay on disk until the run ends.
+        let own = dir.join(format!("concurrent-{name}-{i}"));
+        std::fs::create_dir_all(&own)?;
+        let server = match (name, distribution_bin) {
+            (report::EMBEDDED, _) => {
+                servers::start_registry(name, registry_bin, &own, None, None).await?
+            }
+            (report::DISTRIBUTION, Some(binary)) => {
+                servers::start_distribution(binary, &own).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((server, own)))
+    };
+    phases::concurrent_pushes(
+        &http,
+        &servers,
+        node.as_ref(),
+        &plan,
+        end,
+        &mut report,
+        fresh,
+    )
+    .await?;
     eprintln!("manifest GET…");
     phases::manifest_get(&http, &servers, &plan, &mut report).await?;
     eprintln!("tags/list ({} tags)…", plan.tags);
@@ -232,7 +334,6 @@ async fn run(
     phases::tags_list(&http, &servers, &plan, end, &mut report).await?;
     eprintln!("memory ({} MiB layer)…", plan.memory_layer_mib);
     phases::memory(&http, &servers, node.as_ref(), &plan, &mut report).await?;
-    phases::targets(&mut report, &plan);
     for server in servers {
         server.stop().await;
     }
@@ -279,4 +380,17 @@ fn describe(report: &mut Report, args: &Args, plan: &Plan) {
     report
         .settings
         .insert("ipfs_url".into(), args.ipfs_url.clone());
+    report.settings.insert(
+        "concurrent_pushes".into(),
+        format!(
+            "{} × {} MiB{}",
+            plan.concurrent_pushes,
+            plan.concurrent_layer_mib,
+            if plan.concurrent_kubo {
+                ", kubo too"
+            } else {
+                ""
+            }
+        ),
+    );
 }

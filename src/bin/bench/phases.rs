@@ -26,6 +26,11 @@ pub struct Plan {
     pub tags: usize,
     pub list_samples: usize,
     pub memory_layer_mib: u64,
+    /// Pushes in flight at once in the concurrent-push row, and their layers' size.
+    pub concurrent_pushes: usize,
+    pub concurrent_layer_mib: u64,
+    /// Whether the Kubo-mode registry takes part in the concurrent-push row.
+    pub concurrent_kubo: bool,
 }
 
 /// The end of the whole run, and the share of what is left that a phase may take.
@@ -44,8 +49,24 @@ fn rotated(servers: &[Server], i: usize) -> impl Iterator<Item = &Server> {
     (0..servers.len()).map(move |k| &servers[(k + i) % n])
 }
 
+/// The registries among `servers` (not the static file server).
+fn registries(servers: &[Server]) -> Vec<&Server> {
+    servers.iter().filter(|s| s.is_registry()).collect()
+}
+
+/// Writes `bytes` where a static file server serves `/v2/<path>`.
+fn write_served(root: &std::path::Path, path: &str, bytes: &[u8]) -> Result<std::path::PathBuf> {
+    let file = root.join("v2").join(path);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&file, bytes)?;
+    Ok(file)
+}
+
 /// Push (monolithic and chunked) and pull throughput per layer size, and the IPFS node's
-/// own add and cat throughput on layers of the same size.
+/// own add and cat throughput on layers of the same size. A static file server takes the
+/// pulls only: the same bytes, written as a file at the blob's URL path beforehand.
 pub async fn push_pull(
     http: &Client,
     servers: &[Server],
@@ -95,6 +116,17 @@ pub async fn push_pull(
                     .position(|x| x.name == server.name)
                     .unwrap_or(0);
                 let repo = format!("bench/layers-{mib}");
+                if let Some(root) = &server.files {
+                    let file = write_served(root, &format!("{repo}/blobs/{whole_digest}"), &whole)?;
+                    let cpu_start = server.cpu_seconds()?;
+                    let pulled = workload::pull(http, &server.base, &repo, &whole_digest, size)
+                        .await
+                        .with_context(|| format!("{}: {pull}", server.name))?;
+                    samples[k][2].push(megabytes_per_second(size, pulled.elapsed));
+                    cpu[k][2] += server.cpu_seconds()? - cpu_start;
+                    std::fs::remove_file(file)?;
+                    continue;
+                }
                 let cpu_start = server.cpu_seconds()?;
                 let t = workload::push_monolithic(http, &server.base, &repo, &whole, &whole_digest)
                     .await
@@ -134,11 +166,21 @@ pub async fn push_pull(
         }
         for ((server, [m, c, p]), cpu) in servers.iter().zip(samples).zip(cpu) {
             // Per GB moved, so sizes and iteration counts compare.
-            let gigabytes = size as f64 / 1e9 * m.len().max(1) as f64;
-            report.set_samples(&mono, "MB/s", server.name, m);
-            report.set_samples(&chunked, "MB/s", server.name, c);
+            let gigabytes = size as f64 / 1e9 * p.len().max(1) as f64;
+            let pushes = server.is_registry();
+            if pushes {
+                report.set_samples(&mono, "MB/s", server.name, m);
+                report.set_samples(&chunked, "MB/s", server.name, c);
+            } else {
+                // The rows in their usual order, before the pull's.
+                report.declare(&mono, "MB/s", Better::Higher);
+                report.declare(&chunked, "MB/s", Better::Higher);
+            }
             report.set_samples(&pull, "MB/s", server.name, p);
             for (metric, seconds) in [(&mono, cpu[0]), (&chunked, cpu[1]), (&pull, cpu[2])] {
+                if !pushes && metric != &pull {
+                    continue;
+                }
                 report.set(
                     &format!("{metric}: server CPU"),
                     "s/GB",
@@ -184,10 +226,18 @@ pub async fn manifest_get(
     report: &mut Report,
 ) -> Result<()> {
     let repo = "bench/manifest";
-    for server in servers {
-        workload::push_small_image(http, &server.base, repo, "v1")
+    let mut manifest = None;
+    for server in registries(servers) {
+        let pushed = workload::push_small_image(http, &server.base, repo, "v1")
             .await
             .with_context(|| format!("{}: pushing the manifest image", server.name))?;
+        manifest = Some(pushed);
+    }
+    // The same bytes, as a file where a static file server serves the tag's URL.
+    for server in servers {
+        if let (Some(root), Some(manifest)) = (&server.files, &manifest) {
+            write_served(root, &format!("{repo}/manifests/v1"), manifest)?;
+        }
     }
     for (i, &c) in plan.concurrencies.iter().enumerate() {
         for server in rotated(servers, i) {
@@ -236,7 +286,8 @@ pub async fn tags_list(
     const PAGE: usize = 100;
     let many_repo = "bench/tags-many";
     let few_repo = "bench/tags-few";
-    for server in servers {
+    let servers = registries(servers);
+    for server in &servers {
         let started = Instant::now();
         for (repo, count) in [(many_repo, plan.tags), (few_repo, FEW)] {
             let manifest = workload::push_small_image(http, &server.base, repo, "base")
@@ -257,7 +308,7 @@ pub async fn tags_list(
     let each = end
         .saturating_duration_since(Instant::now())
         .div_f64((servers.len() * 4).max(1) as f64);
-    for server in servers {
+    for server in &servers {
         let base = &server.base;
         for (repo, count, label) in [
             (many_repo, plan.tags + 1, plan.tags),
@@ -327,7 +378,8 @@ pub async fn memory(
     plan: &Plan,
     report: &mut Report,
 ) -> Result<()> {
-    for server in servers {
+    let servers = registries(servers);
+    for server in &servers {
         report.set(
             "peak RSS, whole run before this row",
             "MiB",
@@ -373,82 +425,124 @@ pub async fn memory(
     Ok(())
 }
 
-/// The targets of issue 7, checked against what was measured.
-pub fn targets(report: &mut Report, plan: &Plan) {
-    use crate::report::{DISTRIBUTION, EMBEDDED};
-    for &mib in &plan.layers_mib {
-        for metric in [
-            format!("push monolithic {mib} MiB"),
-            format!("push chunked {mib} MiB ({} MiB chunks)", plan.chunk_mib),
-            format!("pull {mib} MiB"),
-        ] {
-            let ratio = report.ratio(&metric, EMBEDDED, &metric, DISTRIBUTION);
-            report.target(
-                format!("embedded {metric} ≥ 1.0x distribution"),
-                ratio,
-                1.0,
-                true,
-                "x",
+/// The concurrent-push row's name.
+pub fn concurrent_metric(plan: &Plan) -> String {
+    format!(
+        "push {} × {} MiB concurrently (aggregate)",
+        plan.concurrent_pushes, plan.concurrent_layer_mib
+    )
+}
+
+/// A server of its own for one turn of the concurrent-push row, and the directory to
+/// remove once it is stopped; `None`: the turn goes to the server of the run.
+pub type Fresh = Option<(Server, std::path::PathBuf)>;
+
+/// Aggregate throughput of `plan.concurrent_pushes` monolithic pushes in flight at once,
+/// each of its own layer to a repository of its own (as many clients pushing at once).
+/// The Kubo-mode registry takes part only when `plan.concurrent_kubo` says so. Each turn
+/// (system and iteration) may go to a fresh server from `fresh(name, iteration)`, removed
+/// with its data after the turn: the row writes 2 GiB per turn by default.
+pub async fn concurrent_pushes<F, Fut>(
+    http: &Client,
+    servers: &[Server],
+    node: Option<&Node>,
+    plan: &Plan,
+    end: Instant,
+    report: &mut Report,
+    fresh: F,
+) -> Result<()>
+where
+    F: Fn(&'static str, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Fresh>>,
+{
+    let n = plan.concurrent_pushes;
+    if n == 0 {
+        return Ok(());
+    }
+    let size = plan.concurrent_layer_mib * MIB;
+    let metric = concurrent_metric(plan);
+    let taking: Vec<&Server> = registries(servers)
+        .into_iter()
+        .filter(|s| plan.concurrent_kubo || s.name != KUBO)
+        .collect();
+    if taking.len() < registries(servers).len() {
+        report.notes.push(format!(
+            "kubo: not in the row \"{metric}\" (--concurrent-kubo adds it)"
+        ));
+    }
+    // 64 clients are 64 addresses (127.0.0.2 on), as 64 machines would be: the registry
+    // gives one client address a share of its upload slots only.
+    let first = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let clients = (0..n)
+        .map(|j| {
+            let local = std::net::Ipv4Addr::from(first + j as u32);
+            workload::client_from(Duration::from_secs(600), Some(local.into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Every iteration holds all its layers at once; a few iterations are enough for a
+    // number that is itself an aggregate of many pushes.
+    let iterations = plan.iterations.min(2);
+    let mut samples = vec![Vec::new(); taking.len()];
+    let mut cpu = vec![0.0f64; taking.len()];
+    for i in 0..iterations {
+        if i > 0 && Instant::now() > end {
+            report.notes.push(format!(
+                "{metric}: {i} of {iterations} iterations within the phase's time"
+            ));
+            break;
+        }
+        let layers: Vec<(bytes::Bytes, String)> = (0..n)
+            .map(|j| {
+                let blob = data::random_bytes(0xC0C0 + (i * n + j) as u64, size as usize);
+                let digest = data::sha256_digest(&blob);
+                (blob, digest)
+            })
+            .collect();
+        for r in 0..taking.len() {
+            let k = (r + i) % taking.len();
+            let own = fresh(taking[k].name, i).await?;
+            let server = own.as_ref().map_or(taking[k], |(server, _)| server);
+            // The previous system's 2 GiB may still be in the page cache, dirty
+            // (distribution does not fsync): written back now, not during this turn.
+            let _ = tokio::process::Command::new("sync").status().await;
+            let cpu_start = server.cpu_seconds()?;
+            let started = Instant::now();
+            let pushes = layers.iter().zip(&clients).enumerate().map(
+                |(j, ((blob, digest), client))| async move {
+                    let repo = format!("bench/concurrent-{j}");
+                    workload::push_monolithic(client, &server.base, &repo, blob, digest).await
+                },
             );
+            futures::future::try_join_all(pushes)
+                .await
+                .with_context(|| format!("{}: {metric}", server.name))?;
+            samples[k].push(megabytes_per_second(size * n as u64, started.elapsed()));
+            cpu[k] += server.cpu_seconds()? - cpu_start;
+            if server.name == KUBO {
+                if let Some(node) = node {
+                    for (j, (_, digest)) in layers.iter().enumerate() {
+                        let repo = format!("bench/concurrent-{j}");
+                        unpin_through(http, node, server, &repo, &[digest]).await;
+                    }
+                }
+            }
+            if let Some((server, dir)) = own {
+                server.stop().await;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
         }
     }
-    let c16 = "manifest GET c=16";
-    let ratio = report.ratio(c16, EMBEDDED, c16, DISTRIBUTION);
-    report.target(
-        format!("embedded {c16} req/s ≥ 2x distribution"),
-        ratio,
-        2.0,
-        true,
-        "x",
-    );
-    for &mib in &plan.layers_mib {
-        for (metric, what) in [
-            (format!("push monolithic {mib} MiB"), "node add"),
-            (
-                format!("push chunked {mib} MiB ({} MiB chunks)", plan.chunk_mib),
-                "node add",
-            ),
-            (format!("pull {mib} MiB"), "node cat"),
-        ] {
-            let ratio = report.ratio(&metric, KUBO, &metric, NODE);
-            report.target(
-                format!("kubo {metric} ≥ 0.85x {what}"),
-                ratio,
-                0.85,
-                true,
-                "x",
-            );
-        }
-    }
-    for system in [EMBEDDED, KUBO, DISTRIBUTION] {
-        for suffix in ["p99", "page n=100, p99"] {
-            let many = format!("tags/list, {} tags, {suffix}", plan.tags);
-            let few = format!("tags/list, 10 tags, {suffix}");
-            let ratio = report.ratio(&many, system, &few, system);
-            report.target(
-                format!(
-                    "{system} tags/list {suffix}: {} tags ≤ 2x 10 tags",
-                    plan.tags
-                ),
-                ratio,
-                2.0,
-                false,
-                "x",
-            );
-        }
-    }
-    let metric = format!(
-        "peak RSS, push + pull of one {} MiB layer",
-        plan.memory_layer_mib
-    );
-    for system in [EMBEDDED, KUBO] {
-        let value = report.value(&metric, system);
-        report.target(
-            format!("{system} {metric} < 150 MiB"),
-            value,
-            150.0,
-            false,
-            " MiB",
+    for ((server, samples), seconds) in taking.iter().zip(samples).zip(cpu) {
+        let gigabytes = (size * n as u64) as f64 / 1e9 * samples.len().max(1) as f64;
+        report.set_samples(&metric, "MB/s", server.name, samples);
+        report.set(
+            &format!("{metric}: server CPU"),
+            "s/GB",
+            Better::Lower,
+            server.name,
+            seconds / gigabytes,
         );
     }
+    Ok(())
 }

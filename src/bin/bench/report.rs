@@ -1,5 +1,6 @@
-//! Results: every number with its unit, the ratios against distribution, the targets of
-//! issue 7, and their rendering as JSON and as a Markdown table.
+//! Results: every number with its unit, the ratios against distribution (and nginx), the
+//! targets (src/bin/bench/targets.rs) as evaluated, and their rendering as JSON and as
+//! Markdown tables.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +10,9 @@ pub const DISTRIBUTION: &str = "distribution";
 pub const EMBEDDED: &str = "embedded";
 pub const KUBO: &str = "kubo";
 pub const NODE: &str = "ipfs-node";
+pub const NGINX: &str = "nginx";
 /// Column order of the table.
-const COLUMNS: [&str; 4] = [EMBEDDED, KUBO, DISTRIBUTION, NODE];
+pub const COLUMNS: [&str; 5] = [EMBEDDED, KUBO, DISTRIBUTION, NGINX, NODE];
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -32,10 +34,16 @@ pub struct Row {
     pub samples: BTreeMap<String, Vec<f64>>,
 }
 
+/// A target as evaluated on a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub target: String,
+    /// The measured value (a ratio for ratio targets), when both sides were measured.
+    pub value: Option<f64>,
+    pub bound: f64,
+    /// The value as shown, with what it came from; or why there is none.
     pub measured: String,
+    /// `None`: not measured.
     pub met: Option<bool>,
 }
 
@@ -45,6 +53,8 @@ pub struct Report {
     pub settings: BTreeMap<String, String>,
     pub rows: Vec<Row>,
     pub targets: Vec<Target>,
+    /// Systems left out of this run, and why (what a target that needs them says).
+    pub skipped: BTreeMap<String, String>,
     /// Phases cut short or left out, and why.
     pub notes: Vec<String>,
     pub duration_s: f64,
@@ -102,38 +112,9 @@ impl Report {
             .filter(|v| v.is_finite())
     }
 
-    /// `a / b` of two measured values, when both exist.
-    pub fn ratio(
-        &self,
-        metric_a: &str,
-        system_a: &str,
-        metric_b: &str,
-        system_b: &str,
-    ) -> Option<f64> {
-        Some(self.value(metric_a, system_a)? / self.value(metric_b, system_b)?)
-    }
-
-    /// Checks a target: `ratio` (None = not measured) against `bound`, `at_least` or at most.
-    pub fn target(
-        &mut self,
-        target: String,
-        ratio: Option<f64>,
-        bound: f64,
-        at_least: bool,
-        unit: &str,
-    ) {
-        let (measured, met) = match ratio {
-            Some(r) => (
-                format!("{r:.2}{unit}"),
-                Some(if at_least { r >= bound } else { r <= bound }),
-            ),
-            None => ("not measured".to_owned(), None),
-        };
-        self.targets.push(Target {
-            target,
-            measured,
-            met,
-        });
+    /// Makes sure `metric`'s row exists (rows keep the order they are first seen in).
+    pub fn declare(&mut self, metric: &str, unit: &'static str, better: Better) {
+        self.row(metric, unit, better);
     }
 
     pub fn markdown(&self) -> String {
@@ -147,6 +128,8 @@ impl Report {
             .filter(|s| systems.contains(s))
             .collect();
         let with_distribution = systems.contains(&DISTRIBUTION);
+        // The limit: what a static file server does with the same bytes.
+        let with_nginx = systems.contains(&NGINX) && systems.contains(&EMBEDDED);
         let mut out = String::new();
         out.push_str("| metric | unit |");
         for s in &systems {
@@ -157,8 +140,14 @@ impl Report {
                 out.push_str(&format!(" {s} / distribution |"));
             }
         }
+        if with_nginx {
+            out.push_str(" embedded / nginx |");
+        }
         out.push('\n');
-        let columns = 2 + systems.len() + if with_distribution { ours.len() } else { 0 };
+        let columns = 2
+            + systems.len()
+            + if with_distribution { ours.len() } else { 0 }
+            + usize::from(with_nginx);
         out.push_str(&"|---".repeat(columns));
         out.push_str("|\n");
         for row in &self.rows {
@@ -173,15 +162,17 @@ impl Report {
                     None => out.push_str(" |"),
                 }
             }
+            let ratio = |a: &str, b: &str| match (row.values.get(a), row.values.get(b)) {
+                (Some(a), Some(b)) if *b > 0.0 && a.is_finite() => format!(" {:.2}x |", a / b),
+                _ => " |".to_owned(),
+            };
             if with_distribution {
                 for s in &ours {
-                    match (row.values.get(*s), row.values.get(DISTRIBUTION)) {
-                        (Some(a), Some(b)) if *b > 0.0 => {
-                            out.push_str(&format!(" {:.2}x |", a / b))
-                        }
-                        _ => out.push_str(" |"),
-                    }
+                    out.push_str(&ratio(s, DISTRIBUTION));
                 }
+            }
+            if with_nginx {
+                out.push_str(&ratio(EMBEDDED, NGINX));
             }
             out.push('\n');
         }
@@ -191,7 +182,7 @@ impl Report {
                 let met = match t.met {
                     Some(true) => "yes",
                     Some(false) => "**no**",
-                    None => "–",
+                    None => "not measured",
                 };
                 out.push_str(&format!("| {} | {} | {met} |\n", t.target, t.measured));
             }
@@ -206,7 +197,8 @@ impl Report {
     }
 }
 
-fn number(v: f64) -> String {
+/// A value as the tables show it: three significant digits or so.
+pub fn number(v: f64) -> String {
     if !v.is_finite() {
         "–".to_owned()
     } else if v >= 100.0 {
@@ -223,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ratios_against_distribution_and_targets() {
+    fn ratios_against_distribution_and_nginx() {
         let mut report = Report::default();
         report.set("push", "MB/s", Better::Higher, EMBEDDED, 300.0);
         report.set("push", "MB/s", Better::Higher, DISTRIBUTION, 200.0);
@@ -233,17 +225,14 @@ mod tests {
             table.contains("| push | MB/s ↑ | 300 | 50.0 | 200 | 1.50x | 0.25x |"),
             "{table}"
         );
-        let ratio = report.ratio("push", EMBEDDED, "push", DISTRIBUTION);
-        report.target("push ≥ 1x".into(), ratio, 1.0, true, "x");
-        report.target(
-            "missing".into(),
-            report.ratio("x", EMBEDDED, "push", KUBO),
-            1.0,
-            true,
-            "x",
+        assert_eq!(report.value("push", KUBO), Some(50.0));
+        assert_eq!(report.value("x", EMBEDDED), None);
+        report.set("pull", "MB/s", Better::Higher, NGINX, 400.0);
+        report.set("pull", "MB/s", Better::Higher, EMBEDDED, 200.0);
+        let table = report.markdown();
+        assert!(
+            table.contains("| pull | MB/s ↑ | 200 | | | 400 | | | 0.50x |"),
+            "{table}"
         );
-        assert_eq!(report.targets[0].met, Some(true));
-        assert_eq!(report.targets[1].met, None);
-        assert!(report.markdown().contains("| push ≥ 1x | 1.50x | yes |"));
     }
 }

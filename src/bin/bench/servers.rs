@@ -1,5 +1,6 @@
-//! The registries under test, each a child process on a free loopback port, killed when
-//! dropped (also when the bench fails or is interrupted).
+//! The registries under test, and nginx serving the same bytes as files, each a child
+//! process on a free loopback port, killed when dropped (also when the bench fails or is
+//! interrupted).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,12 +13,18 @@ use tokio::process::{Child, Command};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Server {
-    /// Short name in reports: `embedded`, `kubo`, `distribution`.
+    /// Short name in reports: `embedded`, `kubo`, `distribution`, `nginx`.
     pub name: &'static str,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// `None`: served inside this process (the smoke test), whose own memory is measured.
     child: Option<Child>,
+    /// A static file server (nginx): it takes no pushes; what it serves is written under
+    /// this root at the path of the registry URL (`<root>/v2/<repo>/blobs/<digest>`).
+    pub files: Option<PathBuf>,
+    /// Stops the server gracefully: nginx's master must take its workers with it (killed
+    /// alone, it would leave them serving the port).
+    shutdown: Option<std::process::Command>,
 }
 
 impl Server {
@@ -28,7 +35,14 @@ impl Server {
             name,
             base,
             child: None,
+            files: None,
+            shutdown: None,
         }
+    }
+
+    /// A registry (it takes pushes), not a static file server.
+    pub fn is_registry(&self) -> bool {
+        self.files.is_none()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -50,25 +64,19 @@ impl Server {
         Ok(kib / 1024.0)
     }
 
-    /// CPU time (user + system) the server process has used so far, in seconds.
+    /// CPU time (user + system) the server process and its children (nginx's workers)
+    /// have used so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
         let pid = self.pid().context("server exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("unreadable /proc/<pid>/stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| -> Result<f64> {
-            Ok(fields
-                .get(i)
-                .context("short /proc/<pid>/stat")?
-                .parse::<f64>()?)
-        };
-        // utime and stime (fields 14 and 15), in USER_HZ ticks: 100 per second on Linux.
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        let mut seconds = process_cpu_seconds(pid)?;
+        if self.child.is_some() {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                seconds += process_cpu_seconds(child).unwrap_or(0.0);
+            }
+        }
+        Ok(seconds)
     }
 
     /// Resets the peak (VmHWM) to the current resident size, so a following phase's
@@ -80,10 +88,55 @@ impl Server {
     }
 
     pub async fn stop(mut self) {
+        self.shut_down();
         if let Some(child) = &mut self.child {
             let _ = child.kill().await;
         }
     }
+
+    /// Runs the graceful shutdown, if the server has one, and waits a while for the
+    /// process to end (blocking: also on drop, where nothing can be awaited).
+    fn shut_down(&mut self) {
+        let (Some(mut command), Some(child)) = (self.shutdown.take(), self.child.as_mut()) else {
+            return;
+        };
+        let stopping = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stopping && Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// CPU time (user + system) of one process so far, in seconds.
+fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unreadable /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<f64>()?)
+    };
+    // utime and stime (fields 14 and 15), in USER_HZ ticks: 100 per second on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// A free loopback port (bound, then released for the child): for distribution, which
@@ -93,26 +146,31 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn wait_ready(
-    name: &'static str,
-    mut child: Child,
-    base: String,
-    log: &Path,
-) -> Result<Server> {
+/// A server started from `child`, once it answers `/v2/` (killed when it does not).
+fn started(name: &'static str, child: Child, base: String) -> Server {
+    Server {
+        name,
+        base,
+        child: Some(child),
+        files: None,
+        shutdown: None,
+    }
+}
+
+async fn wait_ready(mut server: Server, log: &Path) -> Result<Server> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + START_TIMEOUT;
+    let (name, base) = (server.name, server.base.clone());
     loop {
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{name} exited at start ({status}):\n{log:.2000}");
+        if let Some(child) = &mut server.child {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                bail!("{name} exited at start ({status}):\n{log:.2000}");
+            }
         }
         if let Ok(response) = http.get(format!("{base}/v2/")).send().await {
             if response.status().is_success() {
-                return Ok(Server {
-                    name,
-                    base,
-                    child: Some(child),
-                });
+                return Ok(server);
             }
         }
         if Instant::now() > deadline {
@@ -166,7 +224,7 @@ pub async fn start_registry(
         )
     })?;
     let address = listening_address(name, &mut child, &log).await?;
-    wait_ready(name, child, format!("http://{address}"), &log).await
+    wait_ready(started(name, child, format!("http://{address}")), &log).await
 }
 
 /// The address ipfs-registry logged (`event="listening" address=...`) on start.
@@ -229,13 +287,98 @@ pub async fn start_distribution(binary: &Path, dir: &Path) -> Result<Server> {
                 binary.display()
             )
         })?;
-    wait_ready(
-        "distribution",
-        child,
-        format!("http://127.0.0.1:{port}"),
-        &log,
-    )
-    .await
+    let server = started("distribution", child, format!("http://127.0.0.1:{port}"));
+    wait_ready(server, &log).await
+}
+
+/// nginx serving files under `<dir>/nginx/root` as they are: the same manifest bytes (with
+/// the manifest's media type) and the same blob bytes the registries serve, at the same
+/// URL paths, with sendfile and keep-alive, as a static file server does best. Its own
+/// master process and, like the registries, a worker per core; no access log.
+pub async fn start_nginx(binary: &Path, dir: &Path) -> Result<Server> {
+    let port = free_port()?;
+    let prefix = dir.join("nginx");
+    let root = prefix.join("root");
+    std::fs::create_dir_all(root.join("v2"))?;
+    std::fs::create_dir_all(prefix.join("temp"))?;
+    let temp = |what: &str| format!("{what}_temp_path \"{}/temp/{what}\";", prefix.display());
+    // Workers run as `nobody` when the master is root: they could not read the files in a
+    // private temporary directory.
+    let user = if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
+        "user root root;"
+    } else {
+        ""
+    };
+    let config = prefix.join("nginx.conf");
+    // Beside the other servers' logs; also its start-up errors (`-e`).
+    let log = dir.join("nginx.log");
+    std::fs::write(
+        &config,
+        format!(
+            "daemon off;\n\
+             {user}\n\
+             worker_processes auto;\n\
+             pid \"{prefix}/nginx.pid\";\n\
+             error_log \"{log}\" warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   sendfile on;\n\
+             \x20   tcp_nopush on;\n\
+             \x20   tcp_nodelay on;\n\
+             \x20   keepalive_timeout 75s;\n\
+             \x20   keepalive_requests 1000000;\n\
+             \x20   {client_body} {proxy} {fastcgi} {uwsgi} {scgi}\n\
+             \x20   types {{ }}\n\
+             \x20   default_type application/octet-stream;\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       root \"{root}\";\n\
+             \x20       location = /v2/ {{ default_type application/json; return 200 \"{{}}\"; }}\n\
+             \x20       location ~ ^/v2/.+/manifests/[^/]+$ {{ default_type {manifest}; }}\n\
+             \x20   }}\n\
+             }}\n",
+            prefix = prefix.display(),
+            log = log.display(),
+            root = root.display(),
+            client_body = temp("client_body"),
+            proxy = temp("proxy"),
+            fastcgi = temp("fastcgi"),
+            uwsgi = temp("uwsgi"),
+            scgi = temp("scgi"),
+            manifest = crate::workload::OCI_MANIFEST,
+        ),
+    )?;
+    let command = |extra: &[&str]| {
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            // The error log before the configuration is read (else the built-in path).
+            .arg("-e")
+            .arg(&log)
+            .args(extra);
+        command
+    };
+    let child = Command::from(command(&[]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting nginx ({}): install it with `apt-get install -y nginx-light` \
+                 or pass --nginx-bin, or leave it out with --skip-nginx",
+                binary.display()
+            )
+        })?;
+    let mut server = started("nginx", child, format!("http://127.0.0.1:{port}"));
+    server.files = Some(root);
+    server.shutdown = Some(command(&["-s", "stop"]));
+    wait_ready(server, &log).await
 }
 
 /// Finds `name` on PATH, or takes it as a path.

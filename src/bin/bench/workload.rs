@@ -20,10 +20,17 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 
 /// One HTTP client for every phase: keep-alive connections, as clients use them.
 pub fn client(request_timeout: Duration) -> Result<Client> {
+    client_from(request_timeout, None)
+}
+
+/// A client whose connections come from `local` (a loopback address of its own stands for
+/// another machine: registries share their limits out per client address).
+pub fn client_from(request_timeout: Duration, local: Option<std::net::IpAddr>) -> Result<Client> {
     Ok(Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(request_timeout)
         .tcp_nodelay(true)
+        .local_address(local)
         .build()?)
 }
 
