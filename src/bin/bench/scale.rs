@@ -323,8 +323,12 @@ async fn create_database(admin_url: &str, rows: u64) -> Result<(String, String)>
         .with_context(|| format!("connecting to PostgreSQL at {admin_url} (--database-url)"))?;
     tokio::spawn(connection);
     let name = format!("bench_scale_{}_{rows}", std::process::id());
+    // Left over by an interrupted run of a process that had this pid.
     client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let mut url = reqwest::Url::parse(admin_url)?;
     url.set_path(&format!("/{name}"));

@@ -370,12 +370,12 @@ pub async fn postgres(url: &str, shape: &Shape) -> Result<Counts> {
     // Explicit ids (1-based), so the rows below can name them.
     tx.execute(
         "INSERT INTO repositories (id, name) OVERRIDING SYSTEM VALUE \
-         SELECT g + 1, 'scale/r' || lpad(g::text, 6, '0') FROM generate_series(0, $1 - 1) g",
+         SELECT g + 1, 'scale/r' || lpad(g::text, 6, '0') FROM generate_series(0, $1::bigint - 1) g",
         &[&(shape.repositories as i64)],
     )
     .await?;
     tx.execute(
-        "SELECT setval(pg_get_serial_sequence('repositories', 'id'), $1)",
+        "SELECT setval(pg_get_serial_sequence('repositories', 'id'), $1::bigint)",
         &[&(shape.repositories as i64)],
     )
     .await?;
