@@ -56,6 +56,9 @@ pub struct GcPass {
     pub seconds: f64,
     /// The duration the command reports (the collection alone).
     pub reported_seconds: f64,
+    /// From the start of the process to the end of the metadata sweep (the rest is
+    /// unpinning what the sweep released).
+    pub sweep_seconds: f64,
     pub removed: Garbage,
     pub output: String,
 }
@@ -106,13 +109,12 @@ pub async fn run(options: &Options) -> Result<ScaleReport> {
             .to_owned(),
     );
     for store in [POSTGRES, EMBEDDED] {
-        for &rows in &sizes {
-            let dir = root.join(format!("{store}-{rows}"));
-            std::fs::create_dir_all(&dir)?;
-            let outcome = run_one(options, &registry_bin, store, rows, &dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            report.runs.push(outcome?);
+        let mut registries = Vec::new();
+        let outcome = run_store(options, &registry_bin, store, &sizes, &root, &mut registries).await;
+        for registry in registries {
+            registry.remove(&options.database_url).await;
         }
+        report.runs.extend(outcome?);
     }
     let _ = std::fs::remove_dir_all(&root);
     let table = report.markdown();
@@ -130,11 +132,18 @@ pub async fn run(options: &Options) -> Result<ScaleReport> {
     Ok(report)
 }
 
-/// The environment of one registry process, as `servers::start_registry` sets it.
+/// One seeded registry: its files, its database, and the environment its processes get
+/// (as `servers::start_registry` sets it).
 struct Registry<'a> {
     bin: &'a Path,
+    store: &'static str,
+    rows: u64,
+    shape: Shape,
+    /// The directory `servers::start_registry` is given.
+    dir: PathBuf,
     data_dir: PathBuf,
-    database_url: Option<String>,
+    /// Name and URL.
+    database: Option<(String, String)>,
 }
 
 impl Registry<'_> {
@@ -148,7 +157,7 @@ impl Registry<'_> {
             .env("IPFS_REGISTRY_GC__UNTAGGED_RETENTION", UNTAGGED_RETENTION)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if let Some(url) = &self.database_url {
+        if let Some((_, url)) = &self.database {
             command.env("IPFS_REGISTRY_DATABASE__URL", url);
         }
         let output = command.output().await?;
@@ -161,121 +170,181 @@ impl Registry<'_> {
         );
         Ok(output)
     }
-}
 
-async fn run_one(
-    options: &Options,
-    bin: &Path,
-    store: &'static str,
-    rows: u64,
-    dir: &Path,
-) -> Result<Run> {
-    let shape = Shape::for_rows(rows);
-    // The directory servers::start_registry gives a registry named `store`.
-    let data_dir = dir.join(format!("{store}-data"));
-    let database = match store {
-        POSTGRES => Some(create_database(&options.database_url, rows).await?),
-        _ => None,
-    };
-    let outcome = measure(
-        bin,
-        store,
-        rows,
-        &shape,
-        dir,
-        Registry {
-            bin,
-            data_dir,
-            database_url: database.as_ref().map(|d| d.1.clone()),
-        },
-    )
-    .await;
-    if let Some((name, _)) = &database {
-        if let Err(e) = servers::drop_database(&options.database_url, name).await {
-            eprintln!("could not drop the scale database {name}: {e:#}");
+    async fn remove(self, admin_url: &str) {
+        if let Some((name, _)) = &self.database {
+            if let Err(e) = servers::drop_database(admin_url, name).await {
+                eprintln!("could not drop the scale database {name}: {e:#}");
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    outcome
+
+    async fn seed(&self) -> Result<(Counts, f64)> {
+        let shape = self.shape;
+        eprintln!(
+            "scale: {}, {} rows: seeding {} blobs, {} manifests, {} repositories…",
+            self.store, self.rows, shape.blobs, shape.manifests, shape.repositories
+        );
+        self.command("migrate").await?;
+        let started = Instant::now();
+        let seeded = match &self.database {
+            Some((_, url)) => seed::postgres(url, &shape).await?,
+            None => {
+                let path = self.data_dir.join("metadata.sqlite");
+                tokio::task::spawn_blocking(move || seed::sqlite(&path, &shape)).await??
+            }
+        };
+        ensure!(
+            seeded == shape.expected(),
+            "seeded {seeded:?}, the shape says {:?}",
+            shape.expected()
+        );
+        seed::garbage_files(&self.data_dir.join("blobs"), &shape)?;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("scale: seeded in {seconds:.1}s: {seeded:?}");
+        Ok((seeded, seconds))
+    }
+
+    /// One pass of the operator's GC: the online GC is off by default (gc.interval = 0),
+    /// so it is the `gc` command, run beside the serving registry.
+    async fn gc(&self) -> Result<GcPass> {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(self.bin);
+        command
+            .arg("gc")
+            .env_clear()
+            .env("IPFS_REGISTRY_DATA_DIR", &self.data_dir)
+            .env("IPFS_REGISTRY_LOG", "warn")
+            .env("IPFS_REGISTRY_GC__UNTAGGED_RETENTION", UNTAGGED_RETENTION)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some((_, url)) = &self.database {
+            command.env("IPFS_REGISTRY_DATABASE__URL", url);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().context("gc stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut output = String::new();
+        // The command prints each phase as it starts: the sweep ends at "gc: metadata:".
+        let mut sweep_seconds = f64::NAN;
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("gc: metadata:") {
+                sweep_seconds = started.elapsed().as_secs_f64();
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
+        let finished = child.wait_with_output().await?;
+        let seconds = started.elapsed().as_secs_f64();
+        ensure!(
+            finished.status.success(),
+            "ipfs-registry gc failed ({}): {output}{}",
+            finished.status,
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        let mut gc = parse_gc(&output, seconds)?;
+        gc.sweep_seconds = sweep_seconds;
+        eprintln!(
+            "scale: {} {} rows: GC {seconds:.2}s: {:?}",
+            self.store, self.rows, gc.removed
+        );
+        // Anything else means the seeded graph is not what GC sees in pushed data.
+        ensure!(
+            gc.removed == self.shape.garbage(),
+            "GC removed {:?}, the seeded garbage is {:?}:\n{output}",
+            gc.removed,
+            self.shape.garbage()
+        );
+        Ok(gc)
+    }
 }
 
-async fn measure(
-    bin: &Path,
+/// Seeds one registry of `store` per size, serves them all at once, measures them
+/// interleaved (so that whatever else the machine does falls on every size alike), then
+/// runs one GC pass on each.
+async fn run_store<'a>(
+    options: &Options,
+    bin: &'a Path,
     store: &'static str,
-    rows: u64,
-    shape: &Shape,
-    dir: &Path,
-    registry: Registry<'_>,
-) -> Result<Run> {
-    eprintln!(
-        "scale: {store}, {rows} rows: seeding {} blobs, {} manifests, {} repositories…",
-        shape.blobs, shape.manifests, shape.repositories
-    );
-    registry.command("migrate").await?;
-    let started = Instant::now();
-    let seeded = match &registry.database_url {
-        Some(url) => seed::postgres(url, shape).await?,
-        None => {
-            let path = registry.data_dir.join("metadata.sqlite");
-            let shape = *shape;
-            tokio::task::spawn_blocking(move || seed::sqlite(&path, &shape)).await??
-        }
-    };
-    ensure!(
-        seeded == shape.expected(),
-        "seeded {seeded:?}, the shape says {:?}",
-        shape.expected()
-    );
-    seed::garbage_files(&registry.data_dir.join("blobs"), shape)?;
-    let seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!("scale: seeded in {seed_seconds:.1}s: {seeded:?}");
-
-    let server = servers::start_registry(
-        store,
-        bin,
-        dir,
-        registry.database_url.as_deref(),
-        None,
-    )
-    .await?;
+    sizes: &[u64],
+    root: &Path,
+    registries: &mut Vec<Registry<'a>>,
+) -> Result<Vec<Run>> {
+    let mut seeded = Vec::new();
+    for &rows in sizes {
+        let dir = root.join(format!("{store}-{rows}"));
+        std::fs::create_dir_all(&dir)?;
+        let database = match store {
+            POSTGRES => Some(create_database(&options.database_url, rows).await?),
+            _ => None,
+        };
+        registries.push(Registry {
+            bin,
+            store,
+            rows,
+            shape: Shape::for_rows(rows),
+            data_dir: dir.join(format!("{store}-data")),
+            dir,
+            database,
+        });
+        let registry = registries.last().context("just pushed")?;
+        seeded.push(registry.seed().await?);
+    }
+    let mut servers = Vec::new();
+    for registry in registries.iter() {
+        servers.push(
+            servers::start_registry(
+                store,
+                bin,
+                &registry.dir,
+                registry.database.as_ref().map(|d| d.1.as_str()),
+                None,
+            )
+            .await?,
+        );
+    }
     let http = Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .build()?;
-    let mut p50_ms = BTreeMap::new();
-    let mut p99_ms = BTreeMap::new();
+    let mut p50_ms = vec![BTreeMap::new(); registries.len()];
+    let mut p99_ms = vec![BTreeMap::new(); registries.len()];
     for (k, kind) in REQUEST_KINDS.iter().enumerate() {
-        let latencies = requests(&http, &server.base, shape, k).await?;
-        p50_ms.insert(kind.to_string(), latencies.percentile_ms(50.0));
-        p99_ms.insert(kind.to_string(), latencies.percentile_ms(99.0));
+        let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
+        let shapes: Vec<Shape> = registries.iter().map(|r| r.shape).collect();
+        let latencies = interleaved(&http, &bases, &shapes, k).await?;
+        for (i, latencies) in latencies.iter().enumerate() {
+            p50_ms[i].insert(kind.to_string(), latencies.percentile_ms(50.0));
+            p99_ms[i].insert(kind.to_string(), latencies.percentile_ms(99.0));
+        }
+        eprintln!(
+            "scale: {store} {kind} p99: {:?}",
+            p99_ms.iter().map(|p| p[*kind]).collect::<Vec<_>>()
+        );
     }
-    eprintln!("scale: p99 {p99_ms:?}; GC…");
-    // The operator's path: the online GC is off by default (gc.interval = 0), so a pass is
-    // the `gc` command, run beside the serving registry.
-    let started = Instant::now();
-    let output = registry.command("gc").await?;
-    let seconds = started.elapsed().as_secs_f64();
-    server.stop().await;
-    let output = String::from_utf8_lossy(&output.stdout).into_owned();
-    let gc = parse_gc(&output, seconds)?;
-    // Anything else means the seeded graph is not what GC sees in pushed data.
-    ensure!(
-        gc.removed == shape.garbage(),
-        "GC removed {:?}, the seeded garbage is {:?}:\n{output}",
-        gc.removed,
-        shape.garbage()
-    );
-    eprintln!("scale: GC {seconds:.2}s: {:?}", gc.removed);
-    Ok(Run {
-        store,
-        rows,
-        shape: *shape,
-        seeded,
-        seed_seconds,
-        p50_ms,
-        p99_ms,
-        gc,
-    })
+    let mut runs = Vec::new();
+    for (i, registry) in registries.iter().enumerate() {
+        let gc = registry.gc().await?;
+        runs.push(Run {
+            store,
+            rows: registry.rows,
+            shape: registry.shape,
+            seeded: seeded[i].0,
+            seed_seconds: seeded[i].1,
+            p50_ms: p50_ms[i].clone(),
+            p99_ms: p99_ms[i].clone(),
+            gc,
+        });
+    }
+    for server in servers {
+        server.stop().await;
+    }
+    Ok(runs)
 }
 
 /// `gc: freed: 3 manifests (… bytes), 29 blobs (… bytes), 28 repository links, … in 1.2s`.
@@ -307,6 +376,7 @@ fn parse_gc(output: &str, seconds: f64) -> Result<GcPass> {
     Ok(GcPass {
         seconds,
         reported_seconds,
+        sweep_seconds: f64::NAN,
         removed: Garbage {
             manifests: before(" manifests (")?,
             blobs: before(" blobs (")?,
@@ -374,51 +444,82 @@ fn request(shape: &Shape, kind: usize, pick: u64) -> (Method, String) {
     }
 }
 
-/// [`WARM_UP`] then [`REQUESTS`] requests of one kind, [`CONCURRENCY`] at a time; any
-/// answer but 200 fails the run.
-async fn requests(http: &Client, base: &str, shape: &Shape, kind: usize) -> Result<Latencies> {
-    let shape = Arc::new(*shape);
-    let mut seed = 0x5ca1e + kind as u64;
-    for (count, measured) in [(WARM_UP, false), (REQUESTS, true)] {
-        let started = Instant::now();
-        let mut workers = Vec::new();
-        for w in 0..CONCURRENCY {
-            let (http, base, shape) = (http.clone(), base.to_owned(), shape.clone());
-            let mut picks = Picks(seed.wrapping_mul(31).wrapping_add(w as u64));
-            let share = count / CONCURRENCY + usize::from(w < count % CONCURRENCY);
-            workers.push(tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(share);
-                for _ in 0..share {
-                    let (method, path) = request(&shape, kind, picks.next());
-                    let started = Instant::now();
-                    let response = http
-                        .request(method, format!("{base}{path}"))
-                        .header(header::ACCEPT, MANIFEST_ACCEPT)
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    let body = response.bytes().await?;
-                    samples.push(started.elapsed());
-                    if !status.is_success() {
-                        bail!(
-                            "{path}: {status}: {:.300}",
-                            String::from_utf8_lossy(&body)
-                        );
-                    }
-                }
-                anyhow::Ok(samples)
-            }));
-        }
-        let mut samples = Vec::with_capacity(count);
-        for worker in workers {
-            samples.extend(worker.await??);
-        }
-        if measured {
-            return Ok(Latencies::new(samples, started.elapsed()));
-        }
-        seed += 1000;
+/// Rounds the requests of one kind are split into, each registry taking its share of a
+/// round in turn (the order rotating).
+const ROUNDS: usize = 10;
+
+/// [`WARM_UP`] requests to each registry, then [`REQUESTS`] to each in [`ROUNDS`]
+/// interleaved rounds, [`CONCURRENCY`] at a time; any answer but 200 fails the run.
+async fn interleaved(
+    http: &Client,
+    bases: &[&str],
+    shapes: &[Shape],
+    kind: usize,
+) -> Result<Vec<Latencies>> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); bases.len()];
+    let mut walls = vec![Duration::ZERO; bases.len()];
+    for (i, base) in bases.iter().enumerate() {
+        batch(http, base, &shapes[i], kind, WARM_UP, i as u64).await?;
     }
-    unreachable!("the measured round returns")
+    for round in 0..ROUNDS {
+        for offset in 0..bases.len() {
+            let i = (round + offset) % bases.len();
+            let started = Instant::now();
+            let seed = ((round + 1) * 1000 + i) as u64;
+            samples[i].extend(batch(http, bases[i], &shapes[i], kind, REQUESTS / ROUNDS, seed).await?);
+            walls[i] += started.elapsed();
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .zip(walls)
+        .map(|(s, wall)| Latencies::new(s, wall))
+        .collect())
+}
+
+/// `count` requests of one kind, [`CONCURRENCY`] at a time: their latencies.
+async fn batch(
+    http: &Client,
+    base: &str,
+    shape: &Shape,
+    kind: usize,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<Duration>> {
+    let shape = Arc::new(*shape);
+    let mut workers = Vec::new();
+    for w in 0..CONCURRENCY {
+        let (http, base, shape) = (http.clone(), base.to_owned(), shape.clone());
+        let mut picks = Picks(seed.wrapping_mul(0x5ca1e).wrapping_add(w as u64 * 7919 + kind as u64));
+        let share = count / CONCURRENCY + usize::from(w < count % CONCURRENCY);
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(share);
+            for _ in 0..share {
+                let (method, path) = request(&shape, kind, picks.next());
+                let started = Instant::now();
+                let response = http
+                    .request(method, format!("{base}{path}"))
+                    .header(header::ACCEPT, MANIFEST_ACCEPT)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body = response.bytes().await?;
+                samples.push(started.elapsed());
+                if !status.is_success() {
+                    bail!(
+                        "{path}: {status}: {:.300}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+            anyhow::Ok(samples)
+        }));
+    }
+    let mut samples = Vec::with_capacity(count);
+    for worker in workers {
+        samples.extend(worker.await??);
+    }
+    Ok(samples)
 }
 
 fn store_title(store: &str) -> &'static str {
@@ -440,7 +541,8 @@ fn size_label(rows: u64) -> String {
 impl ScaleReport {
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "p99 of {} requests per kind at concurrency {} (after {} warm-up requests); \
+            "p99 of {} requests per kind and registry at concurrency {} (after {} warm-up requests), \
+             the registries of one store served at once and measured interleaved in {ROUNDS} rounds; \
              GC: one `ipfs-registry gc` pass (untagged retention {UNTAGGED_RETENTION}), wall time.\n",
             self.requests, self.concurrency, WARM_UP
         );
@@ -484,6 +586,14 @@ impl ScaleReport {
                 }
                 _ => out.push_str(&format!(" {:.2}× |\n", last.gc.seconds / first.gc.seconds)),
             }
+            out.push_str("| … of which metadata sweep (s) |");
+            for run in &runs {
+                out.push_str(&format!(" {:.2} |", run.gc.sweep_seconds));
+            }
+            out.push_str(&format!(
+                " {:.2}× |\n",
+                last.gc.sweep_seconds / first.gc.sweep_seconds
+            ));
             out.push_str("| GC removed (manifests / blobs / links) |");
             for run in &runs {
                 let g = run.gc.removed;
