@@ -110,7 +110,15 @@ pub async fn run(options: &Options) -> Result<ScaleReport> {
     );
     for store in [POSTGRES, EMBEDDED] {
         let mut registries = Vec::new();
-        let outcome = run_store(options, &registry_bin, store, &sizes, &root, &mut registries).await;
+        let outcome = run_store(
+            options,
+            &registry_bin,
+            store,
+            &sizes,
+            &root,
+            &mut registries,
+        )
+        .await;
         for registry in registries {
             registry.remove(&options.database_url).await;
         }
@@ -466,7 +474,8 @@ async fn interleaved(
             let i = (round + offset) % bases.len();
             let started = Instant::now();
             let seed = ((round + 1) * 1000 + i) as u64;
-            samples[i].extend(batch(http, bases[i], &shapes[i], kind, REQUESTS / ROUNDS, seed).await?);
+            samples[i]
+                .extend(batch(http, bases[i], &shapes[i], kind, REQUESTS / ROUNDS, seed).await?);
             walls[i] += started.elapsed();
         }
     }
@@ -490,7 +499,10 @@ async fn batch(
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
         let (http, base, shape) = (http.clone(), base.to_owned(), shape.clone());
-        let mut picks = Picks(seed.wrapping_mul(0x5ca1e).wrapping_add(w as u64 * 7919 + kind as u64));
+        let mut picks = Picks(
+            seed.wrapping_mul(0x5ca1e)
+                .wrapping_add(w as u64 * 7919 + kind as u64),
+        );
         let share = count / CONCURRENCY + usize::from(w < count % CONCURRENCY);
         workers.push(tokio::spawn(async move {
             let mut samples = Vec::with_capacity(share);
@@ -506,10 +518,7 @@ async fn batch(
                 let body = response.bytes().await?;
                 samples.push(started.elapsed());
                 if !status.is_success() {
-                    bail!(
-                        "{path}: {status}: {:.300}",
-                        String::from_utf8_lossy(&body)
-                    );
+                    bail!("{path}: {status}: {:.300}", String::from_utf8_lossy(&body));
                 }
             }
             anyhow::Ok(samples)

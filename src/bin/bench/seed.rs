@@ -109,10 +109,7 @@ impl Shape {
     pub fn linked_blob(&self, pick: u64) -> (String, String) {
         let i = (pick / 9) % self.manifests;
         let slot = pick % 9;
-        (
-            repo_name(self.repository_of(i)),
-            blob_digest(i * 10 + slot),
-        )
+        (repo_name(self.repository_of(i)), blob_digest(i * 10 + slot))
     }
 
     pub fn expected(&self) -> Counts {
@@ -397,49 +394,45 @@ pub async fn postgres(url: &str, shape: &Shape) -> Result<Counts> {
         futures::pin_mut!(sink);
         let mut buffer = BytesMut::with_capacity(1 << 20);
         for start in (0..shape.manifests).step_by(BATCH as usize) {
-        rows(shape, table, start..start + BATCH, |row| {
-            let time = |old: bool| if old { OLD_PG } else { now.as_str() };
-            let line = match row {
-                Row::Blob { b, old } => format!(
-                    "{}\t{}\t{}\t{IMPORT_PROFILE}\t{}\n",
-                    blob_digest(b),
-                    blob_cid(b),
-                    blob_size(b),
-                    time(old)
-                ),
-                Row::Link { repository, b, old } => {
-                    format!("{}\t{}\t{}\n", repository + 1, blob_digest(b), time(old))
-                }
-                Row::Manifest {
-                    repository,
-                    digest,
-                    content,
-                } => format!(
-                    // bytea as hex: `\\x` is one backslash in COPY's text format.
-                    "{}\t{digest}\t{MANIFEST_TYPE}\t\\\\x{}\t{content}\t{}\t{OLD_PG}\n",
-                    repository + 1,
-                    hex::encode(content),
-                    content.len()
-                ),
-                Row::Reference {
-                    repository,
-                    manifest,
-                    b,
-                } => format!(
-                    "{}\t{manifest}\t{}\tblob\n",
-                    repository + 1,
-                    blob_digest(b)
-                ),
-                Row::Tag {
-                    repository,
-                    name,
-                    manifest,
-                } => format!("{}\t{name}\t{manifest}\n", repository + 1),
-            };
-            buffer.put_slice(line.as_bytes());
-            Ok(())
-        })?;
-        sink.send(buffer.split().freeze()).await?;
+            rows(shape, table, start..start + BATCH, |row| {
+                let time = |old: bool| if old { OLD_PG } else { now.as_str() };
+                let line = match row {
+                    Row::Blob { b, old } => format!(
+                        "{}\t{}\t{}\t{IMPORT_PROFILE}\t{}\n",
+                        blob_digest(b),
+                        blob_cid(b),
+                        blob_size(b),
+                        time(old)
+                    ),
+                    Row::Link { repository, b, old } => {
+                        format!("{}\t{}\t{}\n", repository + 1, blob_digest(b), time(old))
+                    }
+                    Row::Manifest {
+                        repository,
+                        digest,
+                        content,
+                    } => format!(
+                        // bytea as hex: `\\x` is one backslash in COPY's text format.
+                        "{}\t{digest}\t{MANIFEST_TYPE}\t\\\\x{}\t{content}\t{}\t{OLD_PG}\n",
+                        repository + 1,
+                        hex::encode(content),
+                        content.len()
+                    ),
+                    Row::Reference {
+                        repository,
+                        manifest,
+                        b,
+                    } => format!("{}\t{manifest}\t{}\tblob\n", repository + 1, blob_digest(b)),
+                    Row::Tag {
+                        repository,
+                        name,
+                        manifest,
+                    } => format!("{}\t{name}\t{manifest}\n", repository + 1),
+                };
+                buffer.put_slice(line.as_bytes());
+                Ok(())
+            })?;
+            sink.send(buffer.split().freeze()).await?;
         }
         sink.as_mut().finish().await?;
     }
@@ -472,6 +465,9 @@ pub async fn postgres(url: &str, shape: &Shape) -> Result<Counts> {
 pub fn sqlite(path: &Path, shape: &Shape) -> Result<Counts> {
     let mut c = rusqlite::Connection::open(path)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    // Random digests land all over the b-trees: with SQLite's default 2 MiB page cache a
+    // million rows take many minutes of disk reads.
+    c.pragma_update(None, "cache_size", -512 * 1024)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -571,9 +567,10 @@ pub fn sqlite(path: &Path, shape: &Shape) -> Result<Counts> {
         repository_blobs: count("SELECT count(*) FROM repository_blobs")?,
         manifest_references: count("SELECT count(*) FROM manifest_references")?,
     };
-    let violations: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-        r.get(0)
-    })?;
+    let violations: i64 =
+        c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })?;
     ensure!(violations == 0, "{violations} foreign-key violations");
     Ok(counts)
 }
