@@ -200,7 +200,7 @@ pub fn blob_cid(b: u64) -> String {
 }
 
 fn blob_size(b: u64) -> u64 {
-    if b % 10 == 0 {
+    if b.is_multiple_of(10) {
         1_000 + b % 1_000
     } else {
         1_000_000 + b
