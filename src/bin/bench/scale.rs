@@ -454,7 +454,7 @@ fn request(shape: &Shape, kind: usize, pick: u64) -> (Method, String) {
 
 /// Rounds the requests of one kind are split into, each registry taking its share of a
 /// round in turn (the order rotating).
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 
 /// [`WARM_UP`] requests to each registry, then [`REQUESTS`] to each in [`ROUNDS`]
 /// interleaved rounds, [`CONCURRENCY`] at a time; any answer but 200 fails the run.
