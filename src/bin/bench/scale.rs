@@ -122,7 +122,13 @@ pub async fn run(options: &Options) -> Result<ScaleReport> {
         for registry in registries {
             registry.remove(&options.database_url).await;
         }
-        report.runs.extend(outcome?);
+        match outcome {
+            Ok(runs) => report.runs.extend(runs),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&root);
     let table = report.markdown();
