@@ -58,6 +58,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub logging: LoggingConfig,
     pub gc: GcConfig,
+    pub integrity: IntegrityConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +100,31 @@ impl GcConfig {
             grace_period: self.grace_period,
             untagged_retention: self.untagged_retention,
             upload_expiry: self.upload_expiry,
+        }
+    }
+}
+
+/// When stored bytes are checked against their digest (docs/operations.md, "Integrity").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Re-hash every full blob pull and abort a response whose bytes do not match. Off by
+    /// default: every push is verified before it is recorded, and clients verify what they
+    /// pull; the scrub finds what rots in between.
+    pub verify_on_pull: bool,
+    /// When set, `serve` scrubs every blob this often (one replica at a time).
+    #[serde(default, with = "humantime_serde")]
+    pub scrub_interval: Option<Duration>,
+    /// Bytes per second a scrub reads at most (0 = unlimited).
+    pub scrub_rate: u64,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            verify_on_pull: false,
+            scrub_interval: None,
+            scrub_rate: 100 * 1024 * 1024,
         }
     }
 }
@@ -370,6 +396,7 @@ impl Default for Config {
                 upload_expiry: Duration::from_secs(24 * 60 * 60),
                 untagged_retention: None,
             },
+            integrity: IntegrityConfig::default(),
         }
     }
 }
@@ -460,6 +487,12 @@ impl Config {
             "ipfs.url",
             self.ipfs.url.is_some(),
         )?;
+        if self.integrity.scrub_interval.is_some_and(|i| i.is_zero()) {
+            return invalid(
+                "integrity.scrub_interval",
+                "must be greater than zero (leave it unset for no periodic scrub)",
+            );
+        }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
         }
@@ -695,6 +728,30 @@ mod tests {
             assert_eq!(config.limits.keep_alive, Duration::ZERO);
             assert_eq!(config.limits.max_concurrent_downloads, 512);
             assert_eq!(config.limits.per_client_percent, 25);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn integrity_settings() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(None).unwrap();
+            assert!(
+                !config.integrity.verify_on_pull,
+                "pulls are not re-hashed by default"
+            );
+            assert_eq!(config.integrity.scrub_interval, None);
+            assert_eq!(config.integrity.scrub_rate, 100 * 1024 * 1024);
+            jail.set_env("IPFS_REGISTRY_INTEGRITY__VERIFY_ON_PULL", "true");
+            jail.set_env("IPFS_REGISTRY_INTEGRITY__SCRUB_INTERVAL", "1day");
+            jail.set_env("IPFS_REGISTRY_INTEGRITY__SCRUB_RATE", "0");
+            let config = Config::load(None).unwrap();
+            assert!(config.integrity.verify_on_pull);
+            assert_eq!(
+                config.integrity.scrub_interval,
+                Some(Duration::from_secs(24 * 3600))
+            );
+            assert_eq!(config.integrity.scrub_rate, 0);
             Ok(())
         });
     }
@@ -937,6 +994,12 @@ mod tests {
             Ok(())
         });
         assert!(message.contains("limits.idle_timeout"), "{message}");
+
+        let message = load_err(|jail| {
+            jail.set_env("IPFS_REGISTRY_INTEGRITY__SCRUB_INTERVAL", "0s");
+            Ok(())
+        });
+        assert!(message.contains("integrity.scrub_interval"), "{message}");
 
         let message = load_err(|jail| {
             jail.set_env("IPFS_REGISTRY_LOGGING__LEVEL", "info,[[[");

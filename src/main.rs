@@ -47,9 +47,10 @@ enum Command {
     },
     /// Compare the blob store with the metadata: records whose content is not pinned (their
     /// pulls fail) and pinned content no record knows (pushes cut short by a crash, or
-    /// metadata that lost writes). Exits non-zero when they disagree. Run it while no
-    /// pushes are in flight: a push between adding and recording its bytes shows as
-    /// unrecorded.
+    /// metadata that lost writes); then scrub: read every blob back and check its size,
+    /// digest and CID, quarantining what fails. Exits non-zero when anything disagrees or
+    /// is corrupt. Run it while no pushes are in flight: a push between adding and
+    /// recording its bytes shows as unrecorded.
     Verify {
         /// Read each unrecorded root back, check it against its CID, and record it as a
         /// blob linked into REPOSITORY (kept for gc.grace_period unless a manifest pushed
@@ -59,6 +60,13 @@ enum Command {
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Skip the scrub: reading every blob back and checking its size, digest and CID.
+        #[arg(long)]
+        no_scrub: bool,
+        /// The scrub's read limit in bytes per second (0 = unlimited); default
+        /// integrity.scrub_rate.
+        #[arg(long, value_name = "BYTES_PER_SECOND")]
+        rate: Option<u64>,
     },
     #[command(flatten)]
     Admin(AdminCommand),
@@ -231,13 +239,56 @@ async fn administer(config: &Config, command: AdminCommand) -> anyhow::Result<()
     Ok(())
 }
 
-/// `verify`: the inventory, then the reindex if asked; an error when anything disagrees.
+/// A progress line on stderr, redrawn at most a few times a second (only on a terminal).
+struct ScrubBar {
+    total: u64,
+    started: std::time::Instant,
+    state: std::sync::Mutex<(u64, u64, std::time::Instant)>,
+}
+
+impl ScrubBar {
+    fn draw(&self, read: u64, blobs: u64) {
+        let percent = if self.total > 0 {
+            read as f64 * 100.0 / self.total as f64
+        } else {
+            100.0
+        };
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\rscrub: {blobs} blobs, {:.2} / {:.2} GB ({percent:.0}%), {:.2} GB/s   ",
+            read as f64 / 1e9,
+            self.total as f64 / 1e9,
+            read as f64 / seconds / 1e9
+        );
+    }
+}
+
+impl ipfs_registry::registry::ScrubObserver for ScrubBar {
+    fn read(&self, bytes: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += bytes;
+        if state.2.elapsed() >= std::time::Duration::from_millis(200) {
+            state.2 = std::time::Instant::now();
+            self.draw(state.0, state.1);
+        }
+    }
+
+    fn checked(&self, _record: &ipfs_registry::meta::BlobRecord) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+    }
+}
+
+/// `verify`: the inventory, then the reindex if asked, then the scrub (unless `rate` is
+/// `None`); an error when anything disagrees or is corrupt.
 async fn verify(
     registry: &ipfs_registry::registry::Registry,
     reindex: Option<&ipfs_registry::oci::RepoName>,
     json: bool,
+    scrub_rate: Option<u64>,
 ) -> anyhow::Result<()> {
-    use ipfs_registry::registry::Reindexed;
+    use ipfs_registry::registry::{Reindexed, ScrubOptions};
+    use std::io::IsTerminal;
     let inventory = registry.inventory().await?;
     let mut recorded = Vec::new();
     let mut mismatched = Vec::new();
@@ -250,6 +301,31 @@ async fn verify(
             }
         }
     }
+    let scrub = match scrub_rate {
+        None => None,
+        Some(rate) => {
+            let options = ScrubOptions {
+                rate: (rate > 0).then_some(rate),
+                lease: None,
+            };
+            let report = if std::io::stderr().is_terminal() {
+                let (_, total) = registry.blob_totals().await?;
+                let bar = ScrubBar {
+                    total,
+                    started: std::time::Instant::now(),
+                    state: std::sync::Mutex::new((0, 0, std::time::Instant::now())),
+                };
+                let report = registry.scrub(&options, &bar).await;
+                let (read, blobs, _) = *bar.state.lock().unwrap_or_else(|e| e.into_inner());
+                bar.draw(read, blobs);
+                eprintln!();
+                report
+            } else {
+                registry.scrub(&options, &()).await
+            };
+            report?
+        }
+    };
     let unresolved = if reindex.is_some() {
         mismatched.len()
     } else {
@@ -268,6 +344,19 @@ async fn verify(
                 .map(|(cid, computed)| serde_json::json!({"cid": cid.to_string(), "computed": computed.to_string()}))
                 .collect::<Vec<_>>(),
         });
+        let mut report = report;
+        if let Some(scrub) = &scrub {
+            let finding = |f: &ipfs_registry::registry::Finding| serde_json::json!({"digest": f.digest, "cid": f.cid.to_string(), "size": f.size, "reason": f.reason});
+            report["scrub"] = serde_json::json!({
+                "checked": scrub.checked,
+                "bytes": scrub.bytes,
+                "corrupt": scrub.corrupt.iter().map(finding).collect::<Vec<_>>(),
+                "missing": scrub.missing.iter().map(finding).collect::<Vec<_>>(),
+                "released": scrub.released,
+                "seconds": scrub.elapsed.as_secs_f64(),
+                "gb_per_second": scrub.gigabytes_per_second(),
+            });
+        }
         println!("{report}");
     } else {
         for record in &inventory.missing {
@@ -283,6 +372,18 @@ async fn verify(
         }
         for (cid, computed) in &mismatched {
             println!("mismatch {cid} (its bytes hash to {computed})");
+        }
+        if let Some(scrub) = &scrub {
+            for f in &scrub.corrupt {
+                println!("corrupt {} {} {}: {}", f.digest, f.cid, f.size, f.reason);
+            }
+            for f in &scrub.missing {
+                println!("unreadable {} {} {}: {}", f.digest, f.cid, f.size, f.reason);
+            }
+            for digest in &scrub.released {
+                println!("released {digest}");
+            }
+            println!("scrub: {scrub}");
         }
         println!(
             "verify: {} blob records, {} pinned roots; {} records without content, {} roots no record knows{}",
@@ -306,6 +407,14 @@ async fn verify(
         inventory.missing.len(),
         unresolved
     );
+    if let Some(scrub) = &scrub {
+        anyhow::ensure!(
+            scrub.is_sound(),
+            "the scrub found {} corrupt and {} unreadable blobs (quarantined)",
+            scrub.corrupt.len(),
+            scrub.missing.len()
+        );
+    }
     Ok(())
 }
 
@@ -346,9 +455,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("gc: {report}");
                 Ok(())
             }
-            Command::Verify { reindex, json } => {
+            Command::Verify {
+                reindex,
+                json,
+                no_scrub,
+                rate,
+            } => {
                 let registry = ipfs_registry::server::build_registry(&config).await?;
-                verify(&registry, reindex.as_ref(), json).await
+                let scrub_rate = (!no_scrub).then(|| rate.unwrap_or(config.integrity.scrub_rate));
+                verify(&registry, reindex.as_ref(), json, scrub_rate).await
             }
             Command::MigrateBlobs => {
                 let report = ipfs_registry::blobs::migrate::into_configured_node(

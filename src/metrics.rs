@@ -64,6 +64,10 @@ pub struct Metrics {
     pub gc_deleted_manifests: Counter,
     pub gc_expired_uploads: Counter,
     pub auth: Family<OutcomeLabels, Counter>,
+    pub blobs_quarantined: Gauge,
+    pub scrub_bytes: Counter,
+    pub scrub_blobs: Counter,
+    pub scrub_corrupt: Counter,
 }
 
 impl Default for Metrics {
@@ -104,6 +108,10 @@ impl Metrics {
             gc_deleted_manifests: Counter::default(),
             gc_expired_uploads: Counter::default(),
             auth: Family::default(),
+            blobs_quarantined: Gauge::default(),
+            scrub_bytes: Counter::default(),
+            scrub_blobs: Counter::default(),
+            scrub_corrupt: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -213,6 +221,26 @@ impl Metrics {
             m.gc_expired_uploads.clone(),
         );
         r.register("auth", "Authentication attempts by outcome", m.auth.clone());
+        r.register(
+            "blobs_quarantined",
+            "Blobs quarantined because their stored bytes failed a scrub (as last seen here)",
+            m.blobs_quarantined.clone(),
+        );
+        r.register(
+            "scrub_bytes",
+            "Blob bytes read back and checked by scrubs",
+            m.scrub_bytes.clone(),
+        );
+        r.register(
+            "scrub_blobs",
+            "Blobs checked by scrubs",
+            m.scrub_blobs.clone(),
+        );
+        r.register(
+            "scrub_corrupt",
+            "Blobs scrubs found corrupt or missing (and quarantined)",
+            m.scrub_corrupt.clone(),
+        );
         // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ["success", "failure"] {
             let _ = m.auth.get_or_create(&OutcomeLabels { outcome });

@@ -51,6 +51,7 @@ fn settings(config: &Config) -> Settings {
         max_blob_size: config.limits.max_blob_size,
         delete_enabled: config.delete_enabled,
         max_concurrent_uploads: config.limits.max_concurrent_uploads,
+        verify_on_pull: config.integrity.verify_on_pull,
     }
 }
 
@@ -60,7 +61,8 @@ pub struct RunningServer {
     pub registry: Arc<Registry>,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    gc: Option<tokio::task::JoinHandle<()>>,
+    /// Online GC and the periodic scrub, when configured.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -71,8 +73,8 @@ impl RunningServer {
     /// Stops accepting connections and waits for in-flight requests to finish (at most
     /// `shutdown_timeout`).
     pub async fn stop(self) {
-        if let Some(gc) = &self.gc {
-            gc.abort();
+        for task in &self.background {
+            task.abort();
         }
         self.handle.stop(true).await;
         let _ = self.task.await;
@@ -84,8 +86,8 @@ impl RunningServer {
             .task
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        if let Some(gc) = &self.gc {
-            gc.abort();
+        for task in &self.background {
+            task.abort();
         }
         result
     }
@@ -105,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await
             .context("comparing the blob files with the metadata")?;
     }
+    registry.count_quarantined().await;
     serve(config, Arc::new(registry), auth)
 }
 
@@ -151,14 +154,20 @@ pub fn serve(
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    let gc = (!config.gc.interval.is_zero()).then(|| spawn_online_gc(&config, registry.clone()));
+    let mut background = Vec::new();
+    if !config.gc.interval.is_zero() {
+        background.push(spawn_online_gc(&config, registry.clone()));
+    }
+    if let Some(interval) = config.integrity.scrub_interval {
+        background.push(spawn_scrub(&config, interval, registry.clone()));
+    }
     tracing::info!(event = "listening", address = %local_addr);
     Ok(RunningServer {
         local_addr,
         registry,
         handle,
         task,
-        gc,
+        background,
     })
 }
 
@@ -177,24 +186,67 @@ fn cut_off_stalled_writes(connection: &dyn std::any::Any, idle: std::time::Durat
     let _ = (connection, idle);
 }
 
+/// Scrubs every `integrity.scrub_interval`. Replicas all run the loop; the scrub lease in
+/// the metadata store lets one of them scrub at a time and the others skip that round.
+fn spawn_scrub(
+    config: &Config,
+    interval: std::time::Duration,
+    registry: Arc<Registry>,
+) -> tokio::task::JoinHandle<()> {
+    let rate = config.integrity.scrub_rate;
+    // Renewed every third of this while the scrub runs; a replica that dies mid-scrub
+    // holds the lease this long at most.
+    let ttl = std::time::Duration::from_secs(5 * 60);
+    let options = crate::registry::ScrubOptions {
+        rate: (rate > 0).then_some(rate),
+        lease: Some((uuid::Uuid::new_v4().to_string(), ttl)),
+    };
+    let options = Arc::new(options);
+    every(interval, move || {
+        let (registry, options) = (registry.clone(), options.clone());
+        async move {
+            match registry.scrub(&options, &()).await {
+                Ok(Some(report)) => tracing::info!(event = "scrub_done", %report),
+                Ok(None) => tracing::info!(event = "scrub_skipped", "another replica is scrubbing"),
+                Err(e) => tracing::warn!(event = "scrub_failed", error = %e),
+            }
+        }
+    })
+}
+
 /// Runs GC every `gc.interval`. Replicas all run the loop; the GC lock lets one of them
 /// sweep at a time and the others skip that round.
 fn spawn_online_gc(config: &Config, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
     let interval = config.gc.interval;
-    let policy = config.gc.policy();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick fires at once: wait a whole interval after starting.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
+    let policy = Arc::new(config.gc.policy());
+    every(interval, move || {
+        let (registry, policy) = (registry.clone(), policy.clone());
+        async move {
             let progress = |message: &str| tracing::debug!(event = "gc_progress", message);
             match registry.collect_garbage(&policy, false, &progress).await {
                 Ok(Some(report)) => tracing::info!(event = "gc_report", %report),
                 Ok(None) => tracing::info!(event = "gc_skipped", "another replica is collecting"),
                 Err(e) => tracing::warn!(event = "gc_failed", error = %e),
             }
+        }
+    })
+}
+
+/// Runs `task` every `interval`, the first time one whole interval after start-up; a run
+/// that overruns delays the next instead of bunching them.
+fn every<Task, Run>(interval: std::time::Duration, mut task: Task) -> tokio::task::JoinHandle<()>
+where
+    Task: FnMut() -> Run + Send + 'static,
+    Run: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick fires at once.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            task().await;
         }
     })
 }

@@ -33,6 +33,7 @@ on_every_blob_store!(
     leaf_aligned_parts_join_into_the_blob_of_their_bytes,
     every_block_is_served_as_its_cid_names_it,
     a_car_holds_the_whole_dag,
+    evicted_content_is_gone_and_added_afresh,
 );
 
 type Open = fn(ImportProfile) -> BlobBackend;
@@ -424,5 +425,45 @@ async fn a_car_holds_the_whole_dag(open: Open) {
         })
         .sum();
     assert!(car.len() > block_bytes, "{} bytes of CAR", car.len());
+    forget(store, &[stored.cid]).await;
+}
+
+/// Evicted content is not pinned and its blocks are gone (nothing for a pin to restore);
+/// the same bytes added again are stored whole under the same CID. An IPFS node is one of
+/// the test's own: on js-ipfs a `block/rm` can leave the repository lock held, which would
+/// stall every other test's `add` on the shared node (see common::private_node).
+async fn evicted_content_is_gone_and_added_afresh(open: Open) {
+    let backend = open(ImportProfile::default());
+    let node = backend
+        .shared
+        .then(common::private_node::PrivateNode::start);
+    let private: Option<Box<dyn BlobStore>> = node.as_ref().map(|node| {
+        Box::new(common::kubo::store_at(
+            node.url.clone(),
+            std::time::Duration::from_secs(10),
+            ImportProfile::default(),
+        )) as Box<dyn BlobStore>
+    });
+    let store = match &private {
+        Some(store) => &**store,
+        None => &*backend.store,
+    };
+    let data = random(2 * CHUNK + 7);
+    let stored = store.add(common::odd_pieces(&data)).await.unwrap();
+    let (_, blocks) = imported(&data, CHUNK as u32);
+    let leaf = *blocks[0].cid();
+
+    store.evict(&stored.cid).await.expect("evict");
+    assert!(!store.is_pinned(&stored.cid).await.unwrap());
+    assert!(!store.pinned().await.unwrap().contains(&stored.cid));
+    match store.block(&leaf).await {
+        Err(BlobError::NotFound(cid)) => assert_eq!(cid, leaf),
+        other => panic!("an evicted block must be gone, got {other:?}"),
+    }
+    store.evict(&stored.cid).await.expect("evicting again");
+
+    assert_eq!(store.add(common::odd_pieces(&data)).await.unwrap(), stored);
+    assert!(store.is_pinned(&stored.cid).await.unwrap());
+    assert!(cat_all(store, &stored.cid, 0, None).await == data);
     forget(store, &[stored.cid]).await;
 }

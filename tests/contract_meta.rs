@@ -35,6 +35,8 @@ on_every_meta_store!(
     complete_upload_returns_the_earlier_record_for_a_known_digest,
     complete_upload_from_another_repository_does_not_end_the_session,
     delete_upload_returns_chunks_and_ends_the_session,
+    a_quarantined_blob_is_seen_nowhere_until_released,
+    leases_exclude_other_holders_until_they_expire,
 );
 
 // ---------- blobs ----------
@@ -1067,4 +1069,110 @@ async fn delete_upload_returns_chunks_and_ends_the_session(store: Arc<dyn MetaBa
         .expect("delete")
         .is_empty());
     assert!(store.upload(&r, empty.id).await.expect("upload").is_none());
+}
+
+// ---------- integrity ----------
+
+async fn a_quarantined_blob_is_seen_nowhere_until_released(store: Arc<dyn MetaBackend>) {
+    let a = repo("quarantine/a");
+    let b = repo("quarantine/b");
+    let record = blob(b"bytes that rotted");
+    let other = blob(b"bytes that did not");
+
+    assert!(!store
+        .quarantine_blob(&record.digest, "unrecorded")
+        .await
+        .expect("quarantine"));
+    assert!(!store.is_quarantined(&record.digest).await.expect("is"));
+    store.commit_blob(&a, record.clone()).await.expect("commit");
+    store.commit_blob(&a, other.clone()).await.expect("commit");
+
+    let before = std::time::SystemTime::now() - Duration::from_secs(60);
+    assert!(store
+        .quarantine_blob(&record.digest, "its bytes hash to something else")
+        .await
+        .expect("quarantine"));
+    assert!(!store
+        .quarantine_blob(&record.digest, "again")
+        .await
+        .expect("quarantine again"));
+    assert!(store.is_quarantined(&record.digest).await.expect("is"));
+    assert!(!store.is_quarantined(&other.digest).await.expect("is"));
+    assert_eq!(
+        store.repository_blob(&a, &record.digest).await.expect("rb"),
+        None
+    );
+    assert_eq!(
+        store
+            .mount_blob(&a, &b, &record.digest)
+            .await
+            .expect("mount"),
+        None
+    );
+    // Still recorded: a push of the digest knows it, and heals it.
+    assert_eq!(
+        store.blob(&record.digest).await.expect("blob"),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store.repository_blob(&a, &other.digest).await.expect("rb"),
+        Some(other.clone())
+    );
+    let listed = store.quarantined_blobs().await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].digest, record.digest);
+    assert_eq!(listed[0].reason, "its bytes hash to something else");
+    assert!(listed[0].since > before, "{listed:?}");
+
+    assert!(store.release_blob(&record.digest).await.expect("release"));
+    assert!(!store.release_blob(&record.digest).await.expect("again"));
+    assert!(store.quarantined_blobs().await.expect("list").is_empty());
+    assert_eq!(
+        store.repository_blob(&a, &record.digest).await.expect("rb"),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store
+            .mount_blob(&a, &b, &record.digest)
+            .await
+            .expect("mount"),
+        Some(record.clone())
+    );
+}
+
+async fn leases_exclude_other_holders_until_they_expire(store: Arc<dyn MetaBackend>) {
+    let minute = Duration::from_secs(60);
+    assert!(store.try_lease("scrub", "one", minute).await.expect("take"));
+    assert!(store
+        .try_lease("scrub", "one", minute)
+        .await
+        .expect("renew"));
+    assert!(!store.try_lease("scrub", "two", minute).await.expect("held"));
+    assert!(store
+        .try_lease("other", "two", minute)
+        .await
+        .expect("another name"));
+    store
+        .release_lease("scrub", "two")
+        .await
+        .expect("not the holder");
+    assert!(!store
+        .try_lease("scrub", "two", minute)
+        .await
+        .expect("still held"));
+    store.release_lease("scrub", "one").await.expect("release");
+    assert!(store.try_lease("scrub", "two", minute).await.expect("free"));
+
+    // A lease that has expired is anyone's.
+    let instant = Duration::from_millis(1);
+    assert!(store
+        .try_lease("short", "one", instant)
+        .await
+        .expect("take"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store
+        .try_lease("short", "two", minute)
+        .await
+        .expect("expired"));
+    assert!(!store.try_lease("short", "one", minute).await.expect("held"));
 }

@@ -1,5 +1,6 @@
-//! Failure behaviour against real services: a corrupt layer is never served as complete,
-//! and a database that goes away turns into 503s, not hangs.
+//! Failure behaviour against real services: with `integrity.verify_on_pull` a corrupt layer
+//! is never served as complete (without it, the scrub finds it: tests/scrub.rs), and a
+//! database that goes away turns into 503s, not hangs.
 
 mod common;
 
@@ -10,8 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_layer_is_cut_short_not_served() {
-    let registry = common::StorePair::PostgresIpfsNode.start_registry().await;
+async fn a_corrupt_layer_is_cut_short_not_served_when_pulls_verify() {
+    let registry = common::StorePair::PostgresIpfsNode
+        .start_registry_with(|config| config.integrity.verify_on_pull = true)
+        .await;
     let client = Oci::new(&registry.base);
     // Two blobs of equal size spanning several IPFS chunks; then the metadata of the first
     // is made to point at the bytes of the second, as a corrupted node or row would.

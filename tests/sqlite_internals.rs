@@ -184,3 +184,74 @@ async fn pushing_again_restarts_the_grace_period() {
     assert!(common::blob_store_holds(&registry, &data).await);
     registry.server.stop().await;
 }
+
+/// Manifests are answered from memory while the file is unchanged: every commit, by this
+/// registry or by another process writing the file directly, must show on the next GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_answered_from_memory_sees_every_commit() {
+    let (registry, _dir) = embedded().await;
+    let oci = Oci::new(&registry.base);
+    let repo = "cached/app";
+    let first = oci.push_image(repo, Some("v1"), 1).await;
+    let second = oci.push_image(repo, None, 1).await;
+    let first_digest = first.manifest.digest.to_string();
+    let second_digest = second.manifest.digest.to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            digest_at(&oci, repo, "v1").await.as_deref(),
+            Some(first_digest.as_str())
+        );
+    }
+
+    // Another process moves the tag, then removes it.
+    let other = rusqlite::Connection::open(registry.config.data_dir.join("metadata.sqlite"))
+        .expect("open metadata.sqlite");
+    other.busy_timeout(Duration::from_secs(5)).unwrap();
+    let moved = other
+        .execute(
+            "UPDATE tags SET manifest_digest = ?1 WHERE name = 'v1'",
+            [&second_digest],
+        )
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(
+        digest_at(&oci, repo, "v1").await.as_deref(),
+        Some(second_digest.as_str())
+    );
+    other
+        .execute("DELETE FROM tags WHERE name = 'v1'", [])
+        .unwrap();
+    assert_eq!(digest_at(&oci, repo, "v1").await, None);
+
+    // This registry's own writes: a tag pushed, moved, and a manifest deleted.
+    oci.push_manifest(repo, "v2", &first.manifest).await;
+    assert_eq!(
+        digest_at(&oci, repo, "v2").await.as_deref(),
+        Some(first_digest.as_str())
+    );
+    oci.push_manifest(repo, "v2", &second.manifest).await;
+    assert_eq!(
+        digest_at(&oci, repo, "v2").await.as_deref(),
+        Some(second_digest.as_str())
+    );
+    let by_digest = format!("/v2/{repo}/manifests/{second_digest}");
+    expect_status(oci.get(&by_digest).await, 200).await;
+    expect_status(oci.delete(&by_digest).await, 202).await;
+    expect_status(oci.get(&by_digest).await, 404).await;
+    assert_eq!(digest_at(&oci, repo, "v2").await, None);
+}
+
+/// The digest a GET of the manifest answers with, or `None` for a 404.
+async fn digest_at(oci: &Oci, repo: &str, reference: &str) -> Option<String> {
+    let response = oci.get(&format!("/v2/{repo}/manifests/{reference}")).await;
+    match response.status().as_u16() {
+        200 => Some(
+            response.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ),
+        404 => None,
+        other => panic!("GET {reference}: {other}"),
+    }
+}

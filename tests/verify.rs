@@ -4,26 +4,10 @@
 mod common;
 
 use common::cid_of_blob;
-use common::cli::{registry_command, stores_env};
+use common::cli::verify_json;
 use common::oci::Oci;
 use common::StorePair;
 use serde_json::Value;
-
-fn verify(config: &ipfs_registry::config::Config) -> (bool, Value) {
-    let out = registry_command()
-        .envs(stores_env(config))
-        .args(["verify", "--json"])
-        .output()
-        .expect("run ipfs-registry verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), report)
-}
 
 fn digests(report: &Value, key: &str) -> Vec<String> {
     report[key]
@@ -44,7 +28,7 @@ async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
         .push_image("verify/app", Some("1"), 2)
         .await;
 
-    let (succeeded, report) = verify(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert_eq!(report["records"], 3, "{report}");
     assert!(digests(&report, "missing").is_empty(), "{report}");
     if registry.config.ipfs.url.is_none() {
@@ -77,7 +61,7 @@ async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
             );
         }
     }
-    let (succeeded, report) = verify(&registry.config);
+    let (succeeded, report) = verify_json(&registry.config, &[]);
     assert!(
         !succeeded,
         "a record without content is a disagreement: {report}"

@@ -56,7 +56,9 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Registry(e) => match e {
-                RegistryError::BlobUnknown(_) | RegistryError::ContentUnknown(_) => "BLOB_UNKNOWN",
+                RegistryError::BlobUnknown(_)
+                | RegistryError::BlobQuarantined(_)
+                | RegistryError::ContentUnknown(_) => "BLOB_UNKNOWN",
                 RegistryError::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
                 RegistryError::BlobUploadInvalid(_) | RegistryError::ChunkOutOfOrder { .. } => {
                     "BLOB_UPLOAD_INVALID"
@@ -101,6 +103,9 @@ impl ApiError {
     fn detail(&self) -> serde_json::Value {
         match self {
             ApiError::Registry(RegistryError::BlobUnknown(d)) => json!({ "digest": d }),
+            ApiError::Registry(RegistryError::BlobQuarantined(d)) => {
+                json!({ "digest": d, "quarantined": true })
+            }
             ApiError::Registry(RegistryError::ContentUnknown(cid)) => {
                 json!({ "cid": cid.to_string() })
             }
@@ -124,6 +129,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Registry(e) => match e {
                 RegistryError::BlobUnknown(_)
+                | RegistryError::BlobQuarantined(_)
                 | RegistryError::ContentUnknown(_)
                 | RegistryError::BlobUploadUnknown
                 | RegistryError::ManifestUnknown

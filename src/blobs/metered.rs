@@ -69,6 +69,10 @@ impl BlobStore for MeteredBlobStore {
         self.timed("unpin", self.inner.unpin(cid)).await
     }
 
+    async fn evict(&self, cid: &Cid) -> Result<(), BlobError> {
+        self.timed("evict", self.inner.evict(cid)).await
+    }
+
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
         self.timed("is_pinned", self.inner.is_pinned(cid)).await
     }

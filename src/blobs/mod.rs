@@ -89,6 +89,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// emptied), so that a pin can still restore it.
     async fn unpin(&self, cid: &Cid) -> Result<(), BlobError>;
 
+    /// Removes the content under `cid` now, bad bytes included: unpins it and deletes those
+    /// of its blocks nothing else pinned uses, so that adding the same bytes again writes
+    /// them afresh (a store keeps a block it believes it has). Unlike `unpin`, nothing is
+    /// kept for a pin to restore. Evicting what is not stored is not an error. Best effort
+    /// below the root on an IPFS node: blocks it cannot list (missing, or an unreadable
+    /// node above them) stay until its repository GC.
+    async fn evict(&self, cid: &Cid) -> Result<(), BlobError>;
+
     /// Whether the content is pinned (recursively).
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError>;
 

@@ -51,6 +51,40 @@ impl ImportProfile {
         )
     }
 
+    /// The profile a recorded [`ImportProfile::id`] names, when it is one this registry can
+    /// rebuild a CID under (`None` for anything else). An id without `max-links` was
+    /// built with 174 links per node, as [`ImportProfile::id`] explains.
+    pub fn from_id(id: &str) -> Option<ImportProfile> {
+        let mut chunk_size = None;
+        let mut max_links = None;
+        let mut parts = id.split(';');
+        if parts.next() != Some("unixfs-v1") {
+            return None;
+        }
+        for part in parts {
+            let (key, value) = part.split_once('=')?;
+            match (key, value) {
+                ("cid-version", "1")
+                | ("raw-leaves", "true")
+                | ("hash", "sha2-256")
+                | ("layout", "balanced") => {}
+                ("chunker", size) => {
+                    chunk_size = Some(size.strip_prefix("size-")?.parse::<u32>().ok()?);
+                }
+                ("max-links", links) => max_links = Some(links.parse::<usize>().ok()?),
+                _ => return None,
+            }
+        }
+        if max_links.unwrap_or(174) != crate::blobs::unixfs::MAX_LINKS {
+            return None;
+        }
+        let profile = ImportProfile {
+            chunk_size: chunk_size?,
+        };
+        profile.validate().ok()?;
+        Some(profile)
+    }
+
     /// The Kubo `add` parameters that realise this profile.
     pub fn add_params(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -69,5 +103,29 @@ impl ImportProfile {
             // Identity CIDs for small blocks: never, whatever a node's defaults become.
             ("inline", "false".into()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_back() {
+        let profile = ImportProfile {
+            chunk_size: 1 << 20,
+        };
+        assert_eq!(ImportProfile::from_id(&profile.id()), Some(profile));
+        let old = "unixfs-v1;cid-version=1;raw-leaves=true;chunker=size-262144;hash=sha2-256;layout=balanced";
+        assert_eq!(ImportProfile::from_id(old), Some(ImportProfile::default()));
+        for other in [
+            "",
+            "unixfs-v1;cid-version=0;raw-leaves=true;chunker=size-262144;hash=sha2-256;layout=balanced",
+            "unixfs-v1;cid-version=1;raw-leaves=true;chunker=rabin;hash=sha2-256;layout=balanced",
+            "unixfs-v1;cid-version=1;raw-leaves=true;chunker=size-262144;hash=sha2-256;layout=trickle",
+            "unixfs-v1;cid-version=1;raw-leaves=true;chunker=size-262144;hash=sha2-256;layout=balanced;max-links=1024",
+        ] {
+            assert_eq!(ImportProfile::from_id(other), None, "{other}");
+        }
     }
 }

@@ -35,7 +35,8 @@ use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
+    UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -170,6 +171,39 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         self.request("unlink_blob", self.inner.unlink_blob(repo, digest))
+            .await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
+        self.request(
+            "quarantine_blob",
+            self.inner.quarantine_blob(digest, reason),
+        )
+        .await
+    }
+
+    async fn release_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        self.request("release_blob", self.inner.release_blob(digest))
+            .await
+    }
+
+    async fn is_quarantined(&self, digest: &Digest) -> Result<bool, MetaError> {
+        self.request("is_quarantined", self.inner.is_quarantined(digest))
+            .await
+    }
+
+    async fn quarantined_blobs(&self) -> Result<Vec<Quarantined>, MetaError> {
+        self.within(self.gc, "quarantined_blobs", self.inner.quarantined_blobs())
+            .await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, MetaError> {
+        self.request("try_lease", self.inner.try_lease(name, holder, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        self.request("release_lease", self.inner.release_lease(name, holder))
             .await
     }
 

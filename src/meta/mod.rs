@@ -11,7 +11,7 @@ pub mod sqlite;
 pub mod status;
 pub mod users;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,6 +45,15 @@ pub struct BlobRecord {
     pub size: u64,
     /// `ImportProfile::id()` at the time of import.
     pub import_profile: String,
+}
+
+/// A blob whose stored bytes failed a scrub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub digest: Digest,
+    /// What the scrub found (size, digest or CID mismatch, or the bytes gone).
+    pub reason: String,
+    pub since: SystemTime,
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +122,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// may fetch it through the gateway when access control is on).
     async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError>;
 
-    /// A blob as seen from a repository: only when linked there.
+    /// A blob as seen from a repository: only when linked there and not quarantined.
     async fn repository_blob(
         &self,
         repo: &RepoName,
@@ -126,7 +135,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn commit_blob(&self, repo: &RepoName, blob: BlobRecord)
         -> Result<BlobRecord, MetaError>;
 
-    /// Links a blob linked in `from` into `to`. `None` when `from` has no such blob.
+    /// Links a blob linked in `from` into `to`. `None` when `from` has no such blob, or it
+    /// is quarantined.
     async fn mount_blob(
         &self,
         from: &RepoName,
@@ -136,6 +146,29 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Removes the blob's link from the repository. False when it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    // --- integrity ---
+
+    /// Marks a recorded blob's stored bytes as bad: from now on no repository sees it
+    /// (`repository_blob` and `mount_blob` answer `None`) until it is released. True when it
+    /// was quarantined now; false when it already was, or the digest is not recorded.
+    async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError>;
+
+    /// Lifts the quarantine (its bytes were stored again, verified, or found sound). False
+    /// when it was not quarantined.
+    async fn release_blob(&self, digest: &Digest) -> Result<bool, MetaError>;
+
+    async fn is_quarantined(&self, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Every quarantined blob, in digest order.
+    async fn quarantined_blobs(&self) -> Result<Vec<Quarantined>, MetaError>;
+
+    /// Takes the lease `name` for `holder` until `ttl` from now, or renews it when `holder`
+    /// has it already. False while another holder's lease has not expired.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, MetaError>;
+
+    /// Gives the lease up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError>;
 
     // --- manifests, tags, referrers ---
 

@@ -10,6 +10,7 @@ pub mod hashing;
 mod health;
 mod inventory;
 mod manifests;
+pub mod scrub;
 mod uploads;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
+pub use scrub::{Finding, ScrubObserver, ScrubOptions, ScrubReport};
 pub use uploads::UploadStatus;
 
 // What the HTTP layer hands to and gets from the core, so that it needs no store module.
@@ -44,6 +46,8 @@ pub struct Settings {
     pub max_blob_size: u64,
     pub delete_enabled: bool,
     pub max_concurrent_uploads: usize,
+    /// Re-hash full pulls (`integrity.verify_on_pull`).
+    pub verify_on_pull: bool,
 }
 
 /// The stores the core works on.

@@ -141,7 +141,14 @@ impl Registry {
             Err(e) => return Err(e),
         };
         match self.assemble(&upload, digest).await {
-            Ok(record) => self.finish_session(id, repo, record).await,
+            Ok((record, healing)) => {
+                let added = record.cid;
+                let stored = self.finish_session(id, repo, record).await?;
+                if healing {
+                    self.heal(&stored, added).await;
+                }
+                Ok(stored)
+            }
             Err(e) => {
                 if matches!(e, RegistryError::DigestInvalid(_)) {
                     self.end_session(id).await;
@@ -185,7 +192,8 @@ impl Registry {
     ) -> Result<BlobRecord> {
         let (meter, stream, limit) =
             self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
-        if let Some(existing) = self.meta.blob(digest).await? {
+        let (existing, healing) = self.known_blob(digest).await?;
+        if let Some(existing) = existing {
             drain(stream, &meter, &limit).await?;
             self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
@@ -212,7 +220,45 @@ impl Registry {
             import_profile: self.blobs.profile().id(),
         };
         let committed = self.meta.commit_blob(repo, record).await;
-        self.settle(stored.cid, committed).await
+        let record = self.settle(stored.cid, committed).await?;
+        if healing {
+            self.heal(&record, stored.cid).await;
+        }
+        Ok(record)
+    }
+
+    /// The stored record of `digest`, unless it is quarantined: then `None` (its bytes are
+    /// stored again like a new blob's) and `true`, so that the push heals it.
+    async fn known_blob(&self, digest: &Digest) -> Result<(Option<BlobRecord>, bool)> {
+        match self.meta.blob(digest).await? {
+            Some(_) if self.meta.is_quarantined(digest).await? => Ok((None, true)),
+            existing => Ok((existing, false)),
+        }
+    }
+
+    /// After a verified push stored a quarantined blob's bytes again (as `added`): lifts the
+    /// quarantine. Bytes imported under another profile than the record's got another CID
+    /// and do not repair the record's; then the quarantine stays and the scrub reports it.
+    async fn heal(&self, stored: &BlobRecord, added: cid::Cid) {
+        if stored.cid != added {
+            tracing::warn!(
+                event = "blob_heal_failed",
+                digest = %stored.digest,
+                ipfs_cid = %stored.cid,
+                added = %added,
+                "the pushed bytes were stored under another CID (import profile changed): the blob stays quarantined"
+            );
+            return;
+        }
+        match self.meta.release_blob(&stored.digest).await {
+            Ok(_) => {
+                tracing::info!(event = "blob_healed", digest = %stored.digest, ipfs_cid = %stored.cid, "quarantined blob stored again, verified: released");
+                self.count_quarantined().await;
+            }
+            Err(e) => {
+                tracing::warn!(event = "blob_heal_failed", digest = %stored.digest, error = %e, "could not release the quarantine");
+            }
+        }
     }
 
     /// After committing a blob added as `added`: drops that pin when the digest turned out
@@ -309,8 +355,21 @@ impl Registry {
         }
     }
 
-    /// Verifies the session's bytes against `digest` and produces the blob record.
-    async fn assemble(&self, upload: &Upload, digest: &Digest) -> Result<BlobRecord> {
+    /// Verifies the session's bytes against `digest` and produces the blob record, and
+    /// whether it heals a quarantined blob.
+    async fn assemble(&self, upload: &Upload, digest: &Digest) -> Result<(BlobRecord, bool)> {
+        let (existing, healing) = self.known_blob(digest).await?;
+        self.assemble_known(upload, digest, existing)
+            .await
+            .map(|record| (record, healing))
+    }
+
+    async fn assemble_known(
+        &self,
+        upload: &Upload,
+        digest: &Digest,
+        existing: Option<BlobRecord>,
+    ) -> Result<BlobRecord> {
         let chunks = self.meta.upload_chunks(upload.id).await?;
         let total: u64 = chunks.iter().map(|c| c.size).sum();
         if total != upload.bytes_received {
@@ -319,7 +378,6 @@ impl Registry {
                 upload.id, upload.bytes_received
             )));
         }
-        let existing = self.meta.blob(digest).await?;
         if digest.algorithm() == Algorithm::Sha256 {
             let hasher = restore_sha256(&upload.hash_state)
                 .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;

@@ -45,6 +45,31 @@ pub fn gc_command(config: &Config, args: &[&str]) -> Output {
         .expect("run ipfs-registry gc")
 }
 
+/// `ipfs-registry verify` on the stores of a test registry. Node calls time out after 5 s:
+/// a js-ipfs node asked for a block it lost waits forever otherwise.
+pub fn verify_command(config: &Config, args: &[&str]) -> Output {
+    registry_command()
+        .envs(stores_env(config))
+        .env("IPFS_REGISTRY_IPFS__TIMEOUT", "5s")
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("run ipfs-registry verify")
+}
+
+/// `ipfs-registry verify --json` (and `args`): whether it succeeded, and its report.
+pub fn verify_json(config: &Config, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = verify_command(config, &[&["--json"], args].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
 /// The standard output of a command that must have succeeded (else its output, both
 /// streams, in the failure).
 pub fn succeeded(out: &Output) -> String {

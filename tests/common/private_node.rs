@@ -58,6 +58,11 @@ impl PrivateNode {
             .expect("ipfs-node.sh prints the RPC URL");
         PrivateNode { url, repo }
     }
+
+    /// The node's repository (its blocks are under `blocks/`).
+    pub fn repo(&self) -> &std::path::Path {
+        self.repo.path()
+    }
 }
 
 impl Drop for PrivateNode {

@@ -564,6 +564,20 @@ impl BlobStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn evict(&self, cid: &Cid) -> Result<(), BlobError> {
+        let _commit = self.lock_commit().await?;
+        for path in [self.path_of(cid), self.inner.trash.join(cid.to_string())] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("evicting", &path, e)),
+            }
+        }
+        // Only this root's rows: another DAG holding the same blocks keeps its own.
+        let root = *cid;
+        self.with_index(move |index| index.remove(&root)).await
+    }
+
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {
         let path = self.path_of(cid);
         tokio::fs::try_exists(&path)

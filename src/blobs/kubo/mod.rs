@@ -74,6 +74,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Calls in flight at once when joining chunks (reading their nodes, writing new ones).
 const PARALLEL_CALLS: usize = 8;
+/// Blocks removed per `block/rm` call (js-ipfs reads at most 16 KiB of request head).
+const EVICT_BATCH: usize = 100;
 /// Largest control-call or `add` answer we read.
 const MAX_ANSWER: usize = 1024 * 1024;
 
@@ -582,6 +584,41 @@ impl BlobStore for KuboStore {
             ))),
             Err(e) => Err(e.into_blob_error("pin/rm", None)),
         }
+    }
+
+    async fn evict(&self, cid: &Cid) -> Result<(), BlobError> {
+        self.unpin(cid).await?;
+        // The DAG's blocks as far as the node can list them locally; a missing or corrupt
+        // node ends the listing (the call is bounded by T), and the root is removed anyway.
+        let query = [
+            ("arg", cid.to_string()),
+            ("recursive", "true".to_owned()),
+            ("unique", "true".to_owned()),
+            ("offline", "true".to_owned()),
+        ];
+        let mut blocks = match self.control("refs", &query).await {
+            Ok(body) => rpc::refs_lines(&body),
+            Err(e) => {
+                let e = e.into_blob_error("refs", Some(cid));
+                tracing::debug!(event = "evict_refs_failed", ipfs_cid = %cid, error = %e);
+                Vec::new()
+            }
+        };
+        blocks.push(*cid);
+        // The node refuses to remove a block some pin still needs (a leaf shared with
+        // another blob) and goes on with the others; a batch keeps the URL short.
+        for batch in blocks.chunks(EVICT_BATCH) {
+            let mut query: Vec<(&str, String)> = batch
+                .iter()
+                .map(|block| ("arg", block.to_string()))
+                .collect();
+            query.push(("force", "true".to_owned()));
+            if let Err(e) = self.control("block/rm", &query).await {
+                let e = e.into_blob_error("block/rm", None);
+                tracing::debug!(event = "evict_blocks_kept", ipfs_cid = %cid, error = %e);
+            }
+        }
+        Ok(())
     }
 
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, BlobError> {

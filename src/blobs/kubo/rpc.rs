@@ -224,6 +224,20 @@ pub(super) fn pin_ls_roots(body: &[u8]) -> Result<Vec<Cid>, BlobError> {
         .collect()
 }
 
+/// The CIDs a `refs` answer lists (one `{"Ref": cid, "Err": ""}` object per line); lines
+/// that carry an error or no CID are skipped.
+pub(super) fn refs_lines(body: &[u8]) -> Vec<Cid> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(rename = "Ref", default)]
+        reference: String,
+    }
+    body.split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Line>(line).ok())
+        .filter_map(|line| Cid::try_from(line.reference.as_str()).ok())
+        .collect()
+}
+
 /// One object of a `pin/add?progress=true` answer. Kubo streams `{"Progress": n, "Bytes": b}`
 /// every 500 ms while it walks the DAG (n: blocks so far, repeated unchanged while it waits
 /// for one) and ends with `{"Pins": [...]}`; js-ipfs 0.66 ignores `progress` and answers
@@ -419,6 +433,17 @@ mod tests {
             PinEvent::Failed(m) if m.contains("deadline")
         ));
         assert!(parse_pin_line(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn refs_answers_list_their_cids() {
+        let leaf = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+        let body = format!(
+            "{{\"Ref\":\"{leaf}\",\"Err\":\"\"}}\n{{\"Ref\":\"\",\"Err\":\"block not found\"}}\nnot json\n"
+        );
+        let listed = refs_lines(body.as_bytes());
+        assert_eq!(listed, vec![Cid::try_from(leaf).unwrap()]);
+        assert!(refs_lines(b"").is_empty());
     }
 
     #[test]

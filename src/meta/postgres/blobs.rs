@@ -37,7 +37,7 @@ pub(crate) async fn by_cid<C: GenericClient>(
     row.map(|r| blob_record(&r, 0)).transpose()
 }
 
-/// The blob as seen from `repo`. With `lock`, the blob row is held (FOR KEY SHARE) until the
+/// The blob as seen from `repo` (unless quarantined). With `lock`, the blob row is held (FOR KEY SHARE) until the
 /// transaction ends, so it cannot be deleted meanwhile.
 pub(crate) async fn linked<C: GenericClient>(
     c: &C,
@@ -51,13 +51,15 @@ pub(crate) async fn linked<C: GenericClient>(
          JOIN repository_blobs rb ON rb.repository_id = r.id \
          JOIN blobs b ON b.digest = rb.digest \
          WHERE r.name = $1 AND rb.digest = $2 \
+         AND NOT EXISTS (SELECT 1 FROM quarantined_blobs q WHERE q.digest = b.digest) \
          FOR KEY SHARE OF b"
     } else {
         "SELECT b.digest, b.cid, b.size, b.import_profile \
          FROM repositories r \
          JOIN repository_blobs rb ON rb.repository_id = r.id \
          JOIN blobs b ON b.digest = rb.digest \
-         WHERE r.name = $1 AND rb.digest = $2"
+         WHERE r.name = $1 AND rb.digest = $2 \
+         AND NOT EXISTS (SELECT 1 FROM quarantined_blobs q WHERE q.digest = b.digest)"
     };
     let row = sql::query_opt(c, sql, &[&repo.as_str(), &digest.to_string()]).await?;
     row.map(|r| blob_record(&r, 0)).transpose()

@@ -6,6 +6,7 @@
 mod blobs;
 mod error;
 mod gc;
+mod integrity;
 mod manifests;
 mod migrate;
 mod referrers;
@@ -22,7 +23,8 @@ use uuid::Uuid;
 
 use self::error::db;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
+    UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -177,6 +179,35 @@ impl MetadataStore for PostgresStore {
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         blobs::unlink(&self.client().await?, repo, digest).await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
+        integrity::quarantine(&self.client().await?, digest, reason).await
+    }
+
+    async fn release_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        integrity::release(&self.client().await?, digest).await
+    }
+
+    async fn is_quarantined(&self, digest: &Digest) -> Result<bool, MetaError> {
+        integrity::is_quarantined(&self.client().await?, digest).await
+    }
+
+    async fn quarantined_blobs(&self) -> Result<Vec<Quarantined>, MetaError> {
+        integrity::all(&self.client().await?).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, MetaError> {
+        integrity::try_lease(&self.client().await?, name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        integrity::release_lease(&self.client().await?, name, holder).await
     }
 
     async fn manifest(

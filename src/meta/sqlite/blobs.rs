@@ -54,7 +54,7 @@ fn one(c: &Connection, sql: &str, key: &str) -> Result<Option<BlobRecord>, MetaE
         .transpose()
 }
 
-/// The blob as seen from `repo`: only when linked there.
+/// The blob as seen from `repo`: only when linked there and not quarantined.
 pub(super) fn linked(
     c: &Connection,
     repo: &RepoName,
@@ -64,7 +64,8 @@ pub(super) fn linked(
         "SELECT {COLUMNS} FROM repositories r \
          JOIN repository_blobs rb ON rb.repository_id = r.id \
          JOIN blobs b ON b.digest = rb.digest \
-         WHERE r.name = ?1 AND rb.digest = ?2"
+         WHERE r.name = ?1 AND rb.digest = ?2 \
+         AND NOT EXISTS (SELECT 1 FROM quarantined_blobs q WHERE q.digest = b.digest)"
     );
     c.prepare_cached(&sql)
         .map_err(db)?

@@ -10,6 +10,8 @@
 mod blobs;
 mod error;
 mod gc;
+mod integrity;
+mod manifest_cache;
 mod manifests;
 mod migrate;
 mod referrers;
@@ -32,7 +34,8 @@ use self::error::{db, lock_error};
 use self::sql::{limit, names};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, StoredManifest, Upload, UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
+    UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -61,6 +64,7 @@ struct Inner {
     /// visible — across every process using the data directory.
     cid_lock: LockFile,
     gc_lock: LockFile,
+    manifests: manifest_cache::ManifestCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -161,6 +165,7 @@ impl SqliteStore {
                 waiting: AtomicUsize::new(0),
                 cid_lock: lock_beside(path, "cid-lock")?,
                 gc_lock: lock_beside(path, "gc-lock")?,
+                manifests: manifest_cache::ManifestCache::open(path)?,
             }),
         })
     }
@@ -359,6 +364,44 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
+        let (digest, reason) = (digest.to_string(), reason.to_owned());
+        self.write(move |tx| integrity::quarantine(tx, &digest, &reason))
+            .await
+    }
+
+    async fn release_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| integrity::release(tx, &digest)).await
+    }
+
+    async fn is_quarantined(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.read(move |c| integrity::is_quarantined(c, &digest))
+            .await
+    }
+
+    async fn quarantined_blobs(&self) -> Result<Vec<Quarantined>, MetaError> {
+        self.read(integrity::all).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, MetaError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| integrity::try_lease(tx, &name, &holder, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| integrity::release_lease(tx, &name, &holder))
+            .await
+    }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         self.delete_in_repository(
             "DELETE FROM repository_blobs WHERE digest = ?1 \
@@ -374,9 +417,20 @@ impl MetadataStore for SqliteStore {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<StoredManifest>, MetaError> {
-        let (repo, reference) = (repo.clone(), reference.clone());
-        self.read(move |c| manifests::get(c, &repo, &reference))
-            .await
+        let read_at = match self.inner.manifests.get(repo, reference)? {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(version) => version,
+        };
+        let (key_repo, key_reference) = (repo.clone(), reference.clone());
+        let found = self
+            .read(move |c| manifests::get(c, &key_repo, &key_reference))
+            .await?;
+        if let Some(manifest) = &found {
+            self.inner
+                .manifests
+                .insert(read_at, repo, reference, manifest);
+        }
+        Ok(found)
     }
 
     async fn put_manifest(
