@@ -8,6 +8,8 @@ mod data;
 mod ipfs;
 mod phases;
 mod report;
+mod scale;
+mod seed;
 mod servers;
 mod stats;
 mod targets;
@@ -94,6 +96,13 @@ struct Args {
     /// Where the JSON results go (the table goes to the same path with .md, and stdout).
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Scale mode instead: registries seeded with these numbers of blob rows, measured
+    /// against an empty one (docs/performance.md, "Scale").
+    #[arg(long, value_delimiter = ',')]
+    scale_rows: Option<Vec<u64>>,
+    /// Where scale mode's JSON goes (its table: the same path with .md).
+    #[arg(long, default_value = "target/bench/scale.json")]
+    scale_results: PathBuf,
 }
 
 impl Args {
@@ -131,6 +140,15 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(rows) = args.scale_rows {
+        let options = scale::Options {
+            rows,
+            results: args.scale_results,
+            registry_bin: args.registry_bin,
+            database_url: args.database_url,
+        };
+        return runtime.block_on(scale::run(&options)).map(drop);
+    }
     runtime.block_on(bench(args))
 }
 
