@@ -4,6 +4,9 @@
 //! growth table is produced. No timing is asserted.
 
 #[allow(dead_code)]
+#[path = "../src/bin/bench/data.rs"]
+mod data;
+#[allow(dead_code)]
 #[path = "../src/bin/bench/scale.rs"]
 mod scale;
 #[allow(dead_code)]
@@ -15,6 +18,9 @@ mod servers;
 #[allow(dead_code)]
 #[path = "../src/bin/bench/stats.rs"]
 mod stats;
+#[allow(dead_code)]
+#[path = "../src/bin/bench/workload.rs"]
+mod workload;
 
 use std::path::PathBuf;
 
