@@ -154,20 +154,9 @@ impl Registry {
         body: ByteStream,
         declared: Option<u64>,
     ) -> Result<UploadStatus> {
-        let hasher = restore_sha256(&upload.hash_state)
-            .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
-        let Some(body) = non_empty(body).await? else {
-            if declared.is_some_and(|d| d > 0) {
-                return Err(RegistryError::SizeInvalid("the body is empty".into()));
-            }
+        let Some((meter, stream, limit)) = self.chunk_body(upload, body, declared).await? else {
             return Ok(UploadStatus::from(upload));
         };
-        let (meter, stream, limit) = self.meter(
-            body,
-            Hasher::Sha256(hasher),
-            upload.bytes_received,
-            declared,
-        );
         // What a failed append wrote past the count is cut off by the next one.
         file.append(upload.bytes_received, stream)
             .await
@@ -486,20 +475,9 @@ impl Registry {
         body: ByteStream,
         declared: Option<u64>,
     ) -> Result<UploadStatus> {
-        let hasher = restore_sha256(&upload.hash_state)
-            .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
-        let Some(body) = non_empty(body).await? else {
-            if declared.is_some_and(|d| d > 0) {
-                return Err(RegistryError::SizeInvalid("the body is empty".into()));
-            }
+        let Some((meter, stream, limit)) = self.chunk_body(upload, body, declared).await? else {
             return Ok(UploadStatus::from(upload));
         };
-        let (meter, stream, limit) = self.meter(
-            body,
-            Hasher::Sha256(hasher),
-            upload.bytes_received,
-            declared,
-        );
         let stored = self
             .blobs
             .add(stream)
@@ -670,6 +648,30 @@ impl Registry {
     }
 
     /// Wraps a body with hashing and the tighter of the declared and configured limits.
+    /// A chunk's body counted, limited and hashed on from the session's state; `None` for
+    /// an empty body, which only a declared non-zero length makes an error.
+    async fn chunk_body(
+        &self,
+        upload: &Upload,
+        body: ByteStream,
+        declared: Option<u64>,
+    ) -> Result<Option<(Meter, ByteStream, Option<Limit>)>> {
+        let hasher = restore_sha256(&upload.hash_state)
+            .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
+        let Some(body) = non_empty(body).await? else {
+            if declared.is_some_and(|d| d > 0) {
+                return Err(RegistryError::SizeInvalid("the body is empty".into()));
+            }
+            return Ok(None);
+        };
+        Ok(Some(self.meter(
+            body,
+            Hasher::Sha256(hasher),
+            upload.bytes_received,
+            declared,
+        )))
+    }
+
     fn meter(
         &self,
         body: ByteStream,

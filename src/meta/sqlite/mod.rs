@@ -534,7 +534,7 @@ impl MetadataStore for SqliteStore {
         size: u64,
         hash_state: Vec<u8>,
     ) -> Result<bool, MetaError> {
-        self.write_recording(move |tx| {
+        self.write_if(move |tx| {
             let advanced = uploads::advance(tx, id, offset, size, &hash_state)?;
             Ok((advanced, advanced))
         })
