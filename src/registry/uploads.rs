@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::hashing::{restore_sha256, save_sha256, Hasher, Meter};
 use super::{Registry, RegistryError, Result};
-use crate::blobs::{BlobError, ByteStream, UploadFile};
+use crate::blobs::{BlobError, ByteStream, StoredBytes, UploadFile};
 use crate::meta::{BlobRecord, Upload, UploadChunk};
 use crate::oci::{Algorithm, Digest, RepoName};
 
@@ -204,7 +204,7 @@ impl Registry {
         } else {
             upload
         };
-        let existing = self.meta.blob(digest).await?;
+        let (existing, healing) = self.known_blob(digest).await?;
         if digest.algorithm() == Algorithm::Sha256 {
             let hasher = restore_sha256(&upload.hash_state)
                 .ok_or_else(|| RegistryError::Internal("upload hash state is unreadable".into()))?;
@@ -219,8 +219,9 @@ impl Registry {
                 return self.finish_session(id, &repo, existing).await;
             }
             let stored = file.finish(upload.bytes_received).await?;
-            let record = self.record(digest, stored.cid, stored.size);
-            return self.finish_session(id, &repo, record).await;
+            return self
+                .finish_new_blob(id, &repo, digest, stored, healing)
+                .await;
         }
         // Another algorithm: the running sha256 cannot answer, so the stored blob is read
         // back through the digest's hasher.
@@ -250,10 +251,28 @@ impl Registry {
                 self.finish_session(id, &repo, existing).await
             }
             None => {
-                let record = self.record(digest, stored.cid, stored.size);
-                self.finish_session(id, &repo, record).await
+                self.finish_new_blob(id, &repo, digest, stored, healing)
+                    .await
             }
         }
+    }
+
+    /// Records bytes a session stored as the blob `digest`, ends the session, and lifts the
+    /// quarantine when the push re-stored a quarantined blob (`healing`).
+    async fn finish_new_blob(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        digest: &Digest,
+        stored: StoredBytes,
+        healing: bool,
+    ) -> Result<BlobRecord> {
+        let record = self.record(digest, stored.cid, stored.size);
+        let finished = self.finish_session(id, repo, record).await?;
+        if healing {
+            self.heal(&finished, stored.cid).await;
+        }
+        Ok(finished)
     }
 
     /// PUT: completes the upload with an optional last chunk, verifies the digest and makes
