@@ -402,21 +402,9 @@ fn parse_gc(output: &str, seconds: f64) -> Result<GcPass> {
 
 /// A fresh database `bench_scale_<pid>_<rows>` on the server of `admin_url`: its name and URL.
 async fn create_database(admin_url: &str, rows: u64) -> Result<(String, String)> {
-    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {admin_url} (--database-url)"))?;
-    tokio::spawn(connection);
     let name = format!("bench_scale_{}_{rows}", std::process::id());
-    // Left over by an interrupted run of a process that had this pid.
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let mut url = reqwest::Url::parse(admin_url)?;
-    url.set_path(&format!("/{name}"));
-    Ok((name, url.to_string()))
+    let url = servers::create_named_database(admin_url, &name).await?;
+    Ok((name, url))
 }
 
 /// A small deterministic generator (splitmix64): the same picks in every run.

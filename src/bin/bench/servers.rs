@@ -395,10 +395,6 @@ pub fn find_binary(name: &Path) -> Option<PathBuf> {
 
 /// A fresh PostgreSQL database for the Kubo-mode registry, dropped by [`drop_database`].
 pub async fn create_database(admin_url: &str) -> Result<(String, String)> {
-    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {admin_url} (--database-url)"))?;
-    tokio::spawn(connection);
     let name = format!(
         "ipfs_registry_bench_{}_{}",
         std::process::id(),
@@ -406,12 +402,26 @@ pub async fn create_database(admin_url: &str) -> Result<(String, String)> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
     );
+    let url = create_named_database(admin_url, &name).await?;
+    Ok((name, url))
+}
+
+/// Creates the database `name` on the server of `admin_url` (replacing one of that name
+/// an interrupted run left) and returns its URL.
+pub async fn create_named_database(admin_url: &str, name: &str) -> Result<String> {
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {admin_url} (--database-url)"))?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let mut url = reqwest::Url::parse(admin_url)?;
     url.set_path(&format!("/{name}"));
-    Ok((name, url.to_string()))
+    Ok(url.to_string())
 }
 
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
