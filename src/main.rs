@@ -326,6 +326,11 @@ async fn verify(
             report?
         }
     };
+    // What the scrub pinned again is no longer a record without content.
+    let inventory = match &scrub {
+        Some(scrub) if !scrub.repinned.is_empty() => registry.inventory().await?,
+        _ => inventory,
+    };
     let unresolved = if reindex.is_some() {
         mismatched.len()
     } else {
@@ -353,6 +358,7 @@ async fn verify(
                 "corrupt": scrub.corrupt.iter().map(finding).collect::<Vec<_>>(),
                 "missing": scrub.missing.iter().map(finding).collect::<Vec<_>>(),
                 "released": scrub.released,
+                "repinned": scrub.repinned,
                 "seconds": scrub.elapsed.as_secs_f64(),
                 "gb_per_second": scrub.gigabytes_per_second(),
             });
@@ -382,6 +388,9 @@ async fn verify(
             }
             for digest in &scrub.released {
                 println!("released {digest}");
+            }
+            for digest in &scrub.repinned {
+                println!("repinned {digest}");
             }
             println!("scrub: {scrub}");
         }

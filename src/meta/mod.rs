@@ -180,7 +180,7 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Stores the manifest, its references and (optionally) points `tag` at it, in one
     /// transaction. Fails with `MissingReferences` when a referenced blob or child manifest
-    /// is not in the repository; then nothing changes.
+    /// is not in the repository, or the blob is quarantined; then nothing changes.
     async fn put_manifest(
         &self,
         repo: &RepoName,

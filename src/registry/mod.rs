@@ -182,20 +182,63 @@ impl Registry {
         Ok(true)
     }
 
-    /// Called after a commit recorded `cid`: from then on no unpin of it can start, but one
-    /// may have finished between our add and our commit (a concurrent release of the same
-    /// bytes, or GC), so the pin is restored if it is gone. The window is tiny and a known
-    /// digest is pushed without the IPFS node, so an unreachable node is logged, not fatal.
-    async fn ensure_pinned(&self, cid: &Cid) {
-        let repaired = match self.blobs.is_pinned(cid).await {
-            Ok(true) => return,
-            Ok(false) => self.blobs.pin(cid).await.map(|()| {
-                tracing::info!(event = "repin", ipfs_cid = %cid, "content recorded while being unpinned: pinned again");
-            }),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = repaired {
-            tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of committed content");
+    /// Called after a commit recorded `record`: from then on no unpin of its CID can start,
+    /// but one may have finished between our add and our commit (a concurrent release of
+    /// the same bytes, or GC), so the pin is restored if it is gone. A known digest is pushed
+    /// without the IPFS node, so a node that cannot say whether the pin is there is logged,
+    /// not fatal. But content known to be unpinned that cannot be pinned again would be
+    /// collected by the node's next repo GC: the blob is quarantined (unknown to pulls and
+    /// manifests until a push stores it again) and the push fails with 503, so the client's
+    /// retry stores the bytes afresh.
+    async fn ensure_pinned(&self, record: &BlobRecord) -> Result<()> {
+        match self.blobs.is_pinned(&record.cid).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(event = "pin_check_failed", ipfs_cid = %record.cid, error = %e, "could not verify the pin of committed content");
+                return Ok(());
+            }
+        }
+        match self.pin_recorded(&record.cid).await {
+            Ok(true) => {
+                tracing::info!(event = "repin", ipfs_cid = %record.cid, "content recorded while being unpinned: pinned again");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                let reason = format!("its content was unpinned and could not be pinned again: {e}");
+                self.quarantine_unpinned(record, &reason).await;
+                Err(RegistryError::Unavailable(format!(
+                    "blob {}: {reason}; push it again",
+                    record.digest
+                )))
+            }
+        }
+    }
+
+    /// Pins `cid` again if the metadata still records it, under the CID's unpin lease (so
+    /// never after a GC run forgot it, which would leave a pin no record knows). True when
+    /// it pinned.
+    async fn pin_recorded(&self, cid: &Cid) -> Result<bool> {
+        let mut lease = self.gc.unpin_lease(cid).await?;
+        if !lease.in_use().await? {
+            return Ok(false);
+        }
+        self.blobs.pin(cid).await?;
+        drop(lease);
+        Ok(true)
+    }
+
+    /// Quarantines a recorded blob whose content lost its pin for good (its bytes are not
+    /// known to be wrong, so they are not evicted). Logged, not fatal, when the metadata
+    /// cannot be written: the caller already fails.
+    async fn quarantine_unpinned(&self, record: &BlobRecord, reason: &str) {
+        tracing::error!(event = "blob_unpinned", digest = %record.digest, ipfs_cid = %record.cid, reason, "stored blob lost its pin: quarantined");
+        match self.meta.quarantine_blob(&record.digest, reason).await {
+            Ok(_) => self.count_quarantined().await,
+            Err(e) => {
+                tracing::warn!(event = "quarantine_failed", digest = %record.digest, error = %e, "the blob stays linked while its content is unpinned");
+            }
         }
     }
 }

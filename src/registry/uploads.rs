@@ -394,7 +394,7 @@ impl Registry {
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
             let stored = self.meta.commit_blob(repo, existing).await?;
-            self.ensure_pinned(&stored.cid).await;
+            self.ensure_pinned(&stored).await?;
             return Ok(stored);
         }
         let stored = self
@@ -470,7 +470,7 @@ impl Registry {
                     // The digest was stored meanwhile under another CID (older profile).
                     self.release(&added).await;
                 }
-                self.ensure_pinned(&stored.cid).await;
+                self.ensure_pinned(&stored).await?;
                 Ok(stored)
             }
             Err(e) => {
