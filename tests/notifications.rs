@@ -470,3 +470,38 @@ fn an_invalid_endpoint_is_refused_at_load_naming_the_setting() {
     );
     assert!(printed.contains("[[notifications.endpoint]]"), "{printed}");
 }
+
+/// The configuration docs/notifications.md shows is one the registry accepts, as shown.
+#[test]
+fn the_documented_configuration_loads() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/notifications.md"),
+    )
+    .unwrap();
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a TOML example");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registry.toml");
+    std::fs::write(&file, example).unwrap();
+    let printed = succeeded(
+        &registry_command()
+            .arg("--config")
+            .arg(&file)
+            .arg("config")
+            .output()
+            .unwrap(),
+    );
+    let config: toml::Table = printed.parse().unwrap();
+    let endpoints = config["notifications"]["endpoint"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2, "{printed}");
+    assert_eq!(endpoints[0]["name"].as_str(), Some("ci"));
+    assert_eq!(endpoints[0]["secret"].as_str(), Some("REDACTED"));
+    assert_eq!(
+        endpoints[0]["headers"]["Authorization"].as_str(),
+        Some("REDACTED")
+    );
+    assert_eq!(endpoints[1]["events"].as_array().unwrap().len(), 3);
+}
