@@ -58,6 +58,22 @@ fn ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+fn target_digests(events: &[Value]) -> HashSet<String> {
+    events
+        .iter()
+        .map(|e| e["target"]["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The digests of an image's config, layers and manifest.
+fn image_digests(image: &common::oci::Image) -> HashSet<String> {
+    let blobs = std::iter::once(&image.config).chain(&image.layers);
+    blobs
+        .map(|b| b.digest.clone())
+        .chain([image.manifest.digest.clone()])
+        .collect()
+}
+
 async fn metrics(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
         .await
@@ -234,29 +250,12 @@ async fn events_wait_for_a_receiver_that_is_down_and_none_is_lost(stores: StoreP
     let oci = client(&registry.base);
     let image = oci.push_image("notify/down", Some("1"), 2).await;
     // Retried while down...
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while receiver.received().len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "no retries");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    receiver.wait_for_requests(3).await;
     assert!(receiver.accepted_events().is_empty());
     // ...and all delivered once it is up.
     receiver.answer(200);
     let events = receiver.wait_for(4).await;
-    let digests: HashSet<String> = events
-        .iter()
-        .map(|e| e["target"]["digest"].as_str().unwrap().to_owned())
-        .collect();
-    let pushed: HashSet<String> = [
-        &image.config.digest,
-        &image.layers[0].digest,
-        &image.layers[1].digest,
-        &image.manifest.digest,
-    ]
-    .into_iter()
-    .cloned()
-    .collect();
-    assert_eq!(digests, pushed);
+    assert_eq!(target_digests(&events), image_digests(&image));
     let text = metrics(&registry.base).await;
     let failed = common::metric_sample(
         &text,
@@ -356,11 +355,7 @@ async fn a_registry_killed_with_events_pending_delivers_them_after_restart(store
     let image = client(&first.base)
         .push_image("notify/kill", Some("1"), 1)
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while receiver.received().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no attempt");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    receiver.wait_for_requests(1).await;
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &first.pid().to_string()])
         .status()
@@ -371,19 +366,7 @@ async fn a_registry_killed_with_events_pending_delivers_them_after_restart(store
     receiver.answer(200);
     let second = Served::start(&mut serve()).await;
     let events = receiver.wait_for(3).await;
-    let digests: HashSet<String> = events
-        .iter()
-        .map(|e| e["target"]["digest"].as_str().unwrap().to_owned())
-        .collect();
-    let pushed: HashSet<String> = [
-        &image.config.digest,
-        &image.layers[0].digest,
-        &image.manifest.digest,
-    ]
-    .into_iter()
-    .cloned()
-    .collect();
-    assert_eq!(digests, pushed);
+    assert_eq!(target_digests(&events), image_digests(&image));
     let (stopped, _, log) = second.stop();
     assert!(stopped, "{log}");
     receiver.stop().await;

@@ -121,6 +121,20 @@ impl Receiver {
         }
     }
 
+    /// Waits (up to a minute) until it has been sent at least `count` requests, whatever
+    /// it answered.
+    pub async fn wait_for_requests(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.received().len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} requests arrived within a minute",
+                self.received().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }

@@ -192,9 +192,7 @@ impl MetadataStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let unlinked = blobs::unlink(&tx, repo, digest).await?;
-        if unlinked {
-            outbox::record(&tx, notices).await?;
-        }
+        let unlinked = outbox::record_if(&tx, unlinked, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(unlinked)
     }
@@ -259,9 +257,7 @@ impl MetadataStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let deleted = manifests::delete(&tx, repo, digest).await?;
-        if deleted {
-            outbox::record(&tx, notices).await?;
-        }
+        let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }
@@ -275,9 +271,7 @@ impl MetadataStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let deleted = manifests::delete_tag(&tx, repo, tag).await?;
-        if deleted {
-            outbox::record(&tx, notices).await?;
-        }
+        let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }

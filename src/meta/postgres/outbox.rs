@@ -30,6 +30,19 @@ pub(crate) async fn record<C: GenericClient>(c: &C, notices: &[Notice]) -> Resul
     Ok(())
 }
 
+/// Records `notices` when `happened` (a change that may find nothing to change); returns
+/// `happened`.
+pub(crate) async fn record_if<C: GenericClient>(
+    c: &C,
+    happened: bool,
+    notices: &[Notice],
+) -> Result<bool, MetaError> {
+    if happened {
+        record(c, notices).await?;
+    }
+    Ok(happened)
+}
+
 fn entry(row: &Row) -> Result<OutboxEntry, MetaError> {
     outbox_entry(
         get(row, 0)?,

@@ -51,6 +51,9 @@ pub fn spawn(
     wake: Arc<Wake>,
     holder: &str,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
     let roots = crate::tls::root_store(None)?;
     let tls = crate::tls::verifying_client(roots)?;
     let client = reqwest::Client::builder()
@@ -73,10 +76,8 @@ pub fn spawn(
         let wake = wake.clone();
         tasks.push(tokio::spawn(async move { delivery.run(&wake).await }));
     }
-    if !endpoints.is_empty() {
-        let names = endpoints.iter().map(|e| e.name.clone()).collect();
-        tasks.push(tokio::spawn(recount(outbox, metrics, names)));
-    }
+    let names = endpoints.iter().map(|e| e.name.clone()).collect();
+    tasks.push(tokio::spawn(recount(outbox, metrics, names)));
     Ok(tasks)
 }
 
