@@ -95,6 +95,14 @@ enum NotificationsCommand {
         endpoint: Option<String>,
         ids: Vec<i64>,
     },
+    /// Delete events given up on: every one, those of one endpoint, or the given ids. An
+    /// endpoint no longer in the configuration loses its pending events too (nothing
+    /// would deliver them).
+    Purge {
+        #[arg(long)]
+        endpoint: Option<String>,
+        ids: Vec<i64>,
+    },
 }
 
 /// Access control administration (on the configured metadata store).
@@ -326,6 +334,17 @@ async fn notifications(config: &Config, command: NotificationsCommand) -> anyhow
                 .replay_notices(endpoint.as_deref(), &ids)
                 .await?;
             println!("{replayed} events replayed");
+            Ok(())
+        }
+        NotificationsCommand::Purge { endpoint, ids } => {
+            let configured =
+                |name: &str| config.notifications.endpoint.iter().any(|e| e.name == name);
+            let pending = endpoint.as_deref().is_some_and(|name| !configured(name));
+            let purged = stores
+                .outbox
+                .purge_notices(endpoint.as_deref(), &ids, pending)
+                .await?;
+            println!("{purged} events purged");
             Ok(())
         }
     }

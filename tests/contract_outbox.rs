@@ -20,6 +20,7 @@ on_every_meta_store!(
     a_claim_keeps_other_holders_out_until_it_runs_out,
     delivered_entries_go_and_failed_ones_wait_then_are_kept_until_replayed,
     entries_list_in_id_order_by_page,
+    purges_take_failed_entries_and_pending_ones_only_when_asked,
 );
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -315,6 +316,73 @@ async fn delivered_entries_go_and_failed_ones_wait_then_are_kept_until_replayed(
         .notices_delivered("me", &[three])
         .await
         .expect("delivered");
+    assert_eq!(
+        store.notice_counts().await.expect("counts"),
+        vec![(
+            "a".to_owned(),
+            OutboxCounts {
+                pending: 1,
+                failed: 0
+            }
+        )]
+    );
+}
+
+async fn purges_take_failed_entries_and_pending_ones_only_when_asked(store: Arc<dyn MetaBackend>) {
+    let notices: Vec<Notice> = ["1", "2", "3"].iter().map(|e| notice("a", e)).collect();
+    store.record_notices(&notices).await.expect("record");
+    store
+        .record_notices(&[notice("gone", "g1"), notice("gone", "g2")])
+        .await
+        .expect("record");
+    let claimed = store
+        .claim_notices("a", "me", HOUR, 10)
+        .await
+        .expect("claim");
+    let outcomes: Vec<(i64, Retry)> = claimed[..2].iter().map(|e| (e.id, Retry::GiveUp)).collect();
+    store
+        .notices_failed("me", &outcomes, "down")
+        .await
+        .expect("failed");
+
+    assert_eq!(
+        store
+            .purge_notices(Some("a"), &[claimed[0].id], false)
+            .await
+            .expect("purge"),
+        1
+    );
+    // Pending entries stay unless asked for.
+    assert_eq!(
+        store.purge_notices(None, &[], false).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        store.notice_counts().await.expect("counts"),
+        vec![
+            (
+                "a".to_owned(),
+                OutboxCounts {
+                    pending: 1,
+                    failed: 0
+                }
+            ),
+            (
+                "gone".to_owned(),
+                OutboxCounts {
+                    pending: 2,
+                    failed: 0
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        store
+            .purge_notices(Some("gone"), &[], true)
+            .await
+            .expect("purge"),
+        2
+    );
     assert_eq!(
         store.notice_counts().await.expect("counts"),
         vec![(

@@ -325,6 +325,23 @@ async fn events_given_up_on_are_listed_and_replayed_by_the_cli(stores: StorePair
     let events = receiver.wait_for(1).await;
     assert_eq!(events[0]["target"]["digest"], blob.digest);
     assert_eq!(cli(&["list"]), "");
+
+    // Given up on again; purged. An endpoint no longer configured loses its pending too.
+    receiver.answer(500);
+    client(&registry.base)
+        .push_blob("notify/cli", b"given up again")
+        .await;
+    receiver.wait_for_requests(3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cli(&["list", "--failed"]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing given up on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        cli(&["purge", "--endpoint", "once"]).trim(),
+        "1 events purged"
+    );
+    assert_eq!(cli(&["list"]), "");
     registry.server.stop().await;
     receiver.stop().await;
 }

@@ -627,6 +627,19 @@ impl<S: OutboxStore + StoreStatus> OutboxStore for Metered<S> {
             .await
     }
 
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        self.request(
+            "purge_notices",
+            self.inner.purge_notices(endpoint, ids, pending),
+        )
+        .await
+    }
+
     async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
         self.request("notice_counts", self.inner.notice_counts())
             .await

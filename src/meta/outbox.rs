@@ -86,6 +86,16 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// every endpoint), and only `ids` when some are given. How many.
     async fn replay_notices(&self, endpoint: Option<&str>, ids: &[i64]) -> Result<u64, MetaError>;
 
+    /// Deletes failed entries — and pending ones too with `pending` (an endpoint no longer
+    /// configured, whose entries nothing will deliver) — of `endpoint` (or of every
+    /// endpoint), only `ids` when some are given. How many.
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError>;
+
     /// Per endpoint with any entry, in name order: entries pending and failed.
     async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError>;
 }

@@ -428,6 +428,15 @@ impl OutboxStore for PostgresStore {
         outbox::replay(&self.client().await?, endpoint, ids).await
     }
 
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        outbox::purge(&self.client().await?, endpoint, ids, pending).await
+    }
+
     async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
         outbox::counts(&self.client().await?).await
     }

@@ -161,6 +161,22 @@ pub(crate) async fn replay<C: GenericClient>(
     .await
 }
 
+pub(crate) async fn purge<C: GenericClient>(
+    c: &C,
+    endpoint: Option<&str>,
+    ids: &[i64],
+    pending: bool,
+) -> Result<u64, MetaError> {
+    sql::execute(
+        c,
+        "DELETE FROM notification_outbox \
+         WHERE ($3 OR failed_at IS NOT NULL) AND ($1::text IS NULL OR endpoint = $1) \
+         AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))",
+        &[&endpoint, &ids, &pending],
+    )
+    .await
+}
+
 pub(crate) async fn counts<C: GenericClient>(
     c: &C,
 ) -> Result<Vec<(String, OutboxCounts)>, MetaError> {

@@ -662,6 +662,17 @@ impl OutboxStore for SqliteStore {
             .await
     }
 
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        let (endpoint, ids) = (endpoint.map(str::to_owned), ids.to_vec());
+        self.write(move |tx| outbox::purge(tx, endpoint.as_deref(), &ids, pending))
+            .await
+    }
+
     async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
         self.read(outbox::counts).await
     }

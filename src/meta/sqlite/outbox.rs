@@ -175,6 +175,32 @@ pub(crate) fn replay(
     Ok(replayed as u64)
 }
 
+pub(crate) fn purge(
+    c: &Connection,
+    endpoint: Option<&str>,
+    ids: &[i64],
+    pending: bool,
+) -> Result<u64, MetaError> {
+    let mut delete = c
+        .prepare_cached(
+            "DELETE FROM notification_outbox \
+             WHERE (?1 OR failed_at IS NOT NULL) AND (?2 IS NULL OR endpoint = ?2) \
+             AND (?3 IS NULL OR id = ?3)",
+        )
+        .map_err(db)?;
+    let mut purged = 0;
+    if ids.is_empty() {
+        purged += delete
+            .execute(params![pending, endpoint, None::<i64>])
+            .map_err(db)?;
+    } else {
+        for id in ids {
+            purged += delete.execute(params![pending, endpoint, id]).map_err(db)?;
+        }
+    }
+    Ok(purged as u64)
+}
+
 pub(crate) fn counts(c: &Connection) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
     let mut statement = c
         .prepare_cached(
