@@ -37,6 +37,7 @@ fn policy(grace: Duration, retention: Option<Duration>, expiry: Duration) -> Swe
         grace_period: grace,
         untagged_retention: retention,
         upload_expiry: expiry,
+        ..SweepPolicy::default()
     }
 }
 

@@ -258,6 +258,7 @@ async fn unreferenced(store: &dyn MetaBackend) -> Vec<Digest> {
         grace_period: Duration::ZERO,
         untagged_retention: None,
         upload_expiry: Duration::from_secs(3600),
+        ..SweepPolicy::default()
     };
     let swept = store.sweep(&policy, true).await.expect("dry-run sweep");
     let mut digests: Vec<Digest> = swept.blobs.into_iter().map(|b| b.digest).collect();
@@ -388,6 +389,7 @@ async fn index_requires_child_manifests_in_the_repository(store: Arc<dyn MetaBac
         grace_period: Duration::ZERO,
         untagged_retention: Some(Duration::ZERO),
         upload_expiry: Duration::from_secs(3600),
+        ..SweepPolicy::default()
     };
     let swept = store.sweep(&everything, true).await.expect("dry run");
     assert_eq!(swept.manifests, vec![]);

@@ -189,9 +189,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 })
             }),
             operation!(DELETE, DELETE, |c, repo, reference| {
-                Box::pin(
-                    async move { manifests::delete(&c.state, &repo, &pushed(reference)?).await },
-                )
+                Box::pin(async move {
+                    manifests::delete(&c.state, &c.req, &repo, &pushed(reference)?).await
+                })
             }),
         ]),
     },

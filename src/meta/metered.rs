@@ -31,12 +31,12 @@ use async_trait::async_trait;
 use cid::Cid;
 use uuid::Uuid;
 
-use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
+use super::gc::{GcLease, GcStore, SweepPolicy, Swept, TagRecord, UnpinLease};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -216,24 +216,46 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
-    async fn put_manifest(
+    async fn put_manifest_protected(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
     ) -> Result<(), MetaError> {
-        self.request("put_manifest", self.inner.put_manifest(repo, manifest, tag))
-            .await
+        self.request(
+            "put_manifest",
+            self.inner
+                .put_manifest_protected(repo, manifest, tag, protected),
+        )
+        .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.request("delete_manifest", self.inner.delete_manifest(repo, digest))
-            .await
+    async fn delete_manifest_protected(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "delete_manifest",
+            self.inner
+                .delete_manifest_protected(repo, digest, protected),
+        )
+        .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.request("delete_tag", self.inner.delete_tag(repo, tag))
-            .await
+    async fn delete_tag_protected(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "delete_tag",
+            self.inner.delete_tag_protected(repo, tag, protected),
+        )
+        .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
@@ -429,6 +451,10 @@ impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
 
     async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
         self.gc("sweep", self.inner.sweep(policy, dry_run)).await
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError> {
+        self.gc("tag_records", self.inner.tag_records(repo)).await
     }
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use cid::Cid;
 use uuid::Uuid;
 
-use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag, TagPattern};
 
 pub use open::{open, MetadataStores, OpenError};
 
@@ -30,6 +30,9 @@ pub enum MetaError {
     /// A manifest references blobs or manifests that are not in its repository.
     #[error("manifest references content not in the repository: {0:?}")]
     MissingReferences(Vec<Digest>),
+    /// The write would move or remove this tag, which [`ProtectedTags`] covers.
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
     /// Stored data that cannot be read back into domain types.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -76,6 +79,30 @@ pub struct NewManifest {
     pub subject: Option<Digest>,
     /// Must all be present in the repository, or the whole put is refused.
     pub references: Vec<(Digest, ReferenceKind)>,
+}
+
+/// The tags of one repository that a write may create, or point again at the manifest they
+/// point at, but neither move nor delete (the configuration's `[[immutable]]` rules).
+/// Checked by the store under the lock its write takes, so two writes cannot both pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProtectedTags(pub Vec<TagPattern>);
+
+impl ProtectedTags {
+    pub fn none() -> ProtectedTags {
+        ProtectedTags::default()
+    }
+
+    pub fn covers(&self, tag: &str) -> bool {
+        self.0.iter().any(|p| p.matches(tag))
+    }
+
+    /// The first of `tags` covered, for the error.
+    pub(crate) fn first_covered<'a>(
+        &self,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        tags.into_iter().find(|t| self.covers(t))
+    }
 }
 
 /// Keyset pagination: up to `n` entries strictly after `last`, in lexical order.
@@ -186,13 +213,50 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        self.put_manifest_protected(repo, manifest, tag, &ProtectedTags::none())
+            .await
+    }
+
+    /// [`MetadataStore::put_manifest`], but fails with `TagImmutable` (changing nothing) when
+    /// `protected` covers `tag` and it exists pointing at another manifest.
+    async fn put_manifest_protected(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        protected: &ProtectedTags,
     ) -> Result<(), MetaError>;
 
     /// Deletes the manifest and every tag pointing at it. False when it did not exist.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_manifest_protected(repo, digest, &ProtectedTags::none())
+            .await
+    }
+
+    /// [`MetadataStore::delete_manifest`], but fails with `TagImmutable` (changing nothing)
+    /// when a tag `protected` covers points at the manifest.
+    async fn delete_manifest_protected(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError>;
 
     /// Deletes only the tag. False when it did not exist.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        self.delete_tag_protected(repo, tag, &ProtectedTags::none())
+            .await
+    }
+
+    /// [`MetadataStore::delete_tag`], but fails with `TagImmutable` when `protected` covers
+    /// the tag and it exists.
+    async fn delete_tag_protected(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError>;
 
     /// Tags in lexical order. `None` when the repository does not exist.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;

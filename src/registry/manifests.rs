@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{Registry, RegistryError, Result};
-use crate::meta::{NewManifest, Page, StoredManifest};
+use crate::meta::{MetaError, NewManifest, Page, ProtectedTags, StoredManifest};
 use crate::oci::{manifest, Descriptor, Digest, Reference, RepoName};
 
 /// A manifest push as it arrives: exact bytes and the declared Content-Type.
@@ -55,7 +55,11 @@ impl Registry {
             subject: subject.clone(),
             references: parsed.references,
         };
-        self.meta.put_manifest(repo, new, tag).await?;
+        let protected = self.settings.rules.protected_tags(repo.as_str());
+        self.meta
+            .put_manifest_protected(repo, new, tag, &protected)
+            .await
+            .map_err(|e| self.immutable(repo, e, "moved"))?;
         Ok(PushedManifest { digest, subject })
     }
 
@@ -70,18 +74,56 @@ impl Registry {
             .ok_or(RegistryError::ManifestUnknown)
     }
 
-    /// By digest: deletes the manifest and its tags. By tag: deletes only the tag.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// By digest: deletes the manifest and its tags. By tag: deletes only the tag. Refused
+    /// when that removes an immutable tag, unless `override_immutable` (an admin's).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        override_immutable: bool,
+    ) -> Result<()> {
         self.ensure_deletes_enabled()?;
-        let deleted = match reference {
-            Reference::Digest(digest) => self.meta.delete_manifest(repo, digest).await?,
-            Reference::Tag(tag) => self.meta.delete_tag(repo, tag).await?,
+        let protected = if override_immutable {
+            ProtectedTags::none()
+        } else {
+            self.settings.rules.protected_tags(repo.as_str())
         };
+        let deleted = match reference {
+            Reference::Digest(digest) => {
+                self.meta
+                    .delete_manifest_protected(repo, digest, &protected)
+                    .await
+            }
+            Reference::Tag(tag) => self.meta.delete_tag_protected(repo, tag, &protected).await,
+        }
+        .map_err(|e| self.immutable(repo, e, "deleted"))?;
         if deleted {
             Ok(())
         } else {
             Err(RegistryError::ManifestUnknown)
         }
+    }
+
+    /// A store's `TagImmutable` as the client should read it: which tag, which rule, and
+    /// what to do instead.
+    fn immutable(&self, repo: &RepoName, e: MetaError, verb: &str) -> RegistryError {
+        let MetaError::TagImmutable(tag) = e else {
+            return e.into();
+        };
+        let rule = self
+            .settings
+            .rules
+            .immutable_rule(repo.as_str(), &tag)
+            .map(|r| format!(" by the rule {r}"))
+            .unwrap_or_default();
+        let advice = if verb == "moved" {
+            "push under a new tag instead"
+        } else {
+            "an admin may delete it with ?override_immutable=true"
+        };
+        RegistryError::TagImmutable(format!(
+            "tag {tag} of {repo} is immutable{rule} and cannot be {verb}: {advice}"
+        ))
     }
 
     pub async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<String>> {

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use self::error::db;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -218,24 +218,39 @@ impl MetadataStore for PostgresStore {
         manifests::get_manifest(&self.client().await?, repo, reference).await
     }
 
-    async fn put_manifest(
+    async fn put_manifest_protected(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
     ) -> Result<(), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        manifests::put(&tx, repo, &manifest, tag).await?;
+        manifests::put(&tx, repo, &manifest, tag, protected).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        manifests::delete(&self.client().await?, repo, digest).await
+    async fn delete_manifest_protected(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let deleted = manifests::delete(&tx, repo, digest, protected).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        manifests::delete_tag(&self.client().await?, repo, tag).await
+    async fn delete_tag_protected(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        manifests::delete_tag(&self.client().await?, repo, tag, protected).await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

@@ -34,8 +34,8 @@ use self::error::{db, lock_error};
 use self::sql::{limit, names};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -433,35 +433,38 @@ impl MetadataStore for SqliteStore {
         Ok(found)
     }
 
-    async fn put_manifest(
+    async fn put_manifest_protected(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
     ) -> Result<(), MetaError> {
-        let (repo, tag) = (repo.clone(), tag.cloned());
-        self.write(move |tx| manifests::put(tx, &repo, &manifest, tag.as_ref()))
+        let (repo, tag, protected) = (repo.clone(), tag.cloned(), protected.clone());
+        self.write(move |tx| manifests::put(tx, &repo, &manifest, tag.as_ref(), &protected))
             .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM manifests WHERE digest = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            digest.to_string(),
-            repo,
-        )
-        .await
+    async fn delete_manifest_protected(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        let (repo, digest, protected) = (repo.clone(), digest.clone(), protected.clone());
+        self.write(move |tx| manifests::delete(tx, &repo, &digest, &protected))
+            .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM tags WHERE name = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            tag.as_str().to_owned(),
-            repo,
-        )
-        .await
+    async fn delete_tag_protected(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, protected) = (repo.clone(), tag.clone(), protected.clone());
+        self.write(move |tx| manifests::delete_tag(tx, &repo, &tag, &protected))
+            .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
