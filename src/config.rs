@@ -794,6 +794,22 @@ mod tests {
             Ok(())
         });
 
+        // The environment form: the rules as a TOML array of inline tables.
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "IPFS_REGISTRY_IMMUTABLE",
+                r#"[{repositories = "team/*", tags = ["v*"]}]"#,
+            );
+            jail.set_env(
+                "IPFS_REGISTRY_RETENTION",
+                r#"[{repositories = "ci/*", keep_last = 3, untagged_older_than = "1day"}]"#,
+            );
+            let rules = Config::load(None).unwrap().rules();
+            assert!(rules.protected_tags("team/a").covers("v2"));
+            assert_eq!(rules.retention_for("ci/a").unwrap().keep_last, Some(3));
+            Ok(())
+        });
+
         let refused = |toml: &'static str| {
             load_err(move |jail| {
                 jail.create_file("registry.toml", toml)?;
