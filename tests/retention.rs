@@ -1,6 +1,6 @@
 //! `[[retention]]` and `[[immutable]]` end to end, on every pair of stores: images, indexes
-//! and referrers built through the API, GC applying the rules (dry run, then for real),
-//! and the answers a client gets for a push or delete an immutable tag refuses. The store
+//! and referrers built through the API, GC applying the rules (dry run, then for real; and
+//! the online GC of `serve`), and the answers a client gets for a push or delete an immutable tag refuses. The store
 //! contracts (atomicity included) are in contract_meta.rs and contract_gc.rs; docker and
 //! skopeo meeting an immutable tag are in clients_docker.rs and skopeo_roundtrip.rs.
 
@@ -325,4 +325,36 @@ async fn only_an_admin_may_override_an_immutable_tag(stores: StorePair) {
     )
     .await;
     auth.registry.server.stop().await;
+}
+
+common::on_each_store_pair!(online_gc_applies_the_retention_rules);
+
+async fn online_gc_applies_the_retention_rules(stores: StorePair) {
+    let registry = stores
+        .start_registry_with(|config| {
+            config.gc.interval = Duration::from_millis(200);
+            config.retention = vec![RetentionRule {
+                repositories: "ret/*".parse().unwrap(),
+                keep_last: Some(1),
+                keep_tags: Vec::new(),
+                untagged_older_than: None,
+            }];
+        })
+        .await;
+    let oci = Oci::new(&registry.base);
+    let old = oci.push_image(REPO, Some("old"), 1).await;
+    later().await;
+    oci.push_image(REPO, Some("new"), 1).await;
+    let started = std::time::Instant::now();
+    while tags(&oci, REPO).await != set(&["new"]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "online GC never applied the rule: {:?}",
+            tags(&oci, REPO).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Only the tag went: without an untagged retention the manifest stays.
+    assert!(present(&oci, REPO, &old.manifest).await);
+    registry.server.stop().await;
 }
