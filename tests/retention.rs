@@ -1,8 +1,9 @@
 //! `[[retention]]` and `[[immutable]]` end to end, on every pair of stores: images, indexes
 //! and referrers built through the API, GC applying the rules (dry run, then for real; and
-//! the online GC of `serve`), and the answers a client gets for a push or delete an immutable tag refuses. The store
-//! contracts (atomicity included) are in contract_meta.rs and contract_gc.rs; docker and
-//! skopeo meeting an immutable tag are in clients_docker.rs and skopeo_roundtrip.rs.
+//! the online GC of `serve`), and the answers a client gets for a push or delete an
+//! immutable tag refuses. The store contracts (atomicity included) are in contract_meta.rs
+//! and contract_gc.rs; docker and skopeo meeting an immutable tag are in clients_docker.rs
+//! and skopeo_roundtrip.rs.
 
 mod common;
 
