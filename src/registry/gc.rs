@@ -182,6 +182,7 @@ impl Registry {
         tracing::info!(
             event = "gc_done",
             dry_run,
+            removed_tags = report.removed_tags,
             expired_uploads = report.expired_uploads,
             deleted_manifests = report.deleted_manifests,
             removed_links = report.removed_links,
