@@ -38,10 +38,13 @@ enum Command {
     /// ipfs.url, checking each comes out under the same CID; then set ipfs.url for serve.
     /// A CID that differs stops it, and what it added is unpinned again.
     MigrateBlobs,
-    /// Collect garbage once: expire abandoned uploads, delete what nothing references
-    /// (per the `gc.*` settings), unpin it in IPFS, and print a report.
+    /// Collect garbage once: apply the `[[retention]]` rules, expire abandoned uploads,
+    /// delete what nothing references (per the `gc.*` settings), unpin it in IPFS, and
+    /// print a report.
     Gc {
-        /// Report what would be collected without changing anything.
+        /// Report what would be collected without changing anything, and list it: one line
+        /// per tag (`would-remove tag REPOSITORY TAG DIGEST`), manifest (`would-delete
+        /// manifest REPOSITORY DIGEST SIZE`) and blob (`would-delete blob DIGEST CID SIZE`).
         #[arg(long)]
         dry_run: bool,
     },
@@ -568,6 +571,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context(
                         "another garbage collection is running (on this or another replica)",
                     )?;
+                if dry_run {
+                    // One line per item, whitespace-separated, for scripts.
+                    let swept = &report.swept;
+                    for t in &swept.tags {
+                        let r = &t.record;
+                        println!("would-remove tag {} {} {}", t.repository, r.tag, r.digest);
+                    }
+                    for m in &swept.manifests {
+                        println!(
+                            "would-delete manifest {} {} {}",
+                            m.repository, m.digest, m.size
+                        );
+                    }
+                    for b in &swept.blobs {
+                        println!("would-delete blob {} {} {}", b.digest, b.cid, b.size);
+                    }
+                }
                 println!("gc: {report}");
                 Ok(())
             }

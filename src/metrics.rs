@@ -67,6 +67,7 @@ pub struct Metrics {
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
+    pub gc_removed_tags: Counter,
     pub gc_expired_uploads: Counter,
     pub auth: Family<OutcomeLabels, Counter>,
     pub blobs_quarantined: Gauge,
@@ -117,6 +118,7 @@ impl Metrics {
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
+            gc_removed_tags: Counter::default(),
             gc_expired_uploads: Counter::default(),
             auth: Family::default(),
             blobs_quarantined: Gauge::default(),
@@ -261,6 +263,11 @@ impl Metrics {
             "gc_deleted_manifests",
             "Manifests deleted by garbage collection",
             m.gc_deleted_manifests.clone(),
+        );
+        r.register(
+            "gc_removed_tags",
+            "Tags removed by retention rules during garbage collection",
+            m.gc_removed_tags.clone(),
         );
         r.register(
             "gc_expired_uploads",

@@ -54,6 +54,7 @@ fn settings(config: &Config) -> Settings {
         delete_enabled: config.delete_enabled,
         max_concurrent_uploads: config.limits.max_concurrent_uploads,
         verify_on_pull: config.integrity.verify_on_pull,
+        rules: config.rules(),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::backends::MetaBackend;
 use common::meta::*;
 use ipfs_registry::meta::outbox::{Notice, OutboxCounts, Retry};
-use ipfs_registry::meta::MetaError;
+use ipfs_registry::meta::{MetaError, ProtectedTags};
 
 on_every_meta_store!(
     notices_are_recorded_with_their_change_and_only_when_it_happens,
@@ -51,6 +51,7 @@ async fn notices_are_recorded_with_their_change_and_only_when_it_happens(
 ) {
     let r = repo("outbox/app");
     let other = repo("outbox/other");
+    let none = ProtectedTags::none();
     let config = blob(b"config");
     let layer = blob(b"layer");
     store
@@ -69,12 +70,24 @@ async fn notices_are_recorded_with_their_change_and_only_when_it_happens(
     // A refused manifest records nothing.
     let missing = image(&config, &[&blob(b"never pushed")]);
     let refused = store
-        .put_manifest_with_notices(&r, missing, Some(&tag("x")), &[notice("a", "refused")])
+        .put_manifest_with(
+            &r,
+            missing,
+            Some(&tag("x")),
+            &none,
+            &[notice("a", "refused")],
+        )
         .await;
     assert!(matches!(refused, Err(MetaError::MissingReferences(_))));
     let m = image(&config, &[&layer]);
     store
-        .put_manifest_with_notices(&r, m.clone(), Some(&tag("1")), &[notice("a", "manifest")])
+        .put_manifest_with(
+            &r,
+            m.clone(),
+            Some(&tag("1")),
+            &none,
+            &[notice("a", "manifest")],
+        )
         .await
         .expect("put");
 
@@ -92,19 +105,19 @@ async fn notices_are_recorded_with_their_change_and_only_when_it_happens(
         .expect("mount")
         .is_some());
     assert!(!store
-        .delete_tag_with_notices(&r, &tag("none"), &[notice("a", "no tag")])
+        .delete_tag_with(&r, &tag("none"), &none, &[notice("a", "no tag")])
         .await
         .expect("delete tag"));
     assert!(store
-        .delete_tag_with_notices(&r, &tag("1"), &[notice("a", "tag")])
+        .delete_tag_with(&r, &tag("1"), &none, &[notice("a", "tag")])
         .await
         .expect("delete tag"));
     assert!(store
-        .delete_manifest_with_notices(&r, &m.digest, &[notice("a", "manifest gone")])
+        .delete_manifest_with(&r, &m.digest, &none, &[notice("a", "manifest gone")])
         .await
         .expect("delete manifest"));
     assert!(!store
-        .delete_manifest_with_notices(&r, &m.digest, &[notice("a", "again")])
+        .delete_manifest_with(&r, &m.digest, &none, &[notice("a", "again")])
         .await
         .expect("delete manifest"));
     assert!(store

@@ -31,13 +31,13 @@ use async_trait::async_trait;
 use cid::Cid;
 use uuid::Uuid;
 
-use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
+use super::gc::{GcLease, GcStore, SweepPolicy, Swept, TagRecord, UnpinLease};
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -234,44 +234,47 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
-    async fn put_manifest_with_notices(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<(), MetaError> {
         self.request(
             "put_manifest",
             self.inner
-                .put_manifest_with_notices(repo, manifest, tag, notices),
+                .put_manifest_with(repo, manifest, tag, protected, notices),
         )
         .await
     }
 
-    async fn delete_manifest_with_notices(
+    async fn delete_manifest_with(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
         self.request(
             "delete_manifest",
             self.inner
-                .delete_manifest_with_notices(repo, digest, notices),
+                .delete_manifest_with(repo, digest, protected, notices),
         )
         .await
     }
 
-    async fn delete_tag_with_notices(
+    async fn delete_tag_with(
         &self,
         repo: &RepoName,
         tag: &Tag,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
         self.request(
             "delete_tag",
-            self.inner.delete_tag_with_notices(repo, tag, notices),
+            self.inner.delete_tag_with(repo, tag, protected, notices),
         )
         .await
     }
@@ -471,6 +474,10 @@ impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
 
     async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
         self.gc("sweep", self.inner.sweep(policy, dry_run)).await
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError> {
+        self.gc("tag_records", self.inner.tag_records(repo)).await
     }
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use cid::Cid;
 use uuid::Uuid;
 
-use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag, TagPattern};
 
 use outbox::Notice;
 
@@ -33,6 +33,9 @@ pub enum MetaError {
     /// A manifest references blobs or manifests that are not in its repository.
     #[error("manifest references content not in the repository: {0:?}")]
     MissingReferences(Vec<Digest>),
+    /// The write would move or remove this tag, which [`ProtectedTags`] covers.
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
     /// Stored data that cannot be read back into domain types.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -79,6 +82,30 @@ pub struct NewManifest {
     pub subject: Option<Digest>,
     /// Must all be present in the repository, or the whole put is refused.
     pub references: Vec<(Digest, ReferenceKind)>,
+}
+
+/// The tags of one repository that a write may create, or point again at the manifest they
+/// point at, but neither move nor delete (the configuration's `[[immutable]]` rules).
+/// Checked by the store under the lock its write takes, so two writes cannot both pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProtectedTags(pub Vec<TagPattern>);
+
+impl ProtectedTags {
+    pub fn none() -> ProtectedTags {
+        ProtectedTags::default()
+    }
+
+    pub fn covers(&self, tag: &str) -> bool {
+        self.0.iter().any(|p| p.matches(tag))
+    }
+
+    /// The first of `tags` covered, for the error.
+    pub(crate) fn first_covered<'a>(
+        &self,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        tags.into_iter().find(|t| self.covers(t))
+    }
 }
 
 /// Keyset pagination: up to `n` entries strictly after `last`, in lexical order.
@@ -132,9 +159,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, MetaError>;
 
-    // Each change a client can be notified of has a `…_with_notices` form recording the
-    // notices in the change's own transaction (and only when the change happened); the
-    // plain form records none.
+    // Each change a client can be notified of has a form that records notices in the
+    // change's own transaction, and only when the change happened (`…_with_notices`; for
+    // manifests and tags `…_with`, which also takes the `[[immutable]]` tags); the plain
+    // form records none and protects no tag.
 
     /// Records a verified blob (unless the digest is stored already) and links it into the
     /// repository, creating the repository if needed. Returns the record now stored, which is
@@ -225,39 +253,52 @@ pub trait MetadataStore: Send + Sync + 'static {
         manifest: NewManifest,
         tag: Option<&Tag>,
     ) -> Result<(), MetaError> {
-        self.put_manifest_with_notices(repo, manifest, tag, &[])
+        self.put_manifest_with(repo, manifest, tag, &ProtectedTags::none(), &[])
             .await
     }
 
-    async fn put_manifest_with_notices(
+    /// [`MetadataStore::put_manifest`], failing with `TagImmutable` (changing nothing) when
+    /// `protected` covers `tag` and it exists pointing at another manifest, and recording
+    /// `notices` with the change.
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<(), MetaError>;
 
     /// Deletes the manifest and every tag pointing at it. False when it did not exist.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.delete_manifest_with_notices(repo, digest, &[]).await
+        self.delete_manifest_with(repo, digest, &ProtectedTags::none(), &[])
+            .await
     }
 
-    async fn delete_manifest_with_notices(
+    /// [`MetadataStore::delete_manifest`], failing with `TagImmutable` (changing nothing)
+    /// when a tag `protected` covers points at the manifest, and recording `notices` when
+    /// it deleted it.
+    async fn delete_manifest_with(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError>;
 
     /// Deletes only the tag. False when it did not exist.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.delete_tag_with_notices(repo, tag, &[]).await
+        self.delete_tag_with(repo, tag, &ProtectedTags::none(), &[])
+            .await
     }
 
-    async fn delete_tag_with_notices(
+    /// [`MetadataStore::delete_tag`], failing with `TagImmutable` when `protected` covers
+    /// the tag and it exists, and recording `notices` when it deleted it.
+    async fn delete_tag_with(
         &self,
         repo: &RepoName,
         tag: &Tag,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError>;
 

@@ -80,16 +80,20 @@ pub(crate) fn require_references(
 }
 
 /// A `WITH` clause defining `live (repository_id, digest)`: the manifests GC keeps. They
-/// are the tagged ones, those for which `young` (an SQL condition on `created_at`, in the
-/// database's own dialect) holds, and everything reachable from them as an index's child
-/// or as a referrer of a kept manifest.
-pub(crate) fn live_manifests(young: &str) -> String {
+/// are the tagged ones, those for which `young` (an SQL condition on `manifests`, in the
+/// database's own dialect, which may use the CTEs `ctes` defines) holds, and everything
+/// reachable from them: an index's children, a manifest's referrers, and a referrer's
+/// subject (a kept signature keeps what it signs).
+pub(crate) fn live_manifests(ctes: &str, young: &str) -> String {
     format!(
-        "WITH RECURSIVE edges (repository_id, from_digest, to_digest) AS ( \
+        "WITH RECURSIVE {ctes} edges (repository_id, from_digest, to_digest) AS ( \
             SELECT repository_id, manifest_digest, referenced_digest \
             FROM manifest_references WHERE kind = 'manifest' \
             UNION ALL \
             SELECT repository_id, subject_digest, digest \
+            FROM manifests WHERE subject_digest IS NOT NULL \
+            UNION ALL \
+            SELECT repository_id, digest, subject_digest \
             FROM manifests WHERE subject_digest IS NOT NULL \
         ), live (repository_id, digest) AS ( \
             SELECT repository_id, digest FROM manifests WHERE {young} \

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::notify::{Action, Origin, Target};
 use super::{Registry, RegistryError, Result};
-use crate::meta::{NewManifest, Page, StoredManifest};
+use crate::meta::{MetaError, NewManifest, Page, ProtectedTags, StoredManifest};
 use crate::oci::{manifest, Descriptor, Digest, Reference, RepoName};
 
 /// A manifest push as it arrives: exact bytes and the declared Content-Type.
@@ -64,9 +64,11 @@ impl Registry {
             subject: subject.clone(),
             references: parsed.references,
         };
+        let protected = self.settings.rules.protected_tags(repo.as_str());
         self.meta
-            .put_manifest_with_notices(repo, new, tag, &notices)
-            .await?;
+            .put_manifest_with(repo, new, tag, &protected, &notices)
+            .await
+            .map_err(|e| self.immutable(repo, e, "moved"))?;
         self.woken(&notices);
         Ok(PushedManifest { digest, subject })
     }
@@ -107,22 +109,29 @@ impl Registry {
         self.record_pull(&notices).await;
     }
 
-    /// By digest: deletes the manifest and its tags. By tag: deletes only the tag.
+    /// By digest: deletes the manifest and its tags. By tag: deletes only the tag. Refused
+    /// when that removes an immutable tag, unless `override_immutable` (an admin's).
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        override_immutable: bool,
         origin: &Origin,
     ) -> Result<()> {
         self.ensure_deletes_enabled()?;
+        let protected = if override_immutable {
+            ProtectedTags::none()
+        } else {
+            self.settings.rules.protected_tags(repo.as_str())
+        };
         let (deleted, notices) = match reference {
             Reference::Digest(digest) => {
                 let target = Target::manifest(repo, digest);
                 let notices = self.notifier.notices(Action::Delete, &target, origin);
                 let deleted = self
                     .meta
-                    .delete_manifest_with_notices(repo, digest, &notices)
-                    .await?;
+                    .delete_manifest_with(repo, digest, &protected, &notices)
+                    .await;
                 (deleted, notices)
             }
             Reference::Tag(tag) => {
@@ -130,17 +139,40 @@ impl Registry {
                 let notices = self.notifier.notices(Action::Delete, &target, origin);
                 let deleted = self
                     .meta
-                    .delete_tag_with_notices(repo, tag, &notices)
-                    .await?;
+                    .delete_tag_with(repo, tag, &protected, &notices)
+                    .await;
                 (deleted, notices)
             }
         };
+        let deleted = deleted.map_err(|e| self.immutable(repo, e, "deleted"))?;
         if deleted {
             self.woken(&notices);
             Ok(())
         } else {
             Err(RegistryError::ManifestUnknown)
         }
+    }
+
+    /// A store's `TagImmutable` as the client should read it: which tag, which rule, and
+    /// what to do instead.
+    fn immutable(&self, repo: &RepoName, e: MetaError, verb: &str) -> RegistryError {
+        let MetaError::TagImmutable(tag) = e else {
+            return e.into();
+        };
+        let rule = self
+            .settings
+            .rules
+            .immutable_rule(repo.as_str(), &tag)
+            .map(|r| format!(" by the rule {r}"))
+            .unwrap_or_default();
+        let advice = if verb == "moved" {
+            "push under a new tag instead"
+        } else {
+            "an admin may delete it with ?override_immutable=true"
+        };
+        RegistryError::TagImmutable(format!(
+            "tag {tag} of {repo} is immutable{rule} and cannot be {verb}: {advice}"
+        ))
     }
 
     pub async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Vec<String>> {

@@ -11,6 +11,7 @@ mod health;
 mod inventory;
 mod manifests;
 pub mod notify;
+pub mod rules;
 pub mod scrub;
 mod uploads;
 
@@ -51,6 +52,8 @@ pub struct Settings {
     pub max_concurrent_uploads: usize,
     /// Re-hash full pulls (`integrity.verify_on_pull`).
     pub verify_on_pull: bool,
+    /// `[[immutable]]` and `[[retention]]`.
+    pub rules: rules::Rules,
 }
 
 /// The stores the core works on.

@@ -25,8 +25,8 @@ use uuid::Uuid;
 use self::error::db;
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -234,43 +234,46 @@ impl MetadataStore for PostgresStore {
         manifests::get_manifest(&self.client().await?, repo, reference).await
     }
 
-    async fn put_manifest_with_notices(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<(), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        manifests::put(&tx, repo, &manifest, tag).await?;
+        manifests::put(&tx, repo, &manifest, tag, protected).await?;
         outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn delete_manifest_with_notices(
+    async fn delete_manifest_with(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let deleted = manifests::delete(&tx, repo, digest).await?;
+        let deleted = manifests::delete(&tx, repo, digest, protected).await?;
         let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }
 
-    async fn delete_tag_with_notices(
+    async fn delete_tag_with(
         &self,
         repo: &RepoName,
         tag: &Tag,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let deleted = manifests::delete_tag(&tx, repo, tag).await?;
+        let deleted = manifests::delete_tag(&tx, repo, tag, protected).await?;
         let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)

@@ -36,8 +36,8 @@ use self::sql::{limit, names};
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -266,10 +266,7 @@ impl SqliteStore {
         let (repo, notices) = (repo.clone(), notices.to_vec());
         self.write(move |tx| {
             let removed = tx.execute(sql, [key.as_str(), repo.as_str()]).map_err(db)? > 0;
-            if removed {
-                outbox::record(tx, &notices)?;
-            }
-            Ok(removed)
+            outbox::record_if(tx, removed, &notices)
         })
         .await
     }
@@ -454,50 +451,52 @@ impl MetadataStore for SqliteStore {
         Ok(found)
     }
 
-    async fn put_manifest_with_notices(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<(), MetaError> {
-        let (repo, tag, notices) = (repo.clone(), tag.cloned(), notices.to_vec());
+        let (repo, tag, protected) = (repo.clone(), tag.cloned(), protected.clone());
+        let notices = notices.to_vec();
         self.write(move |tx| {
-            manifests::put(tx, &repo, &manifest, tag.as_ref())?;
+            manifests::put(tx, &repo, &manifest, tag.as_ref(), &protected)?;
             outbox::record(tx, &notices)
         })
         .await
     }
 
-    async fn delete_manifest_with_notices(
+    async fn delete_manifest_with(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM manifests WHERE digest = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            digest.to_string(),
-            repo,
-            notices,
-        )
+        let (repo, digest, protected) = (repo.clone(), digest.clone(), protected.clone());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            let deleted = manifests::delete(tx, &repo, &digest, &protected)?;
+            outbox::record_if(tx, deleted, &notices)
+        })
         .await
     }
 
-    async fn delete_tag_with_notices(
+    async fn delete_tag_with(
         &self,
         repo: &RepoName,
         tag: &Tag,
+        protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM tags WHERE name = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            tag.as_str().to_owned(),
-            repo,
-            notices,
-        )
+        let (repo, tag, protected) = (repo.clone(), tag.clone(), protected.clone());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            let deleted = manifests::delete_tag(tx, &repo, &tag, &protected)?;
+            outbox::record_if(tx, deleted, &notices)
+        })
         .await
     }
 

@@ -36,6 +36,19 @@ pub(crate) fn record(c: &Connection, notices: &[Notice]) -> Result<(), MetaError
 /// An entry's columns as SQLite gives them ([`ENTRY_COLUMNS`]).
 type RawEntry = (i64, String, String, i64, i64, bool, Option<String>);
 
+/// Records `notices` when `happened` (a change that may find nothing to change); returns
+/// `happened`.
+pub(crate) fn record_if(
+    c: &Connection,
+    happened: bool,
+    notices: &[Notice],
+) -> Result<bool, MetaError> {
+    if happened {
+        record(c, notices)?;
+    }
+    Ok(happened)
+}
+
 fn entry(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
     Ok((
         row.get(0)?,
