@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod kubo;
+pub mod layout;
 pub mod metered;
 pub mod migrate;
 mod open;
