@@ -35,8 +35,8 @@ use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -234,6 +234,42 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
         self.request("delete_tag", self.inner.delete_tag(repo, tag))
             .await
+    }
+
+    async fn record_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        cid: &Cid,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "record_layout",
+            self.inner.record_layout(repo, tag, manifest, cid),
+        )
+        .await
+    }
+
+    async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ImageLayout>, MetaError> {
+        self.request("image_layout", self.inner.image_layout(repo, reference))
+            .await
+    }
+
+    async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>, MetaError> {
+        self.request(
+            "unpublished_tags",
+            self.inner.unpublished_tags(repo, after, limit),
+        )
+        .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
