@@ -9,6 +9,7 @@ pub mod gc;
 pub mod hashing;
 mod health;
 mod inventory;
+mod layout;
 mod manifests;
 pub mod scrub;
 mod uploads;

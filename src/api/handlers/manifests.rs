@@ -43,6 +43,10 @@ pub async fn put(
         content_type: headers::content_type(req.headers()),
     };
     let pushed = state.registry.put_manifest(repo, reference, push).await?;
+    if let Reference::Tag(tag) = reference {
+        let public = state.anonymous_may_pull(repo).await;
+        state.registry.publish_after_push(repo, tag, public).await;
+    }
     let mut response = HttpResponse::build(StatusCode::CREATED);
     response
         .insert_header((

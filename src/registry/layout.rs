@@ -1,0 +1,163 @@
+//! Publishing tagged images as OCI Image Layouts in the blob store (docs/federation.md):
+//! the layout is computed from the stored manifests and blob records
+//! ([`crate::blobs::layout`]), its new blocks stored and its root pinned
+//! ([`crate::blobs::BlobStore::put_dag`]), then recorded for the tag. The record lives as
+//! long as the tag points at the manifest; the metadata queues the root for unpinning when
+//! it goes, and GC unpins it like any released content.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cid::Cid;
+
+use super::{Registry, RegistryError, Result};
+use crate::blobs::layout::{self, Content, Image, LayoutError};
+use crate::blobs::unixfs::cumulative_size;
+use crate::meta::ImageLayout;
+use crate::oci::{manifest, Digest, Reference, RepoName, Tag};
+
+/// Manifests read per layout at most (an index and its children): a bound on the work
+/// one publish does for a hostile index of indexes.
+const MAX_MANIFESTS: usize = 1000;
+
+impl From<LayoutError> for RegistryError {
+    fn from(e: LayoutError) -> Self {
+        RegistryError::Unsupported(e.to_string())
+    }
+}
+
+impl Registry {
+    /// Publishes the image `tag` points at and records its layout; returns the image CID,
+    /// or `None` when the tag moved (or went) meanwhile and nothing was recorded.
+    pub async fn publish_layout(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Cid>> {
+        let top = self
+            .meta
+            .manifest(repo, &Reference::Tag(tag.clone()))
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)?;
+        let mut blobs = BTreeMap::new();
+        let mut pending = vec![top.digest.clone()];
+        let mut seen = BTreeSet::new();
+        while let Some(digest) = pending.pop() {
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_MANIFESTS {
+                return Err(RegistryError::Unsupported(format!(
+                    "an image layout holds at most {MAX_MANIFESTS} manifests"
+                )));
+            }
+            let stored = if digest == top.digest {
+                top.clone()
+            } else {
+                self.meta
+                    .manifest(repo, &Reference::Digest(digest.clone()))
+                    .await?
+                    .ok_or(RegistryError::ManifestUnknown)?
+            };
+            let parsed = manifest::parse(&stored.content, Some(&stored.media_type))
+                .map_err(|e| RegistryError::Internal(format!("stored manifest {digest}: {e}")))?;
+            // Non-distributable layers are not in the registry; clients fetch them from
+            // their URLs, from a layout as from a registry.
+            let external: BTreeSet<&Digest> = parsed.external_layers.iter().collect();
+            for descriptor in parsed.config.iter().chain(&parsed.layers) {
+                if external.contains(&descriptor.digest) || blobs.contains_key(&descriptor.digest) {
+                    continue;
+                }
+                let content = self.linked_blob(repo, &descriptor.digest).await?;
+                blobs.insert(descriptor.digest.clone(), content);
+            }
+            pending.extend(parsed.manifests.iter().map(|d| d.digest.clone()));
+            blobs.insert(digest, Content::Bytes(stored.content.clone()));
+        }
+        let image = Image {
+            tag: tag.as_str().to_owned(),
+            media_type: top.media_type.clone(),
+            digest: top.digest.clone(),
+            size: top.content.len() as u64,
+            blobs,
+        };
+        let layout = layout::build(&image, self.blobs.profile().chunk_size)?;
+        let root = layout.root;
+        self.blobs.put_dag(&root, layout.blocks).await?;
+        if !self
+            .meta
+            .record_layout(repo, tag, &top.digest, &root)
+            .await?
+        {
+            // The tag moved: this layout is nobody's (unless recorded elsewhere).
+            self.release(&root).await;
+            return Ok(None);
+        }
+        self.ensure_pinned(&root).await;
+        tracing::info!(
+            event = "layout_published",
+            repository = %repo,
+            tag = %tag,
+            digest = %top.digest,
+            ipfs_cid = %root,
+        );
+        Ok(Some(root))
+    }
+
+    /// [`Registry::publish_layout`] after a push: a failure is logged and counted, never
+    /// the push's. `public` says whether anonymous users may pull the repository: a
+    /// layout is public by CID, so a private image's is never published.
+    pub async fn publish_after_push(&self, repo: &RepoName, tag: &Tag, public: bool) {
+        if !public {
+            self.metrics.record_layout_published("private");
+            return;
+        }
+        match self.publish_layout(repo, tag).await {
+            Ok(_) => self.metrics.record_layout_published("ok"),
+            Err(e) => {
+                self.metrics.record_layout_published("failed");
+                tracing::warn!(
+                    event = "layout_publish_failed",
+                    repository = %repo,
+                    tag = %tag,
+                    error = %e,
+                    "the push succeeded; `ipfs-registry publish` retries",
+                );
+            }
+        }
+    }
+
+    /// The layout recorded for `reference` (see [`crate::meta::MetadataStore::image_layout`]).
+    pub async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ImageLayout> {
+        self.meta
+            .image_layout(repo, reference)
+            .await?
+            .ok_or(RegistryError::LayoutUnknown)
+    }
+
+    /// Tags of `repo` without a layout, a page at a time (for `ipfs-registry publish`).
+    pub async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>> {
+        Ok(self.meta.unpublished_tags(repo, after, limit).await?)
+    }
+
+    /// A config or layer as a layout links it: its stored root and cumulative size.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Content> {
+        let record = self
+            .meta
+            .repository_blob(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        let root = self.blobs.block(&record.cid).await?;
+        let dag_size = cumulative_size(&record.cid, &root).map_err(|e| {
+            RegistryError::Internal(format!("stored root {} of {digest}: {e}", record.cid))
+        })?;
+        Ok(Content::Stored {
+            cid: record.cid,
+            dag_size,
+        })
+    }
+}
