@@ -26,6 +26,7 @@ use ipfs_registry::meta::gc::SweepPolicy;
 
 common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact);
 common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
+common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -302,4 +303,68 @@ async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
         !store.is_pinned(&new).await.unwrap(),
         "deleted tag's layout unpinned"
     );
+}
+
+/// With auth on, a push to a private repository publishes nothing (a layout is public by
+/// CID); once the repository is public, `ipfs-registry publish` publishes what was pushed
+/// before, and anonymous callers get its image CID.
+async fn private_images_are_not_published_until_public_and_publish_runs(pair: StorePair) {
+    let auth = common::auth::start_auth_registry(pair).await;
+    auth.add_user("admin", "admin-password", true).await;
+    let admin = auth
+        .client(
+            Some(("admin", "admin-password")),
+            &["repository:fed/private:pull,push"],
+        )
+        .await;
+    let image = admin.push_image("fed/private", Some("v1"), 2).await;
+    let location = "/v2/_ext/fed/private/manifests/v1/layout";
+    let answer = admin.get(location).await;
+    assert_eq!(answer.status().as_u16(), 404);
+    let metrics = client()
+        .get(auth.registry.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::metric_sample(
+            &metrics,
+            "ipfs_registry_layouts_published_total{outcome=\"private\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    auth.make_public("fed/*").await;
+    let config = &auth.registry.config;
+    let out = common::cli::registry_command()
+        .envs(common::cli::stores_env(config))
+        .env("IPFS_REGISTRY_AUTH__ENABLED", "true")
+        .env("IPFS_REGISTRY_AUTH__SIGNING_KEY", &auth.key_pem)
+        .arg("publish")
+        .output()
+        .expect("run ipfs-registry publish");
+    let stdout = common::cli::succeeded(&out);
+    let line = stdout.lines().next().unwrap_or_default();
+    assert!(line.starts_with("fed/private:v1 "), "{stdout}");
+    let cid: Cid = line["fed/private:v1 ".len()..].parse().expect("a CID");
+
+    let anonymous = auth.client(None, &["repository:fed/private:pull"]).await;
+    let answer = anonymous.get(location).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["cid"], cid.to_string());
+    assert_eq!(body["digest"], image.manifest.digest.as_str());
+    // Nothing left to publish.
+    let again = common::cli::registry_command()
+        .envs(common::cli::stores_env(config))
+        .env("IPFS_REGISTRY_AUTH__ENABLED", "true")
+        .env("IPFS_REGISTRY_AUTH__SIGNING_KEY", &auth.key_pem)
+        .args(["publish", "fed/private"])
+        .output()
+        .expect("run ipfs-registry publish");
+    assert_eq!(common::cli::succeeded(&again), "");
 }
