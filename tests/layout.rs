@@ -192,6 +192,20 @@ async fn a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact(pair: StorePai
         image_cid(&registry, "fed/app", &image.manifest.digest).await,
         cid
     );
+    // The web UI shows it with the commands to copy the image out.
+    let page = client()
+        .get(registry.url("/ui/image/fed/app@v1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("ipfs get /ipfs/{cid} -o app")),
+        "{page}"
+    );
+    assert!(page.contains("skopeo copy oci:app:v1 docker://"), "{page}");
     let (status, body) = layout_of(&registry, "fed/app", "nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN", "{body}");

@@ -37,7 +37,7 @@ pub use uploads::UploadStatus;
 
 // What the HTTP layer hands to and gets from the core, so that it needs no store module.
 pub use crate::blobs::ByteStream;
-pub use crate::meta::{BlobRecord, Page};
+pub use crate::meta::{BlobRecord, ImageLayout, Page};
 
 /// The core's tunables (a subset of the configuration).
 #[derive(Debug, Clone)]
