@@ -29,6 +29,7 @@ impl Registry {
     /// Publishes the image `tag` points at and records its layout; returns the image CID,
     /// or `None` when the tag moved (or went) meanwhile and nothing was recorded.
     pub async fn publish_layout(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Cid>> {
+        let started = std::time::Instant::now();
         let top = self
             .meta
             .manifest(repo, &Reference::Tag(tag.clone()))
@@ -95,6 +96,7 @@ impl Registry {
             tag = %tag,
             digest = %top.digest,
             ipfs_cid = %root,
+            duration_ms = started.elapsed().as_millis() as u64,
         );
         Ok(Some(root))
     }
