@@ -6,6 +6,8 @@
 //! it goes, and GC unpins it like any released content.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use cid::Cid;
 
@@ -14,6 +16,9 @@ use crate::blobs::layout::{self, Content, Image, LayoutError};
 use crate::blobs::unixfs::cumulative_size;
 use crate::meta::ImageLayout;
 use crate::oci::{manifest, Digest, Reference, RepoName, Tag};
+
+/// How long a push waits for its image to be published before it answers anyway.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// Manifests read per layout at most (an index and its children): a bound on the work
 /// one publish does for a hostile index of indexes.
@@ -103,24 +108,38 @@ impl Registry {
 
     /// [`Registry::publish_layout`] after a push: a failure is logged and counted, never
     /// the push's. `public` says whether anonymous users may pull the repository: a
-    /// layout is public by CID, so a private image's is never published.
-    pub async fn publish_after_push(&self, repo: &RepoName, tag: &Tag, public: bool) {
+    /// layout is public by CID, so a private image's is never published. Runs as a task
+    /// of its own, awaited for at most [`PUBLISH_WAIT`]: usually the push answers with its
+    /// layout recorded, but a slow IPFS node never holds the push up to its request
+    /// timeout (which would fail a push already committed), and a client that goes away
+    /// does not cut the publishing short.
+    pub async fn publish_after_push(self: &Arc<Self>, repo: &RepoName, tag: &Tag, public: bool) {
         if !public {
             self.metrics.record_layout_published("private");
             return;
         }
-        match self.publish_layout(repo, tag).await {
-            Ok(_) => self.metrics.record_layout_published("ok"),
-            Err(e) => {
-                self.metrics.record_layout_published("failed");
-                tracing::warn!(
-                    event = "layout_publish_failed",
-                    repository = %repo,
-                    tag = %tag,
-                    error = %e,
-                    "the push succeeded; `ipfs-registry publish` retries",
-                );
+        let (registry, repo, tag) = (self.clone(), repo.clone(), tag.clone());
+        let task = tokio::spawn(async move {
+            match registry.publish_layout(&repo, &tag).await {
+                Ok(_) => registry.metrics.record_layout_published("ok"),
+                Err(e) => {
+                    registry.metrics.record_layout_published("failed");
+                    tracing::warn!(
+                        event = "layout_publish_failed",
+                        repository = %repo,
+                        tag = %tag,
+                        error = %e,
+                        "the push succeeded; `ipfs-registry publish` retries",
+                    );
+                }
             }
+        });
+        if tokio::time::timeout(PUBLISH_WAIT, task).await.is_err() {
+            tracing::info!(
+                event = "layout_publish_slow",
+                wait_ms = PUBLISH_WAIT.as_millis() as u64,
+                "the push answers now; publishing goes on",
+            );
         }
     }
 
