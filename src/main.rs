@@ -54,7 +54,8 @@ enum Command {
     Verify {
         /// Read each unrecorded root back, check it against its CID, and record it as a
         /// blob linked into REPOSITORY (kept for gc.grace_period unless a manifest pushed
-        /// again references it).
+        /// again references it). An unrecorded image layout is unpinned instead: pushing
+        /// its image again (or `publish`) rebuilds it.
         #[arg(long, value_name = "REPOSITORY")]
         reindex: Option<ipfs_registry::oci::RepoName>,
         /// Print the report as one JSON object.
@@ -300,12 +301,14 @@ async fn verify(
     let inventory = registry.inventory().await?;
     let mut recorded = Vec::new();
     let mut mismatched = Vec::new();
+    let mut dropped = Vec::new();
     if let Some(repo) = reindex {
         for (done, root) in inventory.unrecorded.iter().enumerate() {
             eprintln!("[{}/{}] {root}", done + 1, inventory.unrecorded.len());
             match registry.reindex(repo, root).await? {
                 Reindexed::Recorded(record) => recorded.push(record),
                 Reindexed::Mismatch { cid, computed } => mismatched.push((cid, computed)),
+                Reindexed::LayoutDropped(cid) => dropped.push(cid),
             }
         }
     }
@@ -347,6 +350,7 @@ async fn verify(
             "missing": inventory.missing.iter().map(blob).collect::<Vec<_>>(),
             "unrecorded": inventory.unrecorded.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "reindexed": recorded.iter().map(blob).collect::<Vec<_>>(),
+            "dropped_layouts": dropped.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mismatched": mismatched
                 .iter()
                 .map(|(cid, computed)| serde_json::json!({"cid": cid.to_string(), "computed": computed.to_string()}))
@@ -380,6 +384,9 @@ async fn verify(
         }
         for (cid, computed) in &mismatched {
             println!("mismatch {cid} (its bytes hash to {computed})");
+        }
+        for cid in &dropped {
+            println!("dropped {cid} (an image layout no record knows; publishing rebuilds it)");
         }
         if let Some(scrub) = &scrub {
             for f in &scrub.corrupt {

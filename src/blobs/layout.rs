@@ -113,6 +113,13 @@ pub fn index_json(media_type: &str, digest: &Digest, size: u64, tag: &str) -> Ve
     serde_json::to_vec(&index).unwrap_or_default()
 }
 
+/// Whether an encoded root block is the root of an image layout: a UnixFS directory of
+/// exactly `blobs`, `index.json` and `oci-layout`.
+pub fn is_layout_root(block: &[u8]) -> bool {
+    unixfs::directory_entries(block)
+        .is_some_and(|names| names == ["blobs", "index.json", "oci-layout"])
+}
+
 /// Computes the layout of `image` with files cut in `chunk_size` chunks.
 pub fn build(image: &Image, chunk_size: u32) -> Result<Layout, LayoutError> {
     if !image.blobs.contains_key(&image.digest) {
@@ -260,6 +267,8 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.blocks.last().unwrap().0, a.root);
         assert_eq!(a.root.codec(), DAG_PB_CODEC);
+        assert!(is_layout_root(&a.blocks.last().unwrap().1));
+        assert!(!is_layout_root(&a.blocks[0].1));
         // The layer is linked, not added.
         assert!(a.blocks.iter().all(|(cid, _)| *cid != layer));
         let mut other = image(b"{}", &[(layer, 5)]);

@@ -318,6 +318,17 @@ pub fn cumulative_size(cid: &Cid, block: &[u8]) -> Result<u64, String> {
     Ok(size)
 }
 
+/// The entry names of an encoded UnixFS directory node; `None` for anything else (a file
+/// node, or not UnixFS).
+pub fn directory_entries(block: &[u8]) -> Option<Vec<String>> {
+    let node = PbNode::from_bytes(Bytes::copy_from_slice(block)).ok()?;
+    let data = UnixFsData::decode(node.data?).ok()?;
+    if data.r#type != DataType::Directory as i32 {
+        return None;
+    }
+    node.links.into_iter().map(|link| link.name).collect()
+}
+
 /// Whether `block` is the block `cid` names (CIDv0 or v1 alike): `None` when the CID's hash
 /// function is not sha2-256, the only one this registry stores blocks under.
 pub fn names_block(cid: &Cid, block: &[u8]) -> Option<bool> {
@@ -399,6 +410,23 @@ mod tests {
         );
         assert_eq!(blocks.len(), 1);
         assert_eq!(dag.file_size, 12);
+    }
+
+    #[test]
+    fn directory_entries_are_read_back_and_files_are_not_directories() {
+        let child = cid_of(RAW_CODEC, b"x");
+        let (_, bytes, _) =
+            directory_node(&[("b".to_owned(), child, 1), ("a".to_owned(), child, 1)]);
+        assert_eq!(
+            directory_entries(&bytes),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        let (_, blocks) = build(&[1u8; 3000], 1024, 100);
+        let Some(Block::Node { bytes, .. }) = blocks.last() else {
+            panic!("a file node")
+        };
+        assert_eq!(directory_entries(bytes), None);
+        assert_eq!(directory_entries(b"not dag-pb"), None);
     }
 
     #[test]
