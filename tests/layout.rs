@@ -25,6 +25,7 @@ use ipfs_registry::blobs::BlobStore;
 use ipfs_registry::meta::gc::SweepPolicy;
 
 common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact);
+common::on_each_store_pair!(a_multi_platform_index_is_one_layout_with_every_platform);
 common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
 common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
 
@@ -255,6 +256,75 @@ async fn a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact(pair: StorePai
     assert!(back.blob(&image.manifest.digest) == image.manifest.data);
     // The same image under the same tag: the same image CID, whatever the repository.
     assert_eq!(image_cid(&registry, "fed/copy", "v1").await, cid);
+}
+
+/// An index's layout holds the index, its children and all their blobs (a layer shared by
+/// two platforms once): `skopeo copy --all` reads it back to a registry byte-exact.
+async fn a_multi_platform_index_is_one_layout_with_every_platform(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let amd64 = small_image();
+    let shared = amd64.layers[1].clone();
+    let arm64 = make_image_from_layers(
+        "arm64",
+        "linux",
+        vec![shared, make_layer(1, LayerSpec::gzip(300 * 1024), false)],
+        false,
+    );
+    let index = make_index(&[amd64.clone(), arm64.clone()]);
+    let mut contents: Vec<&Blob> = vec![&amd64.manifest, &arm64.manifest];
+    contents.extend(amd64.blobs());
+    contents.extend(arm64.blobs());
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "multi", &index, contents.iter().copied());
+    skopeo
+        .copy(
+            &format!("oci:{}:multi", source.path().display()),
+            &format!("docker://{}/fed/multi:multi", registry.host()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+
+    let cid = image_cid(&registry, "fed/multi", "multi").await;
+    let blocks = car_blocks(fetch_car(pair, &registry, &cid).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("multi");
+    unpack(&blocks, &cid, &unpacked);
+    let layout = OciLayout::open(&unpacked);
+    assert_eq!(layout.tagged("multi")["digest"], index.digest.as_str());
+    let all = layout.all_blobs();
+    let expected: std::collections::BTreeSet<&str> = contents
+        .iter()
+        .map(|b| b.digest.as_str())
+        .chain([index.digest.as_str()])
+        .collect();
+    assert_eq!(
+        all.keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    for blob in contents.iter().copied().chain([&index]) {
+        assert!(all[&blob.digest] == blob.data, "{}", blob.digest);
+    }
+
+    skopeo
+        .copy(
+            &format!("oci:{}:multi", unpacked.display()),
+            &format!("docker://{}/fed/multi-copy:multi", registry.host()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+    assert_eq!(
+        manifest_bytes(&registry, "fed/multi-copy", "multi").await,
+        index.data
+    );
+    for child in [&amd64.manifest, &arm64.manifest] {
+        assert_eq!(
+            manifest_bytes(&registry, "fed/multi-copy", &child.digest).await,
+            child.data
+        );
+    }
 }
 
 async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
