@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{Registry, RegistryError, Result};
 use crate::blobs::layout::{self, Content, Image, LayoutError};
@@ -19,6 +20,9 @@ use crate::oci::{manifest, Digest, Reference, RepoName, Tag};
 
 /// How long a push waits for its image to be published before it answers anyway.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// Config and layer records and root blocks looked up at once.
+const PARALLEL_LOOKUPS: usize = 8;
 
 /// Manifests read per layout at most (an index and its children): a bound on the work
 /// one publish does for a hostile index of indexes.
@@ -41,6 +45,7 @@ impl Registry {
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
         let mut blobs = BTreeMap::new();
+        let mut linked = BTreeSet::new();
         let mut pending = vec![top.digest.clone()];
         let mut seen = BTreeSet::new();
         while let Some(digest) = pending.pop() {
@@ -65,16 +70,29 @@ impl Registry {
             // Non-distributable layers are not in the registry; clients fetch them from
             // their URLs, from a layout as from a registry.
             let external: BTreeSet<&Digest> = parsed.external_layers.iter().collect();
-            for descriptor in parsed.config.iter().chain(&parsed.layers) {
-                if external.contains(&descriptor.digest) || blobs.contains_key(&descriptor.digest) {
-                    continue;
-                }
-                let content = self.linked_blob(repo, &descriptor.digest).await?;
-                blobs.insert(descriptor.digest.clone(), content);
-            }
+            linked.extend(
+                parsed
+                    .config
+                    .iter()
+                    .chain(&parsed.layers)
+                    .map(|descriptor| &descriptor.digest)
+                    .filter(|digest| !external.contains(digest))
+                    .cloned(),
+            );
             pending.extend(parsed.manifests.iter().map(|d| d.digest.clone()));
             blobs.insert(digest, Content::Bytes(stored.content.clone()));
         }
+        let lookups: Vec<_> = linked
+            .iter()
+            .map(|digest| async move {
+                Ok::<_, RegistryError>((digest.clone(), self.linked_blob(repo, digest).await?))
+            })
+            .collect();
+        let resolved: Vec<(Digest, Content)> = futures::stream::iter(lookups)
+            .buffer_unordered(PARALLEL_LOOKUPS)
+            .try_collect()
+            .await?;
+        blobs.extend(resolved);
         let image = Image {
             tag: tag.as_str().to_owned(),
             media_type: top.media_type.clone(),

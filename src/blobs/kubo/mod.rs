@@ -549,11 +549,19 @@ impl BlobStore for KuboStore {
         crate::blobs::check_blocks(root, &blocks)?;
         // Checked first, so the pin never asks the node for a block it does not hold (it
         // would look for it on the network until the deadline).
-        for child in crate::blobs::linked_roots(&blocks)? {
-            if !self.is_pinned(&child).await? {
-                return Err(BlobError::NotFound(child));
-            }
-        }
+        let checks: Vec<_> = crate::blobs::linked_roots(&blocks)?
+            .into_iter()
+            .map(|child| async move {
+                match self.is_pinned(&child).await? {
+                    true => Ok(()),
+                    false => Err(BlobError::NotFound(child)),
+                }
+            })
+            .collect();
+        futures::stream::iter(checks)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
         let writes: Vec<_> = blocks
             .into_iter()
             .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
