@@ -13,8 +13,10 @@ use url::Url;
 use crate::blobs::ImportProfile;
 
 mod ip_range;
+mod notifications;
 mod redact;
 pub use ip_range::IpRange;
+pub use notifications::{EventKind, NotificationEndpoint, NotificationsConfig};
 pub use redact::REDACTED;
 
 pub const ENV_PREFIX: &str = "IPFS_REGISTRY_";
@@ -59,6 +61,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub gc: GcConfig,
     pub integrity: IntegrityConfig,
+    /// Where events go (`[[notifications.endpoint]]`, docs/notifications.md).
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +402,7 @@ impl Default for Config {
                 untagged_retention: None,
             },
             integrity: IntegrityConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -487,6 +493,9 @@ impl Config {
             "ipfs.url",
             self.ipfs.url.is_some(),
         )?;
+        if let Err(e) = self.notifications.validate() {
+            return invalid("notifications.endpoint", &e);
+        }
         if self.integrity.scrub_interval.is_some_and(|i| i.is_zero()) {
             return invalid(
                 "integrity.scrub_interval",

@@ -29,6 +29,11 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -70,6 +75,12 @@ pub struct Metrics {
     pub scrub_bytes: Counter,
     pub scrub_blobs: Counter,
     pub scrub_corrupt: Counter,
+    pub notifications_delivered: Family<EndpointLabels, Counter>,
+    pub notifications_failed: Family<EndpointLabels, Counter>,
+    pub notifications_given_up: Family<EndpointLabels, Counter>,
+    pub notifications_pending: Family<EndpointLabels, Gauge>,
+    pub notifications_failed_kept: Family<EndpointLabels, Gauge>,
+    pub notification_duration: HistogramFamily<EndpointLabels>,
 }
 
 impl Default for Metrics {
@@ -115,6 +126,12 @@ impl Metrics {
             scrub_bytes: Counter::default(),
             scrub_blobs: Counter::default(),
             scrub_corrupt: Counter::default(),
+            notifications_delivered: Family::default(),
+            notifications_failed: Family::default(),
+            notifications_given_up: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_failed_kept: Family::default(),
+            notification_duration: Family::new_with_constructor(latency),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -192,6 +209,36 @@ impl Metrics {
             "db_pool_waiting",
             "Requests waiting for a database connection",
             m.db_pool_waiting.clone(),
+        );
+        r.register(
+            "notifications_delivered",
+            "Events delivered, by endpoint",
+            m.notifications_delivered.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Events whose delivery attempt failed (each attempt), by endpoint",
+            m.notifications_failed.clone(),
+        );
+        r.register(
+            "notifications_given_up",
+            "Events kept as failed after their last attempt, by endpoint",
+            m.notifications_given_up.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Events waiting for delivery, by endpoint (as last counted)",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_failed_events",
+            "Events kept as failed until replayed, by endpoint (as last counted)",
+            m.notifications_failed_kept.clone(),
+        );
+        r.register(
+            "notification_delivery_duration_seconds",
+            "Latency of one delivery POST, by endpoint",
+            m.notification_duration.clone(),
         );
         r.register(
             "uploads_in_progress",

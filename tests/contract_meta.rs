@@ -1167,6 +1167,17 @@ async fn a_quarantined_blob_is_seen_nowhere_until_released(store: Arc<dyn MetaBa
         store.repository_blob(&a, &other.digest).await.expect("rb"),
         Some(other.clone())
     );
+    // A manifest cannot reference it: its bytes cannot be served.
+    let referencing = image(&other, &[&record]);
+    match store
+        .put_manifest(&a, referencing.clone(), Some(&tag("q")))
+        .await
+    {
+        Err(MetaError::MissingReferences(missing)) => {
+            assert_eq!(missing, vec![record.digest.clone()]);
+        }
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
     let listed = store.quarantined_blobs().await.expect("list");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].digest, record.digest);
@@ -1187,6 +1198,10 @@ async fn a_quarantined_blob_is_seen_nowhere_until_released(store: Arc<dyn MetaBa
             .expect("mount"),
         Some(record.clone())
     );
+    store
+        .put_manifest(&a, referencing, Some(&tag("q")))
+        .await
+        .expect("released: referenceable again");
 }
 
 async fn leases_exclude_other_holders_until_they_expire(store: Arc<dyn MetaBackend>) {

@@ -267,3 +267,104 @@ async fn serve_scrubs_every_interval() {
     assert_quarantined(&client, "scrub/serve", &damaged.digest).await;
     registry.server.stop().await;
 }
+
+/// One RPC call to a node of the test's own; its answer's status and body.
+async fn node_rpc(node: &PrivateNode, command: &str, args: &[(&str, &str)]) -> (u16, String) {
+    let url = node.url.join(&format!("api/v0/{command}")).unwrap();
+    let response = reqwest::Client::new()
+        .post(url)
+        .query(args)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+async fn is_pinned_on(node: &PrivateNode, cid: &cid::Cid) -> bool {
+    let cid = cid.to_string();
+    // (js-ipfs answers CIDv1 in base58btc unless asked.)
+    let query = [
+        ("arg", cid.as_str()),
+        ("type", "recursive"),
+        ("cid-base", "base32"),
+    ];
+    let (status, body) = node_rpc(node, "pin/ls", &query).await;
+    status == 200 && body.contains(&cid)
+}
+
+async fn unpin_on(node: &PrivateNode, cid: &cid::Cid) {
+    let cid = cid.to_string();
+    let (status, body) = node_rpc(node, "pin/rm", &[("arg", &cid)]).await;
+    assert_eq!(status, 200, "pin/rm {cid}: {body}");
+}
+
+/// A recorded blob whose pin is gone (an operator's `pin rm`, or a re-pin that failed) is
+/// pinned again by the scrub while its blocks are there. When the pin cannot be restored
+/// (blocks gone), a push relying on the stored content fails with 503 and the blob is
+/// quarantined: no pull, no manifest can use it until a push stores its bytes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_lost_its_pin_is_pinned_again_or_quarantined() {
+    let node = PrivateNode::start();
+    let registry = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(node.url.clone());
+            config.ipfs.timeout = Duration::from_secs(3);
+        })
+        .await;
+    let client = Oci::new(&registry.base);
+    let repo = "scrub/pins";
+
+    // Blocks still there: the scrub pins it again, and verify no longer misses it.
+    let unpinned = client.push_random_blob(repo, SIZE).await;
+    let unpinned_cid = cid_of_blob(&unpinned.data);
+    assert!(is_pinned_on(&node, &unpinned_cid).await);
+    unpin_on(&node, &unpinned_cid).await;
+    assert!(!is_pinned_on(&node, &unpinned_cid).await);
+    let (_, report) = verify_json(&registry.config, &[]);
+    assert_eq!(
+        scrub_digests_of(&report, "repinned"),
+        vec![unpinned.digest.clone()],
+        "{report}"
+    );
+    assert_eq!(report["missing"], serde_json::json!([]), "{report}");
+    assert!(is_pinned_on(&node, &unpinned_cid).await);
+    assert_pulls_exactly(&client, repo, &unpinned).await;
+
+    // Blocks gone as well: a push of the known digest cannot restore the pin.
+    let lost = client.push_random_blob(repo, SIZE).await;
+    let lost_cid = cid_of_blob(&lost.data);
+    unpin_on(&node, &lost_cid).await;
+    let leaf = ipfs_registry::blobs::unixfs::cid_of(
+        ipfs_registry::blobs::kubo::RAW_CODEC,
+        &lost.data[262_144..2 * 262_144],
+    )
+    .to_string();
+    let (status, body) = node_rpc(&node, "block/rm", &[("arg", &leaf)]).await;
+    assert!(status == 200 && !body.contains("Error"), "block/rm: {body}");
+
+    oci::assert_unavailable(client.upload_as(repo, &lost.data, &lost.digest).await).await;
+    assert_quarantined(&client, repo, &lost.digest).await;
+    let config = client.push_blob(repo, b"{}").await;
+    let manifest = oci::image_manifest(&config, std::slice::from_ref(&lost), None);
+    let refused = client
+        .put_manifest(repo, "lost", &manifest.media_type, &manifest.content)
+        .await;
+    oci::assert_error(refused, 400, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // The client's retry stores the bytes again: pinned, served, referenceable.
+    client.push_blob(repo, &lost.data).await;
+    assert_pulls_exactly(&client, repo, &lost).await;
+    assert!(is_pinned_on(&node, &lost_cid).await);
+    client.push_manifest(repo, "lost", &manifest).await;
+    registry.server.stop().await;
+}
+
+fn scrub_digests_of(report: &Value, key: &str) -> Vec<String> {
+    report["scrub"][key]
+        .as_array()
+        .unwrap_or_else(|| panic!("scrub.{key} in {report}"))
+        .iter()
+        .map(|digest| digest.as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,5 +1,6 @@
 //! `ipfs-registry verify` on each store pair: a record whose content the
-//! blob store lost is reported, and the command fails.
+//! blob store lost is reported, and the command fails; the scrub pins it again when only
+//! its pin was lost.
 
 mod common;
 
@@ -61,7 +62,8 @@ async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
             );
         }
     }
-    let (succeeded, report) = verify_json(&registry.config, &[]);
+    // The inventory alone: the scrub would pin an unpinned blob again (below).
+    let (succeeded, report) = verify_json(&registry.config, &["--no-scrub"]);
     assert!(
         !succeeded,
         "a record without content is a disagreement: {report}"
@@ -71,4 +73,22 @@ async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
         vec![lost.digest.clone()],
         "{report}"
     );
+
+    let (_, report) = verify_json(&registry.config, &[]);
+    if registry.config.ipfs.url.is_none() {
+        // The file is gone: unreadable, quarantined, still a record without content.
+        assert_eq!(
+            digests(&report["scrub"], "missing"),
+            vec![lost.digest.clone()]
+        );
+        assert_eq!(digests(&report, "missing"), vec![lost.digest.clone()]);
+    } else {
+        // Only the pin was gone, the blocks are still on the node: pinned again.
+        assert_eq!(
+            report["scrub"]["repinned"],
+            serde_json::json!([lost.digest]),
+            "{report}"
+        );
+        assert!(digests(&report, "missing").is_empty(), "{report}");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod gc;
 pub mod metered;
 mod open;
+pub mod outbox;
 pub mod postgres;
 mod sql_common;
 pub mod sqlite;
@@ -19,6 +20,8 @@ use cid::Cid;
 use uuid::Uuid;
 
 use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+
+use outbox::Notice;
 
 pub use open::{open, MetadataStores, OpenError};
 
@@ -139,11 +142,27 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, MetaError>;
 
+    // Each change a client can be notified of has a `…_with_notices` form recording the
+    // notices in the change's own transaction (and only when the change happened); the
+    // plain form records none.
+
     /// Records a verified blob (unless the digest is stored already) and links it into the
     /// repository, creating the repository if needed. Returns the record now stored, which is
     /// the earlier one when the digest existed.
-    async fn commit_blob(&self, repo: &RepoName, blob: BlobRecord)
-        -> Result<BlobRecord, MetaError>;
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<BlobRecord, MetaError> {
+        self.commit_blob_with_notices(repo, blob, &[]).await
+    }
+
+    async fn commit_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+        notices: &[Notice],
+    ) -> Result<BlobRecord, MetaError>;
 
     /// Links a blob linked in `from` into `to`. `None` when `from` has no such blob, or it
     /// is quarantined.
@@ -152,10 +171,29 @@ pub trait MetadataStore: Send + Sync + 'static {
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        self.mount_blob_with_notices(from, to, digest, &[]).await
+    }
+
+    async fn mount_blob_with_notices(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
     ) -> Result<Option<BlobRecord>, MetaError>;
 
     /// Removes the blob's link from the repository. False when it was not linked.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.unlink_blob_with_notices(repo, digest, &[]).await
+    }
+
+    async fn unlink_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     // --- integrity ---
 
@@ -190,19 +228,48 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Stores the manifest, its references and (optionally) points `tag` at it, in one
     /// transaction. Fails with `MissingReferences` when a referenced blob or child manifest
-    /// is not in the repository; then nothing changes.
+    /// is not in the repository, or the blob is quarantined; then nothing changes.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        self.put_manifest_with_notices(repo, manifest, tag, &[])
+            .await
+    }
+
+    async fn put_manifest_with_notices(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        notices: &[Notice],
     ) -> Result<(), MetaError>;
 
     /// Deletes the manifest and every tag pointing at it. False when it did not exist.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_manifest_with_notices(repo, digest, &[]).await
+    }
+
+    async fn delete_manifest_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     /// Deletes only the tag. False when it did not exist.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        self.delete_tag_with_notices(repo, tag, &[]).await
+    }
+
+    async fn delete_tag_with_notices(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     // --- image layouts ---
 
@@ -294,6 +361,16 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+    ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
+        self.complete_upload_with_notices(id, repo, blob, &[]).await
+    }
+
+    async fn complete_upload_with_notices(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError>;
 
     /// Ends the session, queuing its chunks' CIDs for unpinning in the same transaction;

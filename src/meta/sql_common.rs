@@ -165,3 +165,32 @@ pub(crate) fn released_chunks(chunks: &[UploadChunk], kept: Option<&Cid>) -> Vec
         .map(|chunk| chunk.cid.to_string())
         .collect()
 }
+
+/// An outbox row as read back by either store (creation time in Unix milliseconds).
+pub(crate) fn outbox_entry(
+    id: i64,
+    endpoint: String,
+    event: String,
+    attempts: i64,
+    created_millis: i64,
+    failed: bool,
+    last_error: Option<String>,
+) -> Result<crate::meta::outbox::OutboxEntry, MetaError> {
+    let created = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(to_u64(created_millis, "outbox created_at")?);
+    Ok(crate::meta::outbox::OutboxEntry {
+        id,
+        endpoint,
+        event,
+        attempts: u32::try_from(attempts).map_err(|_| corrupt("outbox attempts"))?,
+        created,
+        failed,
+        last_error,
+    })
+}
+
+/// A duration as whole milliseconds for SQL arithmetic (saturating: a delay of centuries is
+/// as good as never).
+pub(crate) fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

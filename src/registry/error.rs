@@ -9,9 +9,10 @@ use crate::oci::Digest;
 pub enum RegistryError {
     #[error("blob unknown to registry")]
     BlobUnknown(Digest),
-    /// Linked in the repository, but its stored bytes failed an integrity check and were
-    /// removed: answered like an unknown blob (404), so clients push it again.
-    #[error("blob unknown to registry: its stored bytes failed an integrity check and are quarantined; push it again")]
+    /// Linked in the repository, but its stored bytes failed an integrity check (and were
+    /// removed) or lost their pin: answered like an unknown blob (404), so clients push it
+    /// again.
+    #[error("blob unknown to registry: its stored bytes are quarantined (damaged, or no longer kept by the blob store); push it again")]
     BlobQuarantined(Digest),
     /// No stored content has this CID (gateway requests).
     #[error("content {0} is not stored in this registry")]

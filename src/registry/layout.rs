@@ -112,7 +112,7 @@ impl Registry {
             self.release(&root).await;
             return Ok(None);
         }
-        self.ensure_pinned(&root).await;
+        self.ensure_layout_pinned(&root).await?;
         tracing::info!(
             event = "layout_published",
             repository = %repo,
@@ -181,6 +181,26 @@ impl Registry {
         limit: u32,
     ) -> Result<Vec<Tag>> {
         Ok(self.meta.unpublished_tags(repo, after, limit).await?)
+    }
+
+    /// As [`Registry::ensure_pinned`] for a blob: a GC run may have unpinned the same root
+    /// (queued when another tag dropped the same layout) between `put_dag` and the record;
+    /// it is pinned again under its lease. Failing that, publishing fails (logged and
+    /// counted by the caller).
+    async fn ensure_layout_pinned(&self, root: &Cid) -> Result<()> {
+        match self.blobs.is_pinned(root).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                if self.pin_recorded(root).await? {
+                    tracing::info!(event = "repin", ipfs_cid = %root, "layout recorded while being unpinned: pinned again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(event = "pin_check_failed", ipfs_cid = %root, error = %e, "could not verify the pin of a published layout");
+                Ok(())
+            }
+        }
     }
 
     /// A config or layer as a layout links it: its stored root and cumulative size.

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::notify::{Action, Origin, Target};
 use super::{Registry, RegistryError, Result};
 use crate::meta::{NewManifest, Page, StoredManifest};
 use crate::oci::{manifest, Descriptor, Digest, Reference, RepoName};
@@ -24,6 +25,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         push: ManifestPush,
+        origin: &Origin,
     ) -> Result<PushedManifest> {
         if push.content.len() > self.settings.max_manifest_size {
             return Err(RegistryError::TooLarge(format!(
@@ -46,6 +48,13 @@ impl Registry {
             Reference::Tag(tag) => (Digest::sha256_of(&push.content), Some(tag)),
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let target = Target {
+            media_type: Some(&parsed.media_type),
+            size: Some(push.content.len() as u64),
+            tag: tag.map(|t| t.as_str()),
+            ..Target::manifest(repo, &digest)
+        };
+        let notices = self.notifier.notices(Action::Push, &target, origin);
         let new = NewManifest {
             digest: digest.clone(),
             media_type: parsed.media_type,
@@ -55,7 +64,10 @@ impl Registry {
             subject: subject.clone(),
             references: parsed.references,
         };
-        self.meta.put_manifest(repo, new, tag).await?;
+        self.meta
+            .put_manifest_with_notices(repo, new, tag, &notices)
+            .await?;
+        self.woken(&notices);
         Ok(PushedManifest { digest, subject })
     }
 
@@ -70,14 +82,61 @@ impl Registry {
             .ok_or(RegistryError::ManifestUnknown)
     }
 
+    /// Records the pull of a manifest (by `reference`) for the endpoints that want pulls;
+    /// see [`Registry::note_blob_pull`].
+    pub async fn note_manifest_pull(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        manifest: &StoredManifest,
+        origin: &Origin,
+    ) {
+        if !self.notifier.wants(Action::Pull, repo) {
+            return;
+        }
+        let target = Target {
+            media_type: Some(&manifest.media_type),
+            size: Some(manifest.content.len() as u64),
+            tag: match reference {
+                Reference::Tag(tag) => Some(tag.as_str()),
+                Reference::Digest(_) => None,
+            },
+            ..Target::manifest(repo, &manifest.digest)
+        };
+        let notices = self.notifier.notices(Action::Pull, &target, origin);
+        self.record_pull(&notices).await;
+    }
+
     /// By digest: deletes the manifest and its tags. By tag: deletes only the tag.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        origin: &Origin,
+    ) -> Result<()> {
         self.ensure_deletes_enabled()?;
-        let deleted = match reference {
-            Reference::Digest(digest) => self.meta.delete_manifest(repo, digest).await?,
-            Reference::Tag(tag) => self.meta.delete_tag(repo, tag).await?,
+        let (deleted, notices) = match reference {
+            Reference::Digest(digest) => {
+                let target = Target::manifest(repo, digest);
+                let notices = self.notifier.notices(Action::Delete, &target, origin);
+                let deleted = self
+                    .meta
+                    .delete_manifest_with_notices(repo, digest, &notices)
+                    .await?;
+                (deleted, notices)
+            }
+            Reference::Tag(tag) => {
+                let target = Target::tag(repo, tag.as_str());
+                let notices = self.notifier.notices(Action::Delete, &target, origin);
+                let deleted = self
+                    .meta
+                    .delete_tag_with_notices(repo, tag, &notices)
+                    .await?;
+                (deleted, notices)
+            }
         };
         if deleted {
+            self.woken(&notices);
             Ok(())
         } else {
             Err(RegistryError::ManifestUnknown)

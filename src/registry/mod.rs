@@ -11,6 +11,7 @@ mod health;
 mod inventory;
 mod layout;
 mod manifests;
+pub mod notify;
 pub mod scrub;
 mod uploads;
 
@@ -21,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::blobs::BlobStore;
 use crate::meta::gc::GcStore;
+use crate::meta::outbox::{Notice, OutboxStore};
 use crate::meta::status::StoreStatus;
 use crate::meta::MetadataStore;
 use crate::metrics::Metrics;
@@ -32,6 +34,7 @@ pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
+pub use notify::{Action, Notifier, Origin};
 pub use scrub::{Finding, ScrubObserver, ScrubOptions, ScrubReport};
 pub use uploads::UploadStatus;
 
@@ -57,6 +60,7 @@ pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub gc: Arc<dyn GcStore>,
     pub status: Arc<dyn StoreStatus>,
+    pub outbox: Arc<dyn OutboxStore>,
     pub blobs: Arc<dyn BlobStore>,
 }
 
@@ -65,6 +69,10 @@ pub struct Registry {
     gc: Arc<dyn GcStore>,
     status: Arc<dyn StoreStatus>,
     blobs: Arc<dyn BlobStore>,
+    outbox: Arc<dyn OutboxStore>,
+    notifier: Notifier,
+    /// Wakes this process's notification delivery after it recorded events.
+    wake: Arc<notify::deliver::Wake>,
     settings: Settings,
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
@@ -75,13 +83,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(stores: Stores, settings: Settings, metrics: Arc<Metrics>) -> Registry {
+    pub fn new(
+        stores: Stores,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        notifier: Notifier,
+    ) -> Registry {
         let uploads = Arc::new(Semaphore::new(settings.max_concurrent_uploads));
         Registry {
             meta: stores.meta,
             gc: stores.gc,
             status: stores.status,
             blobs: stores.blobs,
+            outbox: stores.outbox,
+            notifier,
+            wake: Arc::default(),
             settings,
             metrics,
             uploads,
@@ -122,6 +138,61 @@ impl Registry {
             Err(RegistryError::Unsupported(
                 "deletes are disabled on this registry".into(),
             ))
+        }
+    }
+
+    /// The notifications outbox and what wakes this process's delivery loops.
+    pub fn outbox(&self) -> (&Arc<dyn OutboxStore>, &Arc<notify::deliver::Wake>) {
+        (&self.outbox, &self.wake)
+    }
+
+    /// The server bound `addr` (see [`Notifier::bound_at`]).
+    pub fn bound_at(&self, addr: std::net::SocketAddr) {
+        self.notifier.bound_at(addr);
+    }
+
+    /// This process's identity in notifications and outbox claims.
+    pub fn instance_id(&self) -> &str {
+        self.notifier.instance_id()
+    }
+
+    /// The notices of a blob event, when `origin` is given (and some endpoint wants it).
+    fn blob_notices(
+        &self,
+        action: Action,
+        repo: &RepoName,
+        record: &BlobRecord,
+        origin: Option<&Origin>,
+    ) -> Vec<Notice> {
+        let Some(origin) = origin else {
+            return Vec::new();
+        };
+        let target = notify::Target {
+            media_type: Some("application/octet-stream"),
+            size: Some(record.size),
+            cid: Some(record.cid),
+            ..notify::Target::blob(repo, &record.digest)
+        };
+        self.notifier.notices(action, &target, origin)
+    }
+
+    /// Records the notices of a pull (logged, not fatal, when that fails).
+    async fn record_pull(&self, notices: &[Notice]) {
+        if notices.is_empty() {
+            return;
+        }
+        match self.outbox.record_notices(notices).await {
+            Ok(()) => self.woken(notices),
+            Err(e) => {
+                tracing::warn!(event = "notification_record_failed", error = %e, "a pull event was not recorded")
+            }
+        }
+    }
+
+    /// Call after notices were recorded.
+    fn woken(&self, notices: &[Notice]) {
+        if !notices.is_empty() {
+            self.wake.wake();
         }
     }
 
@@ -183,20 +254,63 @@ impl Registry {
         Ok(true)
     }
 
-    /// Called after a commit recorded `cid`: from then on no unpin of it can start, but one
-    /// may have finished between our add and our commit (a concurrent release of the same
-    /// bytes, or GC), so the pin is restored if it is gone. The window is tiny and a known
-    /// digest is pushed without the IPFS node, so an unreachable node is logged, not fatal.
-    async fn ensure_pinned(&self, cid: &Cid) {
-        let repaired = match self.blobs.is_pinned(cid).await {
-            Ok(true) => return,
-            Ok(false) => self.blobs.pin(cid).await.map(|()| {
-                tracing::info!(event = "repin", ipfs_cid = %cid, "content recorded while being unpinned: pinned again");
-            }),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = repaired {
-            tracing::warn!(event = "pin_check_failed", ipfs_cid = %cid, error = %e, "could not verify the pin of committed content");
+    /// Called after a commit recorded `record`: from then on no unpin of its CID can start,
+    /// but one may have finished between our add and our commit (a concurrent release of
+    /// the same bytes, or GC), so the pin is restored if it is gone. A known digest is pushed
+    /// without the IPFS node, so a node that cannot say whether the pin is there is logged,
+    /// not fatal. But content known to be unpinned that cannot be pinned again would be
+    /// collected by the node's next repo GC: the blob is quarantined (unknown to pulls and
+    /// manifests until a push stores it again) and the push fails with 503, so the client's
+    /// retry stores the bytes afresh.
+    async fn ensure_pinned(&self, record: &BlobRecord) -> Result<()> {
+        match self.blobs.is_pinned(&record.cid).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(event = "pin_check_failed", ipfs_cid = %record.cid, error = %e, "could not verify the pin of committed content");
+                return Ok(());
+            }
+        }
+        match self.pin_recorded(&record.cid).await {
+            Ok(true) => {
+                tracing::info!(event = "repin", ipfs_cid = %record.cid, "content recorded while being unpinned: pinned again");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                let reason = format!("its content was unpinned and could not be pinned again: {e}");
+                self.quarantine_unpinned(record, &reason).await;
+                Err(RegistryError::Unavailable(format!(
+                    "blob {}: {reason}; push it again",
+                    record.digest
+                )))
+            }
+        }
+    }
+
+    /// Pins `cid` again if the metadata still records it, under the CID's unpin lease (so
+    /// never after a GC run forgot it, which would leave a pin no record knows). True when
+    /// it pinned.
+    async fn pin_recorded(&self, cid: &Cid) -> Result<bool> {
+        let mut lease = self.gc.unpin_lease(cid).await?;
+        if !lease.in_use().await? {
+            return Ok(false);
+        }
+        self.blobs.pin(cid).await?;
+        drop(lease);
+        Ok(true)
+    }
+
+    /// Quarantines a recorded blob whose content lost its pin for good (its bytes are not
+    /// known to be wrong, so they are not evicted). Logged, not fatal, when the metadata
+    /// cannot be written: the caller already fails.
+    async fn quarantine_unpinned(&self, record: &BlobRecord, reason: &str) {
+        tracing::error!(event = "blob_unpinned", digest = %record.digest, ipfs_cid = %record.cid, reason, "stored blob lost its pin: quarantined");
+        match self.meta.quarantine_blob(&record.digest, reason).await {
+            Ok(_) => self.count_quarantined().await,
+            Err(e) => {
+                tracing::warn!(event = "quarantine_failed", digest = %record.digest, error = %e, "the blob stays linked while its content is unpinned");
+            }
         }
     }
 }

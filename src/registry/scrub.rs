@@ -64,6 +64,8 @@ pub struct ScrubReport {
     pub missing: Vec<Finding>,
     /// Quarantined blobs found sound again, and released.
     pub released: Vec<Digest>,
+    /// Sound blobs whose content had lost its pin, pinned again.
+    pub repinned: Vec<Digest>,
     pub elapsed: Duration,
 }
 
@@ -86,14 +88,15 @@ impl std::fmt::Display for ScrubReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} blobs ({} bytes) checked in {:.1} s ({:.2} GB/s): {} corrupt, {} missing, {} released from quarantine",
+            "{} blobs ({} bytes) checked in {:.1} s ({:.2} GB/s): {} corrupt, {} missing, {} released from quarantine, {} pinned again",
             self.checked,
             self.bytes,
             self.elapsed.as_secs_f64(),
             self.gigabytes_per_second(),
             self.corrupt.len(),
             self.missing.len(),
-            self.released.len()
+            self.released.len(),
+            self.repinned.len()
         )
     }
 }
@@ -327,12 +330,23 @@ impl Registry {
                 self.metrics.scrub_blobs.inc();
                 let was_quarantined = quarantined.contains(&record.digest);
                 match verdict {
-                    Verdict::Sound => {
-                        if was_quarantined && self.meta.release_blob(&record.digest).await? {
-                            tracing::info!(event = "blob_released", digest = %record.digest, ipfs_cid = %record.cid, "quarantined blob found sound: released");
-                            report.released.push(record.digest.clone());
+                    Verdict::Sound => match self.keep_pinned(&record).await? {
+                        Ok(repinned) => {
+                            if repinned {
+                                report.repinned.push(record.digest.clone());
+                            }
+                            if was_quarantined && self.meta.release_blob(&record.digest).await? {
+                                tracing::info!(event = "blob_released", digest = %record.digest, ipfs_cid = %record.cid, "quarantined blob found sound: released");
+                                report.released.push(record.digest.clone());
+                            }
                         }
-                    }
+                        Err(reason) => {
+                            let finding = self
+                                .quarantine(&record, reason, false, was_quarantined)
+                                .await?;
+                            report.missing.push(finding);
+                        }
+                    },
                     Verdict::Corrupt(reason) => {
                         let finding = self
                             .quarantine(&record, reason, true, was_quarantined)
@@ -363,6 +377,28 @@ impl Registry {
             duration_ms = report.elapsed.as_millis() as u64,
         );
         Ok(report)
+    }
+
+    /// Makes sure a blob the scrub found sound stays stored: its content pinned again when
+    /// the pin is gone (lost to an operator's `pin rm`, or a re-pin at push time that could
+    /// not reach the node). `Ok(Ok(true))` when it re-pinned; `Ok(Err(reason))` when it could
+    /// not, and the blob must be quarantined before the node's repo GC takes its blocks.
+    /// Fails when the store cannot say whether it is pinned.
+    async fn keep_pinned(&self, record: &BlobRecord) -> Result<std::result::Result<bool, String>> {
+        if self.blobs.is_pinned(&record.cid).await? {
+            return Ok(Ok(false));
+        }
+        match self.pin_recorded(&record.cid).await {
+            Ok(repinned) => {
+                if repinned {
+                    tracing::warn!(event = "repin", digest = %record.digest, ipfs_cid = %record.cid, "the scrub found a recorded blob unpinned: pinned again");
+                }
+                Ok(Ok(repinned))
+            }
+            Err(e) => Ok(Err(format!(
+                "its content is unpinned and could not be pinned again: {e}"
+            ))),
+        }
     }
 
     /// Quarantines a blob a scrub found bad (unless it already is) and, when its bytes are

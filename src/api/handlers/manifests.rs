@@ -7,8 +7,20 @@ use crate::api::{body, AppState};
 use crate::oci::{Reference, RepoName};
 use crate::registry::ManifestPush;
 
-pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, head: bool) -> Response {
+pub async fn get(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> Response {
     let manifest = state.registry.get_manifest(repo, reference).await?;
+    if !head {
+        state
+            .registry
+            .note_manifest_pull(repo, reference, &manifest, &AppState::origin(req))
+            .await;
+    }
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, manifest.media_type.as_str()))
@@ -42,7 +54,10 @@ pub async fn put(
         content,
         content_type: headers::content_type(req.headers()),
     };
-    let pushed = state.registry.put_manifest(repo, reference, push).await?;
+    let pushed = state
+        .registry
+        .put_manifest(repo, reference, push, &AppState::origin(req))
+        .await?;
     if let Reference::Tag(tag) = reference {
         let public = state.anonymous_may_pull(repo).await;
         state.registry.publish_after_push(repo, tag, public).await;
@@ -60,7 +75,15 @@ pub async fn put(
     Ok(response.finish())
 }
 
-pub async fn delete(state: &AppState, repo: &RepoName, reference: &Reference) -> Response {
-    state.registry.delete_manifest(repo, reference).await?;
+pub async fn delete(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Response {
+    state
+        .registry
+        .delete_manifest(repo, reference, &AppState::origin(req))
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }

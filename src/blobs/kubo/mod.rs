@@ -582,17 +582,23 @@ impl BlobStore for KuboStore {
         length: Option<u64>,
     ) -> Result<ByteStream, BlobError> {
         // The root must be there (or fetchable) within T: NotFound rather than a hang.
-        self.control("block/stat", &[("arg", cid.to_string())])
-            .await
-            .map_err(|e| e.into_blob_error("block/stat", Some(cid)))?;
+        let stat = async {
+            self.control("block/stat", &[("arg", cid.to_string())])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_blob_error("block/stat", Some(cid)))
+        };
         if length == Some(0) {
+            stat.await?;
             return Ok(Box::pin(futures::stream::empty()));
         }
         let mut query = vec![("arg", cid.to_string()), ("offset", offset.to_string())];
         if let Some(length) = length {
             query.push(("length", length.to_string()));
         }
-        let body = self.stream("cat", cid, query).await?;
+        // Side by side, so a pull waits one round trip to the node, not two; a failed
+        // `block/stat` drops the `cat` at once.
+        let ((), body) = tokio::try_join!(stat, self.stream("cat", cid, query))?;
         Ok(match length {
             Some(length) => Box::pin(ExactLength::new(body, length)),
             None => body,

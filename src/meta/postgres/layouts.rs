@@ -1,4 +1,4 @@
-//! Image layouts published in IPFS (migrations/V5__image_layouts.sql).
+//! Image layouts published in IPFS (migrations/V6__image_layouts.sql).
 
 use cid::Cid;
 use deadpool_postgres::GenericClient;

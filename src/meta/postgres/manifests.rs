@@ -73,7 +73,8 @@ pub(crate) async fn put<C: GenericClient>(
     Ok(())
 }
 
-/// Fails with `MissingReferences` unless every reference is in the repository. The rows
+/// Fails with `MissingReferences` unless every reference is in the repository (a
+/// quarantined blob is not: its bytes cannot be served). The rows
 /// found stay locked (FOR KEY SHARE) until the transaction ends, so a concurrent unlink or
 /// delete waits for this push instead of slipping in between check and commit.
 async fn check_references<C: GenericClient>(
@@ -87,8 +88,10 @@ async fn check_references<C: GenericClient>(
     if !blobs.is_empty() {
         let rows = sql::query(
             c,
-            "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2) \
-             FOR KEY SHARE",
+            "SELECT rb.digest FROM repository_blobs rb \
+             WHERE rb.repository_id = $1 AND rb.digest = ANY($2) \
+             AND NOT EXISTS (SELECT 1 FROM quarantined_blobs q WHERE q.digest = rb.digest) \
+             FOR KEY SHARE OF rb",
             &[&repo_id, &blobs],
         )
         .await?;

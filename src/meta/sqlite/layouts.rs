@@ -1,4 +1,4 @@
-//! Image layouts published in IPFS (migrations-embedded/meta/V5__image_layouts.sql).
+//! Image layouts published in IPFS (migrations-embedded/meta/V6__image_layouts.sql).
 
 use cid::Cid;
 use rusqlite::{params, Connection, OptionalExtension};

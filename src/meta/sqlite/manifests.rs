@@ -122,7 +122,10 @@ fn check_references(
     references: &[(Digest, ReferenceKind)],
 ) -> Result<(), MetaError> {
     let mut blob_link = c
-        .prepare_cached("SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2")
+        .prepare_cached(
+            "SELECT 1 FROM repository_blobs rb WHERE rb.repository_id = ?1 AND rb.digest = ?2 \
+             AND NOT EXISTS (SELECT 1 FROM quarantined_blobs q WHERE q.digest = rb.digest)",
+        )
         .map_err(db)?;
     let mut manifest = c
         .prepare_cached("SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2")

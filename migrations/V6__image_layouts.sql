@@ -1,6 +1,6 @@
 -- Image layouts published in IPFS (src/registry/layout.rs, docs/federation.md): the root
 -- CID of the OCI Image Layout of a tagged manifest, per (repository, tag, manifest).
--- Never edit this file once applied; add V6__... instead.
+-- Never edit this file once applied; add V7__... instead.
 --
 -- A row lives as long as its tag points at its manifest: a deleted tag (or manifest) takes
 -- it along by the cascade, a moved tag by the trigger below. Every deleted row queues its
