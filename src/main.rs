@@ -57,7 +57,8 @@ enum Command {
     Verify {
         /// Read each unrecorded root back, check it against its CID, and record it as a
         /// blob linked into REPOSITORY (kept for gc.grace_period unless a manifest pushed
-        /// again references it).
+        /// again references it). An unrecorded image layout is unpinned instead: pushing
+        /// its image again (or `publish`) rebuilds it.
         #[arg(long, value_name = "REPOSITORY")]
         reindex: Option<ipfs_registry::oci::RepoName>,
         /// Print the report as one JSON object.
@@ -70,6 +71,14 @@ enum Command {
         /// integrity.scrub_rate.
         #[arg(long, value_name = "BYTES_PER_SECOND")]
         rate: Option<u64>,
+    },
+    /// Publish tagged images without an image CID as OCI Image Layouts in IPFS (pushed
+    /// before publishing existed, or whose publishing failed): every tag of REPOSITORY, or
+    /// of every repository. With auth on, only repositories anonymous users may pull are
+    /// published. Prints `<repository>:<tag> <image cid>` per image published; exits
+    /// non-zero when any failed.
+    Publish {
+        repository: Option<ipfs_registry::oci::RepoName>,
     },
     /// The notifications outbox: events waiting for delivery, and those given up on after
     /// their last attempt (docs/notifications.md).
@@ -402,12 +411,14 @@ async fn verify(
     let inventory = registry.inventory().await?;
     let mut recorded = Vec::new();
     let mut mismatched = Vec::new();
+    let mut dropped = Vec::new();
     if let Some(repo) = reindex {
         for (done, root) in inventory.unrecorded.iter().enumerate() {
             eprintln!("[{}/{}] {root}", done + 1, inventory.unrecorded.len());
             match registry.reindex(repo, root).await? {
                 Reindexed::Recorded(record) => recorded.push(record),
                 Reindexed::Mismatch { cid, computed } => mismatched.push((cid, computed)),
+                Reindexed::LayoutDropped(cid) => dropped.push(cid),
             }
         }
     }
@@ -454,6 +465,7 @@ async fn verify(
             "missing": inventory.missing.iter().map(blob).collect::<Vec<_>>(),
             "unrecorded": inventory.unrecorded.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "reindexed": recorded.iter().map(blob).collect::<Vec<_>>(),
+            "dropped_layouts": dropped.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mismatched": mismatched
                 .iter()
                 .map(|(cid, computed)| serde_json::json!({"cid": cid.to_string(), "computed": computed.to_string()}))
@@ -488,6 +500,9 @@ async fn verify(
         }
         for (cid, computed) in &mismatched {
             println!("mismatch {cid} (its bytes hash to {computed})");
+        }
+        for cid in &dropped {
+            println!("dropped {cid} (an image layout no record knows; publishing rebuilds it)");
         }
         if let Some(scrub) = &scrub {
             for f in &scrub.corrupt {
@@ -534,6 +549,91 @@ async fn verify(
             scrub.missing.len()
         );
     }
+    Ok(())
+}
+
+/// `publish`: every unpublished tag of the repositories asked, a page at a time.
+async fn publish(
+    config: &Config,
+    repository: Option<ipfs_registry::oci::RepoName>,
+) -> anyhow::Result<()> {
+    use ipfs_registry::meta::Page;
+    const PAGE: u32 = 500;
+    let stores = ipfs_registry::server::metadata_stores(config).await?;
+    let registry = ipfs_registry::server::build_registry(config).await?;
+    // A layout is public by CID: with auth on, only what anonymous users may pull.
+    let public: Option<Vec<ipfs_registry::auth::permission::Pattern>> = if config.auth.enabled {
+        Some(
+            stores
+                .users
+                .public_patterns()
+                .await?
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let mut repositories = Vec::new();
+    match repository {
+        Some(repository) => repositories.push(repository),
+        None => {
+            let mut last = None;
+            loop {
+                let page = Page {
+                    n: Some(PAGE),
+                    last: last.clone(),
+                };
+                let names = registry.catalog(&page).await?;
+                last = names.last().cloned();
+                for name in &names {
+                    repositories.push(name.parse()?);
+                }
+                if names.len() < PAGE as usize {
+                    break;
+                }
+            }
+        }
+    }
+    let (mut published, mut failed, mut private) = (0, 0, 0);
+    for repo in &repositories {
+        if let Some(patterns) = &public {
+            if !patterns.iter().any(|p| p.matches(repo.as_str())) {
+                private += 1;
+                continue;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let tags = registry
+                .unpublished_tags(repo, after.as_deref(), PAGE)
+                .await?;
+            for tag in &tags {
+                match registry.publish_layout(repo, tag).await {
+                    Ok(Some(cid)) => {
+                        published += 1;
+                        println!("{repo}:{tag} {cid}");
+                    }
+                    // The tag moved meanwhile: its new manifest is published by its push.
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("ipfs-registry: publishing {repo}:{tag}: {e}");
+                    }
+                }
+            }
+            // A failed tag stays unpublished: the next page starts after it.
+            after = tags.last().map(|t| t.as_str().to_owned());
+            if tags.len() < PAGE as usize {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "publish: {published} images published, {failed} failed, {private} private repositories skipped"
+    );
+    anyhow::ensure!(failed == 0, "{failed} images could not be published");
     Ok(())
 }
 
@@ -601,6 +701,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let scrub_rate = (!no_scrub).then(|| rate.unwrap_or(config.integrity.scrub_rate));
                 verify(&registry, reindex.as_ref(), json, scrub_rate).await
             }
+            Command::Publish { repository } => publish(&config, repository).await,
             Command::MigrateBlobs => {
                 let report = ipfs_registry::blobs::migrate::into_configured_node(
                     &config,

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub db_pool_waiting: Gauge,
     pub uploads_in_progress: Gauge,
     pub gc_runs: Family<OutcomeLabels, Counter>,
+    /// Image layouts published on tagged pushes (and by `publish`), by outcome.
+    pub layouts_published: Family<OutcomeLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -115,6 +117,7 @@ impl Metrics {
             db_pool_waiting: Gauge::default(),
             uploads_in_progress: Gauge::default(),
             gc_runs: Family::default(),
+            layouts_published: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -245,6 +248,11 @@ impl Metrics {
             m.uploads_in_progress.clone(),
         );
         r.register(
+            "layouts_published",
+            "Image layouts published in IPFS, by outcome",
+            m.layouts_published.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -302,6 +310,11 @@ impl Metrics {
         for outcome in ["ok", "failed", "busy", "dry_run"] {
             let _ = m.gc_runs.get_or_create(&OutcomeLabels { outcome });
         }
+        for outcome in ["ok", "failed", "private"] {
+            let _ = m
+                .layouts_published
+                .get_or_create(&OutcomeLabels { outcome });
+        }
         Metrics { registry, ..m }
     }
 
@@ -355,6 +368,12 @@ impl Metrics {
     pub fn record_auth(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
         self.auth.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn record_layout_published(&self, outcome: &'static str) {
+        self.layouts_published
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn record_gc_run(&self, outcome: &'static str) {

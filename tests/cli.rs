@@ -129,7 +129,10 @@ async fn with_nothing_configured_serve_is_a_standalone_registry() {
     let blob_files = std::fs::read_dir(dir.path().join("blobs/data"))
         .unwrap()
         .count();
-    assert_eq!(blob_files, 3, "a config and two layers, one file each");
+    assert_eq!(
+        blob_files, 4,
+        "a config and two layers, one file each, and the tagged image's layout (its marker)"
+    );
 
     // A new process on a new port, and a new client: a connection pooled by the first
     // client would lead to the process that is gone.

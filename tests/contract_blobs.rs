@@ -37,6 +37,8 @@ on_every_blob_store!(
     an_upload_file_cuts_what_an_uncounted_append_left,
     an_upload_file_is_held_by_one_holder_and_idle_ones_expire,
     evicted_content_is_gone_and_added_afresh,
+    a_dag_put_links_stored_blobs_and_pins_the_whole,
+    a_dag_put_refuses_bad_blocks_and_unstored_links,
 );
 
 type Open = fn(ImportProfile) -> BlobBackend;
@@ -638,4 +640,124 @@ async fn evicted_content_is_gone_and_added_afresh(open: Open) {
     assert!(store.is_pinned(&stored.cid).await.unwrap());
     assert!(cat_all(store, &stored.cid, 0, None).await == data);
     forget(store, &[stored.cid]).await;
+}
+
+/// An image layout over a layer and a config `add`ed before: its blocks and the root pin.
+async fn layout_over(
+    store: &dyn BlobStore,
+    manifest: &[u8],
+    blobs: &[&Bytes],
+) -> (ipfs_registry::blobs::layout::Layout, Vec<Cid>) {
+    use ipfs_registry::blobs::layout::{build, Content, Image};
+    use ipfs_registry::oci::Digest as OciDigest;
+    let mut contents = std::collections::BTreeMap::new();
+    let mut stored = Vec::new();
+    for data in blobs {
+        let added = store.add(common::odd_pieces(data)).await.unwrap();
+        let root_block = store.block(&added.cid).await.unwrap();
+        let dag_size =
+            ipfs_registry::blobs::unixfs::cumulative_size(&added.cid, &root_block).unwrap();
+        contents.insert(
+            OciDigest::sha256_of(data),
+            Content::Stored {
+                cid: added.cid,
+                dag_size,
+            },
+        );
+        stored.push(added.cid);
+    }
+    let digest = OciDigest::sha256_of(manifest);
+    contents.insert(
+        digest.clone(),
+        Content::Bytes(Bytes::copy_from_slice(manifest)),
+    );
+    let image = Image {
+        tag: "latest".into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest,
+        size: manifest.len() as u64,
+        blobs: contents,
+    };
+    let layout = build(&image, store.profile().chunk_size).unwrap();
+    (layout, stored)
+}
+
+async fn a_dag_put_links_stored_blobs_and_pins_the_whole(open: Open) {
+    let backend = open(ImportProfile::default());
+    let store = &*backend.store;
+    let layer = random(3 * CHUNK + 5);
+    let config = random(300);
+    // A manifest over one chunk: a file node of its own among the new blocks.
+    let manifest = random(CHUNK + 7);
+    let (layout, stored) = layout_over(store, &manifest, &[&layer, &config]).await;
+    assert!(!store.is_pinned(&layout.root).await.unwrap());
+
+    store
+        .put_dag(&layout.root, layout.blocks.clone())
+        .await
+        .expect("put_dag");
+    assert!(store.is_pinned(&layout.root).await.unwrap());
+    assert!(store.pinned().await.unwrap().contains(&layout.root));
+    for (cid, bytes) in &layout.blocks {
+        assert_eq!(&store.block(cid).await.expect("new block"), bytes);
+    }
+    // Again: nothing changes.
+    store
+        .put_dag(&layout.root, layout.blocks.clone())
+        .await
+        .expect("put_dag again");
+
+    // The CAR of the root is the whole image: the new blocks and every block of the linked
+    // layer, each checked against its CID and every link followed.
+    let car = ipfs_registry::blobs::verified_car::verified(
+        layout.root,
+        store.car(&layout.root).await.expect("car"),
+    );
+    let car = read_all(car).await;
+    let (_, layer_blocks) = imported(&layer, CHUNK as u32);
+    let least: usize =
+        layout.blocks.iter().map(|(_, b)| b.len()).sum::<usize>() + layer.len() + config.len();
+    assert!(
+        car.len() > least,
+        "{} bytes of CAR, {least} of blocks",
+        car.len()
+    );
+    assert!(layer_blocks.len() > 1);
+
+    // Unpinning the layout leaves the blobs it linked pinned and whole.
+    store.unpin(&layout.root).await.unwrap();
+    assert!(!store.is_pinned(&layout.root).await.unwrap());
+    assert_eq!(cat_all(store, &stored[0], 0, None).await, layer);
+    forget(store, &stored).await;
+}
+
+async fn a_dag_put_refuses_bad_blocks_and_unstored_links(open: Open) {
+    let backend = open(ImportProfile::default());
+    let store = &*backend.store;
+    let (layout, stored) = layout_over(store, &random(500), &[&random(2 * CHUNK + 1)]).await;
+
+    // A block that is not what its CID names.
+    let mut tampered = layout.blocks.clone();
+    let (cid, _) = tampered[0];
+    tampered[0] = (cid, Bytes::from_static(b"not this block"));
+    assert!(matches!(
+        store.put_dag(&layout.root, tampered).await,
+        Err(BlobError::Input(_))
+    ));
+    // A root that is not among the blocks.
+    let without_root = layout.blocks[..layout.blocks.len() - 1].to_vec();
+    assert!(matches!(
+        store.put_dag(&layout.root, without_root).await,
+        Err(BlobError::Input(_))
+    ));
+    assert!(!store.is_pinned(&layout.root).await.unwrap());
+
+    // A linked blob that is not stored: refused before anything is pinned (on a node,
+    // without asking the network for it).
+    forget(store, &stored).await;
+    match store.put_dag(&layout.root, layout.blocks.clone()).await {
+        Err(BlobError::NotFound(missing)) => assert_eq!(missing, stored[0]),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(!store.is_pinned(&layout.root).await.unwrap());
 }

@@ -42,6 +42,8 @@ on_every_meta_store!(
     delete_upload_returns_chunks_and_ends_the_session,
     a_quarantined_blob_is_seen_nowhere_until_released,
     leases_exclude_other_holders_until_they_expire,
+    image_layouts_live_as_long_as_their_tags_point_at_their_manifests,
+    a_layout_cid_recorded_anywhere_is_in_use,
 );
 
 // ---------- blobs ----------
@@ -1430,4 +1432,159 @@ async fn leases_exclude_other_holders_until_they_expire(store: Arc<dyn MetaBacke
         .await
         .expect("expired"));
     assert!(!store.try_lease("short", "one", minute).await.expect("held"));
+}
+
+// ---------- image layouts ----------
+
+async fn queued(store: &dyn MetaBackend) -> std::collections::HashSet<cid::Cid> {
+    store.unpin_queue(100).await.unwrap().into_iter().collect()
+}
+
+async fn image_layouts_live_as_long_as_their_tags_point_at_their_manifests(
+    store: Arc<dyn MetaBackend>,
+) {
+    use ipfs_registry::meta::ImageLayout;
+    let r = repo("layouts/app");
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    for t in ["latest", "stable"] {
+        store
+            .put_manifest(&r, one.clone(), Some(&tag(t)))
+            .await
+            .unwrap();
+    }
+    let [a, b, c, d] = [b"a", b"b", b"c", b"d"].map(|seed| cid_of(&seed[..]));
+    let latest = Reference::Tag(tag("latest"));
+    assert_eq!(store.image_layout(&r, &latest).await.unwrap(), None);
+    assert_eq!(
+        store.unpublished_tags(&r, None, 10).await.unwrap(),
+        vec![tag("latest"), tag("stable")]
+    );
+
+    assert!(store
+        .record_layout(&r, &tag("latest"), &one.digest, &a)
+        .await
+        .unwrap());
+    let recorded = ImageLayout {
+        tag: "latest".into(),
+        manifest: one.digest.clone(),
+        cid: a,
+    };
+    assert_eq!(
+        store.image_layout(&r, &latest).await.unwrap(),
+        Some(recorded.clone())
+    );
+    // By digest: the first tag with a layout.
+    assert_eq!(
+        store
+            .image_layout(&r, &Reference::Digest(one.digest.clone()))
+            .await
+            .unwrap(),
+        Some(recorded)
+    );
+    assert_eq!(
+        store.unpublished_tags(&r, None, 10).await.unwrap(),
+        vec![tag("stable")]
+    );
+    assert_eq!(
+        store
+            .unpublished_tags(&r, Some("stable"), 10)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.repositories_with_cid(&a).await.unwrap(),
+        vec!["layouts/app".to_owned()]
+    );
+    assert!(store.recorded_cids(&[a, b]).await.unwrap().contains(&a));
+    assert!(!store.recorded_cids(&[a, b]).await.unwrap().contains(&b));
+    // A tag that does not point at the manifest (any more) records nothing.
+    assert!(!store
+        .record_layout(&r, &tag("latest"), &two.digest, &b)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_layout(&r, &tag("gone"), &one.digest, &b)
+        .await
+        .unwrap());
+    assert!(queued(&*store).await.is_empty());
+
+    // Moving the tag drops its layout and queues the CID.
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("latest")))
+        .await
+        .unwrap();
+    assert_eq!(store.image_layout(&r, &latest).await.unwrap(), None);
+    assert_eq!(queued(&*store).await, [a].into());
+    // Pushing the same manifest under the tag again moves nothing.
+    assert!(store
+        .record_layout(&r, &tag("latest"), &two.digest, &b)
+        .await
+        .unwrap());
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("latest")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .image_layout(&r, &latest)
+            .await
+            .unwrap()
+            .map(|l| l.cid),
+        Some(b)
+    );
+    // Recording another layout for the tag replaces the old one, which is queued.
+    assert!(store
+        .record_layout(&r, &tag("latest"), &two.digest, &c)
+        .await
+        .unwrap());
+    assert_eq!(queued(&*store).await, [a, b].into());
+    // Deleting the tag, or the manifest under a tag, drops theirs.
+    assert!(store.delete_tag(&r, &tag("latest")).await.unwrap());
+    assert_eq!(queued(&*store).await, [a, b, c].into());
+    assert!(store
+        .record_layout(&r, &tag("stable"), &one.digest, &d)
+        .await
+        .unwrap());
+    assert!(store.delete_manifest(&r, &one.digest).await.unwrap());
+    assert_eq!(queued(&*store).await, [a, b, c, d].into());
+    assert_eq!(
+        store
+            .image_layout(&r, &Reference::Tag(tag("stable")))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.repositories_with_cid(&d).await.unwrap().is_empty());
+}
+
+/// The same image tagged alike in two repositories has one layout CID: dropping it in one
+/// leaves it in use for the other, so the unpin that follows the queue entry is skipped.
+async fn a_layout_cid_recorded_anywhere_is_in_use(store: Arc<dyn MetaBackend>) {
+    let (r1, r2) = (repo("layouts/one"), repo("layouts/two"));
+    let cid = cid_of(b"the same layout");
+    for r in [&r1, &r2] {
+        let image = pushed_image(&*store, r, "same").await;
+        store
+            .put_manifest(r, image.clone(), Some(&tag("v1")))
+            .await
+            .unwrap();
+        assert!(store
+            .record_layout(r, &tag("v1"), &image.digest, &cid)
+            .await
+            .unwrap());
+    }
+    assert_eq!(
+        store.repositories_with_cid(&cid).await.unwrap(),
+        vec!["layouts/one".to_owned(), "layouts/two".to_owned()]
+    );
+    assert!(store.delete_tag(&r1, &tag("v1")).await.unwrap());
+    assert_eq!(queued(&*store).await, [cid].into());
+    let mut lease = store.unpin_lease(&cid).await.unwrap();
+    assert!(lease.in_use().await.unwrap());
+    drop(lease);
+    assert!(store.delete_tag(&r2, &tag("v1")).await.unwrap());
+    let mut lease = store.unpin_lease(&cid).await.unwrap();
+    assert!(!lease.in_use().await.unwrap());
 }

@@ -132,3 +132,51 @@ fn without_an_embedded_store_it_says_so() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An image layout stored in the embedded store (`put_dag`, linking a stored layer) moves
+/// to the node after the layer, under the same root, pinned there with everything it links.
+#[tokio::test]
+async fn an_image_layout_moves_after_the_blobs_it_links() {
+    use ipfs_registry::blobs::layout::{build, Content, Image};
+    use ipfs_registry::oci::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = common::oci::random_bytes(2 * 262_144 + 9);
+    let cids = embedded_with(dir.path(), std::slice::from_ref(&layer)).await;
+    let store = EmbeddedStore::open(&dir.path().join("blobs"), ImportProfile::default()).unwrap();
+    let root_block = store.block(&cids[0]).await.unwrap();
+    let manifest = common::oci::random_bytes(400);
+    let digest = Digest::sha256_of(&manifest);
+    let image = Image {
+        tag: "latest".into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: digest.clone(),
+        size: manifest.len() as u64,
+        blobs: [
+            (digest, Content::Bytes(Bytes::from(manifest))),
+            (
+                Digest::sha256_of(&layer),
+                Content::Stored {
+                    cid: cids[0],
+                    dag_size: ipfs_registry::blobs::unixfs::cumulative_size(&cids[0], &root_block)
+                        .unwrap(),
+                },
+            ),
+        ]
+        .into(),
+    };
+    let layout = build(&image, ImportProfile::default().chunk_size).unwrap();
+    store.put_dag(&layout.root, layout.blocks).await.unwrap();
+    drop(store);
+
+    let out = migrate_blobs(dir.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = node();
+    assert!(node.is_pinned(&layout.root).await.unwrap());
+    assert_eq!(cat_all(&node, &cids[0]).await, layer);
+    node.unpin(&layout.root).await.unwrap();
+    node.unpin(&cids[0]).await.unwrap();
+}

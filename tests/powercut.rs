@@ -271,7 +271,8 @@ async fn lost_metadata_is_detected_and_the_blobs_can_be_reindexed() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     let finding = body["checks"]["metadata"].as_str().unwrap_or_default();
-    assert!(finding.contains("holds 3"), "{body}");
+    // The config, two layers and the tagged image's layout.
+    assert!(finding.contains("holds 4"), "{body}");
 
     let out = registry_command()
         .env("IPFS_REGISTRY_DATA_DIR", dir.path())
@@ -280,7 +281,7 @@ async fn lost_metadata_is_detected_and_the_blobs_can_be_reindexed() {
         .unwrap();
     assert!(!out.status.success(), "unrecorded files are a disagreement");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(report.matches("unrecorded ").count(), 3, "{report}");
+    assert_eq!(report.matches("unrecorded ").count(), 4, "{report}");
 
     let out = registry_command()
         .env("IPFS_REGISTRY_DATA_DIR", dir.path())
@@ -289,6 +290,12 @@ async fn lost_metadata_is_detected_and_the_blobs_can_be_reindexed() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
     assert_eq!(report["reindexed"].as_array().unwrap().len(), 3, "{report}");
+    // The layout cannot be recorded without its tag: dropped, rebuilt when published again.
+    assert_eq!(
+        report["dropped_layouts"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
 
     let ready = reqwest::get(format!("{}/readyz", served.base))
         .await
@@ -312,4 +319,12 @@ async fn lost_metadata_is_detected_and_the_blobs_can_be_reindexed() {
         )
         .await;
     expect_status(oci_push, 201).await;
+    // And publishes the same image layout again: the same image under the same tag.
+    let layout = expect_status(
+        oci.get("/v2/_ext/lost-and-found/manifests/1/layout").await,
+        200,
+    )
+    .await;
+    let layout: serde_json::Value = layout.json().await.unwrap();
+    assert_eq!(layout["cid"], report["dropped_layouts"][0], "{layout}");
 }

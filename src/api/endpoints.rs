@@ -271,6 +271,15 @@ pub static ENDPOINTS: &[Endpoint] = &[
             Box::pin(async move { browse::layers(&c.state, &repo, &reference).await })
         })]),
     },
+    // Extension API: the image CID of a tagged manifest's OCI Image Layout in IPFS.
+    Endpoint {
+        route: "ext_layout",
+        paths: &["/_ext/{name}/manifests/{reference}/layout"],
+        other_methods: PULL,
+        methods: Methods::Lookup(&[operation!(GET, PULL, |c, repo, reference| {
+            Box::pin(async move { browse::layout(&c.state, &repo, &reference).await })
+        })]),
+    },
 ];
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ impl ApiError {
                 RegistryError::DigestInvalid(_) => "DIGEST_INVALID",
                 RegistryError::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
                 RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",
-                RegistryError::ManifestUnknown => "MANIFEST_UNKNOWN",
+                RegistryError::ManifestUnknown | RegistryError::LayoutUnknown => "MANIFEST_UNKNOWN",
                 RegistryError::NameUnknown => "NAME_UNKNOWN",
                 RegistryError::SizeInvalid(_)
                 | RegistryError::TooLarge(_)
@@ -137,6 +137,7 @@ impl ResponseError for ApiError {
                 | RegistryError::ContentUnknown(_)
                 | RegistryError::BlobUploadUnknown
                 | RegistryError::ManifestUnknown
+                | RegistryError::LayoutUnknown
                 | RegistryError::NameUnknown => StatusCode::NOT_FOUND,
                 RegistryError::ChunkOutOfOrder { .. }
                 | RegistryError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

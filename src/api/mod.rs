@@ -40,6 +40,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether anonymous callers may pull `repo` (always, with auth off): only then is an
+    /// image published as a layout, which anyone can fetch by CID. Unknown when the user
+    /// store fails, and then treated as private.
+    pub async fn anonymous_may_pull(&self, repo: &crate::oci::RepoName) -> bool {
+        let Some(auth) = &self.auth else {
+            return true;
+        };
+        match auth.rights(None).await {
+            Ok(rights) => rights.allows(repo.as_str(), crate::auth::scope::PULL),
+            Err(e) => {
+                tracing::warn!(event = "public_check_failed", repository = %repo, error = %e);
+                false
+            }
+        }
+    }
+
     /// A location for `path` (which starts with `/v2/`).
     pub fn location(&self, path: &str) -> String {
         match &self.public_url {

@@ -19,7 +19,8 @@ use super::handlers::{parse_reference, query, query_param, repo_name};
 use super::viewer::Viewer;
 use super::AppState;
 
-use crate::registry::{LayerView, ManifestView, Page, Role};
+use crate::oci::RepoName;
+use crate::registry::{ImageLayout, LayerView, ManifestView, Page, Role};
 
 /// Entries per listing page.
 const PAGE: u32 = 100;
@@ -182,6 +183,8 @@ async fn image(
         .require_pull(repo.as_str())?;
     let reference = parse_reference(reference)?;
     let view = state.registry.browse_manifest(&repo, &reference).await?;
+    // Only a nicety on this page: an image without a layout (or a failed lookup) shows none.
+    let layout = state.registry.image_layout(&repo, &reference).await.ok();
     let title = format!("{repo}@{reference}");
     Ok(page(
         &title,
@@ -189,6 +192,9 @@ async fn image(
             p { a href={ "/ui/repo/" (repo.as_str()) } { "← " (repo.as_str()) } }
             h1 { (title) }
             (manifest_summary(&view))
+            @if let Some(layout) = &layout {
+                (layout_card(&state, &repo, layout))
+            }
             @if !view.manifests.is_empty() {
                 h2 { "Platforms" }
                 ul.list {
@@ -216,6 +222,33 @@ async fn image(
             }
         },
     ))
+}
+
+/// The image CID of the image's OCI Image Layout in IPFS, with commands to copy it out.
+fn layout_card(state: &AppState, repo: &RepoName, layout: &ImageLayout) -> Markup {
+    let dir = repo.as_str().rsplit('/').next().unwrap_or("image");
+    let cid = layout.cid.to_string();
+    let ipfs = format!(
+        "ipfs get /ipfs/{cid} -o {dir}\nskopeo copy oci:{dir}:{tag} docker://<registry>/{repo}:{tag}",
+        tag = layout.tag,
+        repo = repo.as_str()
+    );
+    let car = format!(
+        "curl -o {dir}.car '{}?format=car'",
+        state.gateway_link(&layout.cid)
+    );
+    html! {
+        section.card.layout {
+            h2 { "In IPFS" }
+            dl {
+                dt { "Image CID" } dd { code.cid { (cid) } }
+                dt { "Tag" } dd { code { (layout.tag) } }
+            }
+            p.muted { "An OCI Image Layout: anyone holding the blocks can serve it, and every byte is checked against the CID." }
+            pre { code { (ipfs) } }
+            pre { code { (car) } }
+        }
+    }
 }
 
 fn manifest_summary(view: &ManifestView) -> Markup {

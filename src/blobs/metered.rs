@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use cid::Cid;
 
 use super::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
@@ -95,6 +96,11 @@ impl BlobStore for MeteredBlobStore {
 
     async fn block(&self, cid: &Cid) -> Result<bytes::Bytes, BlobError> {
         self.timed("block", self.inner.block(cid)).await
+    }
+
+    async fn put_dag(&self, root: &Cid, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError> {
+        self.timed("put_dag", self.inner.put_dag(root, blocks))
+            .await
     }
 
     async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {

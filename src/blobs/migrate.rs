@@ -64,11 +64,24 @@ pub async fn copy_all(
     to: &dyn BlobStore,
     mut progress: impl FnMut(&Cid, usize, usize),
 ) -> Result<MigrateReport, MigrateError> {
-    let roots = from.roots().await?;
+    let mut roots = from.roots().await?;
+    // DAGs stored by `put_dag` (image layouts) link blobs, which must be on the node first:
+    // blobs go before them.
+    let mut dags = Vec::new();
+    for root in &roots {
+        if let Some(blocks) = from.dag_blocks(root).await? {
+            dags.push((*root, blocks));
+        }
+    }
+    roots.retain(|root| !dags.iter().any(|(dag, _)| dag == root));
+    roots.extend(dags.iter().map(|(dag, _)| *dag));
     let mut report = MigrateReport::default();
     let mut added = Vec::new();
     for (done, root) in roots.iter().enumerate() {
-        let outcome = copy_one(from, to, root).await;
+        let outcome = match dags.iter().find(|(dag, _)| dag == root) {
+            Some((_, blocks)) => copy_dag(to, root, blocks.clone()).await,
+            None => copy_one(from, to, root).await,
+        };
         match outcome {
             Ok(Some(bytes)) => {
                 added.push(*root);
@@ -93,6 +106,20 @@ pub async fn copy_all(
         progress(root, done + 1, roots.len());
     }
     Ok(report)
+}
+
+/// Stores and pins one DAG stored by `put_dag`; `None` when the node had it pinned already.
+async fn copy_dag(
+    to: &dyn BlobStore,
+    root: &Cid,
+    blocks: Vec<(Cid, bytes::Bytes)>,
+) -> Result<Option<u64>, MigrateError> {
+    if to.is_pinned(root).await? {
+        return Ok(None);
+    }
+    let bytes = blocks.iter().map(|(_, block)| block.len() as u64).sum();
+    to.put_dag(root, blocks).await?;
+    Ok(Some(bytes))
 }
 
 /// Adds one blob; `None` when the node had it pinned already.

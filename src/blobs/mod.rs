@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod kubo;
+pub mod layout;
 pub mod metered;
 pub mod migrate;
 mod open;
@@ -49,6 +50,52 @@ pub enum BlobError {
     /// The store answered, but with something unexpected.
     #[error("blob store error: {0}")]
     Backend(String),
+}
+
+/// Checks what [`BlobStore::put_dag`] is given: every block is the one its CID names, under
+/// a codec a UnixFS DAG uses, and the root is among them.
+pub(crate) fn check_blocks(root: &Cid, blocks: &[(Cid, Bytes)]) -> Result<(), BlobError> {
+    for (cid, bytes) in blocks {
+        if ![kubo::RAW_CODEC, kubo::DAG_PB_CODEC].contains(&cid.codec()) {
+            return Err(BlobError::Input(format!(
+                "block {cid}: codec {:#x} is neither raw nor dag-pb",
+                cid.codec()
+            )));
+        }
+        if unixfs::names_block(cid, bytes) != Some(true) {
+            return Err(BlobError::Input(format!(
+                "block {cid}: the bytes do not match the CID"
+            )));
+        }
+    }
+    if !blocks.iter().any(|(cid, _)| cid == root) {
+        return Err(BlobError::Input(format!(
+            "root {root} is not among the blocks"
+        )));
+    }
+    Ok(())
+}
+
+/// The links of `blocks`' dag-pb nodes that are not among them: the roots of stored DAGs
+/// the new one links, as CIDv1.
+pub(crate) fn linked_roots(blocks: &[(Cid, Bytes)]) -> Result<Vec<Cid>, BlobError> {
+    let new: std::collections::HashSet<Cid> =
+        blocks.iter().map(|(cid, _)| unixfs::as_v1(cid)).collect();
+    let mut linked = std::collections::BTreeSet::new();
+    for (cid, bytes) in blocks {
+        if cid.codec() != kubo::DAG_PB_CODEC {
+            continue;
+        }
+        let node = ipld_dagpb::PbNode::from_bytes(bytes.clone())
+            .map_err(|e| BlobError::Input(format!("block {cid} is not dag-pb: {e}")))?;
+        for link in node.links {
+            let child = unixfs::as_v1(&link.cid);
+            if !new.contains(&child) {
+                linked.insert(child);
+            }
+        }
+    }
+    Ok(linked.into_iter().collect())
 }
 
 /// An upload session's bytes kept by the store ([`BlobStore::upload_file`]), held
@@ -105,6 +152,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn expire_upload_files(&self, _idle: std::time::Duration) -> Result<usize, BlobError> {
         Ok(0)
     }
+
+    /// Stores `blocks` (raw or dag-pb, each checked against its CID) and pins the DAG under
+    /// `root`, one of them, recursively. Its other links must be DAGs already stored here
+    /// (pinned blobs): an image layout links its layers this way, so no byte of a layer is
+    /// stored twice. Refused with `NotFound` when a linked DAG is not held. Storing a
+    /// root already pinned is not an error.
+    async fn put_dag(&self, root: &Cid, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError>;
 
     /// Streams `length` bytes (all remaining when `None`) starting at `offset`.
     async fn cat(

@@ -262,6 +262,73 @@ fn node(links: &[Link], out: &mut Vec<Block>) -> Link {
     }
 }
 
+/// Encodes a plain (non-sharded) UnixFS directory node over `entries` (name, child CID,
+/// the child's cumulative DAG size), as Kubo's and js-ipfs's importers write one: links
+/// sorted by name bytewise, each link's `Tsize` the child's cumulative size, `Data` a bare
+/// UnixFS Directory. Returns its CID, bytes and its own cumulative size.
+pub fn directory_node(entries: &[(String, Cid, u64)]) -> (Cid, Bytes, u64) {
+    let mut sorted: Vec<&(String, Cid, u64)> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let data = UnixFsData {
+        r#type: DataType::Directory as i32,
+        data: None,
+        file_size: None,
+        block_sizes: Vec::new(),
+    };
+    let pb = PbNode {
+        links: sorted
+            .iter()
+            .map(|(name, cid, size)| PbLink {
+                cid: *cid,
+                name: Some(name.clone()),
+                size: Some(*size),
+            })
+            .collect(),
+        data: Some(Bytes::from(data.encode_to_vec())),
+    };
+    let bytes = Bytes::from(pb.into_bytes());
+    let cid = cid_of(DAG_PB_CODEC, &bytes);
+    let dag_size = bytes.len() as u64 + sorted.iter().map(|(_, _, size)| size).sum::<u64>();
+    (cid, bytes, dag_size)
+}
+
+/// The cumulative DAG size of a stored root (what a parent directory records as the link's
+/// `Tsize`): a raw block's length; for a dag-pb node, its length plus its links' `Tsize`s,
+/// which the node records for its children.
+pub fn cumulative_size(cid: &Cid, block: &[u8]) -> Result<u64, String> {
+    if cid.codec() == RAW_CODEC {
+        return Ok(block.len() as u64);
+    }
+    if cid.codec() != DAG_PB_CODEC {
+        return Err(format!(
+            "{cid}: codec {:#x} is neither raw nor dag-pb",
+            cid.codec()
+        ));
+    }
+    let node = PbNode::from_bytes(Bytes::copy_from_slice(block)).map_err(|e| e.to_string())?;
+    let mut size = block.len() as u64;
+    for link in &node.links {
+        let tsize = link
+            .size
+            .ok_or_else(|| format!("{cid}: a link to {} has no Tsize", link.cid))?;
+        size = size
+            .checked_add(tsize)
+            .ok_or_else(|| format!("{cid}: cumulative size overflows"))?;
+    }
+    Ok(size)
+}
+
+/// The entry names of an encoded UnixFS directory node; `None` for anything else (a file
+/// node, or not UnixFS).
+pub fn directory_entries(block: &[u8]) -> Option<Vec<String>> {
+    let node = PbNode::from_bytes(Bytes::copy_from_slice(block)).ok()?;
+    let data = UnixFsData::decode(node.data?).ok()?;
+    if data.r#type != DataType::Directory as i32 {
+        return None;
+    }
+    node.links.into_iter().map(|link| link.name).collect()
+}
+
 /// Whether `block` is the block `cid` names (CIDv0 or v1 alike): `None` when the CID's hash
 /// function is not sha2-256, the only one this registry stores blocks under.
 pub fn names_block(cid: &Cid, block: &[u8]) -> Option<bool> {
@@ -343,6 +410,23 @@ mod tests {
         );
         assert_eq!(blocks.len(), 1);
         assert_eq!(dag.file_size, 12);
+    }
+
+    #[test]
+    fn directory_entries_are_read_back_and_files_are_not_directories() {
+        let child = cid_of(RAW_CODEC, b"x");
+        let (_, bytes, _) =
+            directory_node(&[("b".to_owned(), child, 1), ("a".to_owned(), child, 1)]);
+        assert_eq!(
+            directory_entries(&bytes),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        let (_, blocks) = build(&[1u8; 3000], 1024, 100);
+        let Some(Block::Node { bytes, .. }) = blocks.last() else {
+            panic!("a file node")
+        };
+        assert_eq!(directory_entries(bytes), None);
+        assert_eq!(directory_entries(b"not dag-pb"), None);
     }
 
     #[test]

@@ -36,8 +36,8 @@ use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
-    StoredManifest, Upload, UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
+    Quarantined, StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -275,6 +275,42 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
         self.request(
             "delete_tag",
             self.inner.delete_tag_with(repo, tag, protected, notices),
+        )
+        .await
+    }
+
+    async fn record_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        cid: &Cid,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "record_layout",
+            self.inner.record_layout(repo, tag, manifest, cid),
+        )
+        .await
+    }
+
+    async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ImageLayout>, MetaError> {
+        self.request("image_layout", self.inner.image_layout(repo, reference))
+            .await
+    }
+
+    async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>, MetaError> {
+        self.request(
+            "unpublished_tags",
+            self.inner.unpublished_tags(repo, after, limit),
         )
         .await
     }

@@ -71,6 +71,15 @@ pub struct StoredManifest {
     pub subject: Option<Digest>,
 }
 
+/// An image published as an OCI Image Layout in IPFS: its tag, the manifest the tag
+/// pointed at, and the layout's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayout {
+    pub tag: String,
+    pub manifest: Digest,
+    pub cid: Cid,
+}
+
 /// A manifest ready to be stored: verified digest, parsed references.
 #[derive(Debug, Clone)]
 pub struct NewManifest {
@@ -148,8 +157,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// public by CID, as on the IPFS network).
     async fn blob_by_cid(&self, cid: &Cid) -> Result<Option<BlobRecord>, MetaError>;
 
-    /// The repositories that hold the blob stored as the DAG under `cid` (for deciding who
-    /// may fetch it through the gateway when access control is on).
+    /// The repositories that hold the blob stored as the DAG under `cid`, or an image layout
+    /// recorded under it (for deciding who may fetch it through the gateway when access
+    /// control is on).
     async fn repositories_with_cid(&self, cid: &Cid) -> Result<Vec<String>, MetaError>;
 
     /// A blob as seen from a repository: only when linked there and not quarantined.
@@ -301,6 +311,38 @@ pub trait MetadataStore: Send + Sync + 'static {
         protected: &ProtectedTags,
         notices: &[Notice],
     ) -> Result<bool, MetaError>;
+
+    // --- image layouts ---
+
+    /// Records `cid` as the image layout of `tag` in `repo`, when the tag still points at
+    /// `manifest`; a layout recorded before for the tag is replaced (its CID queued for
+    /// unpinning). Records the CID as a blob commit does (no unpin of it runs until the
+    /// record is visible). False when the tag points elsewhere or is gone: nothing changes.
+    async fn record_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        cid: &Cid,
+    ) -> Result<bool, MetaError>;
+
+    /// The layout recorded for `reference`: a tag's, or for a digest the one of the first
+    /// tag (in lexical order) pointing at it that has one. A tag moved or deleted takes
+    /// its layout along (its CID is queued for unpinning).
+    async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ImageLayout>, MetaError>;
+
+    /// Tags of `repo` with no layout recorded (pushed before publishing, or whose
+    /// publishing failed), in lexical order, at most `limit`, strictly after `after`.
+    async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>, MetaError>;
 
     /// Tags in lexical order. `None` when the repository does not exist.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;

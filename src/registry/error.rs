@@ -34,6 +34,10 @@ pub enum RegistryError {
     ManifestUnknown,
     #[error("repository name not known to registry")]
     NameUnknown,
+    /// The manifest is not published as an image layout (not tagged, private, or its
+    /// publishing failed): 404 with MANIFEST_UNKNOWN.
+    #[error("manifest not published as an image layout in IPFS")]
+    LayoutUnknown,
     #[error("provided length did not match content length: {0}")]
     SizeInvalid(String),
     /// The body is over a configured limit (413).

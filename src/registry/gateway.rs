@@ -58,7 +58,21 @@ impl Registry {
 
     /// The DAG of a stored blob as a CARv1 stream.
     pub async fn ipfs_car(&self, cid: &Cid) -> Result<ByteStream> {
-        let record = self.blob_by_cid(cid).await?;
-        Ok(self.blobs.car(&record.cid).await?)
+        let root = self.car_root(cid).await?;
+        Ok(self.blobs.car(&root).await?)
+    }
+
+    /// The stored root a CAR of `cid` is exported from: a blob's, or an image layout's
+    /// (the whole image in one CAR). Anything else is not served as a CAR.
+    pub async fn car_root(&self, cid: &Cid) -> Result<Cid> {
+        let stored = stored_form(cid)?;
+        if let Some(record) = self.meta.blob_by_cid(&stored).await? {
+            return Ok(record.cid);
+        }
+        // Not a blob: a CID some repository holds is then a recorded image layout.
+        if self.meta.repositories_with_cid(&stored).await?.is_empty() {
+            return Err(RegistryError::ContentUnknown(*cid));
+        }
+        Ok(stored)
     }
 }

@@ -42,6 +42,10 @@ pub enum Reindexed {
     /// Its bytes do not hash to its CID under this registry's import profile (corrupt, or
     /// imported by something else): left alone.
     Mismatch { cid: Cid, computed: Cid },
+    /// An image layout no record knows (its records were lost with the metadata): unpinned,
+    /// since it cannot be recorded without its tag's manifest, and publishing the image
+    /// again after its manifest is pushed again rebuilds the same root.
+    LayoutDropped(Cid),
 }
 
 impl Registry {
@@ -101,6 +105,13 @@ impl Registry {
     /// The link is like an upload without a manifest: GC keeps it for `gc.grace_period`,
     /// long enough to push the manifests that use it again.
     pub async fn reindex(&self, repo: &RepoName, root: &Cid) -> Result<Reindexed> {
+        if root.codec() == crate::blobs::kubo::DAG_PB_CODEC
+            && crate::blobs::layout::is_layout_root(&self.blobs.block(root).await?)
+        {
+            self.unpin_unused(root).await?;
+            tracing::info!(event = "layout_dropped", ipfs_cid = %root);
+            return Ok(Reindexed::LayoutDropped(*root));
+        }
         let profile = self.blobs.profile().clone();
         let mut bytes = self.blobs.cat(root, 0, None).await?;
         let mut hasher = Hasher::new(Algorithm::Sha256);

@@ -9,6 +9,7 @@ pub mod gc;
 pub mod hashing;
 mod health;
 mod inventory;
+mod layout;
 mod manifests;
 pub mod notify;
 pub mod rules;
@@ -40,7 +41,7 @@ pub use uploads::UploadStatus;
 
 // What the HTTP layer hands to and gets from the core, so that it needs no store module.
 pub use crate::blobs::ByteStream;
-pub use crate::meta::{BlobRecord, Page};
+pub use crate::meta::{BlobRecord, ImageLayout, Page};
 
 /// The core's tunables (a subset of the configuration).
 #[derive(Debug, Clone)]

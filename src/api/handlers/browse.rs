@@ -1,5 +1,7 @@
 //! Extension API: `GET /v2/_ext/<name>/manifests/<reference>/layers`, every descriptor of a
-//! manifest (and of each child of an index) with the CID of its bytes and a gateway link.
+//! manifest (and of each child of an index) with the CID of its bytes and a gateway link;
+//! `GET /v2/_ext/<name>/manifests/<reference>/layout`, the image CID of its OCI Image
+//! Layout in IPFS.
 
 use actix_web::HttpResponse;
 use serde_json::{json, Value};
@@ -15,6 +17,16 @@ pub async fn layers(state: &AppState, repo: &RepoName, reference: &Reference) ->
     body["name"] = json!(repo.as_str());
     body["reference"] = json!(reference.to_string());
     Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn layout(state: &AppState, repo: &RepoName, reference: &Reference) -> Response {
+    let layout = state.registry.image_layout(repo, reference).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "cid": layout.cid.to_string(),
+        "path": format!("/ipfs/{}", layout.cid),
+        "tag": layout.tag,
+        "digest": layout.manifest.to_string(),
+    })))
 }
 
 fn manifest_json(state: &AppState, view: &ManifestView) -> Value {

@@ -203,7 +203,7 @@ async fn serve(req: &HttpRequest, cid: &str, state: &AppState, head: bool) -> Re
                 verifiable(&cid, "application/vnd.ipld.car; version=1", "car", audience);
             if head {
                 // A CAR's length is known only once written: no Content-Length, as on GET.
-                state.registry.ipfs_stat(&cid).await?;
+                state.registry.car_root(&cid).await?;
                 let nothing = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
                 return Ok(response.streaming(nothing));
             }

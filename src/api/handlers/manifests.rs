@@ -59,6 +59,10 @@ pub async fn put(
         .registry
         .put_manifest(repo, reference, push, &AppState::origin(req))
         .await?;
+    if let Reference::Tag(tag) = reference {
+        let public = state.anonymous_may_pull(repo).await;
+        state.registry.publish_after_push(repo, tag, public).await;
+    }
     let mut response = HttpResponse::build(StatusCode::CREATED);
     response
         .insert_header((

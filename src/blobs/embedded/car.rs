@@ -14,6 +14,7 @@ use iroh_car::{CarHeader, CarWriter};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::index::Location;
+use crate::blobs::kubo::DAG_PB_CODEC;
 use crate::blobs::{BlobError, ByteStream};
 
 /// Bytes buffered between the CAR writer task and the response.
@@ -34,7 +35,9 @@ fn export_order(
         let location = dag.get(&cid).ok_or_else(|| {
             BlobError::Backend(format!("block {cid} of {root} is missing from the index"))
         })?;
-        if let Location::Node { bytes, .. } = location {
+        // Only dag-pb nodes have links; a raw block kept whole (a small file of a DAG stored
+        // by `put_dag`) is a leaf.
+        if let (Location::Node { bytes, .. }, DAG_PB_CODEC) = (location, cid.codec()) {
             let node = PbNode::from_bytes(bytes.clone())
                 .map_err(|e| BlobError::Backend(format!("stored node {cid}: {e}")))?;
             stack.extend(node.links.iter().rev().map(|link| link.cid));
@@ -44,21 +47,35 @@ fn export_order(
     Ok(order)
 }
 
-/// Streams the CAR of the DAG under `root`, whose leaves are ranges of `file`.
+/// Streams the CAR of the DAG under `root`, whose leaves are ranges of the files of their
+/// roots in `data` (the root's own, and those of the DAGs it links).
 pub(super) fn export(
     root: Cid,
     dag: &HashMap<Cid, Location>,
-    file: PathBuf,
+    data: PathBuf,
 ) -> Result<ByteStream, BlobError> {
     let order = export_order(root, dag)?;
     let (reader, writer) = tokio::io::duplex(PIPE);
     let task = tokio::spawn(async move {
-        let mut source = tokio::fs::File::open(&file).await?;
+        // Leaves come file by file in export order: one open file at a time.
+        let mut source: Option<(Cid, tokio::fs::File)> = None;
         let mut car = CarWriter::new(CarHeader::new_v1(vec![root]), writer);
         for (cid, location) in order {
             let bytes = match location {
                 Location::Node { bytes, .. } => bytes,
-                Location::Leaf { offset, length, .. } => {
+                Location::Leaf {
+                    root: file_root,
+                    offset,
+                    length,
+                } => {
+                    let source = match &mut source {
+                        Some((open, file)) if *open == file_root => file,
+                        _ => {
+                            let file =
+                                tokio::fs::File::open(data.join(file_root.to_string())).await?;
+                            &mut source.insert((file_root, file)).1
+                        }
+                    };
                     source.seek(SeekFrom::Start(offset)).await?;
                     let mut bytes = vec![0; length as usize];
                     source.read_exact(&mut bytes).await?;

@@ -14,6 +14,11 @@
 //! More than one process may open the store (`serve` and a `gc` command beside it): the
 //! index is SQLite, file moves are renames, and the commit lock is a file lock.
 //!
+//! A DAG stored by [`BlobStore::put_dag`] (an image layout) has no bytes of its own: its
+//! blocks are kept whole in the index, its links to stored blobs are followed to their
+//! own roots, and its `data/<cid>` is an empty file that marks it pinned, so unpinning,
+//! the trash and eviction treat it as any blob.
+//!
 //! Why a trash: like a Kubo node, which keeps unpinned blocks until its own repo GC, an
 //! unpinned blob can be pinned back for a while. The registry relies on that when a push of
 //! the same bytes commits while garbage collection unpins them: its pin check after the
@@ -25,6 +30,7 @@ mod index;
 mod read;
 mod session;
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,12 +40,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
 use futures::StreamExt;
+use ipld_dagpb::PbNode;
 use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
 use self::index::{BlockIndex, Location};
-use crate::blobs::unixfs::{names_block, DagBuilder};
+use crate::blobs::kubo::DAG_PB_CODEC;
+use crate::blobs::unixfs::{as_v1, names_block, Block, DagBuilder};
 use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
 use crate::file_lock::{Held, LockFile};
 
@@ -272,6 +280,22 @@ impl EmbeddedStore {
             .map(|largest| (*largest, lengths.len())))
     }
 
+    /// The blocks of a DAG stored by [`BlobStore::put_dag`] (kept whole, without a file's
+    /// bytes); `None` for a blob's DAG or a root not stored.
+    pub async fn dag_blocks(&self, root: &Cid) -> Result<Option<Vec<(Cid, Bytes)>>, BlobError> {
+        let wanted = *root;
+        let dag = self.with_index(move |index| index.dag(&wanted)).await?;
+        let mut blocks = Vec::with_capacity(dag.len());
+        for (cid, location) in dag {
+            match location {
+                Location::Node { bytes, .. } => blocks.push((cid, bytes)),
+                Location::Leaf { .. } => return Ok(None),
+            }
+        }
+        // A blob's DAG always has a leaf; a DAG without any is one `put_dag` stored.
+        Ok((!blocks.is_empty()).then_some(blocks))
+    }
+
     /// The root CID of every blob stored here.
     pub async fn roots(&self) -> Result<Vec<Cid>, BlobError> {
         self.with_index(|index| index.roots()).await
@@ -452,6 +476,29 @@ async fn durable_rename(from: &Path, to: &Path) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
+/// The roots of stored DAGs that a DAG read from the index links (those of a DAG stored
+/// by `put_dag`): empty for a blob's own DAG, whose every link is one of its blocks.
+fn linked_roots_of(dag: &HashMap<Cid, Location>) -> Result<Vec<Cid>, BlobError> {
+    let mut linked = std::collections::BTreeSet::new();
+    for (cid, location) in dag {
+        let Location::Node { bytes, .. } = location else {
+            continue;
+        };
+        if cid.codec() != DAG_PB_CODEC {
+            continue;
+        }
+        let node = PbNode::from_bytes(bytes.clone())
+            .map_err(|e| BlobError::Backend(format!("stored node {cid}: {e}")))?;
+        linked.extend(
+            node.links
+                .iter()
+                .map(|link| as_v1(&link.cid))
+                .filter(|child| !dag.contains_key(child)),
+        );
+    }
+    Ok(linked.into_iter().collect())
+}
+
 #[async_trait]
 impl BlobStore for EmbeddedStore {
     fn profile(&self) -> &ImportProfile {
@@ -522,6 +569,48 @@ impl BlobStore for EmbeddedStore {
         tokio::task::spawn_blocking(move || session::expire(&dir, idle))
             .await
             .map_err(|e| BlobError::Backend(format!("embedded store upload task: {e}")))?
+    }
+
+    async fn put_dag(&self, root: &Cid, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError> {
+        crate::blobs::check_blocks(root, &blocks)?;
+        let linked = crate::blobs::linked_roots(&blocks)?;
+        let blocks: Vec<Block> = blocks
+            .into_iter()
+            .map(|(cid, bytes)| Block::Node {
+                cid: as_v1(&cid),
+                bytes,
+            })
+            .collect();
+        let root = as_v1(root);
+        let marker = self.new_tmp()?;
+        let empty = marker.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            crate::durable::private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&empty)
+                .and_then(|file| file.sync_all())
+        })
+        .await
+        .map_err(|e| BlobError::Backend(format!("embedded store write task: {e}")))?
+        .map_err(|e| io_error("creating", &marker, e))?;
+        let target = self.path_of(&root);
+        let _commit = self.lock_commit().await?;
+        // Under the commit lock: a linked blob cannot be unpinned between this check and
+        // the new root being placed.
+        for child in &linked {
+            if !self.is_pinned(child).await? {
+                return Err(BlobError::NotFound(*child));
+            }
+        }
+        self.with_index(move |index| index.insert(&root, 0, &blocks))
+            .await?;
+        durable_rename(&marker, &target)
+            .await
+            .map_err(|e| io_error("placing", &target, e))?;
+        let _ = marker.keep();
+        Ok(())
     }
 
     async fn cat(
@@ -685,11 +774,18 @@ impl BlobStore for EmbeddedStore {
             return Err(BlobError::NotFound(*root));
         }
         let wanted = *root;
-        let dag = self.with_index(move |index| index.dag(&wanted)).await?;
+        let mut dag = self.with_index(move |index| index.dag(&wanted)).await?;
         if dag.is_empty() {
             return Err(BlobError::NotFound(*root));
         }
-        let file = self.path_of(root);
-        car::export(*root, &dag, file)
+        // A DAG stored by `put_dag` links stored blobs: their blocks are under their roots.
+        for child in linked_roots_of(&dag)? {
+            if !self.is_pinned(&child).await? {
+                return Err(BlobError::NotFound(child));
+            }
+            let linked = self.with_index(move |index| index.dag(&child)).await?;
+            dag.extend(linked);
+        }
+        car::export(*root, &dag, self.inner.data.clone())
     }
 }

@@ -367,17 +367,25 @@ impl KuboStore {
         Ok(Some(leaves))
     }
 
-    /// Stores one dag-pb node with `block/put` (a control call) and checks the node's key.
-    async fn put_node(&self, cid: &Cid, bytes: Bytes) -> Result<(), BlobError> {
+    /// Stores one block (dag-pb or raw) with `block/put` (a control call) and checks the
+    /// block's key.
+    async fn put_block(&self, cid: &Cid, bytes: Bytes) -> Result<(), BlobError> {
         let part = Part::bytes(bytes.to_vec())
             .file_name("block")
             .mime_str("application/octet-stream")
             .map_err(|e| BlobError::Backend(format!("multipart part: {e}")))?;
         // `cid-codec` is current Kubo's flag (its default is raw); js-ipfs 0.66 reads only
-        // the older `format`, whose default is dag-pb. Kubo refuses both at once, so only
-        // `cid-codec` is sent, and the answer's key is checked either way.
+        // the older `format`, whose default is dag-pb. Kubo refuses both at once, so a
+        // dag-pb node is sent with `cid-codec` only (js-ipfs's default covers it), a raw
+        // block with `format=raw`, which both read as a raw CIDv1 (Kubo still maps the
+        // deprecated flag onto the codec). The answer's key is checked either way.
+        let codec = if cid.codec() == RAW_CODEC {
+            ("format", "raw".to_owned())
+        } else {
+            ("cid-codec", "dag-pb".to_owned())
+        };
         let query = [
-            ("cid-codec", "dag-pb".to_owned()),
+            codec,
             ("mhtype", "sha2-256".to_owned()),
             ("pin", "false".to_owned()),
             ("timeout", millis(self.timeout)),
@@ -520,7 +528,7 @@ impl BlobStore for KuboStore {
         let writes: Vec<_> = blocks
             .iter()
             .filter_map(|block| match block {
-                Block::Node { cid, bytes } => Some(self.put_node(cid, bytes.clone())),
+                Block::Node { cid, bytes } => Some(self.put_block(cid, bytes.clone())),
                 Block::Leaf { .. } => None,
             })
             .collect();
@@ -535,6 +543,36 @@ impl BlobStore for KuboStore {
             cid: dag.root,
             size: dag.file_size,
         }))
+    }
+
+    async fn put_dag(&self, root: &Cid, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError> {
+        crate::blobs::check_blocks(root, &blocks)?;
+        // Checked first, so the pin never asks the node for a block it does not hold (it
+        // would look for it on the network until the deadline).
+        let checks: Vec<_> = crate::blobs::linked_roots(&blocks)?
+            .into_iter()
+            .map(|child| async move {
+                match self.is_pinned(&child).await? {
+                    true => Ok(()),
+                    false => Err(BlobError::NotFound(child)),
+                }
+            })
+            .collect();
+        futures::stream::iter(checks)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
+        let writes: Vec<_> = blocks
+            .into_iter()
+            .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
+        // The recursive pin walks the whole DAG, linked blobs included: it fails if any
+        // block is missing, so a pinned root is one whose every block is held.
+        self.pin_with_progress(root).await
     }
 
     async fn cat(

@@ -532,6 +532,7 @@ impl GcStore for super::PostgresStore {
             &client,
             "SELECT cid FROM blobs WHERE cid = ANY($1) \
              UNION SELECT cid FROM upload_chunks WHERE cid = ANY($1) \
+             UNION SELECT cid FROM image_layouts WHERE cid = ANY($1) \
              UNION SELECT cid FROM gc_unpin_queue WHERE cid = ANY($1)",
             &[&texts],
         )

@@ -7,6 +7,7 @@ mod blobs;
 mod error;
 mod gc;
 mod integrity;
+mod layouts;
 mod manifests;
 mod migrate;
 mod outbox;
@@ -25,8 +26,8 @@ use uuid::Uuid;
 use self::error::db;
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
-    StoredManifest, Upload, UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
+    Quarantined, StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -132,10 +133,13 @@ impl MetadataStore for PostgresStore {
         let client = self.client().await?;
         let rows = sql::query(
             &client,
-            "SELECT DISTINCT r.name FROM blobs b \
+            "SELECT r.name FROM blobs b \
              JOIN repository_blobs rb ON rb.digest = b.digest \
              JOIN repositories r ON r.id = rb.repository_id \
-             WHERE b.cid = $1 ORDER BY r.name",
+             WHERE b.cid = $1 \
+             UNION SELECT r.name FROM image_layouts l \
+             JOIN repositories r ON r.id = l.repository_id WHERE l.cid = $1 \
+             ORDER BY 1",
             &[&cid.to_string()],
         )
         .await?;
@@ -277,6 +281,37 @@ impl MetadataStore for PostgresStore {
         let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
+    }
+
+    async fn record_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        cid: &Cid,
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let recorded = layouts::record(&tx, repo, tag, manifest, cid).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(recorded)
+    }
+
+    async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ImageLayout>, MetaError> {
+        layouts::get(&self.client().await?, repo, reference).await
+    }
+
+    async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>, MetaError> {
+        layouts::unpublished(&self.client().await?, repo, after, limit).await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

@@ -11,6 +11,7 @@ mod blobs;
 mod error;
 mod gc;
 mod integrity;
+mod layouts;
 mod manifest_cache;
 mod manifests;
 mod migrate;
@@ -36,8 +37,8 @@ use self::sql::{limit, names};
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
-    StoredManifest, Upload, UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
+    Quarantined, StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -321,10 +322,13 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| {
             names(
                 c,
-                "SELECT DISTINCT r.name FROM blobs b \
+                "SELECT r.name FROM blobs b \
                  JOIN repository_blobs rb ON rb.digest = b.digest \
                  JOIN repositories r ON r.id = rb.repository_id \
-                 WHERE b.cid = ?1 ORDER BY r.name",
+                 WHERE b.cid = ?1 \
+                 UNION SELECT r.name FROM image_layouts l \
+                 JOIN repositories r ON r.id = l.repository_id WHERE l.cid = ?1 \
+                 ORDER BY 1",
                 &[&cid],
             )
         })
@@ -498,6 +502,41 @@ impl MetadataStore for SqliteStore {
             outbox::record_if(tx, deleted, &notices)
         })
         .await
+    }
+
+    async fn record_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        cid: &Cid,
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, manifest, cid) = (repo.clone(), tag.clone(), manifest.clone(), *cid);
+        self.write_recording(move |tx| {
+            let recorded = layouts::record(tx, &repo, &tag, &manifest, &cid)?;
+            Ok((recorded, recorded))
+        })
+        .await
+    }
+
+    async fn image_layout(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ImageLayout>, MetaError> {
+        let (repo, reference) = (repo.clone(), reference.clone());
+        self.read(move |c| layouts::get(c, &repo, &reference)).await
+    }
+
+    async fn unpublished_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tag>, MetaError> {
+        let (repo, after) = (repo.clone(), after.map(str::to_owned));
+        self.read(move |c| layouts::unpublished(c, &repo, after.as_deref(), limit))
+            .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

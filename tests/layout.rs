@@ -1,0 +1,455 @@
+//! Every tagged image published as an OCI Image Layout in IPFS, end to end, on each store
+//! pair: skopeo pushes an image, the layout's CID comes from the extension endpoint, the
+//! layout comes back as one CAR (the node's `dag/export`, or the registry's gateway in
+//! embedded mode), checked block by block and unpacked into a directory, and skopeo copies
+//! that directory to another repository and back, byte-exact. Then the lifecycle: a moved
+//! tag's old layout is no longer recorded, is no stray for `verify`, and GC unpins it.
+//!
+//! Needs skopeo (scripts/ensure-tools.sh), PostgreSQL and the test IPFS node.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use common::images::*;
+use common::skopeo::Skopeo;
+use common::{StorePair, TestRegistry};
+use futures::StreamExt;
+use ipfs_registry::blobs::kubo::DAG_PB_CODEC;
+use ipfs_registry::blobs::BlobStore;
+use ipfs_registry::meta::gc::SweepPolicy;
+
+common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact);
+common::on_each_store_pair!(a_multi_platform_index_is_one_layout_with_every_platform);
+common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
+common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// `GET /v2/_ext/<repo>/manifests/<reference>/layout`: status and body.
+async fn layout_of(
+    registry: &TestRegistry,
+    repo: &str,
+    reference: &str,
+) -> (u16, serde_json::Value) {
+    let answer = client()
+        .get(registry.url(&format!("/v2/_ext/{repo}/manifests/{reference}/layout")))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or_default())
+}
+
+async fn image_cid(registry: &TestRegistry, repo: &str, reference: &str) -> Cid {
+    let (status, body) = layout_of(registry, repo, reference).await;
+    assert_eq!(status, 200, "{body}");
+    let cid: Cid = body["cid"].as_str().expect("cid").parse().expect("a CID");
+    assert_eq!(body["path"], format!("/ipfs/{cid}"));
+    cid
+}
+
+/// The layout under `root` as one CAR: from the node (Kubo mode: any IPFS user could ask
+/// it), or the registry's own trustless gateway (embedded mode).
+async fn fetch_car(pair: StorePair, registry: &TestRegistry, root: &Cid) -> Bytes {
+    let answer = match pair {
+        StorePair::PostgresIpfsNode => {
+            client()
+                .post(common::ipfs_url().join("api/v0/dag/export").unwrap())
+                .query(&[("arg", root.to_string())])
+                .send()
+                .await
+        }
+        StorePair::Embedded => {
+            client()
+                .get(registry.url(&format!("/ipfs/{root}?format=car")))
+                .send()
+                .await
+        }
+    }
+    .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    // Checked as it passes: every block against its CID, every link's block present.
+    let body = Box::pin(
+        answer
+            .bytes_stream()
+            .map(|piece| piece.map_err(std::io::Error::other)),
+    );
+    let mut verified = ipfs_registry::blobs::verified_car::verified(*root, body);
+    let mut car = Vec::new();
+    while let Some(piece) = verified.next().await {
+        car.extend_from_slice(&piece.expect("a complete, verified CAR"));
+    }
+    Bytes::from(car)
+}
+
+/// The blocks of a CAR by CID.
+async fn car_blocks(car: Bytes) -> HashMap<Cid, Vec<u8>> {
+    let mut reader = iroh_car::CarReader::new(std::io::Cursor::new(car.to_vec()))
+        .await
+        .expect("a CAR");
+    let mut blocks = HashMap::new();
+    while let Some((cid, block)) = reader.next_block().await.expect("a block") {
+        blocks.insert(cid, block);
+    }
+    blocks
+}
+
+/// Writes the UnixFS DAG under `cid` to `path`: directories as directories, files as
+/// their leaves' bytes in link order.
+fn unpack(blocks: &HashMap<Cid, Vec<u8>>, cid: &Cid, path: &Path) {
+    let block = &blocks[cid];
+    if cid.codec() != DAG_PB_CODEC {
+        std::fs::write(path, block).unwrap();
+        return;
+    }
+    let node = ipld_dagpb::PbNode::from_bytes(Bytes::copy_from_slice(block)).unwrap();
+    // UnixFS Data: field 1 (type) first; 1 = directory.
+    let directory = node
+        .data
+        .as_deref()
+        .is_some_and(|d| d.starts_with(&[0x08, 0x01]));
+    if directory {
+        std::fs::create_dir_all(path).unwrap();
+        for link in &node.links {
+            unpack(blocks, &link.cid, &path.join(link.name.as_deref().unwrap()));
+        }
+    } else {
+        let mut bytes = Vec::new();
+        collect_file(blocks, cid, &mut bytes);
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+fn collect_file(blocks: &HashMap<Cid, Vec<u8>>, cid: &Cid, out: &mut Vec<u8>) {
+    let block = &blocks[cid];
+    if cid.codec() != DAG_PB_CODEC {
+        out.extend_from_slice(block);
+        return;
+    }
+    let node = ipld_dagpb::PbNode::from_bytes(Bytes::copy_from_slice(block)).unwrap();
+    for link in &node.links {
+        collect_file(blocks, &link.cid, out);
+    }
+}
+
+/// A small image with one layer over a chunk (a multi-block file in the layout).
+fn small_image() -> Image {
+    make_image(
+        "amd64",
+        "linux",
+        &[LayerSpec::gzip(600 * 1024), LayerSpec::tar(20 * 1024)],
+        false,
+    )
+}
+
+async fn push(skopeo: &Skopeo, registry: &TestRegistry, image: &Image, target: &str) {
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "src", &image.manifest, image.blobs());
+    skopeo
+        .copy(
+            &format!("oci:{}:src", source.path().display()),
+            &format!("docker://{}/{target}", registry.host()),
+            &["--preserve-digests"],
+        )
+        .await;
+}
+
+async fn manifest_bytes(registry: &TestRegistry, repo: &str, reference: &str) -> Bytes {
+    let answer = client()
+        .get(registry.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    answer.bytes().await.unwrap()
+}
+
+async fn a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let image = small_image();
+    push(&skopeo, &registry, &image, "fed/app:v1").await;
+
+    let cid = image_cid(&registry, "fed/app", "v1").await;
+    let (_, body) = layout_of(&registry, "fed/app", "v1").await;
+    assert_eq!(body["digest"], image.manifest.digest.as_str(), "{body}");
+    // By digest too; an untagged reference or an unknown tag has none.
+    assert_eq!(
+        image_cid(&registry, "fed/app", &image.manifest.digest).await,
+        cid
+    );
+    // The web UI shows it with the commands to copy the image out.
+    let page = client()
+        .get(registry.url("/ui/image/fed/app@v1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("ipfs get /ipfs/{cid} -o app")),
+        "{page}"
+    );
+    assert!(page.contains("skopeo copy oci:app:v1 docker://"), "{page}");
+    let (status, body) = layout_of(&registry, "fed/app", "nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN", "{body}");
+
+    let blocks = car_blocks(fetch_car(pair, &registry, &cid).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("app");
+    unpack(&blocks, &cid, &unpacked);
+    let layout = OciLayout::open(&unpacked);
+    assert_eq!(
+        layout.tagged("v1")["digest"],
+        image.manifest.digest.as_str()
+    );
+    assert_eq!(
+        std::fs::read(unpacked.join("oci-layout")).unwrap(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+    let all = layout.all_blobs();
+    assert_eq!(all.len(), 1 + image.blobs().len());
+    assert!(all[&image.manifest.digest] == image.manifest.data);
+    for blob in image.blobs() {
+        assert!(all[&blob.digest] == blob.data, "{}", blob.digest);
+    }
+
+    // The layout is a source skopeo reads: to another repository, and back out again.
+    skopeo
+        .copy(
+            &format!("oci:{}:v1", unpacked.display()),
+            &format!("docker://{}/fed/copy:v1", registry.host()),
+            &["--preserve-digests"],
+        )
+        .await;
+    assert_eq!(
+        manifest_bytes(&registry, "fed/copy", "v1").await,
+        image.manifest.data
+    );
+    let back = dir.path().join("back");
+    skopeo
+        .copy(
+            &format!("docker://{}/fed/copy:v1", registry.host()),
+            &format!("oci:{}:v1", back.display()),
+            &["--preserve-digests"],
+        )
+        .await;
+    let back = OciLayout::open(&back);
+    assert_eq!(back.tagged("v1")["digest"], image.manifest.digest.as_str());
+    assert!(back.blob(&image.manifest.digest) == image.manifest.data);
+    // The same image under the same tag: the same image CID, whatever the repository.
+    assert_eq!(image_cid(&registry, "fed/copy", "v1").await, cid);
+}
+
+/// An index's layout holds the index, its children and all their blobs (a layer shared by
+/// two platforms once): `skopeo copy --all` reads it back to a registry byte-exact.
+async fn a_multi_platform_index_is_one_layout_with_every_platform(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let amd64 = small_image();
+    let shared = amd64.layers[1].clone();
+    let arm64 = make_image_from_layers(
+        "arm64",
+        "linux",
+        vec![shared, make_layer(1, LayerSpec::gzip(300 * 1024), false)],
+        false,
+    );
+    let index = make_index(&[amd64.clone(), arm64.clone()]);
+    let mut contents: Vec<&Blob> = vec![&amd64.manifest, &arm64.manifest];
+    contents.extend(amd64.blobs());
+    contents.extend(arm64.blobs());
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "multi", &index, contents.iter().copied());
+    skopeo
+        .copy(
+            &format!("oci:{}:multi", source.path().display()),
+            &format!("docker://{}/fed/multi:multi", registry.host()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+
+    let cid = image_cid(&registry, "fed/multi", "multi").await;
+    let blocks = car_blocks(fetch_car(pair, &registry, &cid).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("multi");
+    unpack(&blocks, &cid, &unpacked);
+    let layout = OciLayout::open(&unpacked);
+    assert_eq!(layout.tagged("multi")["digest"], index.digest.as_str());
+    let all = layout.all_blobs();
+    let expected: std::collections::BTreeSet<&str> = contents
+        .iter()
+        .map(|b| b.digest.as_str())
+        .chain([index.digest.as_str()])
+        .collect();
+    assert_eq!(
+        all.keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    for blob in contents.iter().copied().chain([&index]) {
+        assert!(all[&blob.digest] == blob.data, "{}", blob.digest);
+    }
+
+    skopeo
+        .copy(
+            &format!("oci:{}:multi", unpacked.display()),
+            &format!("docker://{}/fed/multi-copy:multi", registry.host()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+    assert_eq!(
+        manifest_bytes(&registry, "fed/multi-copy", "multi").await,
+        index.data
+    );
+    for child in [&amd64.manifest, &arm64.manifest] {
+        assert_eq!(
+            manifest_bytes(&registry, "fed/multi-copy", &child.digest).await,
+            child.data
+        );
+    }
+}
+
+async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    let store: Arc<dyn BlobStore> = ipfs_registry::blobs::open(
+        &registry.config,
+        Arc::new(ipfs_registry::metrics::Metrics::new()),
+    )
+    .unwrap();
+    let skopeo = Skopeo::new();
+    push(&skopeo, &registry, &small_image(), "fed/moving:latest").await;
+    let old = image_cid(&registry, "fed/moving", "latest").await;
+    assert!(store.is_pinned(&old).await.unwrap());
+
+    push(&skopeo, &registry, &small_image(), "fed/moving:latest").await;
+    let new = image_cid(&registry, "fed/moving", "latest").await;
+    assert_ne!(new, old);
+    // Until GC, the old root is pinned and known (queued for unpinning): no stray.
+    let unrecorded = registry.server.registry.unrecorded_content().await.unwrap();
+    assert!(
+        !unrecorded.contains(&old) && !unrecorded.contains(&new),
+        "{unrecorded:?}"
+    );
+
+    let policy = SweepPolicy {
+        grace_period: Duration::from_secs(3600),
+        untagged_retention: None,
+        upload_expiry: Duration::from_secs(24 * 3600),
+        ..SweepPolicy::default()
+    };
+    let report = registry
+        .server
+        .registry
+        .collect_garbage(&policy, false, &|_| {})
+        .await
+        .unwrap()
+        .expect("no other GC run");
+    assert_eq!(report.unpin_failures, 0);
+    assert!(!store.is_pinned(&old).await.unwrap(), "old layout unpinned");
+    assert!(store.is_pinned(&new).await.unwrap(), "current layout kept");
+    let unrecorded = registry.server.registry.unrecorded_content().await.unwrap();
+    assert!(!unrecorded.contains(&new), "{unrecorded:?}");
+
+    // A deleted tag's layout goes the same way.
+    let deleted = client()
+        .delete(registry.url("/v2/fed/moving/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 202);
+    let (status, _) = layout_of(&registry, "fed/moving", "latest").await;
+    assert_eq!(status, 404);
+    registry
+        .server
+        .registry
+        .collect_garbage(&policy, false, &|_| {})
+        .await
+        .unwrap()
+        .expect("no other GC run");
+    assert!(
+        !store.is_pinned(&new).await.unwrap(),
+        "deleted tag's layout unpinned"
+    );
+}
+
+/// With auth on, a push to a private repository publishes nothing (a layout is public by
+/// CID); once the repository is public, `ipfs-registry publish` publishes what was pushed
+/// before, and anonymous callers get its image CID.
+async fn private_images_are_not_published_until_public_and_publish_runs(pair: StorePair) {
+    let auth = common::auth::start_auth_registry(pair).await;
+    auth.add_user("admin", "admin-password", true).await;
+    let admin = auth
+        .client(
+            Some(("admin", "admin-password")),
+            &["repository:fed/private:pull,push"],
+        )
+        .await;
+    let image = admin.push_image("fed/private", Some("v1"), 2).await;
+    let location = "/v2/_ext/fed/private/manifests/v1/layout";
+    let answer = admin.get(location).await;
+    assert_eq!(answer.status().as_u16(), 404);
+    let metrics = client()
+        .get(auth.registry.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::metric_sample(
+            &metrics,
+            "ipfs_registry_layouts_published_total{outcome=\"private\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    auth.make_public("fed/*").await;
+    let config = &auth.registry.config;
+    let out = common::cli::registry_command()
+        .envs(common::cli::stores_env(config))
+        .env("IPFS_REGISTRY_AUTH__ENABLED", "true")
+        .env("IPFS_REGISTRY_AUTH__SIGNING_KEY", &auth.key_pem)
+        .arg("publish")
+        .output()
+        .expect("run ipfs-registry publish");
+    let stdout = common::cli::succeeded(&out);
+    let line = stdout.lines().next().unwrap_or_default();
+    assert!(line.starts_with("fed/private:v1 "), "{stdout}");
+    let cid: Cid = line["fed/private:v1 ".len()..].parse().expect("a CID");
+
+    let anonymous = auth.client(None, &["repository:fed/private:pull"]).await;
+    let answer = anonymous.get(location).await;
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["cid"], cid.to_string());
+    assert_eq!(body["digest"], image.manifest.digest.as_str());
+    // Nothing left to publish.
+    let again = common::cli::registry_command()
+        .envs(common::cli::stores_env(config))
+        .env("IPFS_REGISTRY_AUTH__ENABLED", "true")
+        .env("IPFS_REGISTRY_AUTH__SIGNING_KEY", &auth.key_pem)
+        .args(["publish", "fed/private"])
+        .output()
+        .expect("run ipfs-registry publish");
+    assert_eq!(common::cli::succeeded(&again), "");
+}
