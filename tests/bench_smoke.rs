@@ -175,7 +175,11 @@ async fn every_phase_measures_every_registry() {
     }
     for system in [EMBEDDED, KUBO] {
         assert_measured(&report, "tags/list, 30 tags, page n=100, p99", system);
+        // The web UI is ours alone.
+        assert_measured(&report, "UI repository page, 30 tags, p99", system);
+        assert_measured(&report, "UI repository list, p99", system);
     }
+    assert_eq!(report.value("UI repository list, p99", DISTRIBUTION), None);
     // The fresh registries of the concurrent pushes are gone, and their data with them.
     for i in 0..plan.iterations {
         assert!(!dir.path().join(format!("concurrent-embedded-{i}")).exists());

@@ -9,7 +9,7 @@ use reqwest::Client;
 
 use crate::data;
 use crate::ipfs::Node;
-use crate::report::{Better, Report, KUBO, NODE};
+use crate::report::{Better, Report, EMBEDDED, KUBO, NODE};
 use crate::servers::Server;
 use crate::stats::megabytes_per_second;
 use crate::workload;
@@ -363,6 +363,60 @@ pub async fn tags_list(
                 Better::Lower,
                 server.name,
                 paged.percentile_ms(99.0),
+            );
+        }
+    }
+    web_ui(http, &servers, many_repo, plan, each, report).await
+}
+
+/// The web UI's pages for people (ours only): the repository list, and the page of the
+/// repository with `plan.tags` tags (its first page of tags, with their sizes, platforms
+/// and push times).
+async fn web_ui(
+    http: &Client,
+    servers: &[&Server],
+    many_repo: &str,
+    plan: &Plan,
+    each: std::time::Duration,
+    report: &mut Report,
+) -> Result<()> {
+    for server in servers
+        .iter()
+        .filter(|s| s.name == EMBEDDED || s.name == KUBO)
+    {
+        for (label, path, expected) in [
+            (
+                format!("UI repository page, {} tags, p99", plan.tags),
+                format!("/ui/repo/{many_repo}"),
+                many_repo,
+            ),
+            (
+                "UI repository list, p99".to_owned(),
+                "/ui/".to_owned(),
+                many_repo,
+            ),
+        ] {
+            let url = format!("{}{path}", server.base);
+            let latencies = workload::timed(plan.list_samples, each, |_| {
+                let url = url.clone();
+                async move {
+                    let response = http.get(&url).send().await?;
+                    let response =
+                        workload::expect(response, reqwest::StatusCode::OK, "GET a UI page")
+                            .await?;
+                    let page = response.text().await?;
+                    anyhow::ensure!(page.contains(expected), "{url} does not show {expected}");
+                    Ok(())
+                }
+            })
+            .await
+            .with_context(|| format!("{}: {path}", server.name))?;
+            report.set(
+                &label,
+                "ms",
+                Better::Lower,
+                server.name,
+                latencies.percentile_ms(99.0),
             );
         }
     }

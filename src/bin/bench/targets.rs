@@ -99,6 +99,15 @@ pub fn definitions(plan: &Plan) -> Vec<Definition> {
             unit: "MiB",
         });
     }
+    // Issue 17: the web UI's page of a repository with 10,000 tags (`--tags`) within 1 s.
+    for system in [EMBEDDED, KUBO] {
+        targets.push(Definition::Below {
+            metric: format!("UI repository page, {} tags, p99", plan.tags),
+            system,
+            limit: 1000.0,
+            unit: "ms",
+        });
+    }
     targets
 }
 

@@ -49,7 +49,7 @@ fn with_digest(location: &str, digest: &str) -> String {
     format!("{location}{separator}digest={digest}")
 }
 
-async fn expect(response: Response, status: StatusCode, what: &str) -> Result<Response> {
+pub async fn expect(response: Response, status: StatusCode, what: &str) -> Result<Response> {
     if response.status() != status {
         let got = response.status();
         let body = response.text().await.unwrap_or_default();
