@@ -124,8 +124,11 @@ impl Delivery {
 
     async fn run(self, wake: &Wake) {
         loop {
-            // Registered before looking, so a wake between the claim and the wait counts.
+            // Registered before looking, so a wake between the claim and the wait counts
+            // (`notify_waiters` wakes only futures already enabled).
             let woken = wake.0.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let claimed = self
                 .outbox
                 .claim_notices(&self.endpoint.name, &self.holder, self.lease(), BATCH)
