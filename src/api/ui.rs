@@ -3,26 +3,33 @@
 //! Readable on a phone: one column, long digests wrap.
 //!
 //! With access control on, a person sees what they may pull: anonymously the public
-//! repositories, after logging in (HTTP Basic, which the browser asks for when a page needs
-//! it) their own.
+//! repositories, after logging in through the form at `/ui/login` (a session cookie; see
+//! docs/security.md) their own. HTTP Basic credentials are taken too, for scripts.
+//! Failures are pages too (404, 403, 401 with a way to log in), never JSON.
 //!
 //! Pages: `/ui/` (repositories), `/ui/repo/<name>` (its tags), `/ui/image/<name>@<reference>`
-//! (a manifest; an index lists its platforms). `@` appears in no name, tag or digest.
+//! (a manifest; an index lists its platforms), `/ui/login`. `@` appears in no name, tag or
+//! digest.
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use super::access::client_ip;
 use super::error::ApiError;
 use super::handlers::listing::paginate;
 use super::handlers::{parse_reference, query, query_param, repo_name};
-use super::viewer::Viewer;
+use super::viewer::{Viewer, SESSION_COOKIE};
 use super::AppState;
 
+use crate::auth::AuthError;
 use crate::registry::{LayerView, ManifestView, Page, Role};
 
 /// Entries per listing page.
 const PAGE: u32 = 100;
+
+/// A login form is a few hundred bytes.
+const MAX_FORM: usize = 16 * 1024;
 
 const STYLE: &str = r#"
 :root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; --accent: #2563eb; }
@@ -45,6 +52,16 @@ dd { margin: 0; overflow-wrap: anywhere; min-width: 0; }
 code { font: .9em ui-monospace, SFMono-Regular, Menlo, monospace; overflow-wrap: anywhere; }
 .muted { color: var(--muted); }
 nav.pages { margin: 1rem 0; }
+header { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: center; }
+header .who { margin-left: auto; display: flex; gap: .75rem; align-items: center; }
+header .who form { margin: 0; }
+button, input { font: inherit; }
+button.link { background: none; border: 0; padding: 0; color: var(--accent); cursor: pointer; text-decoration: underline; }
+form.login { display: grid; gap: .75rem; max-width: 22rem; }
+form.login label { display: grid; gap: .25rem; }
+form.login input { padding: .5rem; border: 1px solid var(--line); border-radius: .35rem; }
+form.login button { padding: .5rem; border-radius: .35rem; border: 0; background: var(--accent); color: #fff; cursor: pointer; }
+.error { border-left: 4px solid #dc2626; padding: .5rem .75rem; background: rgba(220, 38, 38, .08); }
 @media (max-width: 30rem) { dl { grid-template-columns: 1fr; } dt { margin-top: .35rem; } }
 "#;
 
@@ -52,10 +69,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ui", web::get().to(redirect_home))
         .route("/ui/", web::get().to(repositories))
         .route("/ui/repo/{name:.+}", web::get().to(tags))
-        .route("/ui/image/{spec:.+}", web::get().to(image));
+        .route("/ui/image/{spec:.+}", web::get().to(image))
+        .service(
+            web::resource("/ui/login")
+                .app_data(web::PayloadConfig::new(MAX_FORM))
+                .route(web::get().to(login_form))
+                .route(web::post().to(login)),
+        )
+        .route("/ui/logout", web::post().to(logout))
+        .route("/ui/{tail:.*}", web::route().to(not_found));
 }
 
-fn page(title: &str, body: Markup) -> HttpResponse {
+/// What the header of every page shows: who is logged in, or a way to log in.
+#[derive(Default)]
+struct Chrome {
+    /// Access control is on: there is something to log in to.
+    auth: bool,
+    user: Option<String>,
+    /// The login is a session, which the page can end.
+    session: bool,
+}
+
+impl Chrome {
+    fn of(state: &AppState, viewer: &Viewer) -> Chrome {
+        Chrome {
+            auth: state.auth.is_some(),
+            user: viewer.user().map(str::to_owned),
+            session: viewer.in_session(),
+        }
+    }
+}
+
+fn page(chrome: &Chrome, title: &str, body: Markup) -> HttpResponse {
+    page_with_status(StatusCode::OK, chrome, title, body)
+}
+
+fn page_with_status(
+    status: StatusCode,
+    chrome: &Chrome,
+    title: &str,
+    body: Markup,
+) -> HttpResponse {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -66,19 +120,134 @@ fn page(title: &str, body: Markup) -> HttpResponse {
                 style { (PreEscaped(STYLE)) }
             }
             body {
-                header { a href="/ui/" { "ipfs-registry" } }
+                header {
+                    a href="/ui/" { "ipfs-registry" }
+                    @if chrome.auth {
+                        span.who {
+                            @if let Some(user) = &chrome.user {
+                                span.user { (user) }
+                                @if chrome.session {
+                                    form method="post" action="/ui/logout" {
+                                        button.link type="submit" { "Log out" }
+                                    }
+                                }
+                            } @else {
+                                a.login href="/ui/login" { "Log in" }
+                            }
+                        }
+                    }
+                }
                 main { (body) }
             }
         }
     };
-    HttpResponse::Ok()
+    HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // What a page shows depends on who asks.
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header((header::VARY, "Authorization, Cookie"))
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'",
         ))
         .body(markup.into_string())
+}
+
+/// A failure of a UI page, shown as a page: the status of the API's mapping
+/// (src/api/error.rs), a message a person can act on, and for 401 a way to log in.
+#[derive(Debug)]
+pub struct UiError {
+    error: ApiError,
+    /// The page that failed, to come back to after logging in.
+    path: String,
+}
+
+impl UiError {
+    fn at(req: &HttpRequest, error: impl Into<ApiError>) -> UiError {
+        UiError {
+            error: error.into(),
+            path: req.uri().path().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for UiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for UiError {
+    fn status_code(&self) -> StatusCode {
+        self.error.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(event = "request_failed", error = %self.error);
+        }
+        let title = match status {
+            StatusCode::UNAUTHORIZED => "Log in to see this",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            s if s.is_server_error() => "The registry could not answer",
+            _ => "Bad request",
+        };
+        let message = if status.is_server_error() {
+            "Try again in a moment.".to_owned()
+        } else {
+            let text = self.error.to_string();
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
+                + "."
+        };
+        let login = login_link(&self.path);
+        let body = html! {
+            h1 { (title) }
+            p.error { (message) }
+            @if status == StatusCode::UNAUTHORIZED {
+                p { a href=(login) { "Log in" } " to see this page." }
+            }
+            p { a href="/ui/" { "← Repositories" } }
+        };
+        let mut response = page_with_status(status, &Chrome::default(), title, body);
+        if let Some(wait) = retry_after(&self.error) {
+            if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+fn retry_after(error: &ApiError) -> Option<u64> {
+    match error {
+        ApiError::Auth(AuthError::Throttled(wait)) => Some(wait.as_secs().max(1)),
+        e if matches!(
+            e.status_code(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) =>
+        {
+            Some(1)
+        }
+        _ => None,
+    }
+}
+
+fn login_link(next: &str) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish();
+    format!("/ui/login?{query}")
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, UiError> {
+    Err(UiError::at(&req, ApiError::NotFound))
 }
 
 /// The page the `last` query parameter asks for.
@@ -110,20 +279,34 @@ async fn redirect_home() -> HttpResponse {
 async fn repositories(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let viewer = Viewer::of(&state, &req).await?;
-    let (viewer, state) = (&viewer, &state);
-    let (names, next) = paginate(listing_page(&req), |page| async move {
-        viewer.catalog(state, &page).await
+) -> Result<HttpResponse, UiError> {
+    repositories_page(&req, &state)
+        .await
+        .map_err(|e| UiError::at(&req, e))
+}
+
+async fn repositories_page(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let viewer = Viewer::of(state, req).await?;
+    let viewer_ref = &viewer;
+    let (names, next) = paginate(listing_page(req), |page| async move {
+        viewer_ref.catalog(state, &page).await
     })
     .await?;
     let last = next.and_then(|next| next.last);
     Ok(page(
+        &Chrome::of(state, &viewer),
         "Repositories",
         html! {
             h1 { "Repositories" }
             @if names.is_empty() {
-                p.muted { "Nothing pushed yet." }
+                @if viewer.anonymous() {
+                    p.muted {
+                        "No public repositories. "
+                        a href="/ui/login" { "Log in" } " to see yours."
+                    }
+                } @else {
+                    p.muted { "Nothing pushed yet." }
+                }
             } @else {
                 ul.list {
                     @for name in &names {
@@ -140,18 +323,28 @@ async fn tags(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    tags_page(&req, &path, &state)
+        .await
+        .map_err(|e| UiError::at(&req, e))
+}
+
+async fn tags_page(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let repo = repo_name(path.trim_end_matches('/'))?;
-    Viewer::of(&state, &req)
-        .await?
-        .require_pull(repo.as_str())?;
+    let viewer = Viewer::of(state, req).await?;
+    viewer.require_pull(repo.as_str())?;
     let (registry, repo_ref) = (&state.registry, &repo);
-    let (tags, next) = paginate(listing_page(&req), |page| async move {
+    let (tags, next) = paginate(listing_page(req), |page| async move {
         Ok(registry.tags(repo_ref, &page).await?)
     })
     .await?;
     let last = next.and_then(|next| next.last);
     Ok(page(
+        &Chrome::of(state, &viewer),
         repo.as_str(),
         html! {
             h1 { (repo.as_str()) }
@@ -174,16 +367,26 @@ async fn image(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    image_page(&req, &path, &state)
+        .await
+        .map_err(|e| UiError::at(&req, e))
+}
+
+async fn image_page(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let (name, reference) = path.rsplit_once('@').ok_or(ApiError::NotFound)?;
     let repo = repo_name(name)?;
-    Viewer::of(&state, &req)
-        .await?
-        .require_pull(repo.as_str())?;
+    let viewer = Viewer::of(state, req).await?;
+    viewer.require_pull(repo.as_str())?;
     let reference = parse_reference(reference)?;
     let view = state.registry.browse_manifest(&repo, &reference).await?;
     let title = format!("{repo}@{reference}");
     Ok(page(
+        &Chrome::of(state, &viewer),
         &title,
         html! {
             p { a href={ "/ui/repo/" (repo.as_str()) } { "← " (repo.as_str()) } }
@@ -208,7 +411,7 @@ async fn image(
             @if !view.layers.is_empty() {
                 h2 { "Layers" }
                 @for (index, layer) in view.layers.iter().enumerate() {
-                    (layer_card(&state, index, layer))
+                    (layer_card(state, index, layer))
                 }
             }
             @if view.more_layers > 0 {
@@ -216,6 +419,166 @@ async fn image(
             }
         },
     ))
+}
+
+/// Where a login goes back to: a UI page, never another site (`next` is the client's).
+fn next_page(next: Option<&str>) -> &str {
+    match next {
+        Some(next) if next.starts_with("/ui/") && !next.contains('\\') => next,
+        _ => "/ui/",
+    }
+}
+
+async fn login_form(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    if state.auth.is_none() {
+        return Err(UiError::at(&req, ApiError::NotFound));
+    }
+    let params = query(&req);
+    let next = next_page(query_param(&params, "next")).to_owned();
+    Ok(login_page(StatusCode::OK, &next, None, ""))
+}
+
+fn login_page(status: StatusCode, next: &str, error: Option<&str>, user: &str) -> HttpResponse {
+    page_with_status(
+        status,
+        &Chrome::default(),
+        "Log in",
+        html! {
+            h1 { "Log in" }
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            form.login method="post" action="/ui/login" {
+                input type="hidden" name="next" value=(next);
+                label {
+                    "User name"
+                    input name="username" autocomplete="username" required value=(user);
+                }
+                label {
+                    "Password"
+                    input type="password" name="password" autocomplete="current-password" required;
+                }
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+/// Whether a form was posted by one of the registry's own pages. The session cookie is
+/// `SameSite=Strict`, so another site's form cannot post with it; the origin check also
+/// covers the login form (no cookie yet: another site could log a visitor in as someone
+/// else) and browsers without SameSite. A post without `Origin` or `Referer` is refused.
+fn same_origin(state: &AppState, req: &HttpRequest) -> bool {
+    let expected = match &state.public_url {
+        Some(url) => url.origin().ascii_serialization(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    let sent = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let origin = sent(header::ORIGIN).or_else(|| {
+        sent(header::REFERER)
+            .and_then(|referer| url::Url::parse(&referer).ok())
+            .map(|url| url.origin().ascii_serialization())
+    });
+    origin.is_some_and(|origin| origin == expected)
+}
+
+fn cross_site(req: &HttpRequest) -> UiError {
+    UiError::at(req, ApiError::CrossSite)
+}
+
+/// `Set-Cookie` for the session `value` lasting `max_age` seconds (0: removes it).
+fn session_cookie(value: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    )
+}
+
+fn secure_cookies(state: &AppState) -> bool {
+    state
+        .public_url
+        .as_ref()
+        .is_some_and(|url| url.scheme() == "https")
+}
+
+async fn login(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let Some(auth) = &state.auth else {
+        return Err(UiError::at(&req, ApiError::NotFound));
+    };
+    if !same_origin(&state, &req) {
+        return Err(cross_site(&req));
+    }
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let next = next_page(query_param(&form, "next")).to_owned();
+    let user = query_param(&form, "username").unwrap_or_default();
+    let password = query_param(&form, "password").unwrap_or_default();
+    if user.is_empty() || password.is_empty() {
+        return Ok(login_page(
+            StatusCode::BAD_REQUEST,
+            &next,
+            Some("Enter a user name and a password."),
+            user,
+        ));
+    }
+    // The same login as /token's: throttled, on a bounded number of argon2 slots, counted.
+    let outcome = auth.login(user, password, client_ip(auth, &req)).await;
+    let refused = |status, message: &str| Ok(login_page(status, &next, Some(message), user));
+    let login = match super::token::counted(&state, outcome) {
+        Ok(login) => login,
+        Err(AuthError::InvalidCredentials) => {
+            return refused(StatusCode::UNAUTHORIZED, "Invalid user name or password.")
+        }
+        Err(e) => return Err(UiError::at(&req, e)),
+    };
+    let session = match auth.open_session(&login) {
+        Ok(session) => session,
+        Err(AuthError::BadRequest(message)) => return refused(StatusCode::BAD_REQUEST, &message),
+        Err(e) => return Err(UiError::at(&req, e)),
+    };
+    tracing::info!(event = "ui_login", user = %login.user.name);
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, next))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::SET_COOKIE,
+            session_cookie(
+                &session.token,
+                session.expires_in.as_secs(),
+                secure_cookies(&state),
+            ),
+        ))
+        .finish())
+}
+
+/// Ends the session in this browser: the cookie is removed. (A session is a signed token,
+/// not a stored row: a copy taken earlier stays valid until it expires or the password
+/// changes; docs/security.md.)
+async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    if !same_origin(&state, &req) {
+        return Err(cross_site(&req));
+    }
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/ui/"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::SET_COOKIE,
+            session_cookie("", 0, secure_cookies(&state)),
+        ))
+        .finish())
 }
 
 fn manifest_summary(view: &ManifestView) -> Markup {
@@ -317,6 +680,31 @@ mod tests {
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(10 * 1024 * 1024), "10.0 MiB");
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_over_https() {
+        let plain = session_cookie("t", 60, false);
+        assert_eq!(
+            plain,
+            "ipfs_registry_session=t; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
+        );
+        assert!(session_cookie("t", 60, true).ends_with("; Secure"));
+        assert!(session_cookie("", 0, false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn a_login_returns_only_to_a_ui_page() {
+        assert_eq!(next_page(Some("/ui/repo/a")), "/ui/repo/a");
+        for elsewhere in [
+            None,
+            Some("https://evil.example/"),
+            Some("//evil.example/ui/"),
+            Some("/ui/\\evil.example"),
+            Some("/v2/_catalog"),
+        ] {
+            assert_eq!(next_page(elsewhere), "/ui/", "{elsewhere:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,405 @@
+//! The web UI's logins and failure pages: a login form that opens a session (a cookie),
+//! pages and the gateway that take it without checking the password again, logout, the
+//! CSRF defence of every form, and sessions that end when the password changes or the user
+//! is removed. Against a real registry on both store pairs; Chromium renders the pages and
+//! keeps screenshots under target/ui-screenshots/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::{links, rendered, screenshot};
+use common::StorePair;
+use ipfs_registry::auth::admin;
+use reqwest::redirect::Policy;
+use reqwest::{Response, StatusCode};
+
+fn header_of(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A client that follows no redirect (the tests look at them) and keeps no cookies (the
+/// tests send them).
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The session cookie's `name=value` from a login's answer.
+fn session_of(response: &Response) -> String {
+    let set = header_of(response, "set-cookie");
+    let pair = set.split(';').next().unwrap_or_default();
+    assert!(pair.starts_with("ipfs_registry_session="), "{set}");
+    pair.to_owned()
+}
+
+/// The value of a counter series in `/metrics` (0 when absent).
+async fn metric(base: &str, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+struct Browser<'a> {
+    http: reqwest::Client,
+    base: &'a str,
+}
+
+impl Browser<'_> {
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A form post; `origin` is the `Origin` header the browser sends (none when `None`).
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+        cookie: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            );
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Logs `user` in through the form from the registry's own page; the session cookie.
+    async fn login(&self, user: &str, password: &str) -> String {
+        let response = self
+            .post(
+                "/ui/login",
+                &[("username", user), ("password", password), ("next", "/ui/")],
+                Some(self.base),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 303, "login of {user}");
+        session_of(&response)
+    }
+}
+
+common::on_each_store_pair!(
+    a_login_opens_a_session_that_pages_and_the_gateway_take,
+    flavor = "current_thread"
+);
+async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePair) {
+    let registry = common::auth::start_auth_registry_with(stores, |config| {
+        // Every Basic login would otherwise pass through the cache and still be counted:
+        // the count below must show the session alone.
+        config.auth.login_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    registry.add_user("alice", "alice-password", false).await;
+    registry.add_user("bob", "bob-password", false).await;
+    registry.grant("alice", "team/*", "pull,push").await;
+    registry.grant("alice", "pub/*", "pull,push").await;
+    registry.make_public("pub/*").await;
+    let alice = Some(("alice", "alice-password"));
+    let private = registry
+        .client(alice, &["repository:team/app:pull,push"])
+        .await
+        .push_image("team/app", Some("1"), 1)
+        .await;
+    registry
+        .client(alice, &["repository:pub/app:pull,push"])
+        .await
+        .push_image("pub/app", Some("1"), 1)
+        .await;
+    let private_cid = header_of(
+        &registry
+            .client(alice, &["repository:team/app:pull"])
+            .await
+            .head(&format!("/v2/team/app/blobs/{}", private.layers[0].digest))
+            .await,
+        "x-ipfs-path",
+    );
+    let base = registry.base();
+    let browser = Browser { http: http(), base };
+
+    // Anonymous: the public repository and a way to log in.
+    let home = browser.get("/ui/", None).await.text().await.unwrap();
+    assert!(
+        home.contains("pub/app") && !home.contains("team/app"),
+        "{home}"
+    );
+    assert!(home.contains(r#"href="/ui/login""#), "{home}");
+    assert!(!home.contains("Nothing pushed yet"), "{home}");
+    let form = browser.get("/ui/login?next=/ui/repo/team/app", None).await;
+    assert_eq!(form.status(), 200);
+    let form = form.text().await.unwrap();
+    assert!(
+        form.contains(r#"name="next" value="/ui/repo/team/app""#),
+        "{form}"
+    );
+
+    // Forms posted from elsewhere, or that say not where from, are refused.
+    let credentials = [
+        ("username", "alice"),
+        ("password", "alice-password"),
+        ("next", "/ui/repo/team/app"),
+    ];
+    for origin in [None, Some("http://evil.example"), Some("null")] {
+        let refused = browser.post("/ui/login", &credentials, origin, None).await;
+        assert_eq!(refused.status(), 403, "{origin:?}");
+        assert_eq!(header_of(&refused, "set-cookie"), "", "{origin:?}");
+        assert!(header_of(&refused, "content-type").starts_with("text/html"));
+        assert!(refused.text().await.unwrap().contains("own page"));
+    }
+    let wrong = browser
+        .post(
+            "/ui/login",
+            &[("username", "alice"), ("password", "nope")],
+            Some(base),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(header_of(&wrong, "set-cookie"), "");
+    assert!(wrong
+        .text()
+        .await
+        .unwrap()
+        .contains("Invalid user name or password."));
+
+    // The login: one password check, then a cookie only this site's pages get.
+    let logins = r#"ipfs_registry_auth_total{outcome="success"}"#;
+    let before = metric(base, logins).await;
+    let login = browser
+        .post("/ui/login", &credentials, Some(base), None)
+        .await;
+    assert_eq!(login.status(), 303);
+    assert_eq!(header_of(&login, "location"), "/ui/repo/team/app");
+    let set = header_of(&login, "set-cookie");
+    for attribute in [
+        "; Path=/",
+        "; HttpOnly",
+        "; SameSite=Strict",
+        "; Max-Age=43200",
+    ] {
+        assert!(set.contains(attribute), "{attribute}: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain http: {set}");
+    let session = session_of(&login);
+    let cookie = Some(session.as_str());
+
+    let home = browser.get("/ui/", cookie).await.text().await.unwrap();
+    assert!(
+        home.contains("team/app") && home.contains("pub/app"),
+        "{home}"
+    );
+    assert!(home.contains("alice") && home.contains("Log out"), "{home}");
+    for page in ["/ui/repo/team/app", "/ui/image/team/app@1"] {
+        assert_eq!(browser.get(page, cookie).await.status(), 200, "{page}");
+    }
+    let layer = browser.get(&private_cid, cookie).await;
+    assert_eq!(layer.status(), 200);
+    assert!(header_of(&layer, "vary").contains("Cookie"));
+    assert_eq!(layer.bytes().await.unwrap(), private.layers[0].data);
+    assert_eq!(
+        metric(base, logins).await,
+        before + 1.0,
+        "pages with a session check no password"
+    );
+    // A session is not a registry token.
+    assert_eq!(
+        browser.get("/v2/team/app/tags/list", cookie).await.status(),
+        401
+    );
+
+    // Logout: refused from elsewhere, else the cookie is removed.
+    let refused = browser
+        .post("/ui/logout", &[], Some("http://evil.example"), cookie)
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(header_of(&refused, "set-cookie"), "");
+    let logout = browser.post("/ui/logout", &[], Some(base), cookie).await;
+    assert_eq!(logout.status(), 303);
+    assert_eq!(header_of(&logout, "location"), "/ui/");
+    let cleared = header_of(&logout, "set-cookie");
+    assert!(
+        cleared.starts_with("ipfs_registry_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
+    // A password change ends every session of the user at once.
+    let session = browser.login("alice", "alice-password").await;
+    let cookie = Some(session.as_str());
+    assert_eq!(browser.get("/ui/repo/team/app", cookie).await.status(), 200);
+    admin::set_password(registry.store.as_ref(), "alice", "a new password")
+        .await
+        .unwrap();
+    let ended = browser.get("/ui/repo/team/app", cookie).await;
+    assert_eq!(ended.status(), 401);
+    assert!(ended.text().await.unwrap().contains("/ui/login?next="));
+    let home = browser.get("/ui/", cookie).await.text().await.unwrap();
+    assert!(
+        !home.contains("team/app") && home.contains("Log in"),
+        "{home}"
+    );
+    assert_eq!(browser.get(&private_cid, cookie).await.status(), 401);
+
+    // So does the user's removal, even if a user of that name comes back.
+    let session = browser.login("bob", "bob-password").await;
+    admin::remove_user(registry.store.as_ref(), "bob")
+        .await
+        .unwrap();
+    registry.add_user("bob", "bob-password", false).await;
+    let home = browser
+        .get("/ui/", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains("Log out"), "{home}");
+
+    // Logged in but not allowed: a page saying so.
+    let session = browser.login("bob", "bob-password").await;
+    let denied = browser.get("/ui/repo/team/app", Some(&session)).await;
+    assert_eq!(denied.status(), 403);
+    assert!(denied.text().await.unwrap().contains("Not allowed"));
+
+    // A robot token is for registry clients, not for a session.
+    let robot = registry
+        .robot_token(
+            "alice",
+            &["repository:team/app:pull"],
+            Duration::from_secs(600),
+        )
+        .await;
+    let refused = browser
+        .post(
+            "/ui/login",
+            &[("username", "alice"), ("password", &robot)],
+            Some(base),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(header_of(&refused, "set-cookie"), "");
+
+    // As Chromium shows them: the anonymous list with its "Log in" link, the login form,
+    // a page asking to log in.
+    let profile = tempfile::tempdir().unwrap();
+    let pair = format!("{stores:?}").to_lowercase();
+    let home = rendered(&registry.registry.url("/ui/"), profile.path()).await;
+    assert_eq!(links(&home, "Log in"), vec!["/ui/login"], "{home}");
+    let login_page = rendered(&registry.registry.url("/ui/login"), profile.path()).await;
+    assert!(login_page.contains(r#"type="password""#), "{login_page}");
+    for (path, name) in [
+        ("/ui/", "anonymous"),
+        ("/ui/login", "login"),
+        ("/ui/repo/team/app", "login-required"),
+    ] {
+        let url = registry.registry.url(path);
+        screenshot(&url, profile.path(), &format!("{name}-{pair}")).await;
+    }
+}
+
+common::on_each_store_pair!(secure_cookies_over_https, flavor = "current_thread");
+/// Behind an https `public_url`, the cookie is `Secure` and forms must come from there.
+async fn secure_cookies_over_https(stores: StorePair) {
+    let registry = common::auth::start_auth_registry_with(stores, |config| {
+        config.public_url = Some("https://registry.example.org".parse().unwrap());
+    })
+    .await;
+    registry.add_user("alice", "alice-password", false).await;
+    let browser = Browser {
+        http: http(),
+        base: registry.base(),
+    };
+    let form = [("username", "alice"), ("password", "alice-password")];
+    let refused = browser
+        .post("/ui/login", &form, Some(registry.base()), None)
+        .await;
+    assert_eq!(refused.status(), 403, "not the public origin");
+    let login = browser
+        .post(
+            "/ui/login",
+            &form,
+            Some("https://registry.example.org"),
+            None,
+        )
+        .await;
+    assert_eq!(login.status(), 303);
+    assert!(header_of(&login, "set-cookie").ends_with("; Secure"));
+}
+
+common::on_each_store_pair!(failures_are_pages, flavor = "current_thread");
+/// Under /ui, what fails is a page a person reads, with the status a script checks.
+async fn failures_are_pages(stores: StorePair) {
+    let registry = stores.start_registry().await;
+    let oci = common::oci::Oci::new(&registry.base);
+    oci.push_image("pages/app", Some("1"), 1).await;
+    let browser = Browser {
+        http: http(),
+        base: &registry.base,
+    };
+    for (path, status, says) in [
+        ("/ui/image/pages/app@nope", 404, "Not found"),
+        (
+            "/ui/repo/pages/none",
+            404,
+            "Repository name not known to registry.",
+        ),
+        ("/ui/no/such/page", 404, "Not found"),
+        ("/ui/repo/NOT..valid", 400, "Invalid repository name."),
+        ("/ui/image/pages/app@sha256:zz", 400, "Invalid digest"),
+        // Nothing to log in to with access control off.
+        ("/ui/login", 404, "Not found"),
+    ] {
+        let response = browser.get(path, None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::from_u16(status).unwrap(),
+            "{path}"
+        );
+        assert!(
+            header_of(&response, "content-type").starts_with("text/html"),
+            "{path}"
+        );
+        let text = response.text().await.unwrap();
+        assert!(text.contains(says), "{path}: {text}");
+        assert!(text.contains(r#"href="/ui/""#), "{path}: a way back");
+        assert!(!text.contains("Log in"), "{path}: auth is off");
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let pair = format!("{stores:?}").to_lowercase();
+    screenshot(
+        &registry.url("/ui/image/pages/app@nope"),
+        profile.path(),
+        &format!("not-found-{pair}"),
+    )
+    .await;
+}
