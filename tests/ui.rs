@@ -9,10 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{links, rendered, screenshot};
+use common::oci::{Image, Manifest, Oci};
 use common::StorePair;
 use ipfs_registry::auth::admin;
 use reqwest::redirect::Policy;
 use reqwest::{Response, StatusCode};
+use serde_json::json;
 
 fn header_of(response: &Response, name: &str) -> String {
     response
@@ -69,6 +71,13 @@ impl Browser<'_> {
         request.send().await.unwrap()
     }
 
+    /// An anonymous page, asserting 200.
+    async fn text(&self, path: &str) -> String {
+        let response = self.get(path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.unwrap()
+    }
+
     /// A form post; `origin` is the `Origin` header the browser sends (none when `None`).
     async fn post(
         &self,
@@ -123,7 +132,7 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
     .await;
     registry.add_user("alice", "alice-password", false).await;
     registry.add_user("bob", "bob-password", false).await;
-    registry.grant("alice", "team/*", "pull,push").await;
+    registry.grant("alice", "team/*", "pull,push,delete").await;
     registry.grant("alice", "pub/*", "pull,push").await;
     registry.make_public("pub/*").await;
     let alice = Some(("alice", "alice-password"));
@@ -220,6 +229,40 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         "{home}"
     );
     assert!(home.contains("alice") && home.contains("Log out"), "{home}");
+    // Which repositories anyone may pull, and which only those allowed.
+    let marker = |name: &str| {
+        let row = regex::Regex::new(&format!(
+            r#"{name}</span> <span class="badge (public|private)""#
+        ))
+        .unwrap();
+        row.captures(&home).map(|c| c[1].to_owned())
+    };
+    assert_eq!(marker("pub/app").as_deref(), Some("public"), "{home}");
+    assert_eq!(marker("team/app").as_deref(), Some("private"), "{home}");
+    // Delete buttons where the user may delete, and only there.
+    let team = browser
+        .get("/ui/repo/team/app", cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(team.contains("Delete tag"), "{team}");
+    let public = browser
+        .get("/ui/repo/pub/app", cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!public.contains("Delete tag"), "{public}");
+    let refused = browser
+        .post(
+            "/ui/delete",
+            &[("repo", "pub/app"), ("reference", "1")],
+            Some(base),
+            cookie,
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
     for page in ["/ui/repo/team/app", "/ui/image/team/app@1"] {
         assert_eq!(browser.get(page, cookie).await.status(), 200, "{page}");
     }
@@ -402,4 +445,141 @@ async fn failures_are_pages(stores: StorePair) {
         &format!("not-found-{pair}"),
     )
     .await;
+}
+
+/// Two single-platform images in `repo`, the first tagged `amd64`, and an index over both
+/// tagged `multi`; the bytes of every blob pushed, and of the first image's.
+async fn push_platforms(oci: &Oci, repo: &str) -> (Image, Manifest, u64, u64) {
+    let amd64 = oci.push_image(repo, Some("amd64"), 2).await;
+    let arm64 = oci.push_image(repo, None, 1).await;
+    let platform = |os: &str, arch: &str, m: &Manifest| {
+        let mut d = m.descriptor();
+        d["platform"] = json!({ "os": os, "architecture": arch });
+        d
+    };
+    let index = Manifest::new(
+        OCI_INDEX,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                platform("linux", "amd64", &amd64.manifest),
+                platform("linux", "arm64", &arm64.manifest),
+            ],
+        }),
+    );
+    oci.push_manifest(repo, "multi", &index).await;
+    let bytes = |image: &Image| -> u64 {
+        std::iter::once(&image.config)
+            .chain(&image.layers)
+            .map(|b| b.data.len() as u64)
+            .sum()
+    };
+    let (one, all) = (bytes(&amd64), bytes(&amd64) + bytes(&arm64));
+    (amd64, index, one, all)
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+common::on_each_store_pair!(
+    the_lists_show_sizes_platforms_pushes_and_pull_commands,
+    flavor = "current_thread"
+);
+async fn the_lists_show_sizes_platforms_pushes_and_pull_commands(stores: StorePair) {
+    let registry = stores.start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let (amd64, index, amd64_bytes, all_bytes) = push_platforms(&oci, "list/alpha").await;
+    let beta = oci.push_image("list/beta", Some("x"), 1).await;
+    let browser = Browser {
+        http: http(),
+        base: &registry.base,
+    };
+
+    // The list: each repository with its tag count, size and last push; filtered by name.
+    let home = browser.text("/ui/").await;
+    assert!(
+        home.contains("list/alpha") && home.contains("list/beta"),
+        "{home}"
+    );
+    assert!(
+        home.contains("2 tags") && home.contains("1 tag ·"),
+        "{home}"
+    );
+    assert!(
+        home.contains(&format!(r#"data-bytes="{all_bytes}""#)),
+        "{home}"
+    );
+    let year = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    assert!(home.contains(&format!("pushed {}", &year[..4])), "{home}");
+    assert!(!home.contains(r#"class="badge"#), "auth is off: {home}");
+    let filtered = browser.text("/ui/?q=ALP").await;
+    assert!(
+        filtered.contains("/ui/repo/list/alpha") && !filtered.contains("/ui/repo/list/beta"),
+        "{filtered}"
+    );
+    assert!(filtered.contains(r#"value="alp""#), "{filtered}");
+    assert!(browser
+        .text("/ui/?q=nothing")
+        .await
+        .contains("No repository name contains"));
+
+    // The repository: each tag's digest, size, platforms, push time and pull commands.
+    let page = browser.text("/ui/repo/list/alpha").await;
+    let host = registry.host();
+    for pull in [
+        format!("docker pull {host}/list/alpha:amd64"),
+        format!("docker pull {host}/list/alpha@{}", amd64.manifest.digest),
+        format!("docker pull {host}/list/alpha:multi"),
+        format!("docker pull {host}/list/alpha@{}", index.digest),
+    ] {
+        assert!(page.contains(&pull), "{pull}: {page}");
+    }
+    assert!(page.contains("linux/amd64, linux/arm64"), "{page}");
+    assert!(
+        page.contains(&format!(r#"data-bytes="{amd64_bytes}""#)),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"data-bytes="{all_bytes}""#)),
+        "{page}"
+    );
+    assert!(page.contains(&format!("{} UTC", &year[..4])) || page.contains(" UTC"));
+
+    // Deleting a tag: a confirmation page, then a POST from this site only.
+    let confirm = browser.text("/ui/delete?repo=list/beta&reference=x").await;
+    assert!(confirm.contains(r#"action="/ui/delete""#), "{confirm}");
+    let form = [("repo", "list/beta"), ("reference", "x")];
+    let refused = browser.post("/ui/delete", &form, None, None).await;
+    assert_eq!(refused.status(), 403);
+    let refused = browser
+        .post("/ui/delete", &form, Some("http://evil.example"), None)
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        oci.get(&format!("/v2/list/beta/manifests/{}", beta.manifest.digest))
+            .await
+            .status(),
+        200
+    );
+    let deleted = browser
+        .post("/ui/delete", &form, Some(&registry.base), None)
+        .await;
+    assert_eq!(deleted.status(), 303);
+    assert_eq!(header_of(&deleted, "location"), "/ui/repo/list/beta");
+    assert_eq!(oci.get("/v2/list/beta/manifests/x").await.status(), 404);
+    let gone = browser
+        .get("/ui/delete?repo=list/beta&reference=x", None)
+        .await;
+    assert_eq!(gone.status(), 404, "a stale link says so");
+
+    let profile = tempfile::tempdir().unwrap();
+    let pair = format!("{stores:?}").to_lowercase();
+    for (path, name) in [
+        ("/ui/", "list"),
+        ("/ui/repo/list/alpha", "tags"),
+        ("/ui/delete?repo=list/alpha&reference=amd64", "delete"),
+    ] {
+        let url = registry.url(path);
+        screenshot(&url, profile.path(), &format!("{name}-{pair}")).await;
+    }
 }

@@ -17,13 +17,13 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::access::client_ip;
 use super::error::ApiError;
-use super::handlers::listing::paginate;
 use super::handlers::{parse_reference, query, query_param, repo_name};
 use super::viewer::{Viewer, SESSION_COOKIE};
 use super::AppState;
 
 use crate::auth::AuthError;
-use crate::registry::{LayerView, ManifestView, Page, Role};
+use crate::oci::{media, Reference, RepoName};
+use crate::registry::{LayerView, ManifestView, Page, RegistryError, Role};
 
 /// Entries per listing page.
 const PAGE: u32 = 100;
@@ -61,6 +61,15 @@ form.login { display: grid; gap: .75rem; max-width: 22rem; }
 form.login label { display: grid; gap: .25rem; }
 form.login input { padding: .5rem; border: 1px solid var(--line); border-radius: .35rem; }
 form.login button { padding: .5rem; border-radius: .35rem; border: 0; background: var(--accent); color: #fff; cursor: pointer; }
+form.search { display: flex; gap: .5rem; margin: 0 0 1rem; }
+form.search input { flex: 1; min-width: 0; padding: .4rem .5rem; border: 1px solid var(--line); border-radius: .35rem; }
+ul.repos .name { font-weight: 600; }
+.facts { display: inline-block; width: 100%; font-size: .9rem; }
+.badge { font-size: .75rem; padding: .05rem .4rem; border-radius: 1rem; border: 1px solid var(--line); vertical-align: middle; color: var(--muted); }
+.badge.private { border-color: #d97706; color: #d97706; }
+code.pull { display: block; user-select: all; padding: .25rem .4rem; margin: 0 0 .25rem; border: 1px solid var(--line); border-radius: .25rem; }
+form.delete { margin: .5rem 0 0; }
+button.danger, form.delete button { color: #b91c1c; background: none; border: 1px solid #b91c1c; border-radius: .35rem; padding: .25rem .6rem; cursor: pointer; }
 .error { border-left: 4px solid #dc2626; padding: .5rem .75rem; background: rgba(220, 38, 38, .08); }
 @media (max-width: 30rem) { dl { grid-template-columns: 1fr; } dt { margin-top: .35rem; } }
 "#;
@@ -77,6 +86,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(login)),
         )
         .route("/ui/logout", web::post().to(logout))
+        .service(
+            web::resource("/ui/delete")
+                .app_data(web::PayloadConfig::new(MAX_FORM))
+                .route(web::get().to(confirm_delete))
+                .route(web::post().to(delete)),
+        )
         .route("/ui/{tail:.*}", web::route().to(not_found));
 }
 
@@ -259,10 +274,12 @@ fn listing_page(req: &HttpRequest) -> Page {
     }
 }
 
-fn next_link(path: &str, last: &Option<String>) -> Markup {
+/// A link to the page after `last`, keeping the listing's other (non-empty) parameters.
+fn next_link(path: &str, last: &Option<String>, keep: &[(&str, &str)]) -> Markup {
     html! {
         @if let Some(last) = last {
             @let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(keep.iter().filter(|(_, v)| !v.is_empty()))
                 .append_pair("last", last)
                 .finish();
             nav.pages { a href={ (path) "?" (query) } { "Next page →" } }
@@ -287,19 +304,42 @@ async fn repositories(
 
 async fn repositories_page(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
     let viewer = Viewer::of(state, req).await?;
-    let viewer_ref = &viewer;
-    let (names, next) = paginate(listing_page(req), |page| async move {
-        viewer_ref.catalog(state, &page).await
-    })
-    .await?;
-    let last = next.and_then(|next| next.last);
+    let params = query(req);
+    // Repository names are lower case: so is what is searched for.
+    let search = query_param(&params, "q")
+        .unwrap_or("")
+        .trim()
+        .to_lowercase();
+    let probe = Page {
+        n: Some(PAGE + 1),
+        last: query_param(&params, "last").map(str::to_owned),
+    };
+    let mut repos = viewer.summaries(state, &probe, &search).await?;
+    let last = (repos.len() > PAGE as usize)
+        .then(|| {
+            repos.truncate(PAGE as usize);
+            repos.last().map(|r| r.name.clone())
+        })
+        .flatten();
+    // With access control on, each repository says whether anyone may pull it.
+    let public = match &state.auth {
+        Some(auth) => Some(auth.rights(None).await?),
+        None => None,
+    };
     Ok(page(
         &Chrome::of(state, &viewer),
         "Repositories",
         html! {
             h1 { "Repositories" }
-            @if names.is_empty() {
-                @if viewer.anonymous() {
+            form.search method="get" action="/ui/" role="search" {
+                input type="search" name="q" value=(search) placeholder="Filter by name"
+                    aria-label="Filter repositories by name";
+                button type="submit" { "Filter" }
+            }
+            @if repos.is_empty() {
+                @if !search.is_empty() {
+                    p.muted { "No repository name contains " code { (search) } "." }
+                } @else if viewer.anonymous() {
                     p.muted {
                         "No public repositories. "
                         a href="/ui/login" { "Log in" } " to see yours."
@@ -308,13 +348,31 @@ async fn repositories_page(req: &HttpRequest, state: &AppState) -> Result<HttpRe
                     p.muted { "Nothing pushed yet." }
                 }
             } @else {
-                ul.list {
-                    @for name in &names {
-                        li { a href={ "/ui/repo/" (name) } { (name) } }
+                ul.list.repos {
+                    @for repo in &repos {
+                        li {
+                            a href={ "/ui/repo/" (repo.name) } {
+                                span.name { (repo.name) }
+                                @if let Some(public) = &public {
+                                    @if public.allows(&repo.name, crate::auth::scope::PULL) {
+                                        " " span.badge.public { "public" }
+                                    } @else {
+                                        " " span.badge.private { "private" }
+                                    }
+                                }
+                                span.facts.muted {
+                                    (count(repo.tags, "tag", "tags")) " · "
+                                    span.size data-bytes=(repo.size) { (human_size(repo.size)) }
+                                    @if let Some(pushed) = repo.last_push {
+                                        " · pushed " (when(pushed))
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
-            (next_link("/ui/", &last))
+            (next_link("/ui/", &last, &[("q", &search)]))
         },
     ))
 }
@@ -337,12 +395,26 @@ async fn tags_page(
     let repo = repo_name(path.trim_end_matches('/'))?;
     let viewer = Viewer::of(state, req).await?;
     viewer.require_pull(repo.as_str())?;
-    let (registry, repo_ref) = (&state.registry, &repo);
-    let (tags, next) = paginate(listing_page(req), |page| async move {
-        Ok(registry.tags(repo_ref, &page).await?)
-    })
-    .await?;
-    let last = next.and_then(|next| next.last);
+    let mut probe = listing_page(req);
+    probe.n = probe.n.map(|n| n + 1);
+    let mut tags = state.registry.tag_summaries(&repo, &probe).await?;
+    let last = (tags.len() > PAGE as usize)
+        .then(|| {
+            tags.truncate(PAGE as usize);
+            tags.last().map(|t| t.name.clone())
+        })
+        .flatten();
+    let mut platforms = Vec::with_capacity(tags.len());
+    for tag in &tags {
+        let index = media::manifest_kind(&tag.media_type) == Some(media::ManifestKind::Index);
+        platforms.push(if index {
+            state.registry.platforms(&repo, &tag.digest).await?
+        } else {
+            Vec::new()
+        });
+    }
+    let host = pull_host(state, req);
+    let deletable = state.registry.deletes_enabled() && viewer.may_delete(repo.as_str());
     Ok(page(
         &Chrome::of(state, &viewer),
         repo.as_str(),
@@ -352,15 +424,67 @@ async fn tags_page(
             @if tags.is_empty() {
                 p.muted { "No tags." }
             } @else {
-                ul.list {
-                    @for tag in &tags {
-                        li { a href={ "/ui/image/" (repo.as_str()) "@" (tag) } { (tag) } }
+                @for (tag, platforms) in tags.iter().zip(&platforms) {
+                    section.card.tag {
+                        h3 {
+                            a href={ "/ui/image/" (repo.as_str()) "@" (tag.name) } { (tag.name) }
+                            " " span.muted.size data-bytes=(tag.size) { (human_size(tag.size)) }
+                        }
+                        dl {
+                            dt { "Digest" }
+                            dd {
+                                a href={ "/ui/image/" (repo.as_str()) "@" (tag.digest) } {
+                                    code { (short(&tag.digest.to_string())) }
+                                }
+                            }
+                            @if !platforms.is_empty() {
+                                dt { "Platforms" } dd { (platforms.join(", ")) }
+                            }
+                            dt { "Pushed" } dd { (when(tag.pushed_at)) }
+                            dt { "Pull" }
+                            dd {
+                                code.pull { "docker pull " (host) "/" (repo.as_str()) ":" (tag.name) }
+                                code.pull { "docker pull " (host) "/" (repo.as_str()) "@" (tag.digest) }
+                            }
+                        }
+                        @if deletable {
+                            form.delete method="get" action="/ui/delete" {
+                                input type="hidden" name="repo" value=(repo.as_str());
+                                input type="hidden" name="reference" value=(tag.name);
+                                button type="submit" { "Delete tag…" }
+                            }
+                        }
                     }
                 }
             }
-            (next_link(&format!("/ui/repo/{repo}"), &last))
+            (next_link(&format!("/ui/repo/{repo}"), &last, &[]))
         },
     ))
+}
+
+/// The registry's host for `docker pull`: `public_url`'s, else the one the browser asked.
+fn pull_host(state: &AppState, req: &HttpRequest) -> String {
+    match &state.public_url {
+        Some(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => req.connection_info().host().to_owned(),
+        },
+        None => req.connection_info().host().to_owned(),
+    }
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A moment as a person reads it, in UTC to the minute: `2026-12-07 11:38 UTC`.
+fn when(time: std::time::SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    match (text.get(..10), text.get(11..16)) {
+        (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
+        _ => text,
+    }
 }
 
 async fn image(
@@ -419,6 +543,100 @@ async fn image_page(
             }
         },
     ))
+}
+
+/// What a delete form names: a repository and a tag or digest in it.
+fn delete_target(params: &[(String, String)]) -> Result<(RepoName, Reference), ApiError> {
+    let repo = repo_name(query_param(params, "repo").unwrap_or(""))?;
+    let reference = parse_reference(query_param(params, "reference").unwrap_or(""))?;
+    Ok((repo, reference))
+}
+
+/// What joins a repository and a reference in a pull: `:tag`, `@digest`.
+fn separator(reference: &Reference) -> &'static str {
+    match reference {
+        Reference::Tag(_) => ":",
+        Reference::Digest(_) => "@",
+    }
+}
+
+/// Refuses a delete the viewer may not make, or that the registry does not allow.
+fn check_delete(state: &AppState, viewer: &Viewer, repo: &RepoName) -> Result<(), ApiError> {
+    viewer.require_pull(repo.as_str())?;
+    if !viewer.may_delete(repo.as_str()) {
+        return Err(ApiError::Denied);
+    }
+    if !state.registry.deletes_enabled() {
+        return Err(
+            RegistryError::Unsupported("deletes are disabled on this registry".into()).into(),
+        );
+    }
+    Ok(())
+}
+
+/// The confirmation a delete button leads to (no scripts: a page, then a POST).
+async fn confirm_delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let shown = async {
+        let (repo, reference) = delete_target(&query(&req))?;
+        let viewer = Viewer::of(&state, &req).await?;
+        check_delete(&state, &viewer, &repo)?;
+        // Shown only for what exists: a stale link says so instead.
+        state.registry.get_manifest(&repo, &reference).await?;
+        let what = match &reference {
+            Reference::Tag(_) => "the tag; the image stays while another tag or index uses it",
+            Reference::Digest(_) => "the manifest and every tag pointing at it",
+        };
+        Ok::<_, ApiError>(page(
+            &Chrome::of(&state, &viewer),
+            "Delete?",
+            html! {
+                h1 { "Delete " code { (repo.as_str()) (separator(&reference)) (reference) } "?" }
+                p { "This deletes " (what) ". It cannot be undone." }
+                form.delete method="post" action="/ui/delete" {
+                    input type="hidden" name="repo" value=(repo.as_str());
+                    input type="hidden" name="reference" value=(reference.to_string());
+                    button.danger type="submit" { "Delete" }
+                    " "
+                    a href={ "/ui/repo/" (repo.as_str()) } { "Cancel" }
+                }
+            },
+        ))
+    };
+    shown.await.map_err(|e| UiError::at(&req, e))
+}
+
+async fn delete(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    if !same_origin(&state, &req) {
+        return Err(cross_site(&req));
+    }
+    let done = async {
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let (repo, reference) = delete_target(&form)?;
+        let viewer = Viewer::of(&state, &req).await?;
+        check_delete(&state, &viewer, &repo)?;
+        state.registry.delete_manifest(&repo, &reference).await?;
+        tracing::info!(
+            event = "ui_delete",
+            user = viewer.user().unwrap_or(""),
+            repository = %repo,
+            reference = %reference,
+        );
+        Ok::<_, ApiError>(
+            HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, format!("/ui/repo/{repo}")))
+                .finish(),
+        )
+    };
+    done.await.map_err(|e| UiError::at(&req, e))
 }
 
 /// Where a login goes back to: a UI page, never another site (`next` is the client's).

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::permission::Rights;
 use crate::auth::scope;
-use crate::registry::Page;
+use crate::registry::{Page, RepoFilter, RepositorySummary};
 
 /// What the caller may see.
 pub enum Viewer {
@@ -82,11 +82,19 @@ impl Viewer {
     }
 
     pub fn may_pull(&self, repo: &str) -> bool {
+        self.may(repo, scope::PULL)
+    }
+
+    /// Whether the caller may delete manifests and tags of `repo`.
+    pub fn may_delete(&self, repo: &str) -> bool {
+        self.may(repo, scope::DELETE)
+    }
+
+    fn may(&self, repo: &str, action: &str) -> bool {
         match self {
             Viewer::Everyone => true,
             Viewer::Restricted { rights, limit, .. } => {
-                rights.allows(repo, scope::PULL)
-                    && limit.as_ref().is_none_or(|l| l.allows(repo, scope::PULL))
+                rights.allows(repo, action) && limit.as_ref().is_none_or(|l| l.allows(repo, action))
             }
         }
     }
@@ -119,13 +127,50 @@ impl Viewer {
         }
     }
 
-    /// A catalog page of what the caller may pull.
-    pub async fn catalog(&self, state: &AppState, page: &Page) -> Result<Vec<String>, ApiError> {
-        match (self, &state.auth) {
-            (Viewer::Restricted { rights, limit, .. }, Some(auth)) => {
-                Ok(auth.catalog_for(rights, limit.as_ref(), page).await?)
+    /// A page of the repositories the caller may pull whose names contain `search`, with
+    /// their summaries. A robot token's limit is applied to what the store returns, reading
+    /// on until the page is full (as for the catalog), so a page is never cut short.
+    pub async fn summaries(
+        &self,
+        state: &AppState,
+        page: &Page,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>, ApiError> {
+        let (filter, limit) = match self {
+            Viewer::Everyone => (
+                RepoFilter {
+                    all: true,
+                    ..RepoFilter::default()
+                },
+                None,
+            ),
+            Viewer::Restricted { rights, limit, .. } => (rights.pull_filter(), limit.as_ref()),
+        };
+        let registry = &state.registry;
+        let Some(limit) = limit else {
+            return Ok(registry.repository_summaries(page, &filter, search).await?);
+        };
+        let wanted = page.n.map(|n| n as usize);
+        let mut found = Vec::new();
+        let mut read = page.clone();
+        loop {
+            let batch = registry
+                .repository_summaries(&read, &filter, search)
+                .await?;
+            let exhausted = wanted.is_none_or(|n| batch.len() < n);
+            read.last = batch.last().map(|s| s.name.clone());
+            found.extend(
+                batch
+                    .into_iter()
+                    .filter(|s| limit.allows(&s.name, scope::PULL)),
+            );
+            if exhausted || wanted.is_some_and(|n| found.len() >= n) {
+                break;
             }
-            _ => Ok(state.registry.catalog(page).await?),
         }
+        if let Some(n) = wanted {
+            found.truncate(n);
+        }
+        Ok(found)
     }
 }

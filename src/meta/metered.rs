@@ -35,8 +35,8 @@ use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, RepositorySummary,
+    StoredManifest, TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -242,6 +242,28 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
 
     async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
         self.request("catalog", self.inner.catalog(page)).await
+    }
+
+    async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &RepoFilter,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>, MetaError> {
+        self.request(
+            "repository_summaries",
+            self.inner.repository_summaries(page, filter, search),
+        )
+        .await
+    }
+
+    async fn tag_summaries(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+    ) -> Result<Option<Vec<TagSummary>>, MetaError> {
+        self.request("tag_summaries", self.inner.tag_summaries(repo, page))
+            .await
     }
 
     async fn referrers(

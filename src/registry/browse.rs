@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use cid::Cid;
 
+use super::{Page, RepoFilter, RepositorySummary, TagSummary};
 use super::{Registry, RegistryError, Result};
 use crate::oci::manifest;
 use crate::oci::media::ManifestKind;
@@ -69,6 +70,40 @@ pub struct ManifestView {
 }
 
 impl Registry {
+    /// A page of the repositories `filter` allows whose names contain `search`, with what a
+    /// listing shows of each.
+    pub async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &RepoFilter,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>> {
+        Ok(self.meta.repository_summaries(page, filter, search).await?)
+    }
+
+    /// A page of `repo`'s tags with the digest, media type, size and push time of each.
+    pub async fn tag_summaries(&self, repo: &RepoName, page: &Page) -> Result<Vec<TagSummary>> {
+        self.meta
+            .tag_summaries(repo, page)
+            .await?
+            .ok_or(RegistryError::NameUnknown)
+    }
+
+    /// The platforms an index lists (`os/architecture[/variant]`), in its order; empty for
+    /// an image or an index without platforms.
+    pub async fn platforms(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>> {
+        let stored = self
+            .get_manifest(repo, &Reference::Digest(digest.clone()))
+            .await?;
+        let parsed = manifest::parse(&stored.content, Some(&stored.media_type))
+            .map_err(|e| RegistryError::Internal(format!("stored manifest: {e}")))?;
+        Ok(parsed
+            .manifests
+            .iter()
+            .filter_map(|child| child.platform.as_ref().map(platform_name))
+            .collect())
+    }
+
     /// The manifest `reference` in `repo`, with the CID of every blob it uses.
     pub async fn browse_manifest(
         &self,
@@ -178,6 +213,16 @@ impl Registry {
             Ok(view)
         })
     }
+}
+
+/// `os/architecture[/variant]` of an OCI platform object.
+pub fn platform_name(platform: &serde_json::Value) -> String {
+    let field = |key: &str| platform.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let mut name = format!("{}/{}", field("os"), field("architecture"));
+    if !field("variant").is_empty() {
+        name = format!("{name}/{}", field("variant"));
+    }
+    name
 }
 
 /// Bytes of `value` as JSON (0 if it cannot be serialised, which a parsed value always can).
