@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{links, rendered, screenshot};
-use common::oci::{Image, Manifest, Oci};
+use common::oci::{artifact_manifest, image_manifest, Image, Manifest, Oci};
 use common::StorePair;
 use ipfs_registry::auth::admin;
 use reqwest::redirect::Policy;
@@ -582,4 +582,92 @@ async fn the_lists_show_sizes_platforms_pushes_and_pull_commands(stores: StorePa
         let url = registry.url(path);
         screenshot(&url, profile.path(), &format!("{name}-{pair}")).await;
     }
+}
+
+common::on_each_store_pair!(
+    the_image_page_summarises_config_layers_and_referrers,
+    flavor = "current_thread"
+);
+async fn the_image_page_summarises_config_layers_and_referrers(stores: StorePair) {
+    let registry = stores.start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let repo = "image/app";
+    let config = oci
+        .push_blob(
+            repo,
+            &serde_json::to_vec(&json!({
+                "architecture": "arm64",
+                "variant": "v8",
+                "os": "linux",
+                "created": "2026-11-30T08:15:00Z",
+                "config": {
+                    "Entrypoint": ["/bin/server"],
+                    "Cmd": ["--port", "8080"],
+                    "ExposedPorts": { "8080/tcp": {} },
+                    "Labels": { "org.opencontainers.image.source": "<script>alert(1)</script>" },
+                },
+                "history": [
+                    { "created_by": "ADD rootfs.tar /" },
+                    { "created_by": "ENV PORT=8080", "empty_layer": true },
+                ],
+                "rootfs": { "type": "layers", "diff_ids": [] },
+            }))
+            .unwrap(),
+        )
+        .await;
+    let layer = oci.push_random_blob(repo, 3000).await;
+    let image = image_manifest(&config, std::slice::from_ref(&layer), None);
+    oci.push_manifest(repo, "v1", &image).await;
+    oci.push_blob(repo, b"{}").await;
+    let signature = artifact_manifest(
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        Some(&image),
+        json!({}),
+    );
+    oci.push_manifest(repo, &signature.digest, &signature).await;
+
+    let browser = Browser {
+        http: http(),
+        base: &registry.base,
+    };
+    let page = browser.text("/ui/image/image/app@v1").await;
+    for shown in [
+        "linux/arm64/v8",
+        "2026-11-30T08:15:00Z",
+        "<code>/bin/server</code>",
+        "<code>--port 8080</code>",
+        "8080/tcp",
+        "org.opencontainers.image.source",
+        // User-controlled text is escaped, never markup.
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+        "ADD rootfs.tar /",
+        "ENV PORT=8080</code> <span class=\"muted\">(no layer)",
+        "History (2 steps)",
+        // Referrers, by their artifact type, each leading to its page.
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        &format!("/ui/image/{repo}@{}", signature.digest),
+        // A layer with its CID and gateway link.
+        &layer.digest,
+        "/ipfs/",
+        "Delete manifest",
+    ] {
+        assert!(page.contains(shown), "{shown}: {page}");
+    }
+    assert!(!page.contains("<script>"), "{page}");
+
+    // The signature's own page: an artifact, no configuration to summarise.
+    let artifact = browser
+        .text(&format!("/ui/image/{repo}@{}", signature.digest))
+        .await;
+    assert!(artifact.contains("Artifact type"), "{artifact}");
+    assert!(!artifact.contains("Configuration"), "{artifact}");
+
+    let profile = tempfile::tempdir().unwrap();
+    let pair = format!("{stores:?}").to_lowercase();
+    screenshot(
+        &registry.url("/ui/image/image/app@v1"),
+        profile.path(),
+        &format!("image-config-{pair}"),
+    )
+    .await;
 }

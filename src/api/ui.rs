@@ -23,7 +23,9 @@ use super::AppState;
 
 use crate::auth::AuthError;
 use crate::oci::{media, Reference, RepoName};
-use crate::registry::{LayerView, ManifestView, Page, RegistryError, Role};
+use crate::registry::{
+    platform_name, ConfigSummary, LayerView, ManifestView, Page, RegistryError, Role,
+};
 
 /// Entries per listing page.
 const PAGE: u32 = 100;
@@ -67,6 +69,10 @@ ul.repos .name { font-weight: 600; }
 .facts { display: inline-block; width: 100%; font-size: .9rem; }
 .badge { font-size: .75rem; padding: .05rem .4rem; border-radius: 1rem; border: 1px solid var(--line); vertical-align: middle; color: var(--muted); }
 .badge.private { border-color: #d97706; color: #d97706; }
+details.history { margin: .75rem 0; }
+details.history ol { padding-left: 1.5rem; }
+details.history li { margin: .25rem 0; }
+ul.labels { list-style: none; padding: 0; margin: 0; }
 code.pull { display: block; user-select: all; padding: .25rem .4rem; margin: 0 0 .25rem; border: 1px solid var(--line); border-radius: .25rem; }
 form.delete { margin: .5rem 0 0; }
 button.danger, form.delete button { color: #b91c1c; background: none; border: 1px solid #b91c1c; border-radius: .35rem; padding: .25rem .6rem; cursor: pointer; }
@@ -507,8 +513,19 @@ async fn image_page(
     let viewer = Viewer::of(state, req).await?;
     viewer.require_pull(repo.as_str())?;
     let reference = parse_reference(reference)?;
-    let view = state.registry.browse_manifest(&repo, &reference).await?;
-    let title = format!("{repo}@{reference}");
+    let registry = &state.registry;
+    let view = registry.browse_manifest(&repo, &reference).await?;
+    let config = match view.layers.iter().find(|l| l.role == Role::Config) {
+        Some(config) if is_image_config(&config.descriptor.media_type) => {
+            registry
+                .config_summary(&repo, &config.descriptor.digest)
+                .await?
+        }
+        _ => None,
+    };
+    let referrers = registry.referrers(&repo, &view.digest, None).await?;
+    let deletable = registry.deletes_enabled() && viewer.may_delete(repo.as_str());
+    let title = format!("{repo}{}{reference}", separator(&reference));
     Ok(page(
         &Chrome::of(state, &viewer),
         &title,
@@ -516,13 +533,17 @@ async fn image_page(
             p { a href={ "/ui/repo/" (repo.as_str()) } { "← " (repo.as_str()) } }
             h1 { (title) }
             (manifest_summary(&view))
+            @if let Some(config) = &config {
+                h2 { "Configuration" }
+                (config_summary(config))
+            }
             @if !view.manifests.is_empty() {
                 h2 { "Platforms" }
                 ul.list {
                     @for child in &view.manifests {
                         li {
                             a href={ "/ui/image/" (repo.as_str()) "@" (child.digest) } {
-                                (platform_name(child)) " "
+                                (platform_of(child)) " "
                                 span.muted { code { (short(&child.digest.to_string())) } }
                             }
                         }
@@ -541,8 +562,78 @@ async fn image_page(
             @if view.more_layers > 0 {
                 p.muted { "… and " (view.more_layers) " more layers" }
             }
+            @if !referrers.is_empty() {
+                h2 { "Referrers" }
+                p.muted { "Signatures, SBOMs, attestations and other artifacts about this manifest." }
+                ul.list.referrers {
+                    @for referrer in &referrers {
+                        li {
+                            a href={ "/ui/image/" (repo.as_str()) "@" (referrer.digest) } {
+                                code.artifact-type {
+                                    (referrer.artifact_type.as_deref().unwrap_or(&referrer.media_type))
+                                }
+                                span.facts.muted {
+                                    code { (short(&referrer.digest.to_string())) }
+                                    " · " (human_size(referrer.size.max(0) as u64))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if deletable {
+                form.delete method="get" action="/ui/delete" {
+                    input type="hidden" name="repo" value=(repo.as_str());
+                    input type="hidden" name="reference" value=(view.digest.to_string());
+                    button type="submit" { "Delete manifest…" }
+                }
+            }
         },
     ))
+}
+
+fn config_summary(config: &ConfigSummary) -> Markup {
+    let command = |args: &[String]| args.join(" ");
+    html! {
+        dl.config {
+            dt { "Platform" } dd { (config.platform) }
+            @if let Some(created) = &config.created {
+                dt { "Created" } dd { (created) }
+            }
+            @if !config.entrypoint.is_empty() {
+                dt { "Entrypoint" } dd { code { (command(&config.entrypoint)) } }
+            }
+            @if !config.cmd.is_empty() {
+                dt { "Command" } dd { code { (command(&config.cmd)) } }
+            }
+            @if !config.exposed_ports.is_empty() {
+                dt { "Exposed ports" } dd { (config.exposed_ports.join(", ")) }
+            }
+            @if !config.labels.is_empty() {
+                dt { "Labels" }
+                dd {
+                    ul.labels {
+                        @for (key, value) in &config.labels {
+                            li { code { (key) } " = " (value) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !config.history.is_empty() {
+            details.history {
+                summary { "History (" (config.history.len()) " steps)" }
+                ol {
+                    @for (command, layer) in &config.history {
+                        li {
+                            code { (command) }
+                            @if !layer { " " span.muted { "(no layer)" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What a delete form names: a repository and a tag or digest in it.
@@ -799,9 +890,11 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         .finish())
 }
 
+/// Facts about the manifest as a whole, one `dt`/`dd` pair each (the CID of the image's
+/// published OCI layout belongs here too once images are published to IPFS, issue 17).
 fn manifest_summary(view: &ManifestView) -> Markup {
     html! {
-        dl {
+        dl.manifest {
             dt { "Digest" } dd { code { (view.digest) } }
             dt { "Media type" } dd { code { (view.media_type) } }
             @if let Some(artifact_type) = view.artifact_type.as_deref().filter(|t| !is_image_config(t)) {
@@ -854,16 +947,11 @@ fn is_image_config(media_type: &str) -> bool {
     )
 }
 
-fn platform_name(view: &ManifestView) -> String {
-    let Some(platform) = &view.platform else {
-        return view.media_type.clone();
-    };
-    let field = |key: &str| platform.get(key).and_then(|v| v.as_str()).unwrap_or("");
-    let mut name = format!("{}/{}", field("os"), field("architecture"));
-    if !field("variant").is_empty() {
-        name = format!("{name}/{}", field("variant"));
-    }
-    name
+/// A child of an index by its platform, or its media type when it has none.
+fn platform_of(view: &ManifestView) -> String {
+    view.platform
+        .as_ref()
+        .map_or_else(|| view.media_type.clone(), platform_name)
 }
 
 fn short(text: &str) -> String {

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::oci::RepoName;
 
 pub use blobs::{BlobContent, BlobRange};
-pub use browse::{platform_name, LayerView, ManifestView, Role};
+pub use browse::{platform_name, ConfigSummary, LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
