@@ -677,7 +677,10 @@ async fn confirm_delete(
         // Shown only for what exists: a stale link says so instead.
         state.registry.get_manifest(&repo, &reference).await?;
         let what = match &reference {
-            Reference::Tag(_) => "the tag; the image stays while another tag or index uses it",
+            Reference::Tag(_) => {
+                "the tag only: the image stays, by digest, unless garbage collection is set \
+                 to remove untagged images"
+            }
             Reference::Digest(_) => "the manifest and every tag pointing at it",
         };
         Ok::<_, ApiError>(page(
