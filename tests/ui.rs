@@ -281,7 +281,16 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         401
     );
 
-    // Logout: refused from elsewhere, else the cookie is removed.
+    // Logout: a button (a typed-in URL changes nothing), refused from elsewhere, else the
+    // cookie is removed.
+    let typed = browser.get("/ui/logout", cookie).await;
+    assert_eq!(typed.status(), 200);
+    assert_eq!(header_of(&typed, "set-cookie"), "");
+    assert!(typed
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"<form method="post" action="/ui/logout">"#));
     let refused = browser
         .post("/ui/logout", &[], Some("http://evil.example"), cookie)
         .await;

@@ -91,7 +91,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(login_form))
                 .route(web::post().to(login)),
         )
-        .route("/ui/logout", web::post().to(logout))
+        .service(
+            web::resource("/ui/logout")
+                .route(web::get().to(logout_form))
+                .route(web::post().to(logout)),
+        )
         .service(
             web::resource("/ui/delete")
                 .app_data(web::PayloadConfig::new(MAX_FORM))
@@ -874,6 +878,26 @@ async fn login(
             ),
         ))
         .finish())
+}
+
+/// A typed-in `/ui/logout`: logging out changes state, so it is a button, not a link.
+async fn logout_form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let viewer = Viewer::of(&state, &req)
+        .await
+        .map_err(|e| UiError::at(&req, e))?;
+    Ok(page(
+        &Chrome::of(&state, &viewer),
+        "Log out",
+        html! {
+            h1 { "Log out" }
+            form method="post" action="/ui/logout" {
+                button type="submit" { "Log out" }
+            }
+        },
+    ))
 }
 
 /// Ends the session in this browser: the cookie is removed. (A session is a signed token,
