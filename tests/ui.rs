@@ -680,3 +680,84 @@ async fn the_image_page_summarises_config_layers_and_referrers(stores: StorePair
     )
     .await;
 }
+
+common::on_each_store_pair!(
+    chromium_logs_in_and_out_through_the_forms,
+    flavor = "current_thread"
+);
+/// A person's visit in a real browser: the "Log in" link, the form, the pages with the
+/// session, deleting a tag through its confirmation, logging out.
+async fn chromium_logs_in_and_out_through_the_forms(stores: StorePair) {
+    let registry = common::auth::start_auth_registry(stores).await;
+    registry.add_user("alice", "alice-password", false).await;
+    registry.grant("alice", "team/*", "pull,push,delete").await;
+    registry.make_public("pub/*").await;
+    registry.grant("alice", "pub/*", "pull,push").await;
+    let alice = Some(("alice", "alice-password"));
+    let client = registry
+        .client(
+            alice,
+            &[
+                "repository:team/app:pull,push",
+                "repository:pub/app:pull,push",
+            ],
+        )
+        .await;
+    client.push_image("team/app", Some("1"), 1).await;
+    client.push_image("team/app", Some("2"), 1).await;
+    client.push_image("pub/app", Some("1"), 1).await;
+    let pair = format!("{stores:?}").to_lowercase();
+    let url = |path: &str| registry.registry.url(path);
+
+    let mut tab = common::browser::Tab::open().await;
+    tab.goto(&url("/ui/repo/team/app")).await;
+    let (_, dom) = tab.page().await;
+    assert!(dom.contains("Log in to see this"), "{dom}");
+    tab.click("main a[href^='/ui/login']").await;
+    let (path, dom) = tab.page().await;
+    assert_eq!(path, "/ui/login?next=%2Fui%2Frepo%2Fteam%2Fapp", "{dom}");
+
+    // A wrong password: the form again, saying so.
+    tab.fill("username", "alice").await;
+    tab.fill("password", "wrong").await;
+    tab.click("form.login button").await;
+    let (_, dom) = tab.page().await;
+    assert!(dom.contains("Invalid user name or password."), "{dom}");
+
+    tab.fill("password", "alice-password").await;
+    tab.click("form.login button").await;
+    let (path, dom) = tab.page().await;
+    assert_eq!(
+        path, "/ui/repo/team/app",
+        "back where the login began: {dom}"
+    );
+    assert!(dom.contains("Delete tag"), "{dom}");
+    let cookie = tab.eval("document.cookie").await;
+    assert_eq!(cookie, "", "the session cookie is HttpOnly");
+    tab.screenshot(&format!("repository-logged-in-{pair}"))
+        .await;
+
+    tab.goto(&url("/ui/")).await;
+    let (_, dom) = tab.page().await;
+    assert!(dom.contains("team/app") && dom.contains("alice"), "{dom}");
+    tab.screenshot(&format!("repositories-logged-in-{pair}"))
+        .await;
+
+    // Deleting tag 2 through its confirmation page.
+    tab.goto(&url("/ui/repo/team/app")).await;
+    tab.click("form.delete:has(input[name=reference][value='2']) button")
+        .await;
+    let (path, dom) = tab.page().await;
+    assert!(path.starts_with("/ui/delete?"), "{path}: {dom}");
+    tab.screenshot(&format!("delete-logged-in-{pair}")).await;
+    tab.click("form.delete button.danger").await;
+    let (path, dom) = tab.page().await;
+    assert_eq!(path, "/ui/repo/team/app", "{dom}");
+    assert!(!dom.contains(">2</a>"), "tag 2 is gone: {dom}");
+    assert!(dom.contains(">1</a>"), "{dom}");
+
+    tab.click("header form button").await;
+    let (path, dom) = tab.page().await;
+    assert_eq!(path, "/ui/");
+    assert!(!dom.contains("team/app") && dom.contains("Log in"), "{dom}");
+}

@@ -67,7 +67,7 @@ form.search { display: flex; gap: .5rem; margin: 0 0 1rem; }
 form.search input { flex: 1; min-width: 0; padding: .4rem .5rem; border: 1px solid var(--line); border-radius: .35rem; }
 ul.repos .name { font-weight: 600; }
 .facts { display: inline-block; width: 100%; font-size: .9rem; }
-.badge { font-size: .75rem; padding: .05rem .4rem; border-radius: 1rem; border: 1px solid var(--line); vertical-align: middle; color: var(--muted); }
+.badge { display: inline-block; font-size: .75rem; padding: .05rem .4rem; border-radius: 1rem; border: 1px solid var(--line); vertical-align: middle; color: var(--muted); }
 .badge.private { border-color: #d97706; color: #d97706; }
 details.history { margin: .75rem 0; }
 details.history ol { padding-left: 1.5rem; }

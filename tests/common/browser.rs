@@ -88,3 +88,206 @@ pub fn links(dom: &str, needle: &str) -> Vec<String> {
         .map(|c| c[1].replace("&amp;", "&"))
         .collect()
 }
+
+/// Headless Chromium driven over the DevTools protocol: one tab that navigates, types into
+/// forms, clicks and reads the page like a person, with the cookies and the `Origin`
+/// headers a real browser keeps and sends.
+pub struct Tab {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    session: String,
+    next_id: u64,
+    _chromium: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+/// How long one DevTools step (a command, a page load) may take.
+const STEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Tab {
+    /// A fresh browser (its own profile: no cookies) with one phone-sized tab.
+    pub async fn open() -> Tab {
+        use tokio::io::AsyncBufReadExt as _;
+        let profile = tempfile::tempdir().unwrap();
+        let mut chromium = tokio::process::Command::new(chromium())
+            .args(chromium_args(profile.path()))
+            .arg("--remote-debugging-port=0")
+            .arg("about:blank")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run chromium");
+        let stderr = chromium.stderr.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let url = tokio::time::timeout(STEP, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("chromium ended without a DevTools address");
+        })
+        .await
+        .expect("chromium's DevTools address");
+        // Chromium stops if its stderr is closed: keep reading it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("connect to DevTools");
+        let mut tab = Tab {
+            ws,
+            session: String::new(),
+            next_id: 0,
+            _chromium: chromium,
+            _profile: profile,
+        };
+        let target = tab
+            .command(
+                "Target.createTarget",
+                serde_json::json!({ "url": "about:blank" }),
+            )
+            .await;
+        let attached = tab
+            .command(
+                "Target.attachToTarget",
+                serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+            )
+            .await;
+        tab.session = attached["sessionId"].as_str().unwrap().to_owned();
+        tab.command("Page.enable", serde_json::json!({})).await;
+        tab.command(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({
+                "width": 390, "height": 1200, "deviceScaleFactor": 1, "mobile": true,
+            }),
+        )
+        .await;
+        tab
+    }
+
+    /// Sends a command (to the tab once attached) and returns its result; events that
+    /// arrive meanwhile are dropped.
+    async fn command(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() {
+            message["sessionId"] = self.session.clone().into();
+        }
+        self.ws
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+        tokio::time::timeout(STEP, async {
+            loop {
+                let Some(Ok(Message::Text(text))) = self.ws.next().await else {
+                    continue;
+                };
+                let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if reply["id"] == id {
+                    assert!(reply["error"].is_null(), "{method}: {reply}");
+                    return reply["result"].clone();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method} timed out"))
+    }
+
+    /// Runs `action` (a command) and waits until the page it leads to has loaded.
+    async fn and_load(&mut self, method: &str, params: serde_json::Value) {
+        use futures::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        self.command(method, params).await;
+        tokio::time::timeout(STEP, async {
+            loop {
+                let Some(Ok(Message::Text(text))) = self.ws.next().await else {
+                    continue;
+                };
+                let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if event["method"] == "Page.loadEventFired" {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method}: no page load"));
+    }
+
+    pub async fn goto(&mut self, url: &str) {
+        self.and_load("Page.navigate", serde_json::json!({ "url": url }))
+            .await;
+    }
+
+    /// The value of a JavaScript expression in the page (DevTools runs it whatever the
+    /// page's CSP says: the pages themselves run no scripts).
+    pub async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let result = self
+            .command(
+                "Runtime.evaluate",
+                serde_json::json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "{expression}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// The page's path and its rendered DOM.
+    pub async fn page(&mut self) -> (String, String) {
+        let path = self.eval("location.pathname + location.search").await;
+        let dom = self.eval("document.documentElement.outerHTML").await;
+        (
+            path.as_str().unwrap().to_owned(),
+            dom.as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Types `value` into the input named `name`.
+    pub async fn fill(&mut self, name: &str, value: &str) {
+        let expression = format!(
+            "document.querySelector({}).value = {}",
+            serde_json::to_string(&format!("input[name={name}]")).unwrap(),
+            serde_json::to_string(value).unwrap(),
+        );
+        self.eval(&expression).await;
+    }
+
+    /// Clicks the first button matching `selector` and waits for the page it leads to.
+    pub async fn click(&mut self, selector: &str) {
+        let expression = format!(
+            "document.querySelector({}).click()",
+            serde_json::to_string(selector).unwrap()
+        );
+        self.and_load(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression }),
+        )
+        .await;
+    }
+
+    /// A screenshot of the page as it is, saved as `<name>.png` in [`screenshot_dir`].
+    pub async fn screenshot(&mut self, name: &str) -> PathBuf {
+        use base64::Engine as _;
+        let shot = self
+            .command(
+                "Page.captureScreenshot",
+                serde_json::json!({ "format": "png" }),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
