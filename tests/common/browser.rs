@@ -98,6 +98,10 @@ pub struct Tab {
     >,
     session: String,
     next_id: u64,
+    /// Page loads seen: a main-frame navigation to a page (not `about:blank`) followed by
+    /// its load event, whenever they arrive (even while a command waits for its reply).
+    loads: u64,
+    navigated: bool,
     _chromium: tokio::process::Child,
     _profile: tempfile::TempDir,
 }
@@ -139,6 +143,8 @@ impl Tab {
             ws,
             session: String::new(),
             next_id: 0,
+            loads: 0,
+            navigated: false,
             _chromium: chromium,
             _profile: profile,
         };
@@ -166,8 +172,25 @@ impl Tab {
         tab
     }
 
+    /// Counts a page load when `event` completes one.
+    fn observe(&mut self, event: &serde_json::Value) {
+        match event["method"].as_str() {
+            Some("Page.frameNavigated") => {
+                let frame = &event["params"]["frame"];
+                if frame["parentId"].is_null() && frame["url"] != "about:blank" {
+                    self.navigated = true;
+                }
+            }
+            Some("Page.loadEventFired") if self.navigated => {
+                self.navigated = false;
+                self.loads += 1;
+            }
+            _ => {}
+        }
+    }
+
     /// Sends a command (to the tab once attached) and returns its result; events that
-    /// arrive meanwhile are dropped.
+    /// arrive meanwhile are observed.
     async fn command(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         use futures::{SinkExt as _, StreamExt as _};
         use tokio_tungstenite::tungstenite::Message;
@@ -191,26 +214,26 @@ impl Tab {
                     assert!(reply["error"].is_null(), "{method}: {reply}");
                     return reply["result"].clone();
                 }
+                self.observe(&reply);
             }
         })
         .await
         .unwrap_or_else(|_| panic!("{method} timed out"))
     }
 
-    /// Runs `action` (a command) and waits until the page it leads to has loaded.
+    /// Runs a command and waits until the page it leads to has loaded.
     async fn and_load(&mut self, method: &str, params: serde_json::Value) {
         use futures::StreamExt as _;
         use tokio_tungstenite::tungstenite::Message;
+        let before = self.loads;
         self.command(method, params).await;
         tokio::time::timeout(STEP, async {
-            loop {
+            while self.loads == before {
                 let Some(Ok(Message::Text(text))) = self.ws.next().await else {
                     continue;
                 };
                 let event: serde_json::Value = serde_json::from_str(&text).unwrap();
-                if event["method"] == "Page.loadEventFired" {
-                    return;
-                }
+                self.observe(&event);
             }
         })
         .await
