@@ -340,7 +340,12 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
     let session = browser.login("bob", "bob-password").await;
     let denied = browser.get("/ui/repo/team/app", Some(&session)).await;
     assert_eq!(denied.status(), 403);
-    assert!(denied.text().await.unwrap().contains("Not allowed"));
+    let denied = denied.text().await.unwrap();
+    assert!(denied.contains("Not allowed"), "{denied}");
+    assert!(
+        denied.contains("bob") && denied.contains("Log out"),
+        "the page still says who is logged in: {denied}"
+    );
 
     // A robot token is for registry clients, not for a session.
     let robot = registry

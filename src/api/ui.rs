@@ -106,7 +106,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// What the header of every page shows: who is logged in, or a way to log in.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Chrome {
     /// Access control is on: there is something to log in to.
     auth: bool,
@@ -182,36 +182,49 @@ fn page_with_status(
 /// A failure of a UI page, shown as a page: the status of the API's mapping
 /// (src/api/error.rs), a message a person can act on, and for 401 a way to log in.
 #[derive(Debug)]
-pub struct UiError {
+pub struct UiError(Box<Failure>);
+
+#[derive(Debug)]
+struct Failure {
     error: ApiError,
     /// The page that failed, to come back to after logging in.
     path: String,
+    /// Who was looking, when known.
+    chrome: Chrome,
 }
 
 impl UiError {
     fn at(req: &HttpRequest, error: impl Into<ApiError>) -> UiError {
-        UiError {
+        UiError(Box::new(Failure {
             error: error.into(),
             path: req.uri().path().to_owned(),
-        }
+            chrome: Chrome::default(),
+        }))
+    }
+
+    /// A failure of a page `viewer` was looking at: its header still says who is logged in.
+    fn seen(req: &HttpRequest, state: &AppState, viewer: &Viewer, error: ApiError) -> UiError {
+        let mut failure = UiError::at(req, error);
+        failure.0.chrome = Chrome::of(state, viewer);
+        failure
     }
 }
 
 impl std::fmt::Display for UiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
+        self.0.error.fmt(f)
     }
 }
 
 impl ResponseError for UiError {
     fn status_code(&self) -> StatusCode {
-        self.error.status_code()
+        self.0.error.status_code()
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(event = "request_failed", error = %self.error);
+            tracing::error!(event = "request_failed", error = %self.0.error);
         }
         let title = match status {
             StatusCode::UNAUTHORIZED => "Log in to see this",
@@ -224,14 +237,14 @@ impl ResponseError for UiError {
         let message = if status.is_server_error() {
             "Try again in a moment.".to_owned()
         } else {
-            let text = self.error.to_string();
+            let text = self.0.error.to_string();
             let mut chars = text.chars();
             chars
                 .next()
                 .map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
                 + "."
         };
-        let login = login_link(&self.path);
+        let login = login_link(&self.0.path);
         let body = html! {
             h1 { (title) }
             p.error { (message) }
@@ -240,8 +253,8 @@ impl ResponseError for UiError {
             }
             p { a href="/ui/" { "← Repositories" } }
         };
-        let mut response = page_with_status(status, &Chrome::default(), title, body);
-        if let Some(wait) = retry_after(&self.error) {
+        let mut response = page_with_status(status, &self.0.chrome, title, body);
+        if let Some(wait) = retry_after(&self.0.error) {
             if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -307,13 +320,19 @@ async fn repositories(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    repositories_page(&req, &state)
+    let viewer = Viewer::of(&state, &req)
         .await
-        .map_err(|e| UiError::at(&req, e))
+        .map_err(|e| UiError::at(&req, e))?;
+    repositories_page(&req, &state, &viewer)
+        .await
+        .map_err(|e| UiError::seen(&req, &state, &viewer, e))
 }
 
-async fn repositories_page(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let viewer = Viewer::of(state, req).await?;
+async fn repositories_page(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: &Viewer,
+) -> Result<HttpResponse, ApiError> {
     let params = query(req);
     // Repository names are lower case: so is what is searched for.
     let search = query_param(&params, "q")
@@ -337,7 +356,7 @@ async fn repositories_page(req: &HttpRequest, state: &AppState) -> Result<HttpRe
         None => None,
     };
     Ok(page(
-        &Chrome::of(state, &viewer),
+        &Chrome::of(state, viewer),
         "Repositories",
         html! {
             h1 { "Repositories" }
@@ -392,18 +411,21 @@ async fn tags(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    tags_page(&req, &path, &state)
+    let viewer = Viewer::of(&state, &req)
         .await
-        .map_err(|e| UiError::at(&req, e))
+        .map_err(|e| UiError::at(&req, e))?;
+    tags_page(&req, &path, &state, &viewer)
+        .await
+        .map_err(|e| UiError::seen(&req, &state, &viewer, e))
 }
 
 async fn tags_page(
     req: &HttpRequest,
     path: &str,
     state: &AppState,
+    viewer: &Viewer,
 ) -> Result<HttpResponse, ApiError> {
     let repo = repo_name(path.trim_end_matches('/'))?;
-    let viewer = Viewer::of(state, req).await?;
     viewer.require_pull(repo.as_str())?;
     let mut probe = listing_page(req);
     probe.n = probe.n.map(|n| n + 1);
@@ -426,7 +448,7 @@ async fn tags_page(
     let host = pull_host(state, req);
     let deletable = state.registry.deletes_enabled() && viewer.may_delete(repo.as_str());
     Ok(page(
-        &Chrome::of(state, &viewer),
+        &Chrome::of(state, viewer),
         repo.as_str(),
         html! {
             h1 { (repo.as_str()) }
@@ -502,19 +524,21 @@ async fn image(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    image_page(&req, &path, &state)
+    let viewer = Viewer::of(&state, &req)
         .await
-        .map_err(|e| UiError::at(&req, e))
+        .map_err(|e| UiError::at(&req, e))?;
+    image_page(&path, &state, &viewer)
+        .await
+        .map_err(|e| UiError::seen(&req, &state, &viewer, e))
 }
 
 async fn image_page(
-    req: &HttpRequest,
     path: &str,
     state: &AppState,
+    viewer: &Viewer,
 ) -> Result<HttpResponse, ApiError> {
     let (name, reference) = path.rsplit_once('@').ok_or(ApiError::NotFound)?;
     let repo = repo_name(name)?;
-    let viewer = Viewer::of(state, req).await?;
     viewer.require_pull(repo.as_str())?;
     let reference = parse_reference(reference)?;
     let registry = &state.registry;
@@ -531,7 +555,7 @@ async fn image_page(
     let deletable = registry.deletes_enabled() && viewer.may_delete(repo.as_str());
     let title = format!("{repo}{}{reference}", separator(&reference));
     Ok(page(
-        &Chrome::of(state, &viewer),
+        &Chrome::of(state, viewer),
         &title,
         html! {
             p { a href={ "/ui/repo/" (repo.as_str()) } { "← " (repo.as_str()) } }
