@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::blobs::ImportProfile;
+use crate::registry::rules::{ImmutableRule, RetentionRule, Rules};
 
 mod ip_range;
+mod notifications;
 mod redact;
 pub use ip_range::IpRange;
+pub use notifications::{EventKind, NotificationEndpoint, NotificationsConfig};
 pub use redact::REDACTED;
 
 pub const ENV_PREFIX: &str = "IPFS_REGISTRY_";
@@ -59,6 +62,15 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub gc: GcConfig,
     pub integrity: IntegrityConfig,
+    /// Where events go (`[[notifications.endpoint]]`, docs/notifications.md).
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+    /// `[[immutable]]`: tags that pushes may not move nor deletes remove.
+    #[serde(default)]
+    pub immutable: Vec<ImmutableRule>,
+    /// `[[retention]]`: what GC keeps per repository.
+    #[serde(default)]
+    pub retention: Vec<RetentionRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +112,7 @@ impl GcConfig {
             grace_period: self.grace_period,
             untagged_retention: self.untagged_retention,
             upload_expiry: self.upload_expiry,
+            ..crate::meta::gc::SweepPolicy::default()
         }
     }
 }
@@ -403,6 +416,9 @@ impl Default for Config {
                 untagged_retention: None,
             },
             integrity: IntegrityConfig::default(),
+            notifications: NotificationsConfig::default(),
+            immutable: Vec::new(),
+            retention: Vec::new(),
         }
     }
 }
@@ -452,6 +468,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[[immutable]]` and `[[retention]]` rules.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            immutable: self.immutable.clone(),
+            retention: self.retention.clone(),
+        }
+    }
+
     /// The metadata store that runs: `metadata.kind`, or the one `database.url` implies.
     /// [`Config::validate`] refuses a kind the URL contradicts.
     pub fn metadata_kind(&self) -> MetadataKind {
@@ -493,6 +517,9 @@ impl Config {
             "ipfs.url",
             self.ipfs.url.is_some(),
         )?;
+        if let Err(e) = self.notifications.validate() {
+            return invalid("notifications.endpoint", &e);
+        }
         if self.integrity.scrub_interval.is_some_and(|i| i.is_zero()) {
             return invalid(
                 "integrity.scrub_interval",
@@ -627,6 +654,10 @@ impl Config {
                 return invalid("auth.realm", "must be an http:// or https:// URL");
             }
         }
+        self.rules().validate().map_err(|e| ConfigError::Invalid {
+            setting: e.setting,
+            message: e.message,
+        })?;
         Ok(())
     }
 }
@@ -739,6 +770,89 @@ mod tests {
             assert_eq!(config.limits.per_client_percent, 25);
             Ok(())
         });
+    }
+
+    #[test]
+    fn immutable_and_retention_rules_load_validate_and_show() {
+        Jail::expect_with(|jail| {
+            assert!(Config::load(None).unwrap().rules() == Rules::default());
+            jail.create_file(
+                "registry.toml",
+                r#"
+                [[immutable]]
+                repositories = "team/*"
+                tags = ["v*", "stable"]
+
+                [[retention]]
+                repositories = "ci/*"
+                keep_last = 5
+                keep_tags = ["release-*"]
+                untagged_older_than = "7days"
+                "#,
+            )?;
+            let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
+            let rules = config.rules();
+            assert!(rules.protected_tags("team/app").covers("v1.0"));
+            assert!(!rules.protected_tags("ci/app").covers("v1.0"));
+            let retention = rules.retention_for("ci/app").unwrap();
+            assert_eq!(retention.keep_last, Some(5));
+            assert_eq!(
+                retention.untagged_older_than,
+                Some(Duration::from_secs(7 * 24 * 3600))
+            );
+            // `ipfs-registry config` shows them, in a form that loads back the same.
+            let shown = config.to_redacted_toml().unwrap();
+            assert!(
+                shown.contains("[[immutable]]") && shown.contains("[[retention]]"),
+                "{shown}"
+            );
+            jail.create_file("again.toml", &shown)?;
+            let again = Config::load(Some(Path::new("again.toml"))).unwrap();
+            assert_eq!(again.rules(), rules);
+            Ok(())
+        });
+
+        // The environment form: the rules as a TOML array of inline tables.
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "IPFS_REGISTRY_IMMUTABLE",
+                r#"[{repositories = "team/*", tags = ["v*"]}]"#,
+            );
+            jail.set_env(
+                "IPFS_REGISTRY_RETENTION",
+                r#"[{repositories = "ci/*", keep_last = 3, untagged_older_than = "1day"}]"#,
+            );
+            let rules = Config::load(None).unwrap().rules();
+            assert!(rules.protected_tags("team/a").covers("v2"));
+            assert_eq!(rules.retention_for("ci/a").unwrap().keep_last, Some(3));
+            Ok(())
+        });
+
+        let refused = |toml: &'static str| {
+            load_err(move |jail| {
+                jail.create_file("registry.toml", toml)?;
+                Ok(())
+            })
+        };
+        let message = refused("[[immutable]]\nrepositories = \"team/*\"\ntags = [\"v/*\"]\n");
+        assert!(
+            message.contains("immutable") && message.contains("tags"),
+            "{message}"
+        );
+        assert!(message.contains("'/' cannot occur in a tag"), "{message}");
+        let message = refused("[[immutable]]\nrepositories = \"Team/*\"\ntags = [\"v*\"]\n");
+        assert!(message.contains("repositories"), "{message}");
+        let message = refused("[[immutable]]\nrepositories = \"team/*\"\ntags = []\n");
+        assert!(message.contains("`immutable.tags`"), "{message}");
+        let message =
+            refused("[[retention]]\nrepositories = \"ci/*\"\nuntagged_older_than = \"a week\"\n");
+        assert!(message.contains("untagged_older_than"), "{message}");
+        let message = refused("[[retention]]\nrepositories = \"ci/*\"\nkeep_last = 0\n");
+        assert!(message.contains("`retention.keep_last`"), "{message}");
+        let message = refused("[[retention]]\nrepositories = \"ci/*\"\n");
+        assert!(message.contains("`retention.repositories`"), "{message}");
+        let message = refused("[[retention]]\nrepositories = \"ci/*\"\nkeep_lats = 3\n");
+        assert!(message.contains("keep_lats"), "{message}");
     }
 
     #[test]

@@ -38,10 +38,13 @@ enum Command {
     /// ipfs.url, checking each comes out under the same CID; then set ipfs.url for serve.
     /// A CID that differs stops it, and what it added is unpinned again.
     MigrateBlobs,
-    /// Collect garbage once: expire abandoned uploads, delete what nothing references
-    /// (per the `gc.*` settings), unpin it in IPFS, and print a report.
+    /// Collect garbage once: apply the `[[retention]]` rules, expire abandoned uploads,
+    /// delete what nothing references (per the `gc.*` settings), unpin it in IPFS, and
+    /// print a report.
     Gc {
-        /// Report what would be collected without changing anything.
+        /// Report what would be collected without changing anything, and list it: one line
+        /// per tag (`would-remove tag REPOSITORY TAG DIGEST`), manifest (`would-delete
+        /// manifest REPOSITORY DIGEST SIZE`) and blob (`would-delete blob DIGEST CID SIZE`).
         #[arg(long)]
         dry_run: bool,
     },
@@ -68,8 +71,41 @@ enum Command {
         #[arg(long, value_name = "BYTES_PER_SECOND")]
         rate: Option<u64>,
     },
+    /// The notifications outbox: events waiting for delivery, and those given up on after
+    /// their last attempt (docs/notifications.md).
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum NotificationsCommand {
+    /// List events not yet delivered, oldest first: `<id> <endpoint> pending|failed
+    /// attempts=<n> <action> <repository> <digest or tag>`, and the last error.
+    List {
+        /// Only the events given up on.
+        #[arg(long)]
+        failed: bool,
+        /// One JSON object per line, with the event itself.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send events given up on again, with their attempts counted afresh: every one, those
+    /// of one endpoint, or the given ids.
+    Replay {
+        #[arg(long)]
+        endpoint: Option<String>,
+        ids: Vec<i64>,
+    },
+    /// Delete events given up on: every one, those of one endpoint, or the given ids. An
+    /// endpoint no longer in the configuration loses its pending events too (nothing
+    /// would deliver them).
+    Purge {
+        #[arg(long)]
+        endpoint: Option<String>,
+        ids: Vec<i64>,
+    },
 }
 
 /// Access control administration (on the configured metadata store).
@@ -279,6 +315,80 @@ impl ipfs_registry::registry::ScrubObserver for ScrubBar {
     }
 }
 
+async fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Result<()> {
+    let stores = ipfs_registry::server::metadata_stores(config).await?;
+    match command {
+        NotificationsCommand::List { failed, json } => {
+            let mut after = None;
+            loop {
+                let page = stores.outbox.notices(failed, after, 1000).await?;
+                for entry in &page {
+                    print_notice(entry, json);
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = Some(last.id),
+                    _ => return Ok(()),
+                }
+            }
+        }
+        NotificationsCommand::Replay { endpoint, ids } => {
+            let replayed = stores
+                .outbox
+                .replay_notices(endpoint.as_deref(), &ids)
+                .await?;
+            println!("{replayed} events replayed");
+            Ok(())
+        }
+        NotificationsCommand::Purge { endpoint, ids } => {
+            let configured =
+                |name: &str| config.notifications.endpoint.iter().any(|e| e.name == name);
+            let pending = endpoint.as_deref().is_some_and(|name| !configured(name));
+            let purged = stores
+                .outbox
+                .purge_notices(endpoint.as_deref(), &ids, pending)
+                .await?;
+            println!("{purged} events purged");
+            Ok(())
+        }
+    }
+}
+
+fn print_notice(entry: &ipfs_registry::meta::outbox::OutboxEntry, json: bool) {
+    let event: serde_json::Value = serde_json::from_str(&entry.event).unwrap_or_default();
+    let state = if entry.failed { "failed" } else { "pending" };
+    if json {
+        let line = serde_json::json!({
+            "id": entry.id,
+            "endpoint": entry.endpoint,
+            "state": state,
+            "attempts": entry.attempts,
+            "created": humantime::format_rfc3339_millis(entry.created).to_string(),
+            "last_error": entry.last_error,
+            "event": event,
+        });
+        println!("{line}");
+        return;
+    }
+    let target = &event["target"];
+    let what = target["digest"]
+        .as_str()
+        .or_else(|| target["tag"].as_str())
+        .unwrap_or("-");
+    println!(
+        "{} {} {state} attempts={} {} {} {what}{}",
+        entry.id,
+        entry.endpoint,
+        entry.attempts,
+        event["action"].as_str().unwrap_or("-"),
+        target["repository"].as_str().unwrap_or("-"),
+        entry
+            .last_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+}
+
 /// `verify`: the inventory, then the reindex if asked, then the scrub (unless `rate` is
 /// `None`); an error when anything disagrees or is corrupt.
 async fn verify(
@@ -461,6 +571,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context(
                         "another garbage collection is running (on this or another replica)",
                     )?;
+                if dry_run {
+                    // One line per item, whitespace-separated, for scripts.
+                    let swept = &report.swept;
+                    for t in &swept.tags {
+                        let r = &t.record;
+                        println!("would-remove tag {} {} {}", t.repository, r.tag, r.digest);
+                    }
+                    for m in &swept.manifests {
+                        println!(
+                            "would-delete manifest {} {} {}",
+                            m.repository, m.digest, m.size
+                        );
+                    }
+                    for b in &swept.blobs {
+                        println!("would-delete blob {} {} {}", b.digest, b.cid, b.size);
+                    }
+                }
                 println!("gc: {report}");
                 Ok(())
             }
@@ -495,6 +622,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{text}");
                 Ok(())
             }
+            Command::Notifications(command) => notifications(&config, command).await,
             Command::Admin(command) => administer(&config, command).await,
         }
     })

@@ -29,6 +29,11 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -62,12 +67,19 @@ pub struct Metrics {
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
+    pub gc_removed_tags: Counter,
     pub gc_expired_uploads: Counter,
     pub auth: Family<OutcomeLabels, Counter>,
     pub blobs_quarantined: Gauge,
     pub scrub_bytes: Counter,
     pub scrub_blobs: Counter,
     pub scrub_corrupt: Counter,
+    pub notifications_delivered: Family<EndpointLabels, Counter>,
+    pub notifications_failed: Family<EndpointLabels, Counter>,
+    pub notifications_given_up: Family<EndpointLabels, Counter>,
+    pub notifications_pending: Family<EndpointLabels, Gauge>,
+    pub notifications_failed_kept: Family<EndpointLabels, Gauge>,
+    pub notification_duration: HistogramFamily<EndpointLabels>,
 }
 
 impl Default for Metrics {
@@ -106,12 +118,19 @@ impl Metrics {
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
+            gc_removed_tags: Counter::default(),
             gc_expired_uploads: Counter::default(),
             auth: Family::default(),
             blobs_quarantined: Gauge::default(),
             scrub_bytes: Counter::default(),
             scrub_blobs: Counter::default(),
             scrub_corrupt: Counter::default(),
+            notifications_delivered: Family::default(),
+            notifications_failed: Family::default(),
+            notifications_given_up: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_failed_kept: Family::default(),
+            notification_duration: Family::new_with_constructor(latency),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -191,6 +210,36 @@ impl Metrics {
             m.db_pool_waiting.clone(),
         );
         r.register(
+            "notifications_delivered",
+            "Events delivered, by endpoint",
+            m.notifications_delivered.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Events whose delivery attempt failed (each attempt), by endpoint",
+            m.notifications_failed.clone(),
+        );
+        r.register(
+            "notifications_given_up",
+            "Events kept as failed after their last attempt, by endpoint",
+            m.notifications_given_up.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Events waiting for delivery, by endpoint (as last counted)",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_failed_events",
+            "Events kept as failed until replayed, by endpoint (as last counted)",
+            m.notifications_failed_kept.clone(),
+        );
+        r.register(
+            "notification_delivery_duration_seconds",
+            "Latency of one delivery POST, by endpoint",
+            m.notification_duration.clone(),
+        );
+        r.register(
             "uploads_in_progress",
             "Upload requests streaming into the blob store",
             m.uploads_in_progress.clone(),
@@ -214,6 +263,11 @@ impl Metrics {
             "gc_deleted_manifests",
             "Manifests deleted by garbage collection",
             m.gc_deleted_manifests.clone(),
+        );
+        r.register(
+            "gc_removed_tags",
+            "Tags removed by retention rules during garbage collection",
+            m.gc_removed_tags.clone(),
         );
         r.register(
             "gc_expired_uploads",

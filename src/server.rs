@@ -14,7 +14,7 @@ use crate::blobs;
 use crate::config::{BlobsKind, Config};
 use crate::meta::{self, MetadataStores};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Settings, Stores};
+use crate::registry::{Notifier, Registry, Settings, Stores};
 
 /// Opens the metadata and blob stores the configuration names, applying migrations.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Registry> {
@@ -34,9 +34,11 @@ fn registry_on(
         meta: stores.meta.clone(),
         gc: stores.gc.clone(),
         status: stores.status.clone(),
+        outbox: stores.outbox.clone(),
         blobs: blobs::open(config, metrics.clone())?,
     };
-    Ok(Registry::new(stores, settings(config), metrics))
+    let notifier = Notifier::new(&config.notifications.endpoint, config.public_url.as_ref());
+    Ok(Registry::new(stores, settings(config), metrics, notifier))
 }
 
 /// The metadata store the configuration names, migrated, for a command that needs no
@@ -52,6 +54,7 @@ fn settings(config: &Config) -> Settings {
         delete_enabled: config.delete_enabled,
         max_concurrent_uploads: config.limits.max_concurrent_uploads,
         verify_on_pull: config.integrity.verify_on_pull,
+        rules: config.rules(),
     }
 }
 
@@ -161,6 +164,18 @@ pub fn serve(
     if let Some(interval) = config.integrity.scrub_interval {
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
+    registry.bound_at(local_addr);
+    let (outbox, wake) = registry.outbox();
+    background.extend(
+        crate::registry::notify::deliver::spawn(
+            &config.notifications.endpoint,
+            outbox.clone(),
+            registry.metrics().clone(),
+            wake.clone(),
+            registry.instance_id(),
+        )
+        .map_err(|e| anyhow!("notifications: {e}"))?,
+    );
     tracing::info!(event = "listening", address = %local_addr);
     Ok(RunningServer {
         local_addr,

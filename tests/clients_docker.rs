@@ -2,7 +2,7 @@
 //! tests/common/clients.rs) against in-process registries on each store pair: push, re-push,
 //! `docker manifest inspect`, pull after the local copy is gone, pull by digest, layers shared with
 //! another repository (cross-repository mounts), a deleted tag, a multi-platform list (`docker
-//! manifest create/annotate/push`), and with authentication on: login and logout, refused anonymous
+//! manifest create/annotate/push`), an immutable tag refusing a move, and with authentication on: login and logout, refused anonymous
 //! push and pull, a wrong password, a robot token as the password, a push outside the grants.
 //!
 //! Images are built here (no base image can be pulled): `FROM scratch` plus busybox and files of
@@ -242,6 +242,48 @@ async fn a_deleted_tag_no_longer_pulls(stores: StorePair) {
     assert_eq!(docker.image_id(&v2).await.as_deref(), Some(id.as_str()));
     // Its last tag takes the digest reference with it.
     docker.rmi(&[&v2]).await;
+    registry.server.stop().await;
+}
+
+common::on_each_store_pair!(an_immutable_tag_refuses_a_move_with_a_readable_message);
+async fn an_immutable_tag_refuses_a_move_with_a_readable_message(stores: StorePair) {
+    let Some(docker) = clients::docker().await else {
+        return;
+    };
+    let registry = stores
+        .start_registry_with(|config| {
+            config.immutable = vec![ipfs_registry::registry::rules::ImmutableRule {
+                repositories: "docker/*".parse().unwrap(),
+                tags: vec!["v*".parse().unwrap()],
+            }];
+        })
+        .await;
+    let host = registry.host();
+    let v1 = format!("{host}/docker/pinned:v1");
+    let (_, digest) = build_and_push(&docker, &v1).await;
+    // The same image again under the tag: accepted.
+    assert_eq!(docker.push(&v1).await.digest, digest);
+
+    // Another image under the tag: refused, and docker says why.
+    let files = three_layers();
+    docker.build(&v1, None, None, &as_refs(&files)).await;
+    let started = std::time::Instant::now();
+    let push = docker.run(&["push", &v1]).await;
+    assert!(!push.success(), "an immutable tag moved:\n{push}");
+    assert!(
+        push.mentions_any(&["tag v1 of docker/pinned is immutable"]),
+        "{push}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the refusal took {:?}:\n{push}",
+        started.elapsed()
+    );
+    let stored = stored_manifest(&registry.base, "docker/pinned", "v1")
+        .await
+        .expect("v1 is still there");
+    assert_eq!(stored.digest, digest, "v1 still names the first image");
+    docker.rmi(&[&v1]).await;
     registry.server.stop().await;
 }
 

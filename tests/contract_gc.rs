@@ -12,7 +12,9 @@ use std::time::Duration;
 use cid::Cid;
 use common::backends::MetaBackend;
 use common::meta::*;
-use ipfs_registry::meta::gc::{SweepPolicy, Swept, SweptManifest, SweptUpload};
+use ipfs_registry::meta::gc::{
+    SweepPolicy, Swept, SweptManifest, SweptUpload, TagRecord, TagRemoval,
+};
 use ipfs_registry::meta::UploadChunk;
 use ipfs_registry::oci::{Digest, Reference};
 
@@ -28,6 +30,9 @@ on_every_meta_store!(
     one_gc_lease_at_a_time,
     recorded_cids_are_blobs_live_chunks_and_queued_unpins,
     blob_records_page_through_every_blob_in_digest_order,
+    tag_removals_take_only_tags_no_push_has_moved_since,
+    untagged_retention_per_repository_replaces_the_default,
+    a_kept_referrer_keeps_its_subject,
 );
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -37,6 +42,7 @@ fn policy(grace: Duration, retention: Option<Duration>, expiry: Duration) -> Swe
         grace_period: grace,
         untagged_retention: retention,
         upload_expiry: expiry,
+        ..SweepPolicy::default()
     }
 }
 
@@ -536,4 +542,150 @@ async fn blob_records_page_through_every_blob_in_digest_order(store: Arc<dyn Met
         .await
         .unwrap()
         .is_empty());
+}
+
+// ---------- retention ----------
+
+/// The current record of `t` in `r`.
+async fn record(store: &dyn MetaBackend, r: &ipfs_registry::oci::RepoName, t: &str) -> TagRecord {
+    store
+        .tag_records(r)
+        .await
+        .expect("tag records")
+        .into_iter()
+        .find(|rec| rec.tag == t)
+        .expect("tag listed")
+}
+
+async fn tag_removals_take_only_tags_no_push_has_moved_since(store: Arc<dyn MetaBackend>) {
+    let r = repo("gc/tags");
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    for t in ["a", "b", "c"] {
+        store
+            .put_manifest(&r, one.clone(), Some(&tag(t)))
+            .await
+            .unwrap();
+    }
+    let mut listed = store.tag_records(&r).await.unwrap();
+    listed.sort_by(|x, y| x.tag.cmp(&y.tag));
+    assert_eq!(
+        listed.iter().map(|t| t.tag.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert!(listed.iter().all(|t| t.digest == one.digest));
+    assert!(store
+        .tag_records(&repo("gc/none"))
+        .await
+        .unwrap()
+        .is_empty());
+    let chosen: Vec<TagRemoval> = listed[..2]
+        .iter()
+        .map(|record| TagRemoval {
+            repository: r.to_string(),
+            record: record.clone(),
+        })
+        .collect();
+    // Pushed again to the same manifest: not a move, the record is unchanged.
+    store
+        .put_manifest(&r, one.clone(), Some(&tag("a")))
+        .await
+        .unwrap();
+    assert_eq!(record(&*store, &r, "a").await, listed[0]);
+    // `b` is moved after it was chosen.
+    tick().await;
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("b")))
+        .await
+        .unwrap();
+    let policy = SweepPolicy {
+        remove_tags: chosen.clone(),
+        ..policy(HOUR, None, HOUR)
+    };
+    let dry = store.sweep(&policy, true).await.unwrap();
+    assert_eq!(dry.tags, chosen[..1].to_vec());
+    assert_eq!(all_tags(&*store, &r).await.unwrap(), ["a", "b", "c"]);
+    let swept = sweep(&*store, &policy).await;
+    assert_eq!(
+        swept.tags,
+        chosen[..1].to_vec(),
+        "only the unmoved tag goes"
+    );
+    assert_eq!(all_tags(&*store, &r).await.unwrap(), ["b", "c"]);
+    assert_eq!(by_tag(&*store, &r, "b").await, Some(two.digest.clone()));
+    // Removing a tag leaves its manifest to the untagged rules.
+    assert!(by_digest(&*store, &r, &one.digest).await.is_some());
+}
+
+async fn untagged_retention_per_repository_replaces_the_default(store: Arc<dyn MetaBackend>) {
+    let short = repo("gc/short");
+    let long = repo("gc/long");
+    let other = repo("gc/other");
+    let mut untagged = Vec::new();
+    for r in [&short, &long, &other] {
+        let m = pushed_image(&*store, r, "untagged").await;
+        store.put_manifest(r, m.clone(), None).await.unwrap();
+        untagged.push(m);
+    }
+    tick().await;
+    // No default: only the repository with its own (zero) retention loses its manifest.
+    let rules = SweepPolicy {
+        untagged_by_repository: vec![
+            (short.to_string(), Duration::ZERO),
+            (long.to_string(), HOUR),
+            ("gc/absent".to_owned(), Duration::ZERO),
+        ],
+        ..policy(HOUR, None, HOUR)
+    };
+    let swept = sweep(&*store, &rules).await;
+    assert_eq!(
+        swept.manifests,
+        [SweptManifest {
+            repository: short.to_string(),
+            digest: untagged[0].digest.clone(),
+            size: untagged[0].content.len() as u64,
+        }]
+    );
+    // A zero default takes the third repository's too, but not the one with an hour.
+    let rules = SweepPolicy {
+        untagged_by_repository: vec![(long.to_string(), HOUR)],
+        ..policy(HOUR, Some(Duration::ZERO), HOUR)
+    };
+    let swept = sweep(&*store, &rules).await;
+    let gone: Vec<&str> = swept
+        .manifests
+        .iter()
+        .map(|m| m.repository.as_str())
+        .collect();
+    assert_eq!(gone, ["gc/other"]);
+    assert!(by_digest(&*store, &long, &untagged[1].digest)
+        .await
+        .is_some());
+}
+
+async fn a_kept_referrer_keeps_its_subject(store: Arc<dyn MetaBackend>) {
+    let r = repo("gc/signed");
+    let subject = pushed_image(&*store, &r, "signed").await;
+    store.put_manifest(&r, subject.clone(), None).await.unwrap();
+    let sig_config = blob(b"signature config");
+    store.commit_blob(&r, sig_config.clone()).await.unwrap();
+    let signature = image_with(&sig_config, &[], Some(&subject.digest), Some("x/sig"), None);
+    // Tagged the way cosign tags signatures.
+    store
+        .put_manifest(&r, signature.clone(), Some(&tag("sha256-signed.sig")))
+        .await
+        .unwrap();
+    tick().await;
+    let swept = sweep(&*store, &policy(HOUR, Some(Duration::ZERO), HOUR)).await;
+    assert!(swept.manifests.is_empty(), "{swept:?}");
+    assert!(by_digest(&*store, &r, &subject.digest).await.is_some());
+    // Untagged, the signature and its subject go together.
+    assert!(store
+        .delete_tag(&r, &tag("sha256-signed.sig"))
+        .await
+        .unwrap());
+    tick().await;
+    let swept = sweep(&*store, &policy(HOUR, Some(Duration::ZERO), HOUR)).await;
+    let gone: HashSet<Digest> = swept.manifests.into_iter().map(|m| m.digest).collect();
+    assert_eq!(gone, HashSet::from([subject.digest, signature.digest]));
 }

@@ -13,7 +13,7 @@ use common::backends::MetaBackend;
 use common::meta::*;
 use ipfs_registry::meta::gc::SweepPolicy;
 use ipfs_registry::meta::users::RepoFilter;
-use ipfs_registry::meta::{BlobRecord, MetaError, Page, UploadChunk};
+use ipfs_registry::meta::{BlobRecord, MetaError, Page, ProtectedTags, UploadChunk};
 use ipfs_registry::oci::{Digest, Reference};
 use serde_json::json;
 use uuid::Uuid;
@@ -29,6 +29,10 @@ on_every_meta_store!(
     index_requires_child_manifests_in_the_repository,
     delete_manifest_cascades_to_tags_and_delete_tag_keeps_the_manifest,
     moving_a_tag_points_it_at_the_new_manifest,
+    an_immutable_tag_is_created_and_pushed_again_but_never_moved,
+    concurrent_pushes_cannot_both_set_an_immutable_tag,
+    immutable_tags_refuse_deletes_that_would_remove_them,
+    a_delete_racing_a_push_never_removes_the_immutable_tag_it_sets,
     tags_paginate_in_bytewise_order,
     catalog_lists_existing_repositories_in_order,
     repository_summaries_count_tags_bytes_and_the_last_push,
@@ -261,6 +265,7 @@ async fn unreferenced(store: &dyn MetaBackend) -> Vec<Digest> {
         grace_period: Duration::ZERO,
         untagged_retention: None,
         upload_expiry: Duration::from_secs(3600),
+        ..SweepPolicy::default()
     };
     let swept = store.sweep(&policy, true).await.expect("dry-run sweep");
     let mut digests: Vec<Digest> = swept.blobs.into_iter().map(|b| b.digest).collect();
@@ -391,6 +396,7 @@ async fn index_requires_child_manifests_in_the_repository(store: Arc<dyn MetaBac
         grace_period: Duration::ZERO,
         untagged_retention: Some(Duration::ZERO),
         upload_expiry: Duration::from_secs(3600),
+        ..SweepPolicy::default()
     };
     let swept = store.sweep(&everything, true).await.expect("dry run");
     assert_eq!(swept.manifests, vec![]);
@@ -500,6 +506,193 @@ async fn moving_a_tag_points_it_at_the_new_manifest(store: Arc<dyn MetaBackend>)
         all_tags(&*store, &r).await,
         Some(vec!["latest".into(), "stable".into()])
     );
+}
+
+// ---------- immutable tags ----------
+
+fn protect(patterns: &[&str]) -> ProtectedTags {
+    ProtectedTags(
+        patterns
+            .iter()
+            .map(|p| p.parse().expect("pattern"))
+            .collect(),
+    )
+}
+
+fn is_immutable(result: Result<impl std::fmt::Debug, MetaError>, expected_tag: &str) -> bool {
+    matches!(result, Err(MetaError::TagImmutable(ref t)) if t == expected_tag)
+}
+
+async fn an_immutable_tag_is_created_and_pushed_again_but_never_moved(store: Arc<dyn MetaBackend>) {
+    let r = repo("immutable/put");
+    let v = protect(&["v*"]);
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    store
+        .put_manifest_with(&r, one.clone(), Some(&tag("v1")), &v, &[])
+        .await
+        .expect("a new protected tag is created");
+    store
+        .put_manifest_with(&r, one.clone(), Some(&tag("v1")), &v, &[])
+        .await
+        .expect("the same manifest under it again is accepted");
+    let moved = store
+        .put_manifest_with(&r, two.clone(), Some(&tag("v1")), &v, &[])
+        .await;
+    assert!(is_immutable(moved, "v1"));
+    assert_eq!(by_tag(&*store, &r, "v1").await, Some(one.digest.clone()));
+    assert_eq!(
+        by_digest(&*store, &r, &two.digest).await,
+        None,
+        "a refused push stores nothing"
+    );
+    // Tags the patterns do not cover move as before, and a push by digest is no move.
+    store
+        .put_manifest_with(&r, two.clone(), Some(&tag("latest")), &v, &[])
+        .await
+        .expect("latest");
+    store
+        .put_manifest_with(&r, one.clone(), Some(&tag("latest")), &v, &[])
+        .await
+        .expect("latest moves");
+    store
+        .put_manifest_with(&r, two.clone(), None, &v, &[])
+        .await
+        .expect("by digest");
+    // Without protection (no rule covers it any more) the tag moves.
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("v1")))
+        .await
+        .expect("unprotected move");
+    assert_eq!(by_tag(&*store, &r, "v1").await, Some(two.digest.clone()));
+}
+
+async fn concurrent_pushes_cannot_both_set_an_immutable_tag(store: Arc<dyn MetaBackend>) {
+    let r = repo("immutable/race");
+    let mut manifests = Vec::new();
+    for i in 0..8 {
+        manifests.push(pushed_image(&*store, &r, &format!("racer {i}")).await);
+    }
+    let attempts: Vec<_> = manifests
+        .iter()
+        .cloned()
+        .map(|m| {
+            let (store, r) = (store.clone(), r.clone());
+            tokio::spawn(async move {
+                let digest = m.digest.clone();
+                let result = store
+                    .put_manifest_with(&r, m, Some(&tag("v1")), &protect(&["v1"]), &[])
+                    .await;
+                (digest, result)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        let (digest, result) = attempt.await.expect("join");
+        match result {
+            Ok(()) => winners.push(digest),
+            Err(e) => assert!(is_immutable(Err::<(), _>(e), "v1")),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one push sets the tag");
+    assert_eq!(by_tag(&*store, &r, "v1").await, Some(winners[0].clone()));
+}
+
+async fn immutable_tags_refuse_deletes_that_would_remove_them(store: Arc<dyn MetaBackend>) {
+    let r = repo("immutable/delete");
+    let v = protect(&["v*"]);
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    store
+        .put_manifest(&r, one.clone(), Some(&tag("v1")))
+        .await
+        .expect("v1");
+    store
+        .put_manifest(&r, one.clone(), Some(&tag("latest")))
+        .await
+        .expect("latest");
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("dev")))
+        .await
+        .expect("dev");
+
+    assert!(is_immutable(
+        store.delete_tag_with(&r, &tag("v1"), &v, &[]).await,
+        "v1"
+    ));
+    assert!(is_immutable(
+        store.delete_manifest_with(&r, &one.digest, &v, &[]).await,
+        "v1"
+    ));
+    assert_eq!(by_tag(&*store, &r, "v1").await, Some(one.digest.clone()));
+    assert_eq!(
+        by_tag(&*store, &r, "latest").await,
+        Some(one.digest.clone())
+    );
+    // What no protected tag points at goes as before; a protected name that is not there
+    // is simply not found.
+    assert!(store
+        .delete_tag_with(&r, &tag("latest"), &v, &[])
+        .await
+        .expect("latest"));
+    assert!(store
+        .delete_manifest_with(&r, &two.digest, &v, &[])
+        .await
+        .expect("two"));
+    assert!(!store
+        .delete_tag_with(&r, &tag("v2"), &v, &[])
+        .await
+        .expect("absent"));
+    assert!(!store
+        .delete_manifest_with(&repo("immutable/none"), &one.digest, &v, &[])
+        .await
+        .expect("no repository"));
+    // The override: no protection.
+    assert!(store
+        .delete_manifest_with(&r, &one.digest, &ProtectedTags::none(), &[])
+        .await
+        .expect("override"));
+    assert_eq!(by_tag(&*store, &r, "v1").await, None);
+}
+
+async fn a_delete_racing_a_push_never_removes_the_immutable_tag_it_sets(
+    store: Arc<dyn MetaBackend>,
+) {
+    let r = repo("immutable/delete-race");
+    let v = protect(&["v*"]);
+    for round in 0..10 {
+        let m = pushed_image(&*store, &r, &format!("round {round}")).await;
+        store.put_manifest(&r, m.clone(), None).await.expect("put");
+        let name = format!("v{round}");
+        let push = {
+            let (store, r, m, v, name) =
+                (store.clone(), r.clone(), m.clone(), v.clone(), name.clone());
+            tokio::spawn(async move {
+                store
+                    .put_manifest_with(&r, m, Some(&tag(&name)), &v, &[])
+                    .await
+            })
+        };
+        let delete = {
+            let (store, r, digest, v) = (store.clone(), r.clone(), m.digest.clone(), v.clone());
+            tokio::spawn(async move { store.delete_manifest_with(&r, &digest, &v, &[]).await })
+        };
+        // The blobs stay linked whatever the delete does, so the push always succeeds.
+        push.await.expect("join").expect("push");
+        let deleted = delete.await.expect("join");
+        match deleted {
+            // The delete went first; the push stored the manifest again under its tag.
+            Ok(_) => assert_eq!(by_tag(&*store, &r, &name).await, Some(m.digest.clone())),
+            Err(MetaError::TagImmutable(t)) => assert_eq!(t, name),
+            Err(e) => panic!("delete: {e}"),
+        }
+        assert_eq!(
+            by_tag(&*store, &r, &name).await,
+            Some(m.digest.clone()),
+            "round {round}: the pushed immutable tag survives"
+        );
+    }
 }
 
 // ---------- listing ----------

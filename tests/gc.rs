@@ -41,6 +41,7 @@ fn policy(grace: Duration, retention: Option<Duration>) -> SweepPolicy {
         grace_period: grace,
         untagged_retention: retention,
         upload_expiry: Duration::from_secs(24 * 3600),
+        ..SweepPolicy::default()
     }
 }
 

@@ -1,10 +1,13 @@
 //! The binary's operational side: JSON logs with request ids and blob fields, the log level
-//! from configuration and environment, graceful exit on SIGTERM, and `gc`, on each store pair
-//! (the child processes use the test registry's stores).
+//! from configuration and environment, graceful exit on SIGTERM, and `gc` (with retention
+//! rules: `--dry-run`'s listing), on each store pair (the child processes use the test
+//! registry's stores).
 
 mod common;
 
-use common::cli::{gc_command, serve_command, stores_env, succeeded, Served, SERVE_QUIET_LOG};
+use common::cli::{
+    gc_command, registry_command, serve_command, stores_env, succeeded, Served, SERVE_QUIET_LOG,
+};
 use common::oci::{random_bytes, sha256, Oci};
 use common::StorePair;
 use serde_json::Value;
@@ -165,5 +168,63 @@ async fn gc_subcommand_prints_progress_and_a_report(stores: StorePair) {
         .head(&format!("/v2/cli/app/blobs/{}", kept.layers[0].digest))
         .await;
     assert_eq!(head.status(), 200);
+    registry.server.stop().await;
+}
+
+common::on_each_store_pair!(gc_dry_run_lists_what_retention_rules_would_remove);
+async fn gc_dry_run_lists_what_retention_rules_would_remove(stores: StorePair) {
+    let registry = stores.start_registry().await;
+    let oci = Oci::new(&registry.base);
+    let old = oci.push_image("ci/app", Some("build-1"), 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    oci.push_image("ci/app", Some("build-2"), 1).await;
+    oci.push_image("other/app", Some("build-1"), 1).await;
+    let gc = |args: &[&str]| {
+        registry_command()
+            .envs(stores_env(&registry.config))
+            .env("IPFS_REGISTRY_GC__GRACE_PERIOD", "0s")
+            .env(
+                "IPFS_REGISTRY_RETENTION",
+                r#"[{repositories = "ci/*", keep_last = 1, untagged_older_than = "0s"}]"#,
+            )
+            .arg("gc")
+            .args(args)
+            .output()
+            .expect("run ipfs-registry gc")
+    };
+
+    let stdout = succeeded(&gc(&["--dry-run"]));
+    let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("would-")).collect();
+    let mut expected = vec![
+        format!("would-remove tag ci/app build-1 {}", old.manifest.digest),
+        format!(
+            "would-delete manifest ci/app {} {}",
+            old.manifest.digest,
+            old.manifest.content.len()
+        ),
+    ];
+    for blob in [&old.config, &old.layers[0]] {
+        expected.push(format!(
+            "would-delete blob {} {} {}",
+            blob.digest,
+            common::cid_of_blob(&blob.data),
+            blob.data.len()
+        ));
+    }
+    let mut sorted_listing: Vec<String> = listed.iter().map(|l| (*l).to_owned()).collect();
+    sorted_listing[2..].sort();
+    expected[2..].sort();
+    assert_eq!(sorted_listing, expected, "{stdout}");
+    assert!(stdout.contains("1 tags (retention)"), "{stdout}");
+    assert_eq!(oci.tags("/v2/ci/app/tags/list").await.0.len(), 2);
+
+    let stdout = succeeded(&gc(&[]));
+    assert!(
+        !stdout.contains("would-"),
+        "a real run lists nothing: {stdout}"
+    );
+    assert!(stdout.contains("freed: 1 manifests"), "{stdout}");
+    assert_eq!(oci.tags("/v2/ci/app/tags/list").await.0, ["build-2"]);
+    assert_eq!(oci.tags("/v2/other/app/tags/list").await.0, ["build-1"]);
     registry.server.stop().await;
 }

@@ -402,6 +402,7 @@ async fn a_sweep_skips_rows_a_push_holds() {
         grace_period: Duration::ZERO,
         untagged_retention: Some(Duration::ZERO),
         upload_expiry: Duration::from_secs(24 * 3600),
+        ..SweepPolicy::default()
     };
 
     let mut push = raw(&registry.database_url).await;

@@ -6,7 +6,8 @@
 //! embedded stores: it is the CID the node would give, and the gateway serves those bytes),
 //! on each store pair. Pushing the
 //! same image to other repositories (a full re-upload through a second replica, and
-//! cross-repository mounts) must not store any blob twice nor drop any pin.
+//! cross-repository mounts) must not store any blob twice nor drop any pin. An immutable
+//! tag refuses skopeo's attempt to move it, with a message skopeo shows.
 //!
 //! Needs skopeo (scripts/ensure-tools.sh), PostgreSQL and the test IPFS node.
 
@@ -748,4 +749,54 @@ async fn multi_platform_index_round_trip(stores: StorePair) {
     }
     let (_, tags) = skopeo.list_tags(&registry.host(), repo).await;
     assert_eq!(tags, ["multi"], "list-tags");
+}
+
+common::on_each_store_pair!(an_immutable_tag_refuses_a_move_from_skopeo);
+async fn an_immutable_tag_refuses_a_move_from_skopeo(stores: StorePair) {
+    init_tracing();
+    let registry = stores
+        .start_registry_with(|config| {
+            config.immutable = vec![ipfs_registry::registry::rules::ImmutableRule {
+                repositories: "skopeo/*".parse().unwrap(),
+                tags: vec!["v*".parse().unwrap()],
+            }];
+        })
+        .await;
+    let skopeo = Skopeo::new();
+    let repo = "skopeo/pinned";
+    let first = make_image("amd64", "linux", &[LayerSpec::gzip(64 * 1024)], false);
+    let second = make_image("amd64", "linux", &[LayerSpec::gzip(64 * 1024)], false);
+    let (first_dir, second_dir) = (oci_source(&first, "v1"), oci_source(&second, "v1"));
+    let destination = docker_ref(&registry, repo, "v1");
+    skopeo
+        .copy(&oci_ref(first_dir.path(), "v1"), &destination, &[])
+        .await;
+    // The same image again: accepted.
+    skopeo
+        .copy(&oci_ref(first_dir.path(), "v1"), &destination, &[])
+        .await;
+
+    let source = oci_ref(second_dir.path(), "v1");
+    let refused = skopeo
+        .run_unchecked(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+            "--retry-times",
+            "0",
+            &source,
+            &destination,
+        ])
+        .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "an immutable tag moved: {stderr}"
+    );
+    assert!(
+        stderr.contains("tag v1 of skopeo/pinned is immutable"),
+        "skopeo does not show why: {stderr}"
+    );
+    let raw = skopeo.inspect_raw(&destination, false).await;
+    assert_same_bytes("v1 after the refused move", &first.manifest.data, &raw);
 }

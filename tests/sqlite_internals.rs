@@ -26,6 +26,7 @@ fn policy(grace: Duration, retention: Option<Duration>, expiry: Duration) -> Swe
         grace_period: grace,
         untagged_retention: retention,
         upload_expiry: expiry,
+        ..SweepPolicy::default()
     }
 }
 

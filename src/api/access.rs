@@ -246,6 +246,25 @@ pub fn may_pull(state: &AppState, req: &HttpRequest, name: &str) -> bool {
             .is_some_and(|c| c.0.allows(name, scope::PULL))
 }
 
+/// Whether the request comes from an admin of repository `name`: a user (not a robot token)
+/// whose current rights include the admin permission there. Everyone, with auth disabled.
+pub async fn may_administer(
+    state: &AppState,
+    req: &HttpRequest,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(true);
+    };
+    let Some(Caller(claims)) = req.extensions().get::<Caller>().cloned() else {
+        return Ok(false);
+    };
+    if claims.anonymous() || claims.robot_scopes.is_some() {
+        return Ok(false);
+    }
+    Ok(auth.rights_of(&claims).await?.allows(name, scope::ALL))
+}
+
 /// The client address that login throttling counts: the peer, or for a trusted proxy the
 /// last `X-Forwarded-For` hop that is not a trusted proxy (an address in one of the
 /// `auth.trusted_proxies` ranges). IPv4-mapped IPv6 addresses count as IPv4.

@@ -174,12 +174,14 @@ pub static ENDPOINTS: &[Endpoint] = &[
         methods: Methods::Reference(&[
             operation!(GET, PULL, |c, repo, reference| {
                 Box::pin(async move {
-                    manifests::get(&c.state, &repo, &looked_up(reference)?, false).await
+                    let reference = looked_up(reference)?;
+                    manifests::get(&c.state, &c.req, &repo, &reference, false).await
                 })
             }),
             operation!(HEAD, PULL, |c, repo, reference| {
                 Box::pin(async move {
-                    manifests::get(&c.state, &repo, &looked_up(reference)?, true).await
+                    let reference = looked_up(reference)?;
+                    manifests::get(&c.state, &c.req, &repo, &reference, true).await
                 })
             }),
             operation!(PUT, PUSH, |c, repo, reference| {
@@ -189,9 +191,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 })
             }),
             operation!(DELETE, DELETE, |c, repo, reference| {
-                Box::pin(
-                    async move { manifests::delete(&c.state, &repo, &pushed(reference)?).await },
-                )
+                Box::pin(async move {
+                    manifests::delete(&c.state, &c.req, &repo, &pushed(reference)?).await
+                })
             }),
         ]),
     },
@@ -239,7 +241,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 Box::pin(async move { blobs::head(&c.state, &repo, &digest).await })
             }),
             operation!(DELETE, DELETE, |c, repo, digest| {
-                Box::pin(async move { blobs::delete(&c.state, &repo, &digest).await })
+                Box::pin(async move { blobs::delete(&c.state, &c.req, &repo, &digest).await })
             }),
         ]),
     },

@@ -24,6 +24,8 @@ pub enum ApiError {
     PaginationInvalid(String),
     #[error("invalid request header: {0}")]
     HeaderInvalid(String),
+    #[error("invalid query parameter: {0}")]
+    QueryInvalid(String),
     #[error("invalid CID: {0}")]
     CidInvalid(String),
     #[error("unsupported gateway response format: {0}")]
@@ -75,6 +77,7 @@ impl ApiError {
                 RegistryError::SizeInvalid(_)
                 | RegistryError::TooLarge(_)
                 | RegistryError::RangeNotSatisfiable { .. } => "SIZE_INVALID",
+                RegistryError::TagImmutable(_) => "TAG_INVALID",
                 RegistryError::Unsupported(_) => "UNSUPPORTED",
                 RegistryError::TooManyRequests => "TOOMANYREQUESTS",
                 RegistryError::Unavailable(_) => "UNAVAILABLE",
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             ApiError::PaginationInvalid(_) => "PAGINATION_NUMBER_INVALID",
             ApiError::HeaderInvalid(_) => "BLOB_UPLOAD_INVALID",
+            ApiError::QueryInvalid(_) => "UNSUPPORTED",
             ApiError::CidInvalid(_) => "CID_INVALID",
             ApiError::FormatUnsupported(_) => "UNSUPPORTED",
             ApiError::NotFound => "NOT_FOUND",
@@ -141,6 +145,8 @@ impl ResponseError for ApiError {
                 RegistryError::ChunkOutOfOrder { .. }
                 | RegistryError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
                 RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                // The request is sound; the tag's state forbids it.
+                RegistryError::TagImmutable(_) => StatusCode::CONFLICT,
                 RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
                 RegistryError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
                 RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -172,7 +178,8 @@ impl ResponseError for ApiError {
             | ApiError::DigestInvalid(_)
             | ApiError::ReferenceInvalid(_)
             | ApiError::PaginationInvalid(_)
-            | ApiError::HeaderInvalid(_) => StatusCode::BAD_REQUEST,
+            | ApiError::HeaderInvalid(_)
+            | ApiError::QueryInvalid(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -25,6 +25,14 @@ use crate::metrics::{InFlight, Metrics};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the middleware learnt of a request, for handlers (notifications report it).
+#[derive(Debug, Clone)]
+pub struct RequestTag {
+    pub id: String,
+    /// The client's address, through trusted proxies.
+    pub client: std::net::IpAddr,
+}
+
 /// Shared by every worker of one server.
 pub struct Guard {
     requests: Arc<Slots>,
@@ -94,6 +102,10 @@ where
     let operational = matches!(route, "healthz" | "readyz" | "metrics");
     let in_flight = InFlight::new(&guard.metrics.http_in_flight);
     let client = client_address(&guard.trusted_proxies, req.peer_addr(), req.headers());
+    req.extensions_mut().insert(RequestTag {
+        id: id.clone(),
+        client,
+    });
     let taken = if operational {
         Some(Taken::default())
     } else {

@@ -48,6 +48,31 @@ impl AppState {
         }
     }
 
+    /// The request behind a change, for its notifications.
+    pub fn origin(req: &HttpRequest) -> crate::registry::Origin {
+        use actix_web::HttpMessage;
+        let extensions = req.extensions();
+        let tag = extensions.get::<middleware::RequestTag>();
+        let header = |name: actix_web::http::header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        crate::registry::Origin {
+            request_id: tag.map(|t| t.id.clone()).unwrap_or_default(),
+            addr: tag.map(|t| t.client.to_string()).unwrap_or_default(),
+            host: header(actix_web::http::header::HOST),
+            method: req.method().to_string(),
+            user_agent: header(actix_web::http::header::USER_AGENT),
+            actor: extensions
+                .get::<access::Caller>()
+                .map(|caller| caller.0.sub.clone())
+                .filter(|name| !name.is_empty()),
+        }
+    }
+
     /// Where a person fetches content by CID: the configured gateway, else ours.
     pub fn gateway_link(&self, cid: &cid::Cid) -> String {
         match &self.gateway_url {

@@ -745,7 +745,13 @@ async fn delete(
         let (repo, reference) = delete_target(&form)?;
         let viewer = Viewer::of(&state, &req).await?;
         check_delete(&state, &viewer, &repo)?;
-        state.registry.delete_manifest(&repo, &reference).await?;
+        // Immutable tags stay immutable here: their override is the API's, for admins.
+        let mut origin = AppState::origin(&req);
+        origin.actor = viewer.user().map(str::to_owned);
+        state
+            .registry
+            .delete_manifest(&repo, &reference, false, &origin)
+            .await?;
         tracing::info!(
             event = "ui_delete",
             user = viewer.user().unwrap_or(""),

@@ -55,6 +55,12 @@ fn redact_table(table: &mut Table) {
     for (key, value) in table.iter_mut() {
         match value {
             Value::String(text) if is_secret_key(key) => *text = REDACTED.to_owned(),
+            // Header values carry credentials (`Authorization`) under any name.
+            Value::Table(headers) if key == "headers" => {
+                for (_, value) in headers.iter_mut() {
+                    *value = Value::String(REDACTED.to_owned());
+                }
+            }
             Value::String(text) => *text = redact_credentials(text),
             Value::Table(inner) => redact_table(inner),
             Value::Array(items) => {

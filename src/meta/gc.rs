@@ -9,17 +9,17 @@
 //!   records that CID until the unpin has finished.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use cid::Cid;
 use uuid::Uuid;
 
 use super::{BlobRecord, MetaError, UploadChunk};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 
 /// What a sweep may delete.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepPolicy {
     /// Blob links and blobs younger than this are kept even when nothing references them
     /// (an upload whose manifest has not been pushed yet).
@@ -29,6 +29,34 @@ pub struct SweepPolicy {
     pub untagged_retention: Option<Duration>,
     /// Upload sessions idle longer than this are ended.
     pub upload_expiry: Duration,
+    /// Per repository (by name), what replaces `untagged_retention` there (`[[retention]]`
+    /// rules' `untagged_older_than`).
+    pub untagged_by_repository: Vec<(String, Duration)>,
+    /// Tags to remove first (chosen by the `[[retention]]` rules), each only if it still
+    /// points where it did when chosen, pushed at the same time: a push since then wins.
+    pub remove_tags: Vec<TagRemoval>,
+}
+
+impl SweepPolicy {
+    /// Whether any untagged manifest may be deleted at all.
+    pub fn deletes_manifests(&self) -> bool {
+        self.untagged_retention.is_some() || !self.untagged_by_repository.is_empty()
+    }
+}
+
+/// A tag as retention sees it: where it points and when it was last pushed (moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRecord {
+    pub tag: String,
+    pub digest: Digest,
+    pub updated_at: SystemTime,
+}
+
+/// A tag of one repository that a sweep removes (or removed, or would remove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRemoval {
+    pub repository: String,
+    pub record: TagRecord,
 }
 
 /// A manifest a sweep deleted (or would delete, in a dry run).
@@ -49,6 +77,8 @@ pub struct SweptUpload {
 /// What the metadata part of a sweep removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Tags removed by `SweepPolicy::remove_tags` (those a push had not moved since).
+    pub tags: Vec<TagRemoval>,
     pub uploads: Vec<SweptUpload>,
     pub manifests: Vec<SweptManifest>,
     /// Repository links to blobs removed.
@@ -78,10 +108,14 @@ pub trait GcStore: Send + Sync + 'static {
     /// The cross-replica GC lock, or `None` when another run holds it.
     async fn try_gc_lease(&self) -> Result<Option<Box<dyn GcLease>>, MetaError>;
 
-    /// Deletes what the policy allows, in this order: expired upload sessions, unreachable
-    /// untagged manifests, unreferenced repository links, blobs with no link and no
+    /// Deletes what the policy allows, in this order: the tags it names, expired upload
+    /// sessions, unreachable untagged manifests, unreferenced repository links, blobs with no link and no
     /// reference. With `dry_run` everything is computed the same way and then rolled back.
     async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError>;
+
+    /// Every tag of the repository, with its digest and push time, in no particular order
+    /// (empty when the repository does not exist).
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError>;
 
     /// CIDs queued for unpinning by earlier sweeps (oldest first, at most `limit`).
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError>;

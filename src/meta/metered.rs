@@ -31,12 +31,13 @@ use async_trait::async_trait;
 use cid::Cid;
 use uuid::Uuid;
 
-use super::gc::{GcLease, GcStore, SweepPolicy, Swept, UnpinLease};
+use super::gc::{GcLease, GcStore, SweepPolicy, Swept, TagRecord, UnpinLease};
+use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, RepositorySummary,
-    StoredManifest, TagSummary, Upload, UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    RepositorySummary, StoredManifest, TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -150,28 +151,45 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
-    async fn commit_blob(
+    async fn commit_blob_with_notices(
         &self,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<BlobRecord, MetaError> {
-        self.request("commit_blob", self.inner.commit_blob(repo, blob))
-            .await
+        self.request(
+            "commit_blob",
+            self.inner.commit_blob_with_notices(repo, blob, notices),
+        )
+        .await
     }
 
-    async fn mount_blob(
+    async fn mount_blob_with_notices(
         &self,
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+        notices: &[Notice],
     ) -> Result<Option<BlobRecord>, MetaError> {
-        self.request("mount_blob", self.inner.mount_blob(from, to, digest))
-            .await
+        self.request(
+            "mount_blob",
+            self.inner
+                .mount_blob_with_notices(from, to, digest, notices),
+        )
+        .await
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.request("unlink_blob", self.inner.unlink_blob(repo, digest))
-            .await
+    async fn unlink_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "unlink_blob",
+            self.inner.unlink_blob_with_notices(repo, digest, notices),
+        )
+        .await
     }
 
     async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
@@ -216,24 +234,49 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
-    async fn put_manifest(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
-        self.request("put_manifest", self.inner.put_manifest(repo, manifest, tag))
-            .await
+        self.request(
+            "put_manifest",
+            self.inner
+                .put_manifest_with(repo, manifest, tag, protected, notices),
+        )
+        .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.request("delete_manifest", self.inner.delete_manifest(repo, digest))
-            .await
+    async fn delete_manifest_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "delete_manifest",
+            self.inner
+                .delete_manifest_with(repo, digest, protected, notices),
+        )
+        .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.request("delete_tag", self.inner.delete_tag(repo, tag))
-            .await
+    async fn delete_tag_with(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "delete_tag",
+            self.inner.delete_tag_with(repo, tag, protected, notices),
+        )
+        .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
@@ -324,15 +367,17 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
-    async fn complete_upload(
+    async fn complete_upload_with_notices(
         &self,
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
         self.request(
             "complete_upload",
-            self.inner.complete_upload(id, repo, blob),
+            self.inner
+                .complete_upload_with_notices(id, repo, blob, notices),
         )
         .await
     }
@@ -453,6 +498,10 @@ impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
         self.gc("sweep", self.inner.sweep(policy, dry_run)).await
     }
 
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError> {
+        self.gc("tag_records", self.inner.tag_records(repo)).await
+    }
+
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
         self.gc("unpin_queue", self.inner.unpin_queue(limit)).await
     }
@@ -547,6 +596,82 @@ impl UnpinLease for UnpinLeaseWithin {
             || {},
         )
         .await
+    }
+}
+
+#[async_trait]
+impl<S: OutboxStore + StoreStatus> OutboxStore for Metered<S> {
+    async fn record_notices(&self, notices: &[Notice]) -> Result<(), MetaError> {
+        self.request("record_notices", self.inner.record_notices(notices))
+            .await
+    }
+
+    async fn claim_notices(
+        &self,
+        endpoint: &str,
+        holder: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        self.request(
+            "claim_notices",
+            self.inner.claim_notices(endpoint, holder, lease, limit),
+        )
+        .await
+    }
+
+    async fn notices_delivered(&self, holder: &str, ids: &[i64]) -> Result<(), MetaError> {
+        self.request(
+            "notices_delivered",
+            self.inner.notices_delivered(holder, ids),
+        )
+        .await
+    }
+
+    async fn notices_failed(
+        &self,
+        holder: &str,
+        outcomes: &[(i64, Retry)],
+        error: &str,
+    ) -> Result<(), MetaError> {
+        self.request(
+            "notices_failed",
+            self.inner.notices_failed(holder, outcomes, error),
+        )
+        .await
+    }
+
+    async fn notices(
+        &self,
+        failed_only: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        self.request("notices", self.inner.notices(failed_only, after, limit))
+            .await
+    }
+
+    async fn replay_notices(&self, endpoint: Option<&str>, ids: &[i64]) -> Result<u64, MetaError> {
+        self.request("replay_notices", self.inner.replay_notices(endpoint, ids))
+            .await
+    }
+
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        self.request(
+            "purge_notices",
+            self.inner.purge_notices(endpoint, ids, pending),
+        )
+        .await
+    }
+
+    async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
+        self.request("notice_counts", self.inner.notice_counts())
+            .await
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod gc;
 pub mod metered;
 mod open;
+pub mod outbox;
 pub mod postgres;
 mod sql_common;
 pub mod sqlite;
@@ -18,7 +19,9 @@ use bytes::Bytes;
 use cid::Cid;
 use uuid::Uuid;
 
-use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag};
+use crate::oci::{Descriptor, Digest, Reference, ReferenceKind, RepoName, Tag, TagPattern};
+
+use outbox::Notice;
 
 pub use open::{open, MetadataStores, OpenError};
 
@@ -30,6 +33,9 @@ pub enum MetaError {
     /// A manifest references blobs or manifests that are not in its repository.
     #[error("manifest references content not in the repository: {0:?}")]
     MissingReferences(Vec<Digest>),
+    /// The write would move or remove this tag, which [`ProtectedTags`] covers.
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
     /// Stored data that cannot be read back into domain types.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -102,6 +108,30 @@ pub struct TagSummary {
     pub pushed_at: SystemTime,
 }
 
+/// The tags of one repository that a write may create, or point again at the manifest they
+/// point at, but neither move nor delete (the configuration's `[[immutable]]` rules).
+/// Checked by the store under the lock its write takes, so two writes cannot both pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProtectedTags(pub Vec<TagPattern>);
+
+impl ProtectedTags {
+    pub fn none() -> ProtectedTags {
+        ProtectedTags::default()
+    }
+
+    pub fn covers(&self, tag: &str) -> bool {
+        self.0.iter().any(|p| p.matches(tag))
+    }
+
+    /// The first of `tags` covered, for the error.
+    pub(crate) fn first_covered<'a>(
+        &self,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        tags.into_iter().find(|t| self.covers(t))
+    }
+}
+
 /// Keyset pagination: up to `n` entries strictly after `last`, in lexical order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -153,11 +183,28 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, MetaError>;
 
+    // Each change a client can be notified of has a form that records notices in the
+    // change's own transaction, and only when the change happened (`…_with_notices`; for
+    // manifests and tags `…_with`, which also takes the `[[immutable]]` tags); the plain
+    // form records none and protects no tag.
+
     /// Records a verified blob (unless the digest is stored already) and links it into the
     /// repository, creating the repository if needed. Returns the record now stored, which is
     /// the earlier one when the digest existed.
-    async fn commit_blob(&self, repo: &RepoName, blob: BlobRecord)
-        -> Result<BlobRecord, MetaError>;
+    async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+    ) -> Result<BlobRecord, MetaError> {
+        self.commit_blob_with_notices(repo, blob, &[]).await
+    }
+
+    async fn commit_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        blob: BlobRecord,
+        notices: &[Notice],
+    ) -> Result<BlobRecord, MetaError>;
 
     /// Links a blob linked in `from` into `to`. `None` when `from` has no such blob, or it
     /// is quarantined.
@@ -166,10 +213,29 @@ pub trait MetadataStore: Send + Sync + 'static {
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+    ) -> Result<Option<BlobRecord>, MetaError> {
+        self.mount_blob_with_notices(from, to, digest, &[]).await
+    }
+
+    async fn mount_blob_with_notices(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
     ) -> Result<Option<BlobRecord>, MetaError>;
 
     /// Removes the blob's link from the repository. False when it was not linked.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.unlink_blob_with_notices(repo, digest, &[]).await
+    }
+
+    async fn unlink_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     // --- integrity ---
 
@@ -210,13 +276,55 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+    ) -> Result<(), MetaError> {
+        self.put_manifest_with(repo, manifest, tag, &ProtectedTags::none(), &[])
+            .await
+    }
+
+    /// [`MetadataStore::put_manifest`], failing with `TagImmutable` (changing nothing) when
+    /// `protected` covers `tag` and it exists pointing at another manifest, and recording
+    /// `notices` with the change.
+    async fn put_manifest_with(
+        &self,
+        repo: &RepoName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        protected: &ProtectedTags,
+        notices: &[Notice],
     ) -> Result<(), MetaError>;
 
     /// Deletes the manifest and every tag pointing at it. False when it did not exist.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_manifest_with(repo, digest, &ProtectedTags::none(), &[])
+            .await
+    }
+
+    /// [`MetadataStore::delete_manifest`], failing with `TagImmutable` (changing nothing)
+    /// when a tag `protected` covers points at the manifest, and recording `notices` when
+    /// it deleted it.
+    async fn delete_manifest_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     /// Deletes only the tag. False when it did not exist.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        self.delete_tag_with(repo, tag, &ProtectedTags::none(), &[])
+            .await
+    }
+
+    /// [`MetadataStore::delete_tag`], failing with `TagImmutable` when `protected` covers
+    /// the tag and it exists, and recording `notices` when it deleted it.
+    async fn delete_tag_with(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
 
     /// Tags in lexical order. `None` when the repository does not exist.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;
@@ -293,6 +401,16 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+    ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
+        self.complete_upload_with_notices(id, repo, blob, &[]).await
+    }
+
+    async fn complete_upload_with_notices(
+        &self,
+        id: Uuid,
+        repo: &RepoName,
+        blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError>;
 
     /// Ends the session, queuing its chunks' CIDs for unpinning in the same transaction;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::gc::GcStore;
 use super::metered::Metered;
+use super::outbox::OutboxStore;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::status::StoreStatus;
@@ -20,15 +21,19 @@ pub struct MetadataStores {
     pub users: Arc<dyn UserStore>,
     pub gc: Arc<dyn GcStore>,
     pub status: Arc<dyn StoreStatus>,
+    pub outbox: Arc<dyn OutboxStore>,
 }
 
 impl MetadataStores {
-    fn of<S: MetadataStore + UserStore + GcStore + StoreStatus>(store: S) -> MetadataStores {
+    fn of<S: MetadataStore + UserStore + GcStore + StoreStatus + OutboxStore>(
+        store: S,
+    ) -> MetadataStores {
         let store = Arc::new(store);
         MetadataStores {
             meta: store.clone(),
             users: store.clone(),
             gc: store.clone(),
+            outbox: store.clone(),
             status: store,
         }
     }

@@ -80,16 +80,20 @@ pub(crate) fn require_references(
 }
 
 /// A `WITH` clause defining `live (repository_id, digest)`: the manifests GC keeps. They
-/// are the tagged ones, those for which `young` (an SQL condition on `created_at`, in the
-/// database's own dialect) holds, and everything reachable from them as an index's child
-/// or as a referrer of a kept manifest.
-pub(crate) fn live_manifests(young: &str) -> String {
+/// are the tagged ones, those for which `young` (an SQL condition on `manifests`, in the
+/// database's own dialect, which may use the CTEs `ctes` defines) holds, and everything
+/// reachable from them: an index's children, a manifest's referrers, and a referrer's
+/// subject (a kept signature keeps what it signs).
+pub(crate) fn live_manifests(ctes: &str, young: &str) -> String {
     format!(
-        "WITH RECURSIVE edges (repository_id, from_digest, to_digest) AS ( \
+        "WITH RECURSIVE {ctes} edges (repository_id, from_digest, to_digest) AS ( \
             SELECT repository_id, manifest_digest, referenced_digest \
             FROM manifest_references WHERE kind = 'manifest' \
             UNION ALL \
             SELECT repository_id, subject_digest, digest \
+            FROM manifests WHERE subject_digest IS NOT NULL \
+            UNION ALL \
+            SELECT repository_id, digest, subject_digest \
             FROM manifests WHERE subject_digest IS NOT NULL \
         ), live (repository_id, digest) AS ( \
             SELECT repository_id, digest FROM manifests WHERE {young} \
@@ -164,4 +168,33 @@ pub(crate) fn released_chunks(chunks: &[UploadChunk], kept: Option<&Cid>) -> Vec
         .filter(|chunk| Some(&chunk.cid) != kept)
         .map(|chunk| chunk.cid.to_string())
         .collect()
+}
+
+/// An outbox row as read back by either store (creation time in Unix milliseconds).
+pub(crate) fn outbox_entry(
+    id: i64,
+    endpoint: String,
+    event: String,
+    attempts: i64,
+    created_millis: i64,
+    failed: bool,
+    last_error: Option<String>,
+) -> Result<crate::meta::outbox::OutboxEntry, MetaError> {
+    let created = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(to_u64(created_millis, "outbox created_at")?);
+    Ok(crate::meta::outbox::OutboxEntry {
+        id,
+        endpoint,
+        event,
+        attempts: u32::try_from(attempts).map_err(|_| corrupt("outbox attempts"))?,
+        created,
+        failed,
+        last_error,
+    })
+}
+
+/// A duration as whole milliseconds for SQL arithmetic (saturating: a delay of centuries is
+/// as good as never).
+pub(crate) fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::{stream, Stream};
 
 use super::hashing::verified;
+use super::notify::{Action, Origin, Target};
 use super::{Registry, RegistryError, Result};
 use crate::blobs::ByteStream;
 use crate::meta::BlobRecord;
@@ -136,10 +137,23 @@ impl Registry {
 
     /// Unlinks the blob from the repository. Its bytes stay until garbage collection finds
     /// nothing else uses them.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    pub async fn delete_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        origin: &Origin,
+    ) -> Result<()> {
         self.ensure_deletes_enabled()?;
         let started = Instant::now();
-        if self.meta.unlink_blob(repo, digest).await? {
+        let notices = self
+            .notifier
+            .notices(Action::Delete, &Target::blob(repo, digest), origin);
+        if self
+            .meta
+            .unlink_blob_with_notices(repo, digest, &notices)
+            .await?
+        {
+            self.woken(&notices);
             tracing::info!(
                 event = "blob_delete",
                 repository = %repo,
@@ -159,13 +173,35 @@ impl Registry {
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+        origin: &Origin,
     ) -> Result<Option<BlobRecord>> {
         let started = Instant::now();
-        let mounted = self.meta.mount_blob(from, to, digest).await?;
+        let target = Target {
+            from_repository: Some(from),
+            media_type: Some("application/octet-stream"),
+            ..Target::blob(to, digest)
+        };
+        let notices = self.notifier.notices(Action::Mount, &target, origin);
+        let mounted = self
+            .meta
+            .mount_blob_with_notices(from, to, digest, &notices)
+            .await?;
         if let Some(record) = &mounted {
+            self.woken(&notices);
             self.blob_event("blob_mount", to, record, started);
         }
         Ok(mounted)
+    }
+
+    /// Records the pull of a blob for the endpoints that want pulls (nothing to do when
+    /// none does). A pull is no change to report in a transaction, so a failure to record
+    /// it is logged and the pull goes on.
+    pub async fn note_blob_pull(&self, repo: &RepoName, record: &BlobRecord, origin: &Origin) {
+        if !self.notifier.wants(Action::Pull, repo) {
+            return;
+        }
+        let notices = self.blob_notices(Action::Pull, repo, record, Some(origin));
+        self.record_pull(&notices).await;
     }
 }
 

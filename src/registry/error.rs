@@ -45,6 +45,10 @@ pub enum RegistryError {
     /// Too many uploads at once (429).
     #[error("too many concurrent uploads; retry later")]
     TooManyRequests,
+    /// The push or delete would move or remove a tag an `[[immutable]]` rule covers; the
+    /// message names the tag and the rule.
+    #[error("{0}")]
+    TagImmutable(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     /// A backing service (database, IPFS node) is unreachable or timed out (503).
@@ -59,6 +63,9 @@ impl From<MetaError> for RegistryError {
         match e {
             MetaError::Unavailable(m) => RegistryError::Unavailable(format!("metadata store: {m}")),
             MetaError::MissingReferences(missing) => RegistryError::ManifestBlobUnknown(missing),
+            MetaError::TagImmutable(tag) => {
+                RegistryError::TagImmutable(format!("tag {tag} is immutable"))
+            }
             MetaError::Corrupt(m) | MetaError::Backend(m) => {
                 RegistryError::Internal(format!("metadata store: {m}"))
             }

@@ -10,15 +10,21 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::{Registry, Result};
-use crate::meta::gc::{SweepPolicy, Swept};
+use crate::meta::gc::{SweepPolicy, Swept, TagRemoval};
+use crate::meta::Page;
+use crate::oci::RepoName;
 
 /// Queue entries unpinned per batch.
 const UNPIN_BATCH: u32 = 500;
+/// Repositories listed per catalog page while applying retention rules.
+const CATALOG_PAGE: u32 = 1000;
 
 /// What one run did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Tags removed by `[[retention]]` rules.
+    pub removed_tags: usize,
     pub expired_uploads: usize,
     pub deleted_manifests: usize,
     /// Bytes of the deleted manifests themselves.
@@ -32,6 +38,8 @@ pub struct GcReport {
     /// CIDs whose unpin failed; they stay queued for the next run.
     pub unpin_failures: usize,
     pub duration: Duration,
+    /// What the sweep removed, item by item (for `gc --dry-run` to list).
+    pub swept: Swept,
 }
 
 impl std::fmt::Display for GcReport {
@@ -40,13 +48,15 @@ impl std::fmt::Display for GcReport {
         write!(
             f,
             "{verb}: {} manifests ({} bytes), {} blobs ({} bytes), {} repository links, \
-             {} expired upload sessions; unpinned {} CIDs ({} failed, retried next run) in {:.1}s",
+             {} expired upload sessions, {} tags (retention); unpinned {} CIDs ({} failed, \
+             retried next run) in {:.1}s",
             self.deleted_manifests,
             self.manifest_bytes,
             self.freed_blobs,
             self.freed_bytes,
             self.removed_links,
             self.expired_uploads,
+            self.removed_tags,
             self.unpinned,
             self.unpin_failures,
             self.duration.as_secs_f64()
@@ -86,6 +96,15 @@ impl Registry {
         progress: &(dyn Fn(&str) + Send + Sync),
         started: Instant,
     ) -> Result<GcReport> {
+        let policy = &self.with_retention(policy).await?;
+        if !self.settings.rules.retention.is_empty() {
+            progress(&format!(
+                "retention rules: {} tags to remove, {} repositories with their own untagged \
+                 retention",
+                policy.remove_tags.len(),
+                policy.untagged_by_repository.len()
+            ));
+        }
         progress(&format!(
             "sweeping metadata{}: uploads idle > {}, blob links unreferenced > {}, {}",
             if dry_run { " (dry run)" } else { "" },
@@ -100,7 +119,7 @@ impl Registry {
             }
         ));
         let swept = self.gc.sweep(policy, dry_run).await?;
-        let mut report = summarise(&swept, dry_run);
+        let mut report = summarise(swept, dry_run);
         progress(&format!(
             "metadata: {} upload sessions, {} manifests, {} links, {} blobs",
             report.expired_uploads,
@@ -108,7 +127,16 @@ impl Registry {
             report.removed_links,
             report.freed_blobs
         ));
-        for manifest in &swept.manifests {
+        for removed in &report.swept.tags {
+            tracing::info!(
+                event = "tag_retention",
+                dry_run,
+                repository = %removed.repository,
+                tag = %removed.record.tag,
+                digest = %removed.record.digest,
+            );
+        }
+        for manifest in &report.swept.manifests {
             tracing::info!(
                 event = "manifest_gc",
                 dry_run,
@@ -117,7 +145,7 @@ impl Registry {
                 size = manifest.size,
             );
         }
-        for blob in &swept.blobs {
+        for blob in &report.swept.blobs {
             tracing::info!(
                 event = "blob_gc",
                 dry_run,
@@ -127,6 +155,9 @@ impl Registry {
             );
         }
         if !dry_run {
+            self.metrics
+                .gc_removed_tags
+                .inc_by(report.removed_tags as u64);
             self.metrics.gc_freed_bytes.inc_by(report.freed_bytes);
             self.metrics
                 .gc_freed_blobs
@@ -151,6 +182,7 @@ impl Registry {
         tracing::info!(
             event = "gc_done",
             dry_run,
+            removed_tags = report.removed_tags,
             expired_uploads = report.expired_uploads,
             deleted_manifests = report.deleted_manifests,
             removed_links = report.removed_links,
@@ -203,15 +235,67 @@ impl Registry {
     }
 }
 
-fn summarise(swept: &Swept, dry_run: bool) -> GcReport {
+fn summarise(swept: Swept, dry_run: bool) -> GcReport {
     GcReport {
         dry_run,
+        removed_tags: swept.tags.len(),
         expired_uploads: swept.uploads.len(),
         deleted_manifests: swept.manifests.len(),
         manifest_bytes: swept.manifests.iter().map(|m| m.size).sum(),
         removed_links: swept.links,
         freed_blobs: swept.blobs.len(),
         freed_bytes: swept.blobs.iter().map(|b| b.size).sum(),
+        swept,
         ..GcReport::default()
+    }
+}
+
+impl Registry {
+    /// `policy` with the `[[retention]]` rules applied to every repository one covers:
+    /// the tags to remove (never an immutable one) and the repository's own untagged
+    /// retention. The tags are chosen from a listing taken now; the sweep removes each only
+    /// if no push has moved it since.
+    async fn with_retention(&self, policy: &SweepPolicy) -> Result<SweepPolicy> {
+        let rules = &self.settings.rules;
+        let mut policy = policy.clone();
+        if rules.retention.is_empty() {
+            return Ok(policy);
+        }
+        let mut page = Page {
+            n: Some(CATALOG_PAGE),
+            last: None,
+        };
+        loop {
+            let names = self.meta.catalog(&page).await?;
+            for name in &names {
+                let Some(rule) = rules.retention_for(name) else {
+                    continue;
+                };
+                if let Some(age) = rule.untagged_older_than {
+                    policy.untagged_by_repository.push((name.clone(), age));
+                }
+                // Catalog names were validated when stored; one that no longer parses has
+                // no tags a request could reach, so it is left alone.
+                let Ok(repo) = name.parse::<RepoName>() else {
+                    continue;
+                };
+                let tags = self.gc.tag_records(&repo).await?;
+                let protected = rules.protected_tags(name);
+                policy
+                    .remove_tags
+                    .extend(
+                        rule.tags_to_remove(&tags, &protected)
+                            .into_iter()
+                            .map(|record| TagRemoval {
+                                repository: name.clone(),
+                                record,
+                            }),
+                    );
+            }
+            if names.len() < CATALOG_PAGE as usize {
+                return Ok(policy);
+            }
+            page.last = names.last().cloned();
+        }
     }
 }

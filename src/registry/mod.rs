@@ -10,6 +10,8 @@ pub mod hashing;
 mod health;
 mod inventory;
 mod manifests;
+pub mod notify;
+pub mod rules;
 pub mod scrub;
 mod uploads;
 
@@ -20,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::blobs::BlobStore;
 use crate::meta::gc::GcStore;
+use crate::meta::outbox::{Notice, OutboxStore};
 use crate::meta::status::StoreStatus;
 use crate::meta::MetadataStore;
 use crate::metrics::Metrics;
@@ -31,6 +34,7 @@ pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
+pub use notify::{Action, Notifier, Origin};
 pub use scrub::{Finding, ScrubObserver, ScrubOptions, ScrubReport};
 pub use uploads::UploadStatus;
 
@@ -49,6 +53,8 @@ pub struct Settings {
     pub max_concurrent_uploads: usize,
     /// Re-hash full pulls (`integrity.verify_on_pull`).
     pub verify_on_pull: bool,
+    /// `[[immutable]]` and `[[retention]]`.
+    pub rules: rules::Rules,
 }
 
 /// The stores the core works on.
@@ -57,6 +63,7 @@ pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub gc: Arc<dyn GcStore>,
     pub status: Arc<dyn StoreStatus>,
+    pub outbox: Arc<dyn OutboxStore>,
     pub blobs: Arc<dyn BlobStore>,
 }
 
@@ -65,6 +72,10 @@ pub struct Registry {
     gc: Arc<dyn GcStore>,
     status: Arc<dyn StoreStatus>,
     blobs: Arc<dyn BlobStore>,
+    outbox: Arc<dyn OutboxStore>,
+    notifier: Notifier,
+    /// Wakes this process's notification delivery after it recorded events.
+    wake: Arc<notify::deliver::Wake>,
     settings: Settings,
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
@@ -75,13 +86,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(stores: Stores, settings: Settings, metrics: Arc<Metrics>) -> Registry {
+    pub fn new(
+        stores: Stores,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        notifier: Notifier,
+    ) -> Registry {
         let uploads = Arc::new(Semaphore::new(settings.max_concurrent_uploads));
         Registry {
             meta: stores.meta,
             gc: stores.gc,
             status: stores.status,
             blobs: stores.blobs,
+            outbox: stores.outbox,
+            notifier,
+            wake: Arc::default(),
             settings,
             metrics,
             uploads,
@@ -127,6 +146,61 @@ impl Registry {
             Err(RegistryError::Unsupported(
                 "deletes are disabled on this registry".into(),
             ))
+        }
+    }
+
+    /// The notifications outbox and what wakes this process's delivery loops.
+    pub fn outbox(&self) -> (&Arc<dyn OutboxStore>, &Arc<notify::deliver::Wake>) {
+        (&self.outbox, &self.wake)
+    }
+
+    /// The server bound `addr` (see [`Notifier::bound_at`]).
+    pub fn bound_at(&self, addr: std::net::SocketAddr) {
+        self.notifier.bound_at(addr);
+    }
+
+    /// This process's identity in notifications and outbox claims.
+    pub fn instance_id(&self) -> &str {
+        self.notifier.instance_id()
+    }
+
+    /// The notices of a blob event, when `origin` is given (and some endpoint wants it).
+    fn blob_notices(
+        &self,
+        action: Action,
+        repo: &RepoName,
+        record: &BlobRecord,
+        origin: Option<&Origin>,
+    ) -> Vec<Notice> {
+        let Some(origin) = origin else {
+            return Vec::new();
+        };
+        let target = notify::Target {
+            media_type: Some("application/octet-stream"),
+            size: Some(record.size),
+            cid: Some(record.cid),
+            ..notify::Target::blob(repo, &record.digest)
+        };
+        self.notifier.notices(action, &target, origin)
+    }
+
+    /// Records the notices of a pull (logged, not fatal, when that fails).
+    async fn record_pull(&self, notices: &[Notice]) {
+        if notices.is_empty() {
+            return;
+        }
+        match self.outbox.record_notices(notices).await {
+            Ok(()) => self.woken(notices),
+            Err(e) => {
+                tracing::warn!(event = "notification_record_failed", error = %e, "a pull event was not recorded")
+            }
+        }
+    }
+
+    /// Call after notices were recorded.
+    fn woken(&self, notices: &[Notice]) {
+        if !notices.is_empty() {
+            self.wake.wake();
         }
     }
 

@@ -14,6 +14,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 
 use super::hashing::{restore_sha256, save_sha256, Hasher, Meter};
+use super::notify::{Action, Origin};
 use super::{Registry, RegistryError, Result};
 use crate::blobs::{BlobError, ByteStream, StoredBytes, UploadFile};
 use crate::meta::{BlobRecord, Upload, UploadChunk};
@@ -189,6 +190,7 @@ impl Registry {
     /// file made the blob.
     async fn complete_in_place(
         &self,
+        origin: &Origin,
         upload: Upload,
         mut file: Box<dyn UploadFile>,
         digest: &Digest,
@@ -216,11 +218,11 @@ impl Registry {
             }
             if let Some(existing) = existing {
                 discard(file).await;
-                return self.finish_session(id, &repo, existing).await;
+                return self.finish_session(id, &repo, existing, origin).await;
             }
             let stored = file.finish(upload.bytes_received).await?;
             return self
-                .finish_new_blob(id, &repo, digest, stored, healing)
+                .finish_new_blob(id, &repo, digest, stored, healing, origin)
                 .await;
         }
         // Another algorithm: the running sha256 cannot answer, so the stored blob is read
@@ -248,10 +250,10 @@ impl Registry {
                 if existing.cid != stored.cid {
                     self.release(&stored.cid).await;
                 }
-                self.finish_session(id, &repo, existing).await
+                self.finish_session(id, &repo, existing, origin).await
             }
             None => {
-                self.finish_new_blob(id, &repo, digest, stored, healing)
+                self.finish_new_blob(id, &repo, digest, stored, healing, origin)
                     .await
             }
         }
@@ -266,9 +268,10 @@ impl Registry {
         digest: &Digest,
         stored: StoredBytes,
         healing: bool,
+        origin: &Origin,
     ) -> Result<BlobRecord> {
         let record = self.record(digest, stored.cid, stored.size);
-        let finished = self.finish_session(id, repo, record).await?;
+        let finished = self.finish_session(id, repo, record, origin).await?;
         if healing {
             self.heal(&finished, stored.cid).await;
         }
@@ -284,11 +287,12 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
         content_length: Option<u64>,
+        origin: &Origin,
     ) -> Result<BlobRecord> {
         let _permit = self.upload_permit()?;
         let started = std::time::Instant::now();
         let record = self
-            .complete_session(repo, id, digest, body, content_length)
+            .complete_session(repo, id, digest, body, content_length, origin)
             .await?;
         self.blob_event("blob_push", repo, &record, started);
         Ok(record)
@@ -301,15 +305,16 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
         content_length: Option<u64>,
+        origin: &Origin,
     ) -> Result<BlobRecord> {
         let upload = self.session(repo, id).await?;
         if upload.bytes_received == 0 {
             // Everything arrives in this request: stream it straight into the store.
             let stored = self
-                .store_verified(repo, digest, body, content_length)
+                .store_verified(repo, digest, body, content_length, None)
                 .await;
             return match stored {
-                Ok(record) => self.finish_session(id, repo, record).await,
+                Ok(record) => self.finish_session(id, repo, record, origin).await,
                 Err(e) => {
                     self.end_session(id).await;
                     Err(e)
@@ -319,7 +324,7 @@ impl Registry {
         let (upload, file) = self.lock_upload_file(upload).await?;
         if let Some(file) = file {
             return self
-                .complete_in_place(upload, file, digest, body, content_length)
+                .complete_in_place(origin, upload, file, digest, body, content_length)
                 .await;
         }
         let upload = match self.store_chunk(&upload, body, content_length).await {
@@ -332,7 +337,7 @@ impl Registry {
         match self.assemble(&upload, digest).await {
             Ok((record, healing)) => {
                 let added = record.cid;
-                let stored = self.finish_session(id, repo, record).await?;
+                let stored = self.finish_session(id, repo, record, origin).await?;
                 if healing {
                     self.heal(&stored, added).await;
                 }
@@ -368,22 +373,26 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
         content_length: Option<u64>,
+        origin: &Origin,
     ) -> Result<BlobRecord> {
         let _permit = self.upload_permit()?;
         let started = std::time::Instant::now();
         let record = self
-            .store_verified(repo, digest, body, content_length)
+            .store_verified(repo, digest, body, content_length, Some(origin))
             .await?;
         self.blob_event("blob_push", repo, &record, started);
         Ok(record)
     }
 
+    /// ...recording the push's notices when `notify` names its origin (not when an upload
+    /// session's completion records them).
     async fn store_verified(
         &self,
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
         content_length: Option<u64>,
+        notify: Option<&Origin>,
     ) -> Result<BlobRecord> {
         let (meter, stream, limit) =
             self.meter(body, Hasher::new(digest.algorithm()), 0, content_length);
@@ -393,7 +402,12 @@ impl Registry {
             self.metrics.blob_bytes_in.inc_by(meter.bytes());
             check_declared(&meter, content_length)?;
             verify(&meter, digest)?;
-            let stored = self.meta.commit_blob(repo, existing).await?;
+            let notices = self.blob_notices(Action::Push, repo, &existing, notify);
+            let stored = self
+                .meta
+                .commit_blob_with_notices(repo, existing, &notices)
+                .await?;
+            self.woken(&notices);
             self.ensure_pinned(&stored).await?;
             return Ok(stored);
         }
@@ -414,7 +428,14 @@ impl Registry {
             size: meter.bytes(),
             import_profile: self.blobs.profile().id(),
         };
-        let committed = self.meta.commit_blob(repo, record).await;
+        let notices = self.blob_notices(Action::Push, repo, &record, notify);
+        let committed = self
+            .meta
+            .commit_blob_with_notices(repo, record, &notices)
+            .await;
+        if committed.is_ok() {
+            self.woken(&notices);
+        }
         let record = self.settle(stored.cid, committed).await?;
         if healing {
             self.heal(&record, stored.cid).await;
@@ -642,10 +663,17 @@ impl Registry {
         id: Uuid,
         repo: &RepoName,
         record: BlobRecord,
+        origin: &Origin,
     ) -> Result<BlobRecord> {
         let cid = record.cid;
-        let committed = match self.meta.complete_upload(id, repo, record).await {
+        let notices = self.blob_notices(Action::Push, repo, &record, Some(origin));
+        let completed = self
+            .meta
+            .complete_upload_with_notices(id, repo, record, &notices)
+            .await;
+        let committed = match completed {
             Ok((stored, chunks)) => {
+                self.woken(&notices);
                 let released = chunks
                     .iter()
                     .map(|c| c.cid)

@@ -10,14 +10,15 @@ use ipfs_registry::blobs::embedded::EmbeddedStore;
 use ipfs_registry::blobs::{BlobStore, ImportProfile};
 use ipfs_registry::config::DatabaseConfig;
 use ipfs_registry::meta::gc::GcStore;
+use ipfs_registry::meta::outbox::OutboxStore;
 use ipfs_registry::meta::postgres::PostgresStore;
 use ipfs_registry::meta::sqlite::SqliteStore;
 use ipfs_registry::meta::users::UserStore;
 use ipfs_registry::meta::MetadataStore;
 
-/// Everything a metadata store implements; every store implements all three traits.
-pub trait MetaBackend: MetadataStore + UserStore + GcStore {}
-impl<T: MetadataStore + UserStore + GcStore> MetaBackend for T {}
+/// Everything a metadata store implements; every store implements all four traits.
+pub trait MetaBackend: MetadataStore + UserStore + GcStore + OutboxStore {}
+impl<T: MetadataStore + UserStore + GcStore + OutboxStore> MetaBackend for T {}
 
 /// The configuration the PostgreSQL suites use for a database: a small pool, timeouts
 /// long enough for a loaded machine.

@@ -16,6 +16,7 @@ pub mod meta;
 pub mod oci;
 pub mod powercut;
 pub mod private_node;
+pub mod receiver;
 pub mod skopeo;
 pub mod sql;
 pub mod stall_proxy;

@@ -53,10 +53,22 @@ pub async fn get(
 ) -> Response {
     let range = headers::blob_range(req.headers())?;
     let content = state.registry.get_blob(repo, digest, range).await?;
+    state
+        .registry
+        .note_blob_pull(repo, &content.record, &AppState::origin(req))
+        .await;
     Ok(content_response(content))
 }
 
-pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {
-    state.registry.delete_blob(repo, digest).await?;
+pub async fn delete(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Response {
+    state
+        .registry
+        .delete_blob(repo, digest, &AppState::origin(req))
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }

@@ -2,13 +2,26 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::Response;
+use crate::api::error::ApiError;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
-use crate::api::{body, AppState};
+use crate::api::{access, body, AppState};
 use crate::oci::{Reference, RepoName};
 use crate::registry::ManifestPush;
 
-pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, head: bool) -> Response {
+pub async fn get(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> Response {
     let manifest = state.registry.get_manifest(repo, reference).await?;
+    if !head {
+        state
+            .registry
+            .note_manifest_pull(repo, reference, &manifest, &AppState::origin(req))
+            .await;
+    }
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, manifest.media_type.as_str()))
@@ -42,7 +55,10 @@ pub async fn put(
         content,
         content_type: headers::content_type(req.headers()),
     };
-    let pushed = state.registry.put_manifest(repo, reference, push).await?;
+    let pushed = state
+        .registry
+        .put_manifest(repo, reference, push, &AppState::origin(req))
+        .await?;
     let mut response = HttpResponse::build(StatusCode::CREATED);
     response
         .insert_header((
@@ -56,7 +72,34 @@ pub async fn put(
     Ok(response.finish())
 }
 
-pub async fn delete(state: &AppState, repo: &RepoName, reference: &Reference) -> Response {
-    state.registry.delete_manifest(repo, reference).await?;
+/// `?override_immutable=true` deletes an immutable tag (or a manifest one points at); it is
+/// honoured only for an admin of the repository (or anyone, with auth off), and refused
+/// with DENIED for anyone else rather than ignored.
+pub async fn delete(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Response {
+    let override_immutable = query_flag(req, "override_immutable")?;
+    if override_immutable && !access::may_administer(state, req, repo.as_str()).await? {
+        return Err(ApiError::Denied);
+    }
+    state
+        .registry
+        .delete_manifest(repo, reference, override_immutable, &AppState::origin(req))
+        .await?;
     Ok(HttpResponse::Accepted().finish())
+}
+
+/// A boolean query parameter: absent is false; present, it must be `true` or `false`.
+fn query_flag(req: &HttpRequest, name: &str) -> Result<bool, ApiError> {
+    let params = super::query(req);
+    match super::query_param(&params, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::QueryInvalid(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
 }

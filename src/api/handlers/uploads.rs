@@ -27,7 +27,11 @@ pub async fn start(
             let readable = access::may_pull(state, req, from.as_str());
             if !readable {
                 tracing::debug!(event = "mount_refused", from = %from, to = %repo);
-            } else if let Some(record) = state.registry.mount_blob(&from, repo, &digest).await? {
+            } else if let Some(record) = state
+                .registry
+                .mount_blob(&from, repo, &digest, &AppState::origin(req))
+                .await?
+            {
                 return Ok(created(state, repo, &record));
             }
         }
@@ -36,7 +40,13 @@ pub async fn start(
         let length = headers::content_length(req.headers())?;
         let record = state
             .registry
-            .store_blob(repo, &digest, body::stream(payload), length)
+            .store_blob(
+                repo,
+                &digest,
+                body::stream(payload),
+                length,
+                &AppState::origin(req),
+            )
             .await?;
         return Ok(created(state, repo, &record));
     }
@@ -83,7 +93,14 @@ pub async fn complete(
     let length = headers::content_length(req.headers())?;
     let record = state
         .registry
-        .complete_upload(repo, id, &digest, body::stream(payload), length)
+        .complete_upload(
+            repo,
+            id,
+            &digest,
+            body::stream(payload),
+            length,
+            &AppState::origin(req),
+        )
         .await?;
     Ok(created(state, repo, &record))
 }

@@ -11,7 +11,7 @@
 //!   and fails with MANIFEST_BLOB_UNKNOWN (or, for an upload, re-inserts the row itself).
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -21,11 +21,12 @@ use uuid::Uuid;
 use super::error::{db, pool as pool_error};
 use super::sql::{self, blob_record, get, upload_chunk};
 use crate::meta::gc::{
-    GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
+    GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, TagRecord, TagRemoval,
+    UnpinLease,
 };
 use crate::meta::sql_common::live_manifests;
 use crate::meta::{BlobRecord, MetaError};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 
 /// Session advisory lock key for "a GC run is in progress" ("ipfs-gc!" in ASCII).
 const GC_LOCK: i64 = 0x6970_6673_2d67_6321;
@@ -174,9 +175,10 @@ async fn sweep_steps(
     if dry_run {
         // One transaction, rolled back: later steps see what earlier steps would delete.
         let tx = client.transaction().await.map_err(db)?;
+        swept.tags = remove_tags(&tx, &policy.remove_tags).await?;
         swept.uploads = expire_uploads(&tx, policy.upload_expiry).await?;
-        if let Some(retention) = policy.untagged_retention {
-            swept.manifests = delete_manifests(&tx, retention).await?;
+        if policy.deletes_manifests() {
+            swept.manifests = delete_manifests(&tx, policy).await?;
         }
         swept.links = delete_links(&tx, policy.grace_period).await?;
         swept.blobs = delete_blobs(&tx, policy.grace_period).await?;
@@ -184,12 +186,17 @@ async fn sweep_steps(
         return Ok(swept);
     }
     // One transaction per step, so locks are held no longer than each step needs.
+    if !policy.remove_tags.is_empty() {
+        let tx = client.transaction().await.map_err(db)?;
+        swept.tags = remove_tags(&tx, &policy.remove_tags).await?;
+        tx.commit().await.map_err(db)?;
+    }
     let tx = client.transaction().await.map_err(db)?;
     swept.uploads = expire_uploads(&tx, policy.upload_expiry).await?;
     tx.commit().await.map_err(db)?;
-    if let Some(retention) = policy.untagged_retention {
+    if policy.deletes_manifests() {
         let tx = client.transaction().await.map_err(db)?;
-        swept.manifests = delete_manifests(&tx, retention).await?;
+        swept.manifests = delete_manifests(&tx, policy).await?;
         tx.commit().await.map_err(db)?;
     }
     let tx = client.transaction().await.map_err(db)?;
@@ -251,16 +258,73 @@ async fn expire_uploads<C: GenericClient>(
     Ok(uploads)
 }
 
-/// The manifests to keep (see [`live_manifests`]), retention in seconds as `$1`.
+/// Removes the tags named, each only while it still points at the digest and carries the
+/// push time it was chosen with. A push moving one holds its row; the delete waits for it
+/// and then, re-reading the row, finds it moved and leaves it.
+async fn remove_tags<C: GenericClient>(
+    c: &C,
+    removals: &[TagRemoval],
+) -> Result<Vec<TagRemoval>, MetaError> {
+    if removals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let repositories: Vec<&str> = removals.iter().map(|r| r.repository.as_str()).collect();
+    let tags: Vec<&str> = removals.iter().map(|r| r.record.tag.as_str()).collect();
+    let digests: Vec<String> = removals
+        .iter()
+        .map(|r| r.record.digest.to_string())
+        .collect();
+    let times: Vec<SystemTime> = removals.iter().map(|r| r.record.updated_at).collect();
+    let rows = sql::query(
+        c,
+        "DELETE FROM tags t USING repositories r, \
+             unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+             AS d (repository, name, digest, updated_at) \
+         WHERE r.name = d.repository AND t.repository_id = r.id AND t.name = d.name \
+           AND t.manifest_digest = d.digest AND t.updated_at = d.updated_at \
+         RETURNING r.name, t.name, t.manifest_digest, t.updated_at",
+        &[&repositories, &tags, &digests, &times],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TagRemoval {
+                repository: get(row, 0)?,
+                record: TagRecord {
+                    tag: get(row, 1)?,
+                    digest: sql::digest(row, 2)?,
+                    updated_at: get(row, 3)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The manifests to keep (see [`live_manifests`]). `$1` is the untagged retention in
+/// seconds (NULL: keep them), `$2` and `$3` the repositories whose own retention replaces it.
 fn live_clause() -> String {
-    live_manifests("created_at >= now() - make_interval(secs => $1)")
+    live_manifests(
+        "expiry (repository_id, secs) AS ( \
+            SELECT r.id, o.secs FROM unnest($2::text[], $3::float8[]) AS o (name, secs) \
+            JOIN repositories r ON r.name = o.name \
+         ),",
+        "COALESCE(manifests.created_at >= now() - make_interval(secs => COALESCE( \
+            (SELECT x.secs FROM expiry x WHERE x.repository_id = manifests.repository_id), \
+            $1)), true)",
+    )
 }
 
 async fn delete_manifests<C: GenericClient>(
     c: &C,
-    retention: Duration,
+    policy: &SweepPolicy,
 ) -> Result<Vec<SweptManifest>, MetaError> {
     let live = live_clause();
+    let default = policy.untagged_retention.map(secs);
+    let (names, overrides): (Vec<&str>, Vec<f64>) = policy
+        .untagged_by_repository
+        .iter()
+        .map(|(name, d)| (name.as_str(), secs(*d)))
+        .unzip();
     let candidates = sql::query(
         c,
         &format!(
@@ -269,7 +333,7 @@ async fn delete_manifests<C: GenericClient>(
                                WHERE l.repository_id = m.repository_id AND l.digest = m.digest) \
              FOR UPDATE OF m SKIP LOCKED"
         ),
-        &[&secs(retention)],
+        &[&default, &names, &overrides],
     )
     .await?;
     if candidates.is_empty() {
@@ -283,12 +347,12 @@ async fn delete_manifests<C: GenericClient>(
             "{live} DELETE FROM manifests m USING repositories r \
              WHERE r.id = m.repository_id \
                AND (m.repository_id, m.digest) IN \
-                   (SELECT * FROM unnest($2::bigint[], $3::text[])) \
+                   (SELECT * FROM unnest($4::bigint[], $5::text[])) \
                AND NOT EXISTS (SELECT 1 FROM live l \
                                WHERE l.repository_id = m.repository_id AND l.digest = m.digest) \
              RETURNING r.name, m.digest, m.size"
         ),
-        &[&secs(retention), &ids, &digests],
+        &[&default, &names, &overrides, &ids, &digests],
     )
     .await?;
     rows.iter()
@@ -409,6 +473,26 @@ impl GcStore for super::PostgresStore {
 
     async fn sweep(&self, policy: &SweepPolicy, dry_run: bool) -> Result<Swept, MetaError> {
         sweep(&self.pool, policy, dry_run).await
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = sql::query(
+            &client,
+            "SELECT t.name, t.manifest_digest, t.updated_at \
+             FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = $1",
+            &[&repo.as_str()],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TagRecord {
+                    tag: get(row, 0)?,
+                    digest: sql::digest(row, 1)?,
+                    updated_at: get(row, 2)?,
+                })
+            })
+            .collect()
     }
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {

@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 use super::repos;
 use super::sql::{self, get};
 use crate::meta::sql_common::{kind_name, referenced, require_references};
-use crate::meta::{MetaError, NewManifest, Page, StoredManifest};
+use crate::meta::{MetaError, NewManifest, Page, ProtectedTags, StoredManifest};
 use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 
 pub(crate) async fn get_manifest<C: GenericClient>(
@@ -55,20 +55,39 @@ pub(crate) async fn put<C: GenericClient>(
     repo: &RepoName,
     manifest: &NewManifest,
     tag: Option<&Tag>,
+    protected: &ProtectedTags,
 ) -> Result<(), MetaError> {
     let repo_id = repos::ensure(c, repo).await?;
     check_references(c, repo_id, &manifest.references).await?;
     insert(c, repo_id, manifest).await?;
-    if let Some(tag) = tag {
-        sql::execute(
+    let Some(tag) = tag else { return Ok(()) };
+    let digest = manifest.digest.to_string();
+    let immutable = protected.covers(tag.as_str());
+    // An existing protected tag is not updated, but the conflict still locks its row, so
+    // the read below sees the digest it keeps until this transaction ends: a concurrent
+    // push that created or moved it first has committed (we waited for it) and is seen.
+    let written = sql::query_opt(
+        c,
+        "INSERT INTO tags (repository_id, name, manifest_digest) VALUES ($1, $2, $3) \
+         ON CONFLICT (repository_id, name) DO UPDATE \
+         SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now() \
+         WHERE tags.manifest_digest <> EXCLUDED.manifest_digest AND NOT $4 \
+         RETURNING 1",
+        &[&repo_id, &tag.as_str(), &digest, &immutable],
+    )
+    .await?;
+    if written.is_none() && immutable {
+        let current = sql::query_opt(
             c,
-            "INSERT INTO tags (repository_id, name, manifest_digest) VALUES ($1, $2, $3) \
-             ON CONFLICT (repository_id, name) DO UPDATE \
-             SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now() \
-             WHERE tags.manifest_digest <> EXCLUDED.manifest_digest",
-            &[&repo_id, &tag.as_str(), &manifest.digest.to_string()],
+            "SELECT manifest_digest FROM tags WHERE repository_id = $1 AND name = $2",
+            &[&repo_id, &tag.as_str()],
         )
         .await?;
+        if let Some(row) = current {
+            if get::<String>(&row, 0)? != digest {
+                return Err(MetaError::TagImmutable(tag.to_string()));
+            }
+        }
     }
     Ok(())
 }
@@ -185,26 +204,71 @@ async fn insert_references<C: GenericClient>(
     Ok(())
 }
 
+/// Deletes the manifest (and, by cascade, its tags) unless a protected tag points at it;
+/// call inside a transaction. The manifest row is locked first, which waits for a push
+/// tagging it (its foreign-key check holds the row) and holds back later ones, so the tags
+/// read next are all the delete will remove.
 pub(crate) async fn delete<C: GenericClient>(
     c: &C,
     repo: &RepoName,
     digest: &Digest,
+    protected: &ProtectedTags,
 ) -> Result<bool, MetaError> {
+    let Some(repo_id) = repos::id(c, repo).await? else {
+        return Ok(false);
+    };
+    let digest = digest.to_string();
+    if !protected.0.is_empty() {
+        let locked = sql::query_opt(
+            c,
+            "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR UPDATE",
+            &[&repo_id, &digest],
+        )
+        .await?;
+        if locked.is_none() {
+            return Ok(false);
+        }
+        let rows = sql::query(
+            c,
+            "SELECT name FROM tags WHERE repository_id = $1 AND manifest_digest = $2 \
+             ORDER BY name",
+            &[&repo_id, &digest],
+        )
+        .await?;
+        let tags: Vec<String> = rows.iter().map(|r| get(r, 0)).collect::<Result<_, _>>()?;
+        if let Some(tag) = protected.first_covered(tags.iter().map(String::as_str)) {
+            return Err(MetaError::TagImmutable(tag.to_owned()));
+        }
+    }
     let n = sql::execute(
         c,
-        "DELETE FROM manifests m USING repositories r \
-         WHERE m.repository_id = r.id AND r.name = $1 AND m.digest = $2",
-        &[&repo.as_str(), &digest.to_string()],
+        "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2",
+        &[&repo_id, &digest],
     )
     .await?;
     Ok(n > 0)
 }
 
+/// Deletes the tag unless it is protected (then `TagImmutable` when it exists).
 pub(crate) async fn delete_tag<C: GenericClient>(
     c: &C,
     repo: &RepoName,
     tag: &Tag,
+    protected: &ProtectedTags,
 ) -> Result<bool, MetaError> {
+    if protected.covers(tag.as_str()) {
+        let exists = sql::query_opt(
+            c,
+            "SELECT 1 FROM tags t JOIN repositories r ON r.id = t.repository_id \
+             WHERE r.name = $1 AND t.name = $2",
+            &[&repo.as_str(), &tag.as_str()],
+        )
+        .await?;
+        return match exists {
+            Some(_) => Err(MetaError::TagImmutable(tag.to_string())),
+            None => Ok(false),
+        };
+    }
     let n = sql::execute(
         c,
         "DELETE FROM tags t USING repositories r \

@@ -9,6 +9,7 @@ mod gc;
 mod integrity;
 mod manifests;
 mod migrate;
+mod outbox;
 mod referrers;
 mod repos;
 mod sql;
@@ -22,9 +23,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use uuid::Uuid;
 
 use self::error::db;
+use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -148,23 +150,26 @@ impl MetadataStore for PostgresStore {
         blobs::linked(&self.client().await?, repo, digest, false).await
     }
 
-    async fn commit_blob(
+    async fn commit_blob_with_notices(
         &self,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<BlobRecord, MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let stored = blobs::commit(&tx, repo, blob).await?;
+        outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(stored)
     }
 
-    async fn mount_blob(
+    async fn mount_blob_with_notices(
         &self,
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+        notices: &[Notice],
     ) -> Result<Option<BlobRecord>, MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
@@ -173,12 +178,23 @@ impl MetadataStore for PostgresStore {
         };
         let to_id = repos::ensure(&tx, to).await?;
         blobs::link(&tx, to_id, &record.digest.to_string()).await?;
+        outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(Some(record))
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        blobs::unlink(&self.client().await?, repo, digest).await
+    async fn unlink_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let unlinked = blobs::unlink(&tx, repo, digest).await?;
+        let unlinked = outbox::record_if(&tx, unlinked, notices).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(unlinked)
     }
 
     async fn quarantine_blob(&self, digest: &Digest, reason: &str) -> Result<bool, MetaError> {
@@ -218,24 +234,49 @@ impl MetadataStore for PostgresStore {
         manifests::get_manifest(&self.client().await?, repo, reference).await
     }
 
-    async fn put_manifest(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        manifests::put(&tx, repo, &manifest, tag).await?;
+        manifests::put(&tx, repo, &manifest, tag, protected).await?;
+        outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        manifests::delete(&self.client().await?, repo, digest).await
+    async fn delete_manifest_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let deleted = manifests::delete(&tx, repo, digest, protected).await?;
+        let deleted = outbox::record_if(&tx, deleted, notices).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        manifests::delete_tag(&self.client().await?, repo, tag).await
+    async fn delete_tag_with(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let deleted = manifests::delete_tag(&tx, repo, tag, protected).await?;
+        let deleted = outbox::record_if(&tx, deleted, notices).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
@@ -317,15 +358,17 @@ impl MetadataStore for PostgresStore {
         uploads::chunks(&self.client().await?, id).await
     }
 
-    async fn complete_upload(
+    async fn complete_upload_with_notices(
         &self,
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let done = uploads::complete(&tx, id, repo, blob).await?;
+        outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(done)
     }
@@ -360,5 +403,61 @@ impl super::status::StoreStatus for PostgresStore {
         // still sends what was queued (the ROLLBACK of an abandoned transaction included)
         // before closing, and the server rolls back whatever a lost session left open.
         self.pool.retain(|_, _| false);
+    }
+}
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn record_notices(&self, notices: &[Notice]) -> Result<(), MetaError> {
+        outbox::record(&self.client().await?, notices).await
+    }
+
+    async fn claim_notices(
+        &self,
+        endpoint: &str,
+        holder: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        outbox::claim(&self.client().await?, endpoint, holder, lease, limit).await
+    }
+
+    async fn notices_delivered(&self, holder: &str, ids: &[i64]) -> Result<(), MetaError> {
+        outbox::delivered(&self.client().await?, holder, ids).await
+    }
+
+    async fn notices_failed(
+        &self,
+        holder: &str,
+        outcomes: &[(i64, Retry)],
+        error: &str,
+    ) -> Result<(), MetaError> {
+        outbox::failed(&self.client().await?, holder, outcomes, error).await
+    }
+
+    async fn notices(
+        &self,
+        failed_only: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        outbox::list(&self.client().await?, failed_only, after, limit).await
+    }
+
+    async fn replay_notices(&self, endpoint: Option<&str>, ids: &[i64]) -> Result<u64, MetaError> {
+        outbox::replay(&self.client().await?, endpoint, ids).await
+    }
+
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        outbox::purge(&self.client().await?, endpoint, ids, pending).await
+    }
+
+    async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
+        outbox::counts(&self.client().await?).await
     }
 }

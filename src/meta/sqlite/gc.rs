@@ -17,15 +17,16 @@ use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use super::error::{db, lock_error};
-use super::sql::now_millis;
+use super::sql::{from_millis, now_millis, to_millis};
 use super::{blocking, SqliteStore};
 use crate::file_lock::Held;
 use crate::meta::gc::{
-    GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, UnpinLease,
+    GcLease, GcStore, SweepPolicy, Swept, SweptManifest, SweptUpload, TagRecord, TagRemoval,
+    UnpinLease,
 };
 use crate::meta::sql_common::{corrupt, live_manifests, parse_cid, parse_digest, to_u64};
 use crate::meta::{BlobRecord, MetaError};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 
 fn cutoff(age: Duration) -> i64 {
     now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
@@ -95,8 +96,46 @@ fn expire_uploads(c: &Connection, expiry: Duration) -> Result<Vec<SweptUpload>, 
     Ok(swept)
 }
 
+/// Removes the tags named, each only while it still points at the digest and carries the
+/// push time it was chosen with (the write transaction keeps pushes out meanwhile).
+fn remove_tags(c: &Connection, removals: &[TagRemoval]) -> Result<Vec<TagRemoval>, MetaError> {
+    let mut statement = c
+        .prepare_cached(
+            "DELETE FROM tags WHERE name = ?2 AND manifest_digest = ?3 AND updated_at = ?4 \
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
+        )
+        .map_err(db)?;
+    let mut removed = Vec::new();
+    for removal in removals {
+        let record = &removal.record;
+        let n = statement
+            .execute(params![
+                removal.repository,
+                record.tag,
+                record.digest.to_string(),
+                to_millis(record.updated_at)
+            ])
+            .map_err(db)?;
+        if n > 0 {
+            removed.push(removal.clone());
+        }
+    }
+    Ok(removed)
+}
+
 /// Deletes the manifests GC does not keep (see [`live_manifests`]).
-fn delete_manifests(c: &Connection, retention: Duration) -> Result<Vec<SweptManifest>, MetaError> {
+fn delete_manifests(c: &Connection, policy: &SweepPolicy) -> Result<Vec<SweptManifest>, MetaError> {
+    // Per repository, the creation time before which an untagged manifest goes: `?2` is a
+    // JSON array of [name, cutoff] pairs; `?1` the cutoff elsewhere (NULL: none goes).
+    let overrides = serde_json::Value::from(
+        policy
+            .untagged_by_repository
+            .iter()
+            .map(|(name, age)| serde_json::json!([name, cutoff(*age)]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
+    let default = policy.untagged_retention.map(cutoff);
     let doomed: Vec<(i64, String, String, i64)> = {
         let mut statement = c
             .prepare(&format!(
@@ -105,11 +144,19 @@ fn delete_manifests(c: &Connection, retention: Duration) -> Result<Vec<SweptMani
                  WHERE NOT EXISTS (SELECT 1 FROM live l \
                                    WHERE l.repository_id = m.repository_id \
                                      AND l.digest = m.digest)",
-                live_manifests("created_at >= ?1")
+                live_manifests(
+                    "expiry (repository_id, cutoff) AS ( \
+                        SELECT r.id, json_extract(j.value, '$[1]') FROM json_each(?2) j \
+                        JOIN repositories r ON r.name = json_extract(j.value, '$[0]') \
+                     ),",
+                    "COALESCE(manifests.created_at >= COALESCE( \
+                        (SELECT x.cutoff FROM expiry x \
+                         WHERE x.repository_id = manifests.repository_id), ?1), 1)"
+                )
             ))
             .map_err(db)?;
         let rows = statement
-            .query_map([cutoff(retention)], |row| {
+            .query_map(params![default, overrides], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
             .map_err(db)?;
@@ -175,11 +222,12 @@ fn delete_blobs(c: &Connection, grace: Duration) -> Result<Vec<BlobRecord>, Meta
 
 fn sweep_steps(c: &Connection, policy: &SweepPolicy) -> Result<Swept, MetaError> {
     let mut swept = Swept {
+        tags: remove_tags(c, &policy.remove_tags)?,
         uploads: expire_uploads(c, policy.upload_expiry)?,
         ..Swept::default()
     };
-    if let Some(retention) = policy.untagged_retention {
-        swept.manifests = delete_manifests(c, retention)?;
+    if policy.deletes_manifests() {
+        swept.manifests = delete_manifests(c, policy)?;
     }
     swept.links = delete_links(c, policy.grace_period)?;
     swept.blobs = delete_blobs(c, policy.grace_period)?;
@@ -204,6 +252,38 @@ impl GcStore for SqliteStore {
         // ones would delete.
         self.write_if(move |tx| Ok((sweep_steps(tx, &policy)?, !dry_run)))
             .await
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>, MetaError> {
+        let repo = repo.clone();
+        self.read(move |c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT t.name, t.manifest_digest, t.updated_at \
+                     FROM tags t JOIN repositories r ON r.id = t.repository_id \
+                     WHERE r.name = ?1",
+                )
+                .map_err(db)?;
+            let rows = statement
+                .query_map([repo.as_str()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|row| {
+                let (tag, digest, updated_at) = row.map_err(db)?;
+                Ok(TagRecord {
+                    tag,
+                    digest: parse_digest(&digest)?,
+                    updated_at: from_millis(updated_at),
+                })
+            })
+            .collect()
+        })
+        .await
     }
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {

@@ -7,7 +7,7 @@ use super::error::db;
 use super::repos;
 use super::sql::now_millis;
 use crate::meta::sql_common::{kind_name, parse_digest, require_references, to_i64};
-use crate::meta::{MetaError, NewManifest, StoredManifest};
+use crate::meta::{MetaError, NewManifest, ProtectedTags, StoredManifest};
 use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 
 type ManifestRow = (String, String, Vec<u8>, Option<String>);
@@ -53,17 +53,32 @@ pub(super) fn get(
 }
 
 /// Stores the manifest with its references and moves the tag; refuses, changing nothing,
-/// when a reference is not in the repository. Inside a write transaction (which serialises
-/// it against every delete, so what was checked stays true until commit).
+/// when a reference is not in the repository or the tag is protected and points elsewhere.
+/// Inside a write transaction (which serialises it against every other write, so what was
+/// checked stays true until commit).
 pub(super) fn put(
     c: &Connection,
     repo: &RepoName,
     manifest: &NewManifest,
     tag: Option<&Tag>,
+    protected: &ProtectedTags,
 ) -> Result<(), MetaError> {
     let repo_id = repos::ensure(c, repo)?;
     check_references(c, repo_id, &manifest.references)?;
     let digest = manifest.digest.to_string();
+    if let Some(tag) = tag.filter(|t| protected.covers(t.as_str())) {
+        let current: Option<String> = c
+            .prepare_cached(
+                "SELECT manifest_digest FROM tags WHERE repository_id = ?1 AND name = ?2",
+            )
+            .map_err(db)?
+            .query_row(params![repo_id, tag.as_str()], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        if current.is_some_and(|current| current != digest) {
+            return Err(MetaError::TagImmutable(tag.to_string()));
+        }
+    }
     let inserted = c
         .execute(
             "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, content, \
@@ -139,4 +154,72 @@ fn check_references(
             .exists(params![repo_id, digest.to_string()])
             .map_err(db)
     })
+}
+
+/// Deletes the manifest (and, by cascade, its tags) unless a protected tag points at it.
+/// Inside a write transaction, so no tag can be added between the check and the delete.
+pub(super) fn delete(
+    c: &Connection,
+    repo: &RepoName,
+    digest: &Digest,
+    protected: &ProtectedTags,
+) -> Result<bool, MetaError> {
+    let Some(repo_id) = repos::id(c, repo)? else {
+        return Ok(false);
+    };
+    let digest = digest.to_string();
+    if !protected.0.is_empty() {
+        let mut statement = c
+            .prepare_cached(
+                "SELECT name FROM tags WHERE repository_id = ?1 AND manifest_digest = ?2 \
+                 ORDER BY name",
+            )
+            .map_err(db)?;
+        let tags: Vec<String> = statement
+            .query_map(params![repo_id, digest], |row| row.get(0))
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        if let Some(tag) = protected.first_covered(tags.iter().map(String::as_str)) {
+            return Err(MetaError::TagImmutable(tag.to_owned()));
+        }
+    }
+    let removed = c
+        .execute(
+            "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+            params![repo_id, digest],
+        )
+        .map_err(db)?;
+    Ok(removed > 0)
+}
+
+/// Deletes the tag unless it is protected (then `TagImmutable` when it exists).
+pub(super) fn delete_tag(
+    c: &Connection,
+    repo: &RepoName,
+    tag: &Tag,
+    protected: &ProtectedTags,
+) -> Result<bool, MetaError> {
+    let Some(repo_id) = repos::id(c, repo)? else {
+        return Ok(false);
+    };
+    if protected.covers(tag.as_str()) {
+        let exists = c
+            .prepare_cached("SELECT 1 FROM tags WHERE repository_id = ?1 AND name = ?2")
+            .map_err(db)?
+            .exists(params![repo_id, tag.as_str()])
+            .map_err(db)?;
+        return if exists {
+            Err(MetaError::TagImmutable(tag.to_string()))
+        } else {
+            Ok(false)
+        };
+    }
+    let removed = c
+        .execute(
+            "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2",
+            params![repo_id, tag.as_str()],
+        )
+        .map_err(db)?;
+    Ok(removed > 0)
 }

@@ -14,6 +14,7 @@ mod integrity;
 mod manifest_cache;
 mod manifests;
 mod migrate;
+mod outbox;
 mod referrers;
 mod repos;
 mod sql;
@@ -32,10 +33,11 @@ use uuid::Uuid;
 
 use self::error::{db, lock_error};
 use self::sql::{limit, names};
+use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::sql_common::released_chunks;
 use super::{
-    BlobRecord, MetaError, MetadataStore, NewManifest, Page, Quarantined, StoredManifest, Upload,
-    UploadChunk,
+    BlobRecord, MetaError, MetadataStore, NewManifest, Page, ProtectedTags, Quarantined,
+    StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -253,16 +255,18 @@ impl SqliteStore {
 impl SqliteStore {
     /// Runs a `DELETE` of one row by `key` (?1) in the repository named `repo` (?2); whether
     /// a row went.
+    /// ...and records `notices` with it when a row went.
     async fn delete_in_repository(
         &self,
         sql: &'static str,
         key: String,
         repo: &RepoName,
+        notices: &[Notice],
     ) -> Result<bool, MetaError> {
-        let repo = repo.clone();
+        let (repo, notices) = (repo.clone(), notices.to_vec());
         self.write(move |tx| {
-            let removed = tx.execute(sql, [key.as_str(), repo.as_str()]).map_err(db)?;
-            Ok(removed > 0)
+            let removed = tx.execute(sql, [key.as_str(), repo.as_str()]).map_err(db)? > 0;
+            outbox::record_if(tx, removed, &notices)
         })
         .await
     }
@@ -336,29 +340,37 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| blobs::linked(c, &repo, &digest)).await
     }
 
-    async fn commit_blob(
+    async fn commit_blob_with_notices(
         &self,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<BlobRecord, MetaError> {
-        let repo = repo.clone();
-        self.write_recording(move |tx| blobs::commit(tx, &repo, &blob).map(|b| (b, true)))
-            .await
+        let (repo, notices) = (repo.clone(), notices.to_vec());
+        self.write_recording(move |tx| {
+            let stored = blobs::commit(tx, &repo, &blob)?;
+            outbox::record(tx, &notices)?;
+            Ok((stored, true))
+        })
+        .await
     }
 
-    async fn mount_blob(
+    async fn mount_blob_with_notices(
         &self,
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
+        notices: &[Notice],
     ) -> Result<Option<BlobRecord>, MetaError> {
         let (from, to, digest) = (from.clone(), to.clone(), digest.clone());
+        let notices = notices.to_vec();
         self.write_if(move |tx| {
             let Some(record) = blobs::linked(tx, &from, &digest)? else {
                 return Ok((None, false));
             };
             let to_id = repos::ensure(tx, &to)?;
             blobs::link(tx, to_id, &record.digest.to_string())?;
+            outbox::record(tx, &notices)?;
             Ok((Some(record), true))
         })
         .await
@@ -402,12 +414,18 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+    async fn unlink_blob_with_notices(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
         self.delete_in_repository(
             "DELETE FROM repository_blobs WHERE digest = ?1 \
              AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
             digest.to_string(),
             repo,
+            notices,
         )
         .await
     }
@@ -433,34 +451,52 @@ impl MetadataStore for SqliteStore {
         Ok(found)
     }
 
-    async fn put_manifest(
+    async fn put_manifest_with(
         &self,
         repo: &RepoName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        protected: &ProtectedTags,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
-        let (repo, tag) = (repo.clone(), tag.cloned());
-        self.write(move |tx| manifests::put(tx, &repo, &manifest, tag.as_ref()))
-            .await
-    }
-
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM manifests WHERE digest = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            digest.to_string(),
-            repo,
-        )
+        let (repo, tag, protected) = (repo.clone(), tag.cloned(), protected.clone());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            manifests::put(tx, &repo, &manifest, tag.as_ref(), &protected)?;
+            outbox::record(tx, &notices)
+        })
         .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        self.delete_in_repository(
-            "DELETE FROM tags WHERE name = ?1 \
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?2)",
-            tag.as_str().to_owned(),
-            repo,
-        )
+    async fn delete_manifest_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let (repo, digest, protected) = (repo.clone(), digest.clone(), protected.clone());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            let deleted = manifests::delete(tx, &repo, &digest, &protected)?;
+            outbox::record_if(tx, deleted, &notices)
+        })
+        .await
+    }
+
+    async fn delete_tag_with(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, protected) = (repo.clone(), tag.clone(), protected.clone());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            let deleted = manifests::delete_tag(tx, &repo, &tag, &protected)?;
+            outbox::record_if(tx, deleted, &notices)
+        })
         .await
     }
 
@@ -566,17 +602,19 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| uploads::chunks(c, id)).await
     }
 
-    async fn complete_upload(
+    async fn complete_upload_with_notices(
         &self,
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
-        let repo = repo.clone();
+        let (repo, notices) = (repo.clone(), notices.to_vec());
         self.write_recording(move |tx| {
             let chunks = uploads::end(tx, id, Some(&repo))?;
             let stored = blobs::commit(tx, &repo, &blob)?;
             gc::queue_unpins(tx, &released_chunks(&chunks, Some(&stored.cid)))?;
+            outbox::record(tx, &notices)?;
             Ok(((stored, chunks), true))
         })
         .await
@@ -589,5 +627,73 @@ impl MetadataStore for SqliteStore {
             Ok(chunks)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn record_notices(&self, notices: &[Notice]) -> Result<(), MetaError> {
+        let notices = notices.to_vec();
+        self.write(move |tx| outbox::record(tx, &notices)).await
+    }
+
+    async fn claim_notices(
+        &self,
+        endpoint: &str,
+        holder: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        let (endpoint, holder) = (endpoint.to_owned(), holder.to_owned());
+        self.write(move |tx| outbox::claim(tx, &endpoint, &holder, lease, limit))
+            .await
+    }
+
+    async fn notices_delivered(&self, holder: &str, ids: &[i64]) -> Result<(), MetaError> {
+        let (holder, ids) = (holder.to_owned(), ids.to_vec());
+        self.write(move |tx| outbox::delivered(tx, &holder, &ids))
+            .await
+    }
+
+    async fn notices_failed(
+        &self,
+        holder: &str,
+        outcomes: &[(i64, Retry)],
+        error: &str,
+    ) -> Result<(), MetaError> {
+        let (holder, outcomes, error) = (holder.to_owned(), outcomes.to_vec(), error.to_owned());
+        self.write(move |tx| outbox::failed(tx, &holder, &outcomes, &error))
+            .await
+    }
+
+    async fn notices(
+        &self,
+        failed_only: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        self.read(move |c| outbox::list(c, failed_only, after, limit))
+            .await
+    }
+
+    async fn replay_notices(&self, endpoint: Option<&str>, ids: &[i64]) -> Result<u64, MetaError> {
+        let (endpoint, ids) = (endpoint.map(str::to_owned), ids.to_vec());
+        self.write(move |tx| outbox::replay(tx, endpoint.as_deref(), &ids))
+            .await
+    }
+
+    async fn purge_notices(
+        &self,
+        endpoint: Option<&str>,
+        ids: &[i64],
+        pending: bool,
+    ) -> Result<u64, MetaError> {
+        let (endpoint, ids) = (endpoint.map(str::to_owned), ids.to_vec());
+        self.write(move |tx| outbox::purge(tx, endpoint.as_deref(), &ids, pending))
+            .await
+    }
+
+    async fn notice_counts(&self) -> Result<Vec<(String, OutboxCounts)>, MetaError> {
+        self.read(outbox::counts).await
     }
 }
