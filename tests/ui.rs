@@ -12,6 +12,7 @@ use common::browser::{links, rendered, screenshot};
 use common::oci::{artifact_manifest, image_manifest, Image, Manifest, Oci};
 use common::StorePair;
 use ipfs_registry::auth::admin;
+use ipfs_registry::registry::rules::ImmutableRule;
 use reqwest::redirect::Policy;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
@@ -416,9 +417,17 @@ async fn secure_cookies_over_https(stores: StorePair) {
 common::on_each_store_pair!(failures_are_pages, flavor = "current_thread");
 /// Under /ui, what fails is a page a person reads, with the status a script checks.
 async fn failures_are_pages(stores: StorePair) {
-    let registry = stores.start_registry().await;
+    let registry = stores
+        .start_registry_with(|config| {
+            config.immutable = vec![ImmutableRule {
+                repositories: "pages/*".parse().unwrap(),
+                tags: vec!["v*".parse().unwrap()],
+            }];
+        })
+        .await;
     let oci = common::oci::Oci::new(&registry.base);
     oci.push_image("pages/app", Some("1"), 1).await;
+    oci.push_image("pages/app", Some("v1"), 1).await;
     let browser = Browser {
         http: http(),
         base: &registry.base,
@@ -451,6 +460,20 @@ async fn failures_are_pages(stores: StorePair) {
         assert!(text.contains(r#"href="/ui/""#), "{path}: a way back");
         assert!(!text.contains("Log in"), "{path}: auth is off");
     }
+    // An immutable tag stays, whatever the form says; the page says why.
+    let refused = browser
+        .post(
+            "/ui/delete",
+            &[("repo", "pages/app"), ("reference", "v1")],
+            Some(&registry.base),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("Tag v1 of pages/app is immutable"), "{text}");
+    assert_eq!(oci.get("/v2/pages/app/manifests/v1").await.status(), 200);
+
     let profile = tempfile::tempdir().unwrap();
     let pair = format!("{stores:?}").to_lowercase();
     screenshot(

@@ -230,6 +230,7 @@ impl ResponseError for UiError {
             StatusCode::UNAUTHORIZED => "Log in to see this",
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Refused",
             StatusCode::TOO_MANY_REQUESTS => "Too many requests",
             s if s.is_server_error() => "The registry could not answer",
             _ => "Bad request",
