@@ -178,6 +178,10 @@ pub struct AuthConfig {
     /// again without argon2 (while the user's password is unchanged). 0 turns this off.
     #[serde(with = "humantime_serde")]
     pub login_cache_ttl: Duration,
+    /// How long a web UI login lasts (the session cookie); a password change or the user's
+    /// removal ends it sooner.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -199,6 +203,7 @@ impl std::fmt::Debug for AuthConfig {
                 &self.max_concurrent_password_checks,
             )
             .field("login_cache_ttl", &self.login_cache_ttl)
+            .field("session_ttl", &self.session_ttl)
             .finish()
     }
 }
@@ -216,6 +221,7 @@ impl Default for AuthConfig {
             trusted_proxies: Vec::new(),
             max_concurrent_password_checks: None,
             login_cache_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -625,6 +631,9 @@ impl Config {
         if self.auth.token_ttl.as_secs() == 0 {
             return invalid("auth.token_ttl", "must be at least one second");
         }
+        if self.auth.session_ttl.as_secs() == 0 {
+            return invalid("auth.session_ttl", "must be at least one second");
+        }
         if self.auth.max_concurrent_password_checks == Some(0) {
             return invalid("auth.max_concurrent_password_checks", "must be at least 1");
         }
@@ -879,6 +888,7 @@ mod tests {
             assert_eq!(config.auth.token_ttl, Duration::from_secs(300));
             assert_eq!(config.auth.max_concurrent_password_checks, None);
             assert_eq!(config.auth.login_cache_ttl, Duration::from_secs(60));
+            assert_eq!(config.auth.session_ttl, Duration::from_secs(12 * 3600));
             assert_eq!(config.data_dir, PathBuf::from("./data"));
 
             jail.set_env("IPFS_REGISTRY_AUTH__ENABLED", "true");

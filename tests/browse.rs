@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::browser::{links, rendered, screenshot};
 use common::oci::{assert_error, header, Blob, Image, Manifest, Oci};
 use common::StorePair;
 use serde_json::{json, Value};
@@ -143,54 +141,6 @@ async fn gateway_links_follow_the_configured_gateway(stores: StorePair) {
     );
 }
 
-fn chromium() -> &'static str {
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(candidate).arg("--version").output().is_ok() {
-            return candidate;
-        }
-    }
-    panic!("headless Chromium is needed for the web UI test (apt-get install chromium)");
-}
-
-fn chromium_args(profile: &Path) -> Vec<String> {
-    vec![
-        "--headless".into(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        "--no-first-run".into(),
-        format!("--user-data-dir={}", profile.display()),
-    ]
-}
-
-/// The page as Chromium rendered it (its DOM, serialised). Chromium runs without blocking
-/// the test's runtime: on a current-thread runtime a blocking wait would starve the
-/// registry's database connection, which lives on that runtime, and the page would time out.
-async fn rendered(url: &str, profile: &Path) -> String {
-    let out = tokio::process::Command::new(chromium())
-        .args(chromium_args(profile))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .await
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium --dump-dom {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The `href`s of the rendered page's links whose text or target contains `needle`.
-fn links(dom: &str, needle: &str) -> Vec<String> {
-    let link = regex::Regex::new(r#"<a [^>]*href="([^"]+)"[^>]*>(.*?)</a>"#).unwrap();
-    link.captures_iter(dom)
-        .filter(|c| c[1].contains(needle) || c[2].contains(needle))
-        .map(|c| c[1].replace("&amp;", "&"))
-        .collect()
-}
-
 common::on_each_store_pair!(
     web_ui_leads_from_the_repository_list_to_the_layer_bytes,
     flavor = "current_thread"
@@ -244,25 +194,20 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StoreP
     );
     assert_eq!(links(&index, "/ui/image/").len(), 2, "{index}");
 
-    // A phone-sized screenshot renders (kept for a person to look at when it fails).
-    let shot = profile.path().join("image-page.png");
-    let out = tokio::process::Command::new(chromium())
-        .args(chromium_args(profile.path()))
-        .arg("--window-size=390,1200")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(registry.url(&to_image[0]))
-        .output()
-        .await
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    if let Ok(dir) = std::env::var("IPFS_REGISTRY_TEST_SCREENSHOTS") {
-        std::fs::copy(&shot, Path::new(&dir).join("image-page.png")).unwrap();
+    // Phone-sized screenshots of each page, for a person to look at.
+    let pair = format!("{stores:?}").to_lowercase();
+    for (path, name) in [
+        ("/ui/".to_owned(), "repositories"),
+        (to_repo[0].clone(), "repository"),
+        (to_image[0].clone(), "image"),
+        (format!("/ui/image/{repo}@multi"), "index"),
+    ] {
+        screenshot(
+            &registry.url(&path),
+            profile.path(),
+            &format!("{name}-{pair}"),
+        )
+        .await;
     }
 
     // Unknown things are errors a person can read, not panics.
@@ -277,7 +222,8 @@ common::on_each_store_pair!(
     flavor = "current_thread"
 );
 /// With access control on, the UI and the gateway show a person what they may pull:
-/// anonymously the public repositories, after logging in (Basic) their own; the extension
+/// anonymously the public repositories, with Basic credentials (as a script sends them)
+/// their own (tests/ui.rs logs in through the form); the extension
 /// API needs a token like the rest of /v2.
 async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePair) {
     let registry = common::auth::start_auth_registry(stores).await;
@@ -321,12 +267,20 @@ async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePai
         home.contains("pub/app") && !home.contains("team/app"),
         "{home}"
     );
+    // The page offers the login form rather than a Basic challenge (a browser's dialog
+    // would hide the page).
     for private_page in ["/ui/repo/team/app", "/ui/image/team/app@1"] {
         let prompt = get(private_page, None).await.unwrap();
         assert_eq!(prompt.status(), 401, "{private_page}");
-        assert!(header_of(&prompt, "www-authenticate").starts_with("Basic "));
+        assert_eq!(header_of(&prompt, "www-authenticate"), "");
+        assert!(header_of(&prompt, "content-type").starts_with("text/html"));
+        let text = prompt.text().await.unwrap();
         assert!(
-            !prompt.text().await.unwrap().contains(&private_cid),
+            text.contains("href=\"/ui/login?next=%2Fui%2F"),
+            "{private_page}: {text}"
+        );
+        assert!(
+            !text.contains(&private_cid),
             "{private_page} shows the private layer's CID"
         );
     }

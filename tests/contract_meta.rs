@@ -7,11 +7,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::backends::MetaBackend;
 use common::meta::*;
 use ipfs_registry::meta::gc::SweepPolicy;
+use ipfs_registry::meta::users::RepoFilter;
 use ipfs_registry::meta::{BlobRecord, MetaError, Page, ProtectedTags, UploadChunk};
 use ipfs_registry::oci::{Digest, Reference};
 use serde_json::json;
@@ -34,6 +35,8 @@ on_every_meta_store!(
     a_delete_racing_a_push_never_removes_the_immutable_tag_it_sets,
     tags_paginate_in_bytewise_order,
     catalog_lists_existing_repositories_in_order,
+    repository_summaries_count_tags_bytes_and_the_last_push,
+    tag_summaries_give_each_tag_its_manifest_size_and_push_time,
     referrers_by_subject_with_and_without_filter,
     upload_session_lifecycle,
     concurrent_appends_at_the_same_offset_only_one_wins,
@@ -842,6 +845,186 @@ async fn catalog_lists_existing_repositories_in_order(store: Arc<dyn MetaBackend
 }
 
 // ---------- referrers ----------
+
+/// Whether `time` is within a few seconds of `around` (the database's clock and ours).
+fn about(time: Option<SystemTime>, around: SystemTime) -> bool {
+    let Some(time) = time else { return false };
+    let gap = match time.duration_since(around) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    gap < Duration::from_secs(5)
+}
+
+async fn repository_summaries_count_tags_bytes_and_the_last_push(store: Arc<dyn MetaBackend>) {
+    let every = RepoFilter {
+        all: true,
+        ..RepoFilter::default()
+    };
+    let names = |list: &[ipfs_registry::meta::RepositorySummary]| -> Vec<String> {
+        list.iter().map(|s| s.name.clone()).collect()
+    };
+    let alpha = repo("sum/alpha");
+    let image = pushed_image(&*store, &alpha, "a").await;
+    store
+        .put_manifest(&alpha, image.clone(), Some(&tag("one")))
+        .await
+        .expect("one");
+    store
+        .put_manifest(&alpha, image.clone(), Some(&tag("two")))
+        .await
+        .expect("two");
+    // A blob with no manifest yet still takes room.
+    let beta = repo("sum/beta");
+    store
+        .commit_blob(&beta, blob(b"twelve bytes"))
+        .await
+        .expect("beta blob");
+    let gamma = repo("other/gamma");
+    let image_g = pushed_image(&*store, &gamma, "g").await;
+    store
+        .put_manifest(&gamma, image_g, None)
+        .await
+        .expect("gamma");
+
+    let all = store
+        .repository_summaries(&page(None, None), &every, "")
+        .await
+        .expect("summaries");
+    assert_eq!(names(&all), ["other/gamma", "sum/alpha", "sum/beta"]);
+    let (g, a, b) = (&all[0], &all[1], &all[2]);
+    // "config a" and "layer a"; a repository's blob counts once however many tags use it.
+    assert_eq!((a.tags, a.size), (2, 15));
+    assert!(about(a.last_push, SystemTime::now()), "{:?}", a.last_push);
+    assert_eq!((b.tags, b.size, b.last_push), (0, 12, None));
+    // Pushed by digest: no tag, but a push all the same.
+    assert_eq!((g.tags, g.size), (0, 15));
+    assert!(about(g.last_push, SystemTime::now()), "{:?}", g.last_push);
+
+    // Searched by part of the name, filtered by access, in pages.
+    let search = |filter: RepoFilter, text: &'static str, p: Page| {
+        let store = Arc::clone(&store);
+        async move {
+            let found = store
+                .repository_summaries(&p, &filter, text)
+                .await
+                .expect("summaries");
+            names(&found)
+        }
+    };
+    assert_eq!(
+        search(every.clone(), "alp", page(None, None)).await,
+        ["sum/alpha"]
+    );
+    assert_eq!(
+        search(every.clone(), "sum/", page(None, None)).await,
+        ["sum/alpha", "sum/beta"]
+    );
+    assert!(search(every.clone(), "zeta", page(None, None))
+        .await
+        .is_empty());
+    assert_eq!(
+        search(every.clone(), "", page(Some(1), Some("other/gamma"))).await,
+        ["sum/alpha"]
+    );
+    let some = RepoFilter {
+        all: false,
+        names: vec!["other/gamma".into()],
+        prefixes: vec!["sum/b".into()],
+    };
+    assert_eq!(
+        search(some.clone(), "", page(None, None)).await,
+        ["other/gamma", "sum/beta"]
+    );
+    assert_eq!(
+        search(some, "a", page(None, None)).await,
+        ["other/gamma", "sum/beta"]
+    );
+    assert!(search(RepoFilter::default(), "", page(None, None))
+        .await
+        .is_empty());
+
+    // Moving a tag is a push.
+    let before = store
+        .repository_summaries(&page(Some(1), Some("other/gamma")), &every, "")
+        .await
+        .expect("before")[0]
+        .last_push
+        .expect("pushed");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newer = pushed_image(&*store, &alpha, "a2").await;
+    store
+        .put_manifest(&alpha, newer, Some(&tag("one")))
+        .await
+        .expect("move");
+    let after = store
+        .repository_summaries(&page(Some(1), Some("other/gamma")), &every, "")
+        .await
+        .expect("after");
+    assert!(after[0].last_push.expect("pushed") > before);
+    assert_eq!(after[0].tags, 2);
+}
+
+async fn tag_summaries_give_each_tag_its_manifest_size_and_push_time(store: Arc<dyn MetaBackend>) {
+    let r = repo("tagsum");
+    assert_eq!(
+        store
+            .tag_summaries(&r, &page(None, None))
+            .await
+            .expect("unknown"),
+        None
+    );
+    let (config1, config2, shared) = (blob(b"config 1"), blob(b"config two"), blob(b"layer"));
+    for b in [&config1, &config2, &shared] {
+        store.commit_blob(&r, b.clone()).await.expect("blob");
+    }
+    let amd64 = image(&config1, &[&shared]);
+    let arm64 = image(&config2, &[&shared]);
+    store
+        .put_manifest(&r, amd64.clone(), Some(&tag("amd64")))
+        .await
+        .expect("amd64");
+    store
+        .put_manifest(&r, arm64.clone(), None)
+        .await
+        .expect("arm64");
+    let idx = index(&[&amd64, &arm64]);
+    store
+        .put_manifest(&r, idx.clone(), Some(&tag("multi")))
+        .await
+        .expect("index");
+
+    let tags = store
+        .tag_summaries(&r, &page(None, None))
+        .await
+        .expect("tags")
+        .expect("a repository");
+    assert_eq!(tags.len(), 2);
+    let (one, multi) = (&tags[0], &tags[1]);
+    assert_eq!(one.name, "amd64");
+    assert_eq!(one.digest, amd64.digest);
+    assert_eq!(one.media_type, amd64.media_type);
+    assert_eq!(one.size, 8 + 5);
+    assert!(about(Some(one.pushed_at), SystemTime::now()));
+    assert_eq!(multi.name, "multi");
+    assert_eq!(multi.digest, idx.digest);
+    assert_eq!(multi.media_type, idx.media_type);
+    // Both images' configs, and the layer they share once.
+    assert_eq!(multi.size, 8 + 10 + 5);
+
+    let first = store
+        .tag_summaries(&r, &page(Some(1), None))
+        .await
+        .expect("first")
+        .expect("a repository");
+    assert_eq!(first, vec![one.clone()]);
+    let rest = store
+        .tag_summaries(&r, &page(Some(1), Some("amd64")))
+        .await
+        .expect("rest")
+        .expect("a repository");
+    assert_eq!(rest, vec![multi.clone()]);
+}
 
 async fn referrers_by_subject_with_and_without_filter(store: Arc<dyn MetaBackend>) {
     let r = repo("signed");

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// with a Basic challenge, so the browser asks for credentials.
     #[error("log in to see this")]
     LoginRequired,
+    /// A form of the web UI posted from another site, or by a browser that says not where
+    /// from (the UI's CSRF defence, docs/security.md).
+    #[error("this form was not sent from the registry's own page")]
+    CrossSite,
     /// Authenticated, but the caller may not do this.
     #[error("requested access to the resource is denied")]
     Denied,
@@ -98,7 +102,7 @@ impl ApiError {
                 AuthError::Internal(_) | AuthError::Key(_) => "UNKNOWN",
             },
             ApiError::Unauthorized(_) | ApiError::LoginRequired => "UNAUTHORIZED",
-            ApiError::Denied => "DENIED",
+            ApiError::Denied | ApiError::CrossSite => "DENIED",
             ApiError::TooManyRequests => "TOOMANYREQUESTS",
             ApiError::Timeout(_) => "UNAVAILABLE",
         }
@@ -166,7 +170,7 @@ impl ResponseError for ApiError {
                 AuthError::Internal(_) | AuthError::Key(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Unauthorized(_) | ApiError::LoginRequired => StatusCode::UNAUTHORIZED,
-            ApiError::Denied => StatusCode::FORBIDDEN,
+            ApiError::Denied | ApiError::CrossSite => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NameInvalid(_)

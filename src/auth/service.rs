@@ -59,6 +59,8 @@ pub struct Auth {
     /// ...and the argon2 working memory those checks reuse (one area per permit, made on
     /// first use).
     memory: Arc<Mutex<Vec<password::Memory>>>,
+    /// How long a web UI session lasts.
+    pub session_ttl: Duration,
     /// The configured token endpoint for challenges, if any.
     pub realm: Option<Url>,
     pub trusted_proxies: Vec<crate::config::IpRange>,
@@ -95,6 +97,7 @@ impl Auth {
             cache: Arc::new(LoginCache::new(auth.login_cache_ttl)),
             checks: Arc::new(Semaphore::new(checks)),
             memory: Arc::new(Mutex::new(Vec::new())),
+            session_ttl: auth.session_ttl,
             realm: auth.realm.clone(),
             trusted_proxies: auth.trusted_proxies.clone(),
         })))
@@ -271,6 +274,42 @@ impl Auth {
         }
     }
 
+    /// A web UI session for `login`, which must be a password login: a robot token's
+    /// limits would not survive in the session, and robots have no use for one.
+    pub fn open_session(&self, login: &Login) -> Result<Issued, AuthError> {
+        if login.robot.is_some() {
+            return Err(AuthError::BadRequest(
+                "robot tokens are for registry clients: log in with your password".into(),
+            ));
+        }
+        let user = &login.user;
+        self.issuer.session_token(
+            &user.name,
+            user.id,
+            password_fingerprint(&user.password_hash),
+            self.session_ttl,
+        )
+    }
+
+    /// The login a session token stands for. No password is checked (that happened once,
+    /// when the session began); the user must still exist with the same id and the same
+    /// stored password hash.
+    pub async fn session(&self, token: &str) -> Result<Login, AuthError> {
+        let claims = self.issuer.verify_session(token)?;
+        match self.store.user(&claims.sub).await? {
+            Some(user)
+                if Some(user.id) == claims.uid
+                    && claims.pwd.as_deref()
+                        == Some(password_fingerprint(&user.password_hash).as_str()) =>
+            {
+                Ok(Login { user, robot: None })
+            }
+            _ => Err(AuthError::InvalidToken(
+                "the session ended: the password changed or the user was removed".into(),
+            )),
+        }
+    }
+
     /// Everything the user (or, for `None`, an anonymous caller) may do.
     pub async fn rights(&self, user: Option<&User>) -> Result<Rights, AuthError> {
         let public = self
@@ -401,6 +440,13 @@ impl Auth {
             .transpose()?;
         self.catalog_for(&rights, robot.as_ref(), page).await
     }
+}
+
+/// What a session token carries of the stored password hash: enough to tell it changed.
+/// The hash is salted and high in entropy, so its digest tells nothing of the password.
+fn password_fingerprint(password_hash: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(password_hash.as_bytes())[..16])
 }
 
 /// The rights a robot token's stored scopes allow (the tokens may name patterns).

@@ -34,6 +34,10 @@ pub struct Claims {
     /// within them where `access` cannot say so (the catalog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robot_scopes: Option<String>,
+    /// In session tokens: a fingerprint of the user's stored password hash when the session
+    /// began, so that a password change ends the session whatever the clocks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<String>,
 }
 
 impl Claims {
@@ -45,6 +49,14 @@ impl Claims {
     pub fn allows(&self, repo: &str, action: &str) -> bool {
         self.access.iter().any(|s| s.allows(repo, action))
     }
+}
+
+/// The claims only some kinds of token carry.
+#[derive(Default)]
+struct Extra {
+    uid: Option<i64>,
+    robot_scopes: Option<String>,
+    pwd: Option<String>,
 }
 
 /// A signed token and when it was made.
@@ -88,6 +100,10 @@ impl TokenIssuer {
         format!("{}/refresh", self.service)
     }
 
+    fn session_audience(&self) -> String {
+        format!("{}/session", self.service)
+    }
+
     /// How long refresh tokens stay valid.
     pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -97,8 +113,7 @@ impl TokenIssuer {
         aud: String,
         ttl: Duration,
         access: Vec<Scope>,
-        uid: Option<i64>,
-        robot_scopes: Option<&str>,
+        extra: Extra,
     ) -> Result<Issued, AuthError> {
         let now = SystemTime::now();
         let iat = unix(now);
@@ -111,8 +126,9 @@ impl TokenIssuer {
             iat,
             jti: Uuid::new_v4().to_string(),
             access,
-            uid,
-            robot_scopes: robot_scopes.map(str::to_owned),
+            uid: extra.uid,
+            robot_scopes: extra.robot_scopes,
+            pwd: extra.pwd,
         };
         let mut header = Header::new(self.key.algorithm);
         header.kid = Some(self.key.kid.clone());
@@ -138,8 +154,10 @@ impl TokenIssuer {
             self.service.clone(),
             self.ttl,
             access,
-            None,
-            robot_scopes,
+            Extra {
+                robot_scopes: robot_scopes.map(str::to_owned),
+                ..Extra::default()
+            },
         )
     }
 
@@ -149,8 +167,32 @@ impl TokenIssuer {
             self.refresh_audience(),
             Self::REFRESH_TTL,
             Vec::new(),
-            Some(uid),
-            None,
+            Extra {
+                uid: Some(uid),
+                ..Extra::default()
+            },
+        )
+    }
+
+    /// A web UI session of user `sub` (id `uid`), whose stored password hash has the
+    /// fingerprint `pwd`.
+    pub fn session_token(
+        &self,
+        sub: &str,
+        uid: i64,
+        pwd: String,
+        ttl: Duration,
+    ) -> Result<Issued, AuthError> {
+        self.sign(
+            sub,
+            self.session_audience(),
+            ttl,
+            Vec::new(),
+            Extra {
+                uid: Some(uid),
+                pwd: Some(pwd),
+                ..Extra::default()
+            },
         )
     }
 
@@ -164,6 +206,14 @@ impl TokenIssuer {
         let claims = self.verify(token, &self.refresh_audience())?;
         if claims.uid.is_none() || claims.anonymous() {
             return Err(AuthError::InvalidToken("not a refresh token".into()));
+        }
+        Ok(claims)
+    }
+
+    pub fn verify_session(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.verify(token, &self.session_audience())?;
+        if claims.uid.is_none() || claims.pwd.is_none() || claims.anonymous() {
+            return Err(AuthError::InvalidToken("not a session token".into()));
         }
         Ok(claims)
     }
@@ -223,6 +273,16 @@ mod tests {
         assert!(issuer.verify_access(&refresh.token).is_err());
         assert_eq!(issuer.verify_refresh(&refresh.token).unwrap().uid, Some(7));
         assert!(issuer.verify_refresh(&token.token).is_err());
+
+        let session = issuer
+            .session_token("alice", 7, "f1".into(), Duration::from_secs(60))
+            .unwrap();
+        let claims = issuer.verify_session(&session.token).unwrap();
+        assert_eq!((claims.uid, claims.pwd.as_deref()), (Some(7), Some("f1")));
+        assert!(issuer.verify_access(&session.token).is_err());
+        assert!(issuer.verify_refresh(&session.token).is_err());
+        assert!(issuer.verify_session(&refresh.token).is_err());
+        assert!(issuer.verify_session(&token.token).is_err());
     }
 
     #[test]
@@ -245,6 +305,7 @@ mod tests {
             access: Vec::new(),
             uid: None,
             robot_scopes: None,
+            pwd: None,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(issuer.kid().to_owned());

@@ -37,7 +37,7 @@ use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
     BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, StoredManifest, Upload, UploadChunk,
+    Quarantined, RepositorySummary, StoredManifest, TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -321,6 +321,28 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
 
     async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError> {
         self.request("catalog", self.inner.catalog(page)).await
+    }
+
+    async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &RepoFilter,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>, MetaError> {
+        self.request(
+            "repository_summaries",
+            self.inner.repository_summaries(page, filter, search),
+        )
+        .await
+    }
+
+    async fn tag_summaries(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+    ) -> Result<Option<Vec<TagSummary>>, MetaError> {
+        self.request("tag_summaries", self.inner.tag_summaries(repo, page))
+            .await
     }
 
     async fn referrers(

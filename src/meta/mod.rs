@@ -93,6 +93,30 @@ pub struct NewManifest {
     pub references: Vec<(Digest, ReferenceKind)>,
 }
 
+/// A repository as a listing for people shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub tags: u64,
+    /// Bytes of the blobs linked to the repository, each counted once.
+    pub size: u64,
+    /// When a manifest was last pushed or a tag last moved; `None` when neither happened.
+    pub last_push: Option<SystemTime>,
+}
+
+/// A tag as a listing for people shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSummary {
+    pub name: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// Bytes of the distinct blobs the manifest uses, through its child manifests too (an
+    /// index's images): what a pull of every platform fetches, less the manifests.
+    pub size: u64,
+    /// When the tag was last pushed (set or moved).
+    pub pushed_at: SystemTime,
+}
+
 /// The tags of one repository that a write may create, or point again at the manifest they
 /// point at, but neither move nor delete (the configuration's `[[immutable]]` rules).
 /// Checked by the store under the lock its write takes, so two writes cannot both pass.
@@ -349,6 +373,23 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Repository names in lexical order.
     async fn catalog(&self, page: &Page) -> Result<Vec<String>, MetaError>;
+
+    /// A page of the repositories `filter` allows whose names contain `search` (every one
+    /// when it is empty), in lexical order, with their tag counts, sizes and last pushes.
+    async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &users::RepoFilter,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>, MetaError>;
+
+    /// A page of `repo`'s tags with what each points at. `None` when the repository does
+    /// not exist.
+    async fn tag_summaries(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+    ) -> Result<Option<Vec<TagSummary>>, MetaError>;
 
     /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only
     /// those with the given artifact type, ordered by digest.

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use cid::Cid;
 
+use super::{Page, RepoFilter, RepositorySummary, TagSummary};
 use super::{Registry, RegistryError, Result};
 use crate::oci::manifest;
 use crate::oci::media::ManifestKind;
@@ -69,6 +70,71 @@ pub struct ManifestView {
 }
 
 impl Registry {
+    /// A page of the repositories `filter` allows whose names contain `search`, with what a
+    /// listing shows of each.
+    pub async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &RepoFilter,
+        search: &str,
+    ) -> Result<Vec<RepositorySummary>> {
+        Ok(self.meta.repository_summaries(page, filter, search).await?)
+    }
+
+    /// A page of `repo`'s tags with the digest, media type, size and push time of each.
+    pub async fn tag_summaries(&self, repo: &RepoName, page: &Page) -> Result<Vec<TagSummary>> {
+        self.meta
+            .tag_summaries(repo, page)
+            .await?
+            .ok_or(RegistryError::NameUnknown)
+    }
+
+    /// The platforms an index lists (`os/architecture[/variant]`), in its order; empty for
+    /// an image or an index without platforms.
+    pub async fn platforms(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>> {
+        let stored = self
+            .get_manifest(repo, &Reference::Digest(digest.clone()))
+            .await?;
+        let parsed = manifest::parse(&stored.content, Some(&stored.media_type))
+            .map_err(|e| RegistryError::Internal(format!("stored manifest: {e}")))?;
+        Ok(parsed
+            .manifests
+            .iter()
+            .filter_map(|child| child.platform.as_ref().map(platform_name))
+            .collect())
+    }
+
+    /// The summary of the image configuration `digest` in `repo`; `None` when it is over
+    /// [`MAX_CONFIG_BYTES`] or not JSON (an artifact's config may be anything).
+    pub async fn config_summary(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ConfigSummary>> {
+        use futures::StreamExt as _;
+        let record = self.stat_blob(repo, digest).await?;
+        if record.size > MAX_CONFIG_BYTES {
+            return Ok(None);
+        }
+        let mut body = self.blob_content(record, None).await?.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| RegistryError::Unavailable(format!("reading {digest}: {e}")))?;
+            // The store may hold other bytes than the record says (the scrub finds those).
+            if (bytes.len() + chunk.len()) as u64 > MAX_CONFIG_BYTES {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if Digest::of(digest.algorithm(), &bytes) != *digest {
+            return Ok(None);
+        }
+        Ok(serde_json::from_slice(&bytes)
+            .ok()
+            .map(|config| ConfigSummary::from_json(&config)))
+    }
+
     /// The manifest `reference` in `repo`, with the CID of every blob it uses.
     pub async fn browse_manifest(
         &self,
@@ -178,6 +244,86 @@ impl Registry {
             Ok(view)
         })
     }
+}
+
+/// What a person wants to know of an image's configuration (OCI image config, or
+/// Docker's, which has the same fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigSummary {
+    /// `os/architecture[/variant]`.
+    pub platform: String,
+    pub created: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub exposed_ports: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    /// Each history entry's command, and whether it made a layer.
+    pub history: Vec<(String, bool)>,
+}
+
+impl ConfigSummary {
+    /// Reads what it can: fields missing or of another type are left empty.
+    pub fn from_json(config: &serde_json::Value) -> ConfigSummary {
+        let run = &config["config"];
+        let strings = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let keys = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        ConfigSummary {
+            platform: platform_name(config),
+            created: config["created"].as_str().map(str::to_owned),
+            entrypoint: strings(&run["Entrypoint"]),
+            cmd: strings(&run["Cmd"]),
+            exposed_ports: keys(&run["ExposedPorts"]),
+            labels: run["Labels"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            history: config["history"]
+                .as_array()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|h| {
+                            (
+                                h["created_by"].as_str().unwrap_or_default().to_owned(),
+                                !h["empty_layer"].as_bool().unwrap_or(false),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Image configurations above this many bytes are not read for the image page.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// `os/architecture[/variant]` of an OCI platform object.
+pub fn platform_name(platform: &serde_json::Value) -> String {
+    let field = |key: &str| platform.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let mut name = format!("{}/{}", field("os"), field("architecture"));
+    if !field("variant").is_empty() {
+        name = format!("{name}/{}", field("variant"));
+    }
+    name
 }
 
 /// Bytes of `value` as JSON (0 if it cannot be serialised, which a parsed value always can).

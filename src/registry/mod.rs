@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::oci::RepoName;
 
 pub use blobs::{BlobContent, BlobRange};
-pub use browse::{LayerView, ManifestView, Role};
+pub use browse::{platform_name, ConfigSummary, LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
@@ -41,7 +41,8 @@ pub use uploads::UploadStatus;
 
 // What the HTTP layer hands to and gets from the core, so that it needs no store module.
 pub use crate::blobs::ByteStream;
-pub use crate::meta::{BlobRecord, ImageLayout, Page};
+pub use crate::meta::users::RepoFilter;
+pub use crate::meta::{BlobRecord, ImageLayout, Page, RepositorySummary, TagSummary};
 
 /// The core's tunables (a subset of the configuration).
 #[derive(Debug, Clone)]
@@ -132,6 +133,11 @@ impl Registry {
             .clone()
             .try_acquire_owned()
             .map_err(|_| RegistryError::TooManyRequests)
+    }
+
+    /// Whether manifests and tags may be deleted here (`storage.delete_enabled`).
+    pub fn deletes_enabled(&self) -> bool {
+        self.settings.delete_enabled
     }
 
     fn ensure_deletes_enabled(&self) -> Result<()> {

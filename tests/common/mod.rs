@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub mod auth;
 #[macro_use]
 pub mod backends;
+pub mod browser;
 pub mod cli;
 pub mod clients;
 pub mod images;

@@ -42,7 +42,7 @@ impl Audience {
     fn vary(self) -> &'static str {
         match self {
             Audience::Everyone => "Accept",
-            Audience::Caller => "Accept, Authorization",
+            Audience::Caller => "Accept, Authorization, Cookie",
         }
     }
 }

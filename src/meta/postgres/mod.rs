@@ -322,6 +322,23 @@ impl MetadataStore for PostgresStore {
         repos::catalog(&self.client().await?, page).await
     }
 
+    async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &super::users::RepoFilter,
+        search: &str,
+    ) -> Result<Vec<super::RepositorySummary>, MetaError> {
+        repos::summaries(&self.client().await?, page, filter, search).await
+    }
+
+    async fn tag_summaries(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+    ) -> Result<Option<Vec<super::TagSummary>>, MetaError> {
+        repos::tag_summaries(&self.client().await?, repo, page).await
+    }
+
     async fn referrers(
         &self,
         repo: &RepoName,

@@ -562,6 +562,27 @@ impl MetadataStore for SqliteStore {
         self.read(move |c| repos::catalog(c, &page)).await
     }
 
+    async fn repository_summaries(
+        &self,
+        page: &Page,
+        filter: &super::users::RepoFilter,
+        search: &str,
+    ) -> Result<Vec<super::RepositorySummary>, MetaError> {
+        let (page, filter, search) = (page.clone(), filter.clone(), search.to_owned());
+        self.read(move |c| repos::summaries(c, &page, &filter, &search))
+            .await
+    }
+
+    async fn tag_summaries(
+        &self,
+        repo: &RepoName,
+        page: &Page,
+    ) -> Result<Option<Vec<super::TagSummary>>, MetaError> {
+        let (repo, page) = (repo.clone(), page.clone());
+        self.read(move |c| repos::tag_summaries(c, &repo, &page))
+            .await
+    }
+
     async fn referrers(
         &self,
         repo: &RepoName,
