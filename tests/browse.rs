@@ -5,11 +5,9 @@
 mod common;
 
 use common::browser::{links, rendered, screenshot};
-use common::oci::{assert_error, header, Blob, Image, Manifest, Oci};
+use common::oci::{assert_error, header, Blob, Image, Oci};
 use common::StorePair;
-use serde_json::{json, Value};
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+use serde_json::Value;
 
 /// The CID the registry announces for a blob (`X-Ipfs-Path` of its pull).
 async fn announced_cid(oci: &Oci, repo: &str, digest: &str) -> String {
@@ -18,31 +16,6 @@ async fn announced_cid(oci: &Oci, repo: &str, digest: &str) -> String {
         .strip_prefix("/ipfs/")
         .expect("X-Ipfs-Path is /ipfs/<cid>")
         .to_owned()
-}
-
-/// Two single-platform images and an index over them, tagged `multi`; the first image is
-/// also tagged `amd64`.
-async fn push_images(oci: &Oci, repo: &str) -> (Image, Image, Manifest) {
-    let amd64 = oci.push_image(repo, Some("amd64"), 2).await;
-    let arm64 = oci.push_image(repo, None, 1).await;
-    let platform = |os: &str, arch: &str, m: &Manifest| {
-        let mut d = m.descriptor();
-        d["platform"] = json!({ "os": os, "architecture": arch });
-        d
-    };
-    let index = Manifest::new(
-        OCI_INDEX,
-        &json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                platform("linux", "amd64", &amd64.manifest),
-                platform("linux", "arm64", &arm64.manifest),
-            ],
-        }),
-    );
-    oci.push_manifest(repo, "multi", &index).await;
-    (amd64, arm64, index)
 }
 
 async fn assert_layers(oci: &Oci, repo: &str, listed: &Value, image: &Image) {
@@ -73,7 +46,7 @@ async fn extension_api_lists_every_layer_with_its_cid(stores: StorePair) {
     let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let repo = "browse/api";
-    let (amd64, arm64, index) = push_images(&oci, repo).await;
+    let (amd64, arm64, index) = oci.push_platform_index(repo).await;
 
     let response = oci
         .get(&format!("/v2/_ext/{repo}/manifests/amd64/layers"))
@@ -149,7 +122,7 @@ async fn web_ui_leads_from_the_repository_list_to_the_layer_bytes(stores: StoreP
     let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
     let repo = "browse/ui";
-    let (amd64, _, _) = push_images(&oci, repo).await;
+    let (amd64, _, _) = oci.push_platform_index(repo).await;
     let profile = tempfile::tempdir().unwrap();
     let page = |path: &str| {
         let (url, profile) = (registry.url(path), profile.path().to_owned());

@@ -487,25 +487,7 @@ async fn failures_are_pages(stores: StorePair) {
 /// Two single-platform images in `repo`, the first tagged `amd64`, and an index over both
 /// tagged `multi`; the bytes of every blob pushed, and of the first image's.
 async fn push_platforms(oci: &Oci, repo: &str) -> (Image, Manifest, u64, u64) {
-    let amd64 = oci.push_image(repo, Some("amd64"), 2).await;
-    let arm64 = oci.push_image(repo, None, 1).await;
-    let platform = |os: &str, arch: &str, m: &Manifest| {
-        let mut d = m.descriptor();
-        d["platform"] = json!({ "os": os, "architecture": arch });
-        d
-    };
-    let index = Manifest::new(
-        OCI_INDEX,
-        &json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                platform("linux", "amd64", &amd64.manifest),
-                platform("linux", "arm64", &arm64.manifest),
-            ],
-        }),
-    );
-    oci.push_manifest(repo, "multi", &index).await;
+    let (amd64, arm64, index) = oci.push_platform_index(repo).await;
     let bytes = |image: &Image| -> u64 {
         std::iter::once(&image.config)
             .chain(&image.layers)
@@ -515,8 +497,6 @@ async fn push_platforms(oci: &Oci, repo: &str) -> (Image, Manifest, u64, u64) {
     let (one, all) = (bytes(&amd64), bytes(&amd64) + bytes(&arm64));
     (amd64, index, one, all)
 }
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 common::on_each_store_pair!(
     the_lists_show_sizes_platforms_pushes_and_pull_commands,

@@ -361,6 +361,31 @@ impl Oci {
         }
     }
 
+    /// Two single-platform images (the first tagged `amd64`, the second untagged) and an
+    /// index over them tagged `multi`.
+    pub async fn push_platform_index(&self, repo: &str) -> (Image, Image, Manifest) {
+        let amd64 = self.push_image(repo, Some("amd64"), 2).await;
+        let arm64 = self.push_image(repo, None, 1).await;
+        let platform = |os: &str, arch: &str, m: &Manifest| {
+            let mut d = m.descriptor();
+            d["platform"] = json!({ "os": os, "architecture": arch });
+            d
+        };
+        let index = Manifest::new(
+            OCI_INDEX,
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    platform("linux", "amd64", &amd64.manifest),
+                    platform("linux", "arm64", &arm64.manifest),
+                ],
+            }),
+        );
+        self.push_manifest(repo, "multi", &index).await;
+        (amd64, arm64, index)
+    }
+
     /// `GET /v2/<repo>/tags/list` (with a query), asserting 200; the tags and the Link.
     pub async fn tags(&self, location: &str) -> (Vec<String>, Option<String>) {
         let response = expect_status(self.get(location).await, 200).await;
