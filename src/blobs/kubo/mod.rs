@@ -78,6 +78,10 @@ const PARALLEL_CALLS: usize = 8;
 const EVICT_BATCH: usize = 100;
 /// Largest control-call or `add` answer we read.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest `pin/ls` answer we read: it names every pin (about 100 bytes each), so a node
+/// with the blobs and image layouts of a large registry answers far more than
+/// [`MAX_ANSWER`]; this is some 2.5 million pins.
+const MAX_PIN_LIST: usize = 256 * 1024 * 1024;
 
 /// A [`BlobStore`] on a Kubo RPC endpoint. Cheap to share (`Arc`); one pooled HTTP client.
 #[derive(Debug, Clone)]
@@ -152,6 +156,16 @@ impl KuboStore {
 
     /// A control call: `timeout=T` for the node, T + grace for us; returns the 2xx body.
     async fn control(&self, command: &str, query: &[(&str, String)]) -> Result<Bytes, CallError> {
+        self.control_capped(command, query, MAX_ANSWER).await
+    }
+
+    /// [`KuboStore::control`] whose answer may be up to `cap` bytes.
+    async fn control_capped(
+        &self,
+        command: &str,
+        query: &[(&str, String)],
+        cap: usize,
+    ) -> Result<Bytes, CallError> {
         let url = self.endpoint(command)?;
         let call = async {
             let response = self
@@ -163,7 +177,7 @@ impl KuboStore {
                 .await
                 .map_err(|e| transport_error(command, &e))?;
             let status = response.status();
-            let body = read_answer(response, command, Some(self.timeout)).await?;
+            let body = read_answer(response, command, Some(self.timeout), cap).await?;
             if status.is_success() {
                 Ok(body)
             } else {
@@ -205,7 +219,7 @@ impl KuboStore {
         };
         let status = response.status();
         if !status.is_success() {
-            let body = read_answer(response, command, Some(self.timeout)).await?;
+            let body = read_answer(response, command, Some(self.timeout), MAX_ANSWER).await?;
             return Err(NodeError::from_body(status, &body).into_blob_error(command, Some(cid)));
         }
         Ok(Box::pin(IdleTimeout::new(
@@ -240,7 +254,7 @@ impl KuboStore {
                 .map_err(|e| transport_error("pin/add", &e))?;
             let status = response.status();
             if !status.is_success() {
-                let body = read_answer(response, "pin/add", Some(self.timeout)).await?;
+                let body = read_answer(response, "pin/add", Some(self.timeout), MAX_ANSWER).await?;
                 return Err(
                     NodeError::from_body(status, &body).into_blob_error("pin/add", Some(cid))
                 );
@@ -401,7 +415,7 @@ impl KuboStore {
                 .await
                 .map_err(|e| transport_error("block/put", &e))?;
             let status = response.status();
-            let body = read_answer(response, "block/put", Some(self.timeout)).await?;
+            let body = read_answer(response, "block/put", Some(self.timeout), MAX_ANSWER).await?;
             if !status.is_success() {
                 return Err(NodeError::from_body(status, &body).into_blob_error("block/put", None));
             }
@@ -471,7 +485,7 @@ impl BlobStore for KuboStore {
             // No idle timeout of its own: a node may send headers before it has read the
             // whole body, and then the answer legitimately waits on our input. The watchdog
             // below covers the answer too (it is the node's turn once the body is sent).
-            let body = read_answer(response, "add", None).await?;
+            let body = read_answer(response, "add", None, MAX_ANSWER).await?;
             Ok::<_, BlobError>((status, body))
         };
         let (status, body) = tokio::select! {
@@ -677,7 +691,7 @@ impl BlobStore for KuboStore {
     async fn pinned(&self) -> Result<Vec<Cid>, BlobError> {
         let query = [("type", "recursive".to_owned())];
         let body = self
-            .control("pin/ls", &query)
+            .control_capped("pin/ls", &query, MAX_PIN_LIST)
             .await
             .map_err(|e| e.into_blob_error("pin/ls", None))?;
         rpc::pin_ls_roots(&body)
@@ -715,11 +729,12 @@ fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// Reads a (small) answer body with a size cap, and with an idle timeout when given.
+/// Reads an answer body of at most `cap` bytes, with an idle timeout when given.
 async fn read_answer(
     response: Response,
     call: &str,
     idle: Option<Duration>,
+    cap: usize,
 ) -> Result<Bytes, BlobError> {
     let body = response.bytes_stream().map_err(std::io::Error::other);
     let mut body: ByteStream = match idle {
@@ -731,9 +746,9 @@ async fn read_answer(
         let chunk = chunk.map_err(|e| {
             BlobError::Unavailable(format!("IPFS node {call}: reading the answer: {e}"))
         })?;
-        if answer.len() + chunk.len() > MAX_ANSWER {
+        if answer.len() + chunk.len() > cap {
             return Err(BlobError::Backend(format!(
-                "IPFS node {call}: answer larger than {MAX_ANSWER} bytes"
+                "IPFS node {call}: answer larger than {cap} bytes"
             )));
         }
         answer.extend_from_slice(&chunk);
