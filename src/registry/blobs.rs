@@ -193,14 +193,19 @@ impl Registry {
         Ok(mounted)
     }
 
-    /// Records the pull of a blob for the endpoints that want pulls (nothing to do when
-    /// none does). A pull is no change to report in a transaction, so a failure to record
-    /// it is logged and the pull goes on.
-    pub async fn note_blob_pull(&self, repo: &RepoName, record: &BlobRecord, origin: &Origin) {
+    /// Records the pull of a blob for the endpoints that want pulls; `origin` is asked for
+    /// only then, so a pull nobody listens to builds nothing. A pull is no change to report
+    /// in a transaction, so a failure to record it is logged and the pull goes on.
+    pub async fn note_blob_pull(
+        &self,
+        repo: &RepoName,
+        record: &BlobRecord,
+        origin: impl FnOnce() -> Origin,
+    ) {
         if !self.notifier.wants(Action::Pull, repo) {
             return;
         }
-        let notices = self.blob_notices(Action::Pull, repo, record, Some(origin));
+        let notices = self.blob_notices(Action::Pull, repo, record, Some(&origin()));
         self.record_pull(&notices).await;
     }
 }

@@ -91,7 +91,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         manifest: &StoredManifest,
-        origin: &Origin,
+        origin: impl FnOnce() -> Origin,
     ) {
         if !self.notifier.wants(Action::Pull, repo) {
             return;
@@ -105,7 +105,7 @@ impl Registry {
             },
             ..Target::manifest(repo, &manifest.digest)
         };
-        let notices = self.notifier.notices(Action::Pull, &target, origin);
+        let notices = self.notifier.notices(Action::Pull, &target, &origin());
         self.record_pull(&notices).await;
     }
 

@@ -55,7 +55,7 @@ pub async fn get(
     let content = state.registry.get_blob(repo, digest, range).await?;
     state
         .registry
-        .note_blob_pull(repo, &content.record, &AppState::origin(req))
+        .note_blob_pull(repo, &content.record, || AppState::origin(req))
         .await;
     Ok(content_response(content))
 }

@@ -19,7 +19,7 @@ pub async fn get(
     if !head {
         state
             .registry
-            .note_manifest_pull(repo, reference, &manifest, &AppState::origin(req))
+            .note_manifest_pull(repo, reference, &manifest, || AppState::origin(req))
             .await;
     }
     let mut response = HttpResponse::Ok();
