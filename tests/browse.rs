@@ -5,7 +5,7 @@
 mod common;
 
 use common::browser::{links, rendered, screenshot};
-use common::oci::{assert_error, header, Blob, Image, Oci};
+use common::oci::{assert_error, header, header_or_empty, Blob, Image, Oci};
 use common::StorePair;
 use serde_json::Value;
 
@@ -200,22 +200,10 @@ common::on_each_store_pair!(
 /// API needs a token like the rest of /v2.
 async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePair) {
     let registry = common::auth::start_auth_registry(stores).await;
-    registry.add_user("alice", "alice-password", false).await;
-    registry.add_user("bob", "bob-password", false).await;
-    registry.grant("alice", "team/*", "pull,push").await;
-    registry.grant("alice", "pub/*", "pull,push").await;
-    registry.make_public("pub/*").await;
+    let (private, public) = registry
+        .alice_with_private_and_public_images("pull,push")
+        .await;
     let alice = Some(("alice", "alice-password"));
-    let private = registry
-        .client(alice, &["repository:team/app:pull,push"])
-        .await
-        .push_image("team/app", Some("1"), 1)
-        .await;
-    let public = registry
-        .client(alice, &["repository:pub/app:pull,push"])
-        .await
-        .push_image("pub/app", Some("1"), 1)
-        .await;
     let reader = registry
         .client(
             alice,
@@ -245,8 +233,8 @@ async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePai
     for private_page in ["/ui/repo/team/app", "/ui/image/team/app@1"] {
         let prompt = get(private_page, None).await.unwrap();
         assert_eq!(prompt.status(), 401, "{private_page}");
-        assert_eq!(header_of(&prompt, "www-authenticate"), "");
-        assert!(header_of(&prompt, "content-type").starts_with("text/html"));
+        assert_eq!(header_or_empty(&prompt, "www-authenticate"), "");
+        assert!(header_or_empty(&prompt, "content-type").starts_with("text/html"));
         let text = prompt.text().await.unwrap();
         assert!(
             text.contains("href=\"/ui/login?next=%2Fui%2F"),
@@ -272,7 +260,7 @@ async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePai
     assert_eq!(open.status(), 200);
     // What anyone may fetch, any cache may keep.
     assert_eq!(
-        header_of(&open, "cache-control"),
+        header_or_empty(&open, "cache-control"),
         "public, max-age=29030400, immutable"
     );
     assert_eq!(open.bytes().await.unwrap(), public.layers[0].data);
@@ -297,11 +285,11 @@ async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePai
         get(&format!("/ipfs/{private_cid}"), alice).await.unwrap(),
     ] {
         assert!(
-            header_of(&private_answer, "cache-control").starts_with("private"),
+            header_or_empty(&private_answer, "cache-control").starts_with("private"),
             "{:?}",
             private_answer.headers()
         );
-        assert!(header_of(&private_answer, "vary").contains("Authorization"));
+        assert!(header_or_empty(&private_answer, "vary").contains("Authorization"));
         assert_eq!(
             private_answer.bytes().await.unwrap(),
             private.layers[0].data
@@ -341,15 +329,6 @@ async fn with_access_control_pages_and_links_follow_pull_rights(stores: StorePai
     assert_eq!(get(ext, None).await.unwrap().status(), 401);
     let listed = reader.get(ext).await;
     assert_eq!(listed.status(), 200);
-}
-
-fn header_of(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 common::on_each_store_pair!(ui_listings_page_through_long_lists);

@@ -32,6 +32,20 @@ fn notice(endpoint: &str, event: &str) -> Notice {
     }
 }
 
+/// One endpoint's line of `notice_counts`.
+fn counted(endpoint: &str, pending: u64, failed: u64) -> (String, OutboxCounts) {
+    (endpoint.to_owned(), OutboxCounts { pending, failed })
+}
+
+/// Records events "1", "2" and "3" for `endpoint`.
+async fn record_three(store: &dyn MetaBackend, endpoint: &str) {
+    let notices: Vec<Notice> = ["1", "2", "3"]
+        .iter()
+        .map(|e| notice(endpoint, e))
+        .collect();
+    store.record_notices(&notices).await.expect("record");
+}
+
 /// The events (their ids) recorded, in id order.
 async fn recorded(store: &dyn MetaBackend) -> Vec<String> {
     store
@@ -157,30 +171,11 @@ async fn notices_are_recorded_with_their_change_and_only_when_it_happens(
     store.commit_blob(&r, blob(b"plain")).await.expect("commit");
     assert_eq!(recorded(&*store).await.len(), 9);
     let counts = store.notice_counts().await.expect("counts");
-    assert_eq!(
-        counts,
-        vec![
-            (
-                "a".to_owned(),
-                OutboxCounts {
-                    pending: 8,
-                    failed: 0
-                }
-            ),
-            (
-                "b".to_owned(),
-                OutboxCounts {
-                    pending: 1,
-                    failed: 0
-                }
-            ),
-        ]
-    );
+    assert_eq!(counts, vec![counted("a", 8, 0), counted("b", 1, 0),]);
 }
 
 async fn a_claim_keeps_other_holders_out_until_it_runs_out(store: Arc<dyn MetaBackend>) {
-    let notices: Vec<Notice> = ["1", "2", "3"].iter().map(|e| notice("a", e)).collect();
-    store.record_notices(&notices).await.expect("record");
+    record_three(&*store, "a").await;
     store
         .record_notices(&[notice("b", "b1")])
         .await
@@ -247,8 +242,7 @@ async fn a_claim_keeps_other_holders_out_until_it_runs_out(store: Arc<dyn MetaBa
 async fn delivered_entries_go_and_failed_ones_wait_then_are_kept_until_replayed(
     store: Arc<dyn MetaBackend>,
 ) {
-    let notices: Vec<Notice> = ["1", "2", "3"].iter().map(|e| notice("a", e)).collect();
-    store.record_notices(&notices).await.expect("record");
+    record_three(&*store, "a").await;
     let claimed = store
         .claim_notices("a", "me", HOUR, 10)
         .await
@@ -289,13 +283,7 @@ async fn delivered_entries_go_and_failed_ones_wait_then_are_kept_until_replayed(
     );
     assert_eq!(
         store.notice_counts().await.expect("counts"),
-        vec![(
-            "a".to_owned(),
-            OutboxCounts {
-                pending: 1,
-                failed: 1
-            }
-        )]
+        vec![counted("a", 1, 1)]
     );
     // Neither is due: one waits an hour, the other is given up on.
     assert!(store
@@ -331,19 +319,12 @@ async fn delivered_entries_go_and_failed_ones_wait_then_are_kept_until_replayed(
         .expect("delivered");
     assert_eq!(
         store.notice_counts().await.expect("counts"),
-        vec![(
-            "a".to_owned(),
-            OutboxCounts {
-                pending: 1,
-                failed: 0
-            }
-        )]
+        vec![counted("a", 1, 0)]
     );
 }
 
 async fn purges_take_failed_entries_and_pending_ones_only_when_asked(store: Arc<dyn MetaBackend>) {
-    let notices: Vec<Notice> = ["1", "2", "3"].iter().map(|e| notice("a", e)).collect();
-    store.record_notices(&notices).await.expect("record");
+    record_three(&*store, "a").await;
     store
         .record_notices(&[notice("gone", "g1"), notice("gone", "g2")])
         .await
@@ -372,22 +353,7 @@ async fn purges_take_failed_entries_and_pending_ones_only_when_asked(store: Arc<
     );
     assert_eq!(
         store.notice_counts().await.expect("counts"),
-        vec![
-            (
-                "a".to_owned(),
-                OutboxCounts {
-                    pending: 1,
-                    failed: 0
-                }
-            ),
-            (
-                "gone".to_owned(),
-                OutboxCounts {
-                    pending: 2,
-                    failed: 0
-                }
-            ),
-        ]
+        vec![counted("a", 1, 0), counted("gone", 2, 0),]
     );
     assert_eq!(
         store
@@ -398,13 +364,7 @@ async fn purges_take_failed_entries_and_pending_ones_only_when_asked(store: Arc<
     );
     assert_eq!(
         store.notice_counts().await.expect("counts"),
-        vec![(
-            "a".to_owned(),
-            OutboxCounts {
-                pending: 1,
-                failed: 0
-            }
-        )]
+        vec![counted("a", 1, 0)]
     );
 }
 

@@ -9,22 +9,13 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{links, rendered, screenshot};
-use common::oci::{artifact_manifest, image_manifest, Image, Manifest, Oci};
+use common::oci::{artifact_manifest, header_or_empty, image_manifest, Image, Manifest, Oci};
 use common::StorePair;
 use ipfs_registry::auth::admin;
 use ipfs_registry::registry::rules::ImmutableRule;
 use reqwest::redirect::Policy;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
-
-fn header_of(response: &Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// A client that follows no redirect (the tests look at them) and keeps no cookies (the
 /// tests send them).
@@ -37,7 +28,7 @@ fn http() -> reqwest::Client {
 
 /// The session cookie's `name=value` from a login's answer.
 fn session_of(response: &Response) -> String {
-    let set = header_of(response, "set-cookie");
+    let set = header_or_empty(response, "set-cookie");
     let pair = set.split(';').next().unwrap_or_default();
     assert!(pair.starts_with("ipfs_registry_session="), "{set}");
     pair.to_owned()
@@ -131,23 +122,11 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         config.auth.login_cache_ttl = Duration::ZERO;
     })
     .await;
-    registry.add_user("alice", "alice-password", false).await;
-    registry.add_user("bob", "bob-password", false).await;
-    registry.grant("alice", "team/*", "pull,push,delete").await;
-    registry.grant("alice", "pub/*", "pull,push").await;
-    registry.make_public("pub/*").await;
+    let (private, _) = registry
+        .alice_with_private_and_public_images("pull,push,delete")
+        .await;
     let alice = Some(("alice", "alice-password"));
-    let private = registry
-        .client(alice, &["repository:team/app:pull,push"])
-        .await
-        .push_image("team/app", Some("1"), 1)
-        .await;
-    registry
-        .client(alice, &["repository:pub/app:pull,push"])
-        .await
-        .push_image("pub/app", Some("1"), 1)
-        .await;
-    let private_cid = header_of(
+    let private_cid = header_or_empty(
         &registry
             .client(alice, &["repository:team/app:pull"])
             .await
@@ -183,8 +162,8 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
     for origin in [None, Some("http://evil.example"), Some("null")] {
         let refused = browser.post("/ui/login", &credentials, origin, None).await;
         assert_eq!(refused.status(), 403, "{origin:?}");
-        assert_eq!(header_of(&refused, "set-cookie"), "", "{origin:?}");
-        assert!(header_of(&refused, "content-type").starts_with("text/html"));
+        assert_eq!(header_or_empty(&refused, "set-cookie"), "", "{origin:?}");
+        assert!(header_or_empty(&refused, "content-type").starts_with("text/html"));
         assert!(refused.text().await.unwrap().contains("own page"));
     }
     let wrong = browser
@@ -196,7 +175,7 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         )
         .await;
     assert_eq!(wrong.status(), 401);
-    assert_eq!(header_of(&wrong, "set-cookie"), "");
+    assert_eq!(header_or_empty(&wrong, "set-cookie"), "");
     assert!(wrong
         .text()
         .await
@@ -210,8 +189,8 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         .post("/ui/login", &credentials, Some(base), None)
         .await;
     assert_eq!(login.status(), 303);
-    assert_eq!(header_of(&login, "location"), "/ui/repo/team/app");
-    let set = header_of(&login, "set-cookie");
+    assert_eq!(header_or_empty(&login, "location"), "/ui/repo/team/app");
+    let set = header_or_empty(&login, "set-cookie");
     for attribute in [
         "; Path=/",
         "; HttpOnly",
@@ -269,7 +248,7 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
     }
     let layer = browser.get(&private_cid, cookie).await;
     assert_eq!(layer.status(), 200);
-    assert!(header_of(&layer, "vary").contains("Cookie"));
+    assert!(header_or_empty(&layer, "vary").contains("Cookie"));
     assert_eq!(layer.bytes().await.unwrap(), private.layers[0].data);
     assert_eq!(
         metric(base, logins).await,
@@ -286,7 +265,7 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
     // cookie is removed.
     let typed = browser.get("/ui/logout", cookie).await;
     assert_eq!(typed.status(), 200);
-    assert_eq!(header_of(&typed, "set-cookie"), "");
+    assert_eq!(header_or_empty(&typed, "set-cookie"), "");
     assert!(typed
         .text()
         .await
@@ -296,11 +275,11 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         .post("/ui/logout", &[], Some("http://evil.example"), cookie)
         .await;
     assert_eq!(refused.status(), 403);
-    assert_eq!(header_of(&refused, "set-cookie"), "");
+    assert_eq!(header_or_empty(&refused, "set-cookie"), "");
     let logout = browser.post("/ui/logout", &[], Some(base), cookie).await;
     assert_eq!(logout.status(), 303);
-    assert_eq!(header_of(&logout, "location"), "/ui/");
-    let cleared = header_of(&logout, "set-cookie");
+    assert_eq!(header_or_empty(&logout, "location"), "/ui/");
+    let cleared = header_or_empty(&logout, "set-cookie");
     assert!(
         cleared.starts_with("ipfs_registry_session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
@@ -365,7 +344,7 @@ async fn a_login_opens_a_session_that_pages_and_the_gateway_take(stores: StorePa
         )
         .await;
     assert_eq!(refused.status(), 400);
-    assert_eq!(header_of(&refused, "set-cookie"), "");
+    assert_eq!(header_or_empty(&refused, "set-cookie"), "");
 
     // As Chromium shows them: the anonymous list with its "Log in" link, the login form,
     // a page asking to log in.
@@ -411,7 +390,7 @@ async fn secure_cookies_over_https(stores: StorePair) {
         )
         .await;
     assert_eq!(login.status(), 303);
-    assert!(header_of(&login, "set-cookie").ends_with("; Secure"));
+    assert!(header_or_empty(&login, "set-cookie").ends_with("; Secure"));
 }
 
 common::on_each_store_pair!(failures_are_pages, flavor = "current_thread");
@@ -452,7 +431,7 @@ async fn failures_are_pages(stores: StorePair) {
             "{path}"
         );
         assert!(
-            header_of(&response, "content-type").starts_with("text/html"),
+            header_or_empty(&response, "content-type").starts_with("text/html"),
             "{path}"
         );
         let text = response.text().await.unwrap();
@@ -582,7 +561,7 @@ async fn the_lists_show_sizes_platforms_pushes_and_pull_commands(stores: StorePa
         .post("/ui/delete", &form, Some(&registry.base), None)
         .await;
     assert_eq!(deleted.status(), 303);
-    assert_eq!(header_of(&deleted, "location"), "/ui/repo/list/beta");
+    assert_eq!(header_or_empty(&deleted, "location"), "/ui/repo/list/beta");
     assert_eq!(oci.get("/v2/list/beta/manifests/x").await.status(), 404);
     let gone = browser
         .get("/ui/delete?repo=list/beta&reference=x", None)

@@ -148,6 +148,35 @@ impl AuthRegistry {
     }
 
     /// A client for `user` (or anonymous) holding a token for `scopes`.
+    /// The setting of the UI suites: users alice and bob; alice may do `team_actions` in
+    /// `team/*` and pull and push in `pub/*`, which anyone may pull; alice has pushed an
+    /// image tagged `1` to `team/app` (private) and to `pub/app` (public), returned in that
+    /// order.
+    pub async fn alice_with_private_and_public_images(
+        &self,
+        team_actions: &str,
+    ) -> (super::oci::Image, super::oci::Image) {
+        self.add_user("alice", "alice-password", false).await;
+        self.add_user("bob", "bob-password", false).await;
+        self.grant("alice", "team/*", team_actions).await;
+        self.grant("alice", "pub/*", "pull,push").await;
+        self.make_public("pub/*").await;
+        let alice = Some(("alice", "alice-password"));
+        let mut pushed = Vec::new();
+        for repo in ["team/app", "pub/app"] {
+            let scope = format!("repository:{repo}:pull,push");
+            let image = self
+                .client(alice, &[scope.as_str()])
+                .await
+                .push_image(repo, Some("1"), 1)
+                .await;
+            pushed.push(image);
+        }
+        let public = pushed.pop().expect("two images");
+        let private = pushed.pop().expect("two images");
+        (private, public)
+    }
+
     pub async fn client(&self, credentials: Option<(&str, &str)>, scopes: &[&str]) -> Oci {
         let token = self.token(credentials, scopes).await;
         bearer_client(self.base(), &token)

@@ -74,6 +74,11 @@ pub fn opt_header(response: &Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().expect("header is text").to_owned())
 }
 
+/// The header's value, or "" when the response has none.
+pub fn header_or_empty(response: &Response, name: &str) -> String {
+    opt_header(response, name).unwrap_or_default()
+}
+
 /// Asserts the status, a JSON error body `{"errors":[{"code","message",..}]}` and that
 /// its first error has `code`. Returns the body.
 /// A 503 `UNAVAILABLE` that tells the client when to retry.
