@@ -66,6 +66,8 @@ pub struct Metrics {
     pub gc_runs: Family<OutcomeLabels, Counter>,
     /// Image layouts published on tagged pushes (and by `publish`), by outcome.
     pub layouts_published: Family<OutcomeLabels, Counter>,
+    /// Tagged images waiting to be published (every replica's), as last counted.
+    pub layouts_queued: Gauge,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -118,6 +120,7 @@ impl Metrics {
             uploads_in_progress: Gauge::default(),
             gc_runs: Family::default(),
             layouts_published: Family::default(),
+            layouts_queued: Gauge::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -251,6 +254,11 @@ impl Metrics {
             "layouts_published",
             "Image layouts published in IPFS, by outcome",
             m.layouts_published.clone(),
+        );
+        r.register(
+            "layouts_queued",
+            "Tagged images waiting to be published as image layouts",
+            m.layouts_queued.clone(),
         );
         r.register(
             "gc_runs",

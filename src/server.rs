@@ -164,6 +164,7 @@ pub fn serve(
     if let Some(interval) = config.integrity.scrub_interval {
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
+    background.push(registry.spawn_publisher());
     registry.bound_at(local_addr);
     let (outbox, wake) = registry.outbox();
     background.extend(

@@ -122,6 +122,9 @@ async fn with_nothing_configured_serve_is_a_standalone_registry() {
     let image = common::oci::Oci::new(&server.base)
         .push_image("standalone/app", Some("1.0"), 2)
         .await;
+    common::oci::Oci::new(&server.base)
+        .published_layout("standalone/app", "1.0")
+        .await;
     let (clean_exit, _, log) = server.stop();
     assert!(clean_exit, "SIGTERM ends serve gracefully:\n{log}");
 

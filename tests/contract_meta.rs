@@ -47,6 +47,7 @@ on_every_meta_store!(
     leases_exclude_other_holders_until_they_expire,
     image_layouts_live_as_long_as_their_tags_point_at_their_manifests,
     a_layout_cid_recorded_anywhere_is_in_use,
+    the_layout_queue_is_claimed_once_retried_and_follows_its_tag,
 );
 
 // ---------- blobs ----------
@@ -1770,4 +1771,112 @@ async fn a_layout_cid_recorded_anywhere_is_in_use(store: Arc<dyn MetaBackend>) {
     assert!(store.delete_tag(&r2, &tag("v1")).await.unwrap());
     let mut lease = store.unpin_lease(&cid).await.unwrap();
     assert!(!lease.in_use().await.unwrap());
+}
+
+/// The publishing queue (src/registry/publish.rs): an entry names the manifest its push
+/// tagged, is claimed by one publisher at a time until its lease runs out, and goes when
+/// published, given up on, replaced by a newer push of the tag, or with the tag.
+async fn the_layout_queue_is_claimed_once_retried_and_follows_its_tag(store: Arc<dyn MetaBackend>) {
+    let r = repo("queue/app");
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    for t in ["a", "b"] {
+        store
+            .put_manifest(&r, one.clone(), Some(&tag(t)))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(60);
+    assert_eq!(store.claim_layouts(10, lease).await.unwrap(), vec![]);
+    // Only while the tag points at the manifest.
+    store
+        .queue_layout(&r, &tag("a"), &two.digest)
+        .await
+        .unwrap();
+    store
+        .queue_layout(&r, &tag("gone"), &one.digest)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_layouts().await.unwrap(), 0);
+
+    store
+        .queue_layout(&r, &tag("a"), &one.digest)
+        .await
+        .unwrap();
+    store
+        .queue_layout(&r, &tag("b"), &one.digest)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_layouts().await.unwrap(), 2);
+    let claimed = store.claim_layouts(1, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let rest = store.claim_layouts(10, lease).await.unwrap();
+    assert_eq!(rest.len(), 1, "a claimed entry is not claimed again");
+    assert_ne!(claimed[0].tag, rest[0].tag);
+    assert_eq!(store.claim_layouts(10, lease).await.unwrap(), vec![]);
+    let a = [claimed, rest]
+        .concat()
+        .into_iter()
+        .find(|e| e.tag == tag("a"))
+        .unwrap();
+    assert_eq!((&a.repo, &a.manifest, a.attempts), (&r, &one.digest, 0));
+
+    // A failed attempt: due again after its backoff, counted.
+    store.retry_layout(&a, Duration::ZERO).await.unwrap();
+    let again = store.claim_layouts(10, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((&again[0].tag, again[0].attempts), (&tag("a"), 1));
+
+    // Pushed again while being published: the publisher's outcome leaves the new entry,
+    // due at once with no failed attempt.
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("a")))
+        .await
+        .unwrap();
+    store
+        .queue_layout(&r, &tag("a"), &two.digest)
+        .await
+        .unwrap();
+    store.retry_layout(&again[0], lease).await.unwrap();
+    store.dequeue_layout(&again[0]).await.unwrap();
+    let newer = store.claim_layouts(10, lease).await.unwrap();
+    assert_eq!(newer.len(), 1);
+    assert_eq!(
+        (&newer[0].tag, &newer[0].manifest, newer[0].attempts),
+        (&tag("a"), &two.digest, 0)
+    );
+    store.dequeue_layout(&newer[0]).await.unwrap();
+    assert_eq!(
+        store.queued_layouts().await.unwrap(),
+        1,
+        "b is still queued"
+    );
+
+    // A deleted tag takes its entry along.
+    assert!(store.delete_tag(&r, &tag("b")).await.unwrap());
+    assert_eq!(store.queued_layouts().await.unwrap(), 0);
+
+    // An expired claim is claimed again (a publisher that died).
+    store
+        .queue_layout(&r, &tag("a"), &two.digest)
+        .await
+        .unwrap();
+    let first = store
+        .claim_layouts(10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let taken = store.claim_layouts(10, lease).await.unwrap();
+        if !taken.is_empty() {
+            assert_eq!(taken[0].tag, tag("a"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -51,9 +51,11 @@ async fn layout_of(
     (status, answer.json().await.unwrap_or_default())
 }
 
+/// The image CID of `reference` once the publisher published it.
 async fn image_cid(registry: &TestRegistry, repo: &str, reference: &str) -> Cid {
-    let (status, body) = layout_of(registry, repo, reference).await;
-    assert_eq!(status, 200, "{body}");
+    let body = common::oci::Oci::new(registry.url("/").as_str())
+        .published_layout(repo, reference)
+        .await;
     let cid: Cid = body["cid"].as_str().expect("cid").parse().expect("a CID");
     assert_eq!(body["path"], format!("/ipfs/{cid}"));
     cid
@@ -452,4 +454,71 @@ async fn private_images_are_not_published_until_public_and_publish_runs(pair: St
         .output()
         .expect("run ipfs-registry publish");
     assert_eq!(common::cli::succeeded(&again), "");
+}
+
+/// A tagged push answers before its image is published, from a durable queue: with the IPFS
+/// node unreachable the push still succeeds, publishing is retried (counted, with backoff),
+/// and a registry process stopped meanwhile leaves the image to the next one, which
+/// publishes it once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_is_queued_retried_and_survives_a_restart() {
+    let node: std::net::SocketAddr = {
+        let url = common::ipfs_url();
+        let host = url.host_str().unwrap().to_owned();
+        tokio::net::lookup_host((host, url.port().unwrap()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    let proxy = common::stall_proxy::StallProxy::start(node).await;
+    let registry = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(format!("http://{}", proxy.addr).parse().unwrap());
+            config.ipfs.timeout = Duration::from_secs(2);
+        })
+        .await;
+    let oci = common::oci::Oci::new(&registry.base);
+    let image = oci.push_image("fed/queued", Some("v1"), 2).await;
+    let v1 = oci.published_layout("fed/queued", "v1").await;
+
+    proxy.pause();
+    // The manifest is in the metadata, its blobs recorded: the push needs no node.
+    oci.push_manifest("fed/queued", "v2", &image.manifest).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while common::metric_sample(
+        &oci.get("/metrics").await.text().await.unwrap(),
+        "ipfs_registry_layouts_published_total{outcome=\"retried\"}",
+    )
+    .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(std::time::Instant::now() < deadline, "no failed attempt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = layout_of(&registry, "fed/queued", "v2").await;
+    assert_eq!(status, 404, "not published while the node is unreachable");
+
+    // Another process takes over the queue; the node comes back.
+    let config = registry.config.clone();
+    registry.server.stop().await;
+    proxy.resume();
+    let restarted = common::start_registry_from(config).await;
+    let oci = common::oci::Oci::new(&restarted.base);
+    let v2 = oci.published_layout("fed/queued", "v2").await;
+    assert_eq!(v2["digest"], v1["digest"]);
+    assert_ne!(v2["cid"], v1["cid"], "the tag is part of the layout");
+    // Counted again after the round that published it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while common::metric_sample(
+        &oci.get("/metrics").await.text().await.unwrap(),
+        "ipfs_registry_layouts_queued",
+    ) != Some(0.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still counted as queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

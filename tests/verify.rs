@@ -25,9 +25,10 @@ common::on_each_store_pair!(
 );
 async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
     let registry = stores.start_registry().await;
-    let image = Oci::new(&registry.base)
-        .push_image("verify/app", Some("1"), 2)
-        .await;
+    let oci = Oci::new(&registry.base);
+    let image = oci.push_image("verify/app", Some("1"), 2).await;
+    // A quiet registry: its image layout published (pinned and recorded).
+    oci.published_layout("verify/app", "1").await;
 
     let (succeeded, report) = verify_json(&registry.config, &[]);
     assert_eq!(report["records"], 3, "{report}");

@@ -37,7 +37,7 @@ use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
     BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, RepositorySummary, StoredManifest, TagSummary, Upload, UploadChunk,
+    Quarantined, QueuedLayout, RepositorySummary, StoredManifest, TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -313,6 +313,40 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             self.inner.unpublished_tags(repo, after, limit),
         )
         .await
+    }
+
+    async fn queue_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+    ) -> Result<(), MetaError> {
+        self.request("queue_layout", self.inner.queue_layout(repo, tag, manifest))
+            .await
+    }
+
+    async fn claim_layouts(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<QueuedLayout>, MetaError> {
+        self.request("claim_layouts", self.inner.claim_layouts(limit, lease))
+            .await
+    }
+
+    async fn retry_layout(&self, entry: &QueuedLayout, backoff: Duration) -> Result<(), MetaError> {
+        self.request("retry_layout", self.inner.retry_layout(entry, backoff))
+            .await
+    }
+
+    async fn dequeue_layout(&self, entry: &QueuedLayout) -> Result<(), MetaError> {
+        self.request("dequeue_layout", self.inner.dequeue_layout(entry))
+            .await
+    }
+
+    async fn queued_layouts(&self) -> Result<u64, MetaError> {
+        self.request("queued_layouts", self.inner.queued_layouts())
+            .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

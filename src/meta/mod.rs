@@ -80,6 +80,16 @@ pub struct ImageLayout {
     pub cid: Cid,
 }
 
+/// A tagged image waiting to be published as a layout: the manifest its push tagged, and
+/// how many attempts at publishing it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedLayout {
+    pub repo: RepoName,
+    pub tag: Tag,
+    pub manifest: Digest,
+    pub attempts: u32,
+}
+
 /// A manifest ready to be stored: verified digest, parsed references.
 #[derive(Debug, Clone)]
 pub struct NewManifest {
@@ -367,6 +377,36 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Tag>, MetaError>;
+
+    /// Queues `tag` of `repo` for publishing while it points at `manifest` (a queued entry
+    /// of the tag is replaced, due at once with no failed attempt). Nothing when the tag
+    /// points elsewhere or is gone: whoever moved it decides. Deleting the tag drops it.
+    async fn queue_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+    ) -> Result<(), MetaError>;
+
+    /// Claims up to `limit` due queue entries, oldest due first: each is not due again
+    /// for `lease`, so other replicas leave it alone while this one publishes it, and
+    /// take it over if this one dies.
+    async fn claim_layouts(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<QueuedLayout>, MetaError>;
+
+    /// Counts a failed attempt at `entry` and makes it due again after `backoff`; nothing
+    /// when the tag was pushed again meanwhile (the new entry is due at once).
+    async fn retry_layout(&self, entry: &QueuedLayout, backoff: Duration) -> Result<(), MetaError>;
+
+    /// Drops `entry` (published, or given up on); nothing when the tag was pushed again
+    /// meanwhile.
+    async fn dequeue_layout(&self, entry: &QueuedLayout) -> Result<(), MetaError>;
+
+    /// Queue entries, due or not.
+    async fn queued_layouts(&self) -> Result<u64, MetaError>;
 
     /// Tags in lexical order. `None` when the repository does not exist.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;

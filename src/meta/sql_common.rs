@@ -198,3 +198,22 @@ pub(crate) fn outbox_entry(
 pub(crate) fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// A layout queue entry as stored: the names parsed back.
+pub(crate) fn queued(
+    repo: &str,
+    tag: &str,
+    manifest: crate::oci::Digest,
+    attempts: i32,
+) -> Result<crate::meta::QueuedLayout, MetaError> {
+    Ok(crate::meta::QueuedLayout {
+        repo: repo
+            .parse()
+            .map_err(|e| corrupt(format!("stored repository {repo:?}: {e}")))?,
+        tag: tag
+            .parse()
+            .map_err(|e| corrupt(format!("stored tag {tag:?}: {e}")))?,
+        manifest,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+    })
+}

@@ -6,8 +6,6 @@
 //! it goes, and GC unpins it like any released content.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
 use cid::Cid;
 use futures::{StreamExt, TryStreamExt};
@@ -17,9 +15,6 @@ use crate::blobs::layout::{self, Content, Image, LayoutError};
 use crate::blobs::unixfs::cumulative_size;
 use crate::meta::ImageLayout;
 use crate::oci::{manifest, Digest, Reference, RepoName, Tag};
-
-/// How long a push waits for its image to be published before it answers anyway.
-pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// Config and layer records and root blocks looked up at once.
 const PARALLEL_LOOKUPS: usize = 8;
@@ -38,12 +33,39 @@ impl Registry {
     /// Publishes the image `tag` points at and records its layout; returns the image CID,
     /// or `None` when the tag moved (or went) meanwhile and nothing was recorded.
     pub async fn publish_layout(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Cid>> {
-        let started = std::time::Instant::now();
         let top = self
             .meta
             .manifest(repo, &Reference::Tag(tag.clone()))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
+        self.publish_manifest_layout(repo, tag, top).await
+    }
+
+    /// Publishes `manifest` as the image of `tag`, as a push queued it; `None` when the
+    /// tag points elsewhere now (or the manifest is gone) and nothing was recorded.
+    pub(super) async fn publish_queued_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+    ) -> Result<Option<Cid>> {
+        match self
+            .meta
+            .manifest(repo, &Reference::Digest(manifest.clone()))
+            .await?
+        {
+            Some(top) => self.publish_manifest_layout(repo, tag, top).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn publish_manifest_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        top: crate::meta::StoredManifest,
+    ) -> Result<Option<Cid>> {
+        let started = std::time::Instant::now();
         let mut blobs = BTreeMap::new();
         let mut linked = BTreeSet::new();
         let mut pending = vec![top.digest.clone()];
@@ -124,40 +146,34 @@ impl Registry {
         Ok(Some(root))
     }
 
-    /// [`Registry::publish_layout`] after a push: a failure is logged and counted, never
-    /// the push's. `public` says whether anonymous users may pull the repository: a
-    /// layout is public by CID, so a private image's is never published. Runs as a task
-    /// of its own, awaited for at most [`PUBLISH_WAIT`]: usually the push answers with its
-    /// layout recorded, but a slow IPFS node never holds the push up to its request
-    /// timeout (which would fail a push already committed), and a client that goes away
-    /// does not cut the publishing short.
-    pub async fn publish_after_push(self: &Arc<Self>, repo: &RepoName, tag: &Tag, public: bool) {
+    /// Queues the image a push tagged for publishing (src/registry/publish.rs), before the
+    /// push answers: once acknowledged, a push's image is published even if this process
+    /// dies first. `public` says whether anonymous users may pull the repository: a layout
+    /// is public by CID, so a private image's is never published. A failure to queue is
+    /// logged and counted, never the push's (`ipfs-registry publish` publishes the tag).
+    pub async fn publish_after_push(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        public: bool,
+    ) {
         if !public {
             self.metrics.record_layout_published("private");
             return;
         }
-        let (registry, repo, tag) = (self.clone(), repo.clone(), tag.clone());
-        let task = tokio::spawn(async move {
-            match registry.publish_layout(&repo, &tag).await {
-                Ok(_) => registry.metrics.record_layout_published("ok"),
-                Err(e) => {
-                    registry.metrics.record_layout_published("failed");
-                    tracing::warn!(
-                        event = "layout_publish_failed",
-                        repository = %repo,
-                        tag = %tag,
-                        error = %e,
-                        "the push succeeded; `ipfs-registry publish` retries",
-                    );
-                }
+        match self.meta.queue_layout(repo, tag, manifest).await {
+            Ok(()) => self.publisher.wake(),
+            Err(e) => {
+                self.metrics.record_layout_published("failed");
+                tracing::warn!(
+                    event = "layout_queue_failed",
+                    repository = %repo,
+                    tag = %tag,
+                    error = %e,
+                    "the push succeeded; `ipfs-registry publish` publishes its image",
+                );
             }
-        });
-        if tokio::time::timeout(PUBLISH_WAIT, task).await.is_err() {
-            tracing::info!(
-                event = "layout_publish_slow",
-                wait_ms = PUBLISH_WAIT.as_millis() as u64,
-                "the push answers now; publishing goes on",
-            );
         }
     }
 

@@ -12,6 +12,7 @@ mod inventory;
 mod layout;
 mod manifests;
 pub mod notify;
+mod publish;
 pub mod rules;
 pub mod scrub;
 mod uploads;
@@ -77,6 +78,8 @@ pub struct Registry {
     notifier: Notifier,
     /// Wakes this process's notification delivery after it recorded events.
     wake: Arc<notify::deliver::Wake>,
+    /// Wakes this process's layout publisher after a push queued an image.
+    publisher: publish::Wake,
     settings: Settings,
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
@@ -102,6 +105,7 @@ impl Registry {
             outbox: stores.outbox,
             notifier,
             wake: Arc::default(),
+            publisher: publish::Wake::default(),
             settings,
             metrics,
             uploads,

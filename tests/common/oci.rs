@@ -237,6 +237,28 @@ impl Oci {
         self.request(Method::DELETE, location).send().await.unwrap()
     }
 
+    /// The image layout of `reference` (`GET /v2/_ext/<repo>/manifests/<reference>/layout`)
+    /// once published: a tagged push queues its image and a background publisher
+    /// publishes it soon after the push answers. Panics when it is not there within a
+    /// minute, or on any answer but 200 or 404.
+    pub async fn published_layout(&self, repo: &str, reference: &str) -> Value {
+        let location = format!("/v2/_ext/{repo}/manifests/{reference}/layout");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answer = self.get(&location).await;
+            let status = answer.status().as_u16();
+            if status == 200 {
+                return answer.json().await.expect("a layout as JSON");
+            }
+            let body = answer.text().await.unwrap_or_default();
+            assert!(
+                status == 404 && std::time::Instant::now() < deadline,
+                "{location}: {status} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/` → 202; returns the session's Location as given.
     pub async fn start_upload(&self, repo: &str) -> String {
         let response = self

@@ -61,7 +61,10 @@ pub async fn put(
         .await?;
     if let Reference::Tag(tag) = reference {
         let public = state.anonymous_may_pull(repo).await;
-        state.registry.publish_after_push(repo, tag, public).await;
+        state
+            .registry
+            .publish_after_push(repo, tag, &pushed.digest, public)
+            .await;
     }
     let mut response = HttpResponse::build(StatusCode::CREATED);
     response

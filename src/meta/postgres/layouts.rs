@@ -1,10 +1,13 @@
 //! Image layouts published in IPFS (migrations/V6__image_layouts.sql).
 
+use std::time::Duration;
+
 use cid::Cid;
 use deadpool_postgres::GenericClient;
 
 use super::sql;
-use crate::meta::{ImageLayout, MetaError};
+use crate::meta::sql_common::{millis, queued};
+use crate::meta::{ImageLayout, MetaError, QueuedLayout};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// Call inside a transaction.
@@ -96,4 +99,98 @@ pub(crate) async fn unpublished<C: GenericClient>(
                 .map_err(|e| crate::meta::sql_common::corrupt(format!("stored tag {name:?}: {e}")))
         })
         .collect()
+}
+
+pub(crate) async fn queue<C: GenericClient>(
+    c: &C,
+    repo: &RepoName,
+    tag: &Tag,
+    manifest: &Digest,
+) -> Result<(), MetaError> {
+    sql::execute(
+        c,
+        "INSERT INTO layout_queue (repository_id, tag, manifest_digest) \
+         SELECT t.repository_id, t.name, t.manifest_digest \
+         FROM repositories r JOIN tags t ON t.repository_id = r.id \
+         WHERE r.name = $1 AND t.name = $2 AND t.manifest_digest = $3 \
+         ON CONFLICT (repository_id, tag) DO UPDATE \
+         SET manifest_digest = EXCLUDED.manifest_digest, queued_at = now(), attempts = 0, \
+             not_before = now()",
+        &[&repo.as_str(), &tag.as_str(), &manifest.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn claim<C: GenericClient>(
+    c: &C,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<QueuedLayout>, MetaError> {
+    let rows = sql::query(
+        c,
+        "WITH claimed AS ( \
+             UPDATE layout_queue q SET not_before = now() + $2 * interval '1 millisecond' \
+             WHERE (q.repository_id, q.tag) IN ( \
+                 SELECT repository_id, tag FROM layout_queue WHERE not_before <= now() \
+                 ORDER BY not_before LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING q.repository_id, q.tag, q.manifest_digest, q.attempts) \
+         SELECT r.name, c.tag, c.manifest_digest, c.attempts \
+         FROM claimed c JOIN repositories r ON r.id = c.repository_id",
+        &[&i64::from(limit), &(millis(lease) as f64)],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let (repo, tag): (String, String) = (sql::get(row, 0)?, sql::get(row, 1)?);
+            let attempts: i32 = sql::get(row, 3)?;
+            queued(&repo, &tag, sql::digest(row, 2)?, attempts)
+        })
+        .collect()
+}
+
+pub(crate) async fn retry<C: GenericClient>(
+    c: &C,
+    entry: &QueuedLayout,
+    backoff: Duration,
+) -> Result<(), MetaError> {
+    sql::execute(
+        c,
+        "UPDATE layout_queue q SET attempts = attempts + 1, \
+             not_before = now() + $4 * interval '1 millisecond' \
+         FROM repositories r \
+         WHERE r.id = q.repository_id AND r.name = $1 AND q.tag = $2 AND q.manifest_digest = $3",
+        &[
+            &entry.repo.as_str(),
+            &entry.tag.as_str(),
+            &entry.manifest.to_string(),
+            &(millis(backoff) as f64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn dequeue<C: GenericClient>(
+    c: &C,
+    entry: &QueuedLayout,
+) -> Result<(), MetaError> {
+    sql::execute(
+        c,
+        "DELETE FROM layout_queue q USING repositories r \
+         WHERE r.id = q.repository_id AND r.name = $1 AND q.tag = $2 AND q.manifest_digest = $3",
+        &[
+            &entry.repo.as_str(),
+            &entry.tag.as_str(),
+            &entry.manifest.to_string(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn count<C: GenericClient>(c: &C) -> Result<u64, MetaError> {
+    let row = sql::query_opt(c, "SELECT count(*) FROM layout_queue", &[]).await?;
+    let count: i64 = row.map(|row| sql::get(&row, 0)).transpose()?.unwrap_or(0);
+    Ok(count.max(0) as u64)
 }

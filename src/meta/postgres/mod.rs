@@ -314,6 +314,39 @@ impl MetadataStore for PostgresStore {
         layouts::unpublished(&self.client().await?, repo, after, limit).await
     }
 
+    async fn queue_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+    ) -> Result<(), MetaError> {
+        layouts::queue(&self.client().await?, repo, tag, manifest).await
+    }
+
+    async fn claim_layouts(
+        &self,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<super::QueuedLayout>, MetaError> {
+        layouts::claim(&self.client().await?, limit, lease).await
+    }
+
+    async fn retry_layout(
+        &self,
+        entry: &super::QueuedLayout,
+        backoff: std::time::Duration,
+    ) -> Result<(), MetaError> {
+        layouts::retry(&self.client().await?, entry, backoff).await
+    }
+
+    async fn dequeue_layout(&self, entry: &super::QueuedLayout) -> Result<(), MetaError> {
+        layouts::dequeue(&self.client().await?, entry).await
+    }
+
+    async fn queued_layouts(&self) -> Result<u64, MetaError> {
+        layouts::count(&self.client().await?).await
+    }
+
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
         manifests::tags(&self.client().await?, repo, page).await
     }

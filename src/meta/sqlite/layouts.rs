@@ -1,12 +1,14 @@
 //! Image layouts published in IPFS (migrations-embedded/meta/V6__image_layouts.sql).
 
+use std::time::Duration;
+
 use cid::Cid;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::error::db;
 use super::sql::now_millis;
-use crate::meta::sql_common::{corrupt, parse_cid, parse_digest};
-use crate::meta::{ImageLayout, MetaError};
+use crate::meta::sql_common::{corrupt, millis, parse_cid, parse_digest, queued};
+use crate::meta::{ImageLayout, MetaError, QueuedLayout};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// Call inside a write transaction that holds the CID lock shared (a recording write).
@@ -101,4 +103,111 @@ pub(super) fn unpublished(
             .map_err(|e| corrupt(format!("stored tag {name:?}: {e}")))
     })
     .collect()
+}
+
+/// Call inside a write transaction.
+pub(super) fn queue(
+    c: &Connection,
+    repo: &RepoName,
+    tag: &Tag,
+    manifest: &Digest,
+) -> Result<(), MetaError> {
+    let now = now_millis();
+    c.execute(
+        "INSERT INTO layout_queue (repository_id, tag, manifest_digest, queued_at, not_before) \
+         SELECT t.repository_id, t.name, t.manifest_digest, ?4, ?4 \
+         FROM repositories r JOIN tags t ON t.repository_id = r.id \
+         WHERE r.name = ?1 AND t.name = ?2 AND t.manifest_digest = ?3 \
+         ON CONFLICT (repository_id, tag) DO UPDATE \
+         SET manifest_digest = excluded.manifest_digest, queued_at = excluded.queued_at, \
+             attempts = 0, not_before = excluded.not_before",
+        params![repo.as_str(), tag.as_str(), manifest.to_string(), now],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Call inside a write transaction: one writer at a time, so what is selected is claimed.
+pub(super) fn claim(
+    c: &Connection,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<QueuedLayout>, MetaError> {
+    let now = now_millis();
+    let rows = {
+        let mut statement = c
+            .prepare_cached(
+                "SELECT r.name, q.tag, q.manifest_digest, q.attempts, q.repository_id \
+                 FROM layout_queue q JOIN repositories r ON r.id = q.repository_id \
+                 WHERE q.not_before <= ?1 ORDER BY q.not_before LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![now, i64::from(limit)], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i32>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)?
+    };
+    let until = now.saturating_add(millis(lease));
+    let mut claimed = Vec::with_capacity(rows.len());
+    for (repo, tag, manifest, attempts, repo_id) in rows {
+        c.execute(
+            "UPDATE layout_queue SET not_before = ?3 WHERE repository_id = ?1 AND tag = ?2",
+            params![repo_id, tag, until],
+        )
+        .map_err(db)?;
+        claimed.push(queued(&repo, &tag, parse_digest(&manifest)?, attempts)?);
+    }
+    Ok(claimed)
+}
+
+/// Call inside a write transaction.
+pub(super) fn retry(
+    c: &Connection,
+    entry: &QueuedLayout,
+    backoff: Duration,
+) -> Result<(), MetaError> {
+    c.execute(
+        "UPDATE layout_queue SET attempts = attempts + 1, not_before = ?4 \
+         WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1) \
+         AND tag = ?2 AND manifest_digest = ?3",
+        params![
+            entry.repo.as_str(),
+            entry.tag.as_str(),
+            entry.manifest.to_string(),
+            now_millis().saturating_add(millis(backoff))
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Call inside a write transaction.
+pub(super) fn dequeue(c: &Connection, entry: &QueuedLayout) -> Result<(), MetaError> {
+    c.execute(
+        "DELETE FROM layout_queue \
+         WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1) \
+         AND tag = ?2 AND manifest_digest = ?3",
+        params![
+            entry.repo.as_str(),
+            entry.tag.as_str(),
+            entry.manifest.to_string()
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) fn count(c: &Connection) -> Result<u64, MetaError> {
+    let count: i64 = c
+        .query_row("SELECT count(*) FROM layout_queue", [], |row| row.get(0))
+        .map_err(db)?;
+    Ok(count.max(0) as u64)
 }

@@ -539,6 +539,44 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
+    async fn queue_layout(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+    ) -> Result<(), MetaError> {
+        let (repo, tag, manifest) = (repo.clone(), tag.clone(), manifest.clone());
+        self.write(move |tx| layouts::queue(tx, &repo, &tag, &manifest))
+            .await
+    }
+
+    async fn claim_layouts(
+        &self,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<super::QueuedLayout>, MetaError> {
+        self.write(move |tx| layouts::claim(tx, limit, lease)).await
+    }
+
+    async fn retry_layout(
+        &self,
+        entry: &super::QueuedLayout,
+        backoff: std::time::Duration,
+    ) -> Result<(), MetaError> {
+        let entry = entry.clone();
+        self.write(move |tx| layouts::retry(tx, &entry, backoff))
+            .await
+    }
+
+    async fn dequeue_layout(&self, entry: &super::QueuedLayout) -> Result<(), MetaError> {
+        let entry = entry.clone();
+        self.write(move |tx| layouts::dequeue(tx, &entry)).await
+    }
+
+    async fn queued_layouts(&self) -> Result<u64, MetaError> {
+        self.read(layouts::count).await
+    }
+
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
         let (repo, page) = (repo.clone(), page.clone());
         self.read(move |c| {
