@@ -165,6 +165,7 @@ pub fn serve(
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
     background.push(registry.spawn_publisher());
+    background.extend(registry.spawn_releaser());
     registry.bound_at(local_addr);
     let (outbox, wake) = registry.outbox();
     background.extend(

@@ -13,6 +13,7 @@ mod layout;
 mod manifests;
 pub mod notify;
 mod publish;
+mod releaser;
 pub mod rules;
 pub mod scrub;
 mod uploads;
@@ -80,6 +81,8 @@ pub struct Registry {
     wake: Arc<notify::deliver::Wake>,
     /// Wakes this process's layout publisher after a push queued an image.
     publisher: publish::Wake,
+    /// Unpins completed uploads' chunks after the push answered.
+    releaser: releaser::Releaser,
     settings: Settings,
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
@@ -106,6 +109,7 @@ impl Registry {
             notifier,
             wake: Arc::default(),
             publisher: publish::Wake::default(),
+            releaser: releaser::Releaser::default(),
             settings,
             metrics,
             uploads,

@@ -677,8 +677,9 @@ impl Registry {
                 let released = chunks
                     .iter()
                     .map(|c| c.cid)
-                    .filter(|&cid| cid != stored.cid);
-                self.release_queued(released).await;
+                    .filter(|&cid| cid != stored.cid)
+                    .collect();
+                self.release_queued_later(released).await;
                 Ok(stored)
             }
             Err(e) => Err(e),
