@@ -2,7 +2,7 @@
 -- docs/federation.md). A tagged push of a public repository queues its (tag, manifest)
 -- before it answers, and a background publisher in every replica claims rows, publishes
 -- them and deletes them: an acknowledged push is published even if the process dies first.
--- Never edit this file once applied; add V10__... instead.
+-- Never edit this file once applied; add V9__... instead.
 --
 -- A row names the manifest the push tagged: a later push of the tag replaces it, a deleted
 -- tag (or manifest) takes it along by the cascade. `not_before` is when the row may be

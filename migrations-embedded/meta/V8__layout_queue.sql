@@ -1,6 +1,6 @@
 -- Tagged images waiting to be published as OCI Image Layouts, as the PostgreSQL schema's
--- V9__layout_queue.sql (times in milliseconds since the epoch, as the code writes them).
--- Never edit this file once applied; add V10__... instead.
+-- V8__layout_queue.sql (times in milliseconds since the epoch, as the code writes them).
+-- Never edit this file once applied; add V9__... instead.
 CREATE TABLE layout_queue (
     repository_id    INTEGER NOT NULL,
     tag              TEXT NOT NULL,
