@@ -14,9 +14,11 @@ use crate::blobs::ImportProfile;
 use crate::registry::rules::{ImmutableRule, RetentionRule, Rules};
 
 mod ip_range;
+mod mirror;
 mod notifications;
 mod redact;
 pub use ip_range::IpRange;
+pub use mirror::MirrorConfig;
 pub use notifications::{EventKind, NotificationEndpoint, NotificationsConfig};
 pub use redact::REDACTED;
 
@@ -65,6 +67,9 @@ pub struct Config {
     /// Where events go (`[[notifications.endpoint]]`, docs/notifications.md).
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// `[[mirror]]`: upstream registries served as pull-through mirrors (docs/mirror.md).
+    #[serde(default)]
+    pub mirror: Vec<MirrorConfig>,
     /// `[[immutable]]`: tags that pushes may not move nor deletes remove.
     #[serde(default)]
     pub immutable: Vec<ImmutableRule>,
@@ -417,6 +422,7 @@ impl Default for Config {
             },
             integrity: IntegrityConfig::default(),
             notifications: NotificationsConfig::default(),
+            mirror: Vec::new(),
             immutable: Vec::new(),
             retention: Vec::new(),
         }
@@ -519,6 +525,9 @@ impl Config {
         )?;
         if let Err(e) = self.notifications.validate() {
             return invalid("notifications.endpoint", &e);
+        }
+        if let Err(e) = mirror::validate(&self.mirror) {
+            return invalid("mirror", &e);
         }
         if self.integrity.scrub_interval.is_some_and(|i| i.is_zero()) {
             return invalid(
