@@ -480,7 +480,7 @@ impl Registry {
     /// After committing a blob added as `added`: drops that pin when the digest turned out
     /// to be stored under another CID, makes sure the stored CID is pinned, and on failure
     /// drops what was added.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         added: cid::Cid,
         committed: std::result::Result<BlobRecord, crate::meta::MetaError>,
