@@ -865,6 +865,44 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_load_validate_and_show_without_their_password() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                r#"
+                [[mirror]]
+                upstream = "https://registry-1.docker.io"
+                prefix = "dockerhub/"
+                host = "docker.io"
+                default = true
+                username = "someone"
+                password = "hub-secret"
+                repositories = ["library/*"]
+                manifest_ttl = "10m"
+                "#,
+            )?;
+            let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
+            let mirror = &config.mirror[0];
+            assert_eq!(mirror.host(), "docker.io");
+            assert_eq!(mirror.manifest_ttl, Duration::from_secs(600));
+            assert!(mirror.serves("library/alpine") && !mirror.serves("bitnami/redis"));
+            let shown = config.to_redacted_toml().unwrap();
+            assert!(shown.contains("[[mirror]]"), "{shown}");
+            assert!(!shown.contains("hub-secret"), "{shown}");
+            assert!(!format!("{config:?}").contains("hub-secret"));
+            Ok(())
+        });
+        let message = load_err(|jail| {
+            jail.create_file(
+                "registry.toml",
+                "[[mirror]]\nupstream = \"https://a.example\"\nprefix = \"nope\"\n",
+            )?;
+            Ok(())
+        });
+        assert!(message.contains("`mirror`") && message.contains("must end with '/'"), "{message}");
+    }
+
+    #[test]
     fn integrity_settings() {
         Jail::expect_with(|jail| {
             let config = Config::load(None).unwrap();

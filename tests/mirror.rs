@@ -22,6 +22,7 @@ common::on_each_store_pair!(concurrent_pulls_of_an_uncached_layer_fetch_it_once)
 common::on_each_store_pair!(bytes_that_do_not_match_the_digest_are_not_stored);
 common::on_each_store_pair!(docker_and_containerd_mirror_requests_are_routed);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] skopeo_pulls_by_prefix);
+common::on_store_pairs!([embedded: Embedded] a_rate_limiting_upstream_gives_its_retry_after);
 
 const USER: &str = "mirror-bot";
 const PASSWORD: &str = "mirror-secret";
@@ -111,6 +112,14 @@ async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePai
         image.manifest.content
     );
     expect_status(client.head(&by_digest).await, 200).await;
+
+    // HEAD of a blob not held: the upstream's size, nothing fetched.
+    let layer = &image.layers[0];
+    let location = format!("/v2/hub/library/app/blobs/{}", layer.digest);
+    let response = expect_status(client.head(&location).await, 200).await;
+    assert_eq!(header(&response, "content-length"), layer.data.len().to_string());
+    assert_eq!(header(&response, "docker-content-digest"), layer.digest);
+    assert_eq!(opt_header(&response, "x-ipfs-path"), None);
 
     // Blobs: the first pull streams from the upstream (no CID yet), the next is served
     // from the blob store like any stored blob.
@@ -377,6 +386,13 @@ async fn docker_and_containerd_mirror_requests_are_routed(stores: StorePair) {
     let response = client.get("/v2/team/app/manifests/1?ns=quay.example").await;
     assert_eq!(body_of(response).await, elsewhere.manifest.content);
 
+    // An index: its children are fetched when asked for, by digest.
+    let (amd64, _, index) = push.push_platform_index("library/multi").await;
+    let response = client.get("/v2/hub/library/multi/manifests/multi").await;
+    assert_eq!(body_of(response).await, index.content);
+    let child = format!("/v2/hub/library/multi/manifests/{}", amd64.manifest.digest);
+    assert_eq!(body_of(client.get(&child).await).await, amd64.manifest.content);
+
     // A repository pushed here is never shadowed by the default mirror.
     let local = client.push_image("library/mine", Some("1"), 1).await;
     let response = client.get("/v2/library/mine/manifests/1").await;
@@ -418,4 +434,40 @@ async fn skopeo_pulls_by_prefix(stores: StorePair) {
             .join(blob.digest.trim_start_matches("sha256:"));
         assert!(std::fs::read(path).unwrap() == blob.data);
     }
+}
+
+/// An upstream that answers every request 429 with `Retry-After: 7`.
+fn rate_limiting_upstream() -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let server = HttpServer::new(|| {
+        App::new().default_service(web::to(|| async {
+            HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "7"))
+                .finish()
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{address}"), handle)
+}
+
+async fn a_rate_limiting_upstream_gives_its_retry_after(stores: StorePair) {
+    let (url, handle) = rate_limiting_upstream();
+    let mut entry = mirror(&url);
+    entry.prefix = Some("hub/".into());
+    let (_registry, client) = mirror_registry(stores, vec![entry]).await;
+    for location in [
+        "/v2/hub/library/app/manifests/1".to_owned(),
+        format!("/v2/hub/library/app/blobs/{}", unknown_digest()),
+    ] {
+        let response = client.get(&location).await;
+        assert_eq!(header(&response, "retry-after"), "7", "{location}");
+        assert_error(response, 503, "UNAVAILABLE").await;
+    }
+    handle.stop(false).await;
 }
