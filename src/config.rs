@@ -899,7 +899,10 @@ mod tests {
             )?;
             Ok(())
         });
-        assert!(message.contains("`mirror`") && message.contains("must end with '/'"), "{message}");
+        assert!(
+            message.contains("`mirror`") && message.contains("must end with '/'"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ common::on_each_store_pair!(bytes_that_do_not_match_the_digest_are_not_stored);
 common::on_each_store_pair!(docker_and_containerd_mirror_requests_are_routed);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] skopeo_pulls_by_prefix);
 common::on_store_pairs!([embedded: Embedded] a_rate_limiting_upstream_gives_its_retry_after);
+common::on_each_store_pair!(cncf_distribution_as_an_anonymous_upstream);
+common::on_each_store_pair!(containerd_pulls_through_hosts_toml);
 
 const USER: &str = "mirror-bot";
 const PASSWORD: &str = "mirror-secret";
@@ -117,7 +119,10 @@ async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePai
     let layer = &image.layers[0];
     let location = format!("/v2/hub/library/app/blobs/{}", layer.digest);
     let response = expect_status(client.head(&location).await, 200).await;
-    assert_eq!(header(&response, "content-length"), layer.data.len().to_string());
+    assert_eq!(
+        header(&response, "content-length"),
+        layer.data.len().to_string()
+    );
     assert_eq!(header(&response, "docker-content-digest"), layer.digest);
     assert_eq!(opt_header(&response, "x-ipfs-path"), None);
 
@@ -391,7 +396,10 @@ async fn docker_and_containerd_mirror_requests_are_routed(stores: StorePair) {
     let response = client.get("/v2/hub/library/multi/manifests/multi").await;
     assert_eq!(body_of(response).await, index.content);
     let child = format!("/v2/hub/library/multi/manifests/{}", amd64.manifest.digest);
-    assert_eq!(body_of(client.get(&child).await).await, amd64.manifest.content);
+    assert_eq!(
+        body_of(client.get(&child).await).await,
+        amd64.manifest.content
+    );
 
     // A repository pushed here is never shadowed by the default mirror.
     let local = client.push_image("library/mine", Some("1"), 1).await;
@@ -470,4 +478,165 @@ async fn a_rate_limiting_upstream_gives_its_retry_after(stores: StorePair) {
         assert_error(response, 503, "UNAVAILABLE").await;
     }
     handle.stop(false).await;
+}
+
+/// A port of the range these tests may use for servers they start themselves (47000–47499),
+/// free when asked.
+fn free_port() -> u16 {
+    let start = 47_000 + (std::process::id() % 500) as u16;
+    (0..500)
+        .map(|i| 47_000 + (start - 47_000 + i) % 500)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port in 47000-47499")
+}
+
+/// CNCF distribution (`docker-registry`) on filesystem storage under `dir`, once it
+/// answers; killed when dropped.
+async fn start_distribution(dir: &std::path::Path) -> (tokio::process::Child, String) {
+    let root = dir.join("data");
+    std::fs::create_dir_all(&root).unwrap();
+    for _ in 0..10 {
+        let port = free_port();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker-registry (apt-get install -y docker-registry)");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break; // the port was taken meanwhile: another one
+            }
+            if let Ok(response) = reqwest::get(format!("{base}/v2/")).await {
+                if response.status() == 200 {
+                    return (child, base);
+                }
+            }
+            assert!(Instant::now() < deadline, "distribution did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("distribution could not bind a port");
+}
+
+async fn cncf_distribution_as_an_anonymous_upstream(stores: StorePair) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_distribution, base) = start_distribution(dir.path()).await;
+    // Pushed by hand: this distribution answers a GET without an Accept header for OCI
+    // manifests 404, which the push helper's read-back would take for a failure.
+    let upstream = Oci::new(&base);
+    let repo = "library/from-distribution";
+    let config = upstream
+        .push_blob(repo, br#"{"architecture":"amd64","os":"linux"}"#)
+        .await;
+    let layers = vec![
+        upstream.push_random_blob(repo, 300_000).await,
+        upstream.push_random_blob(repo, 1000).await,
+    ];
+    let manifest = image_manifest(&config, &layers, None);
+    let response = upstream
+        .put_manifest(repo, "1", &manifest.media_type, &manifest.content)
+        .await;
+    expect_status(response, 201).await;
+    let image = Image {
+        config,
+        layers,
+        manifest,
+    };
+    let mut entry = mirror(&base);
+    entry.prefix = Some("cncf/".into());
+    let (registry, client) = mirror_registry(stores, vec![entry]).await;
+    let response = client
+        .get("/v2/cncf/library/from-distribution/manifests/1")
+        .await;
+    let response = expect_status(response, 200).await;
+    assert_eq!(
+        header(&response, "docker-content-digest"),
+        image.manifest.digest
+    );
+    assert_eq!(response.bytes().await.unwrap(), image.manifest.content);
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        let location = format!("/v2/cncf/library/from-distribution/blobs/{}", blob.digest);
+        assert!(body_of(client.get(&location).await).await == blob.data);
+        // Once recorded, served from the store (the next request waits for the record).
+        let stored = expect_status(client.get(&location).await, 200).await;
+        assert_eq!(
+            header(&stored, "x-ipfs-path"),
+            format!("/ipfs/{}", cid_of_blob(&blob.data))
+        );
+        assert!(blob_store_holds(&registry, &blob.data).await);
+    }
+    let response = client
+        .get("/v2/cncf/library/from-distribution/manifests/2")
+        .await;
+    assert_error(response, 404, "MANIFEST_UNKNOWN").await;
+}
+
+async fn containerd_pulls_through_hosts_toml(stores: StorePair) {
+    let Some(ctr) = common::clients::containerd().await else {
+        return;
+    };
+    let (upstream, push) = open_upstream().await;
+    let image = push.push_image("library/through-ctr", Some("1"), 2).await;
+    let mut entry = mirror(&upstream.base);
+    entry.prefix = Some("hub/".into());
+    entry.host = Some("docker.io".into());
+    let (registry, _client) = mirror_registry(stores, vec![entry]).await;
+    // containerd asks the mirror first, with ?ns=docker.io (the server is never reached:
+    // the test machine has no Internet).
+    let hosts = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(hosts.path().join("docker.io")).unwrap();
+    std::fs::write(
+        hosts.path().join("docker.io/hosts.toml"),
+        format!(
+            "server = \"https://registry-1.docker.io\"\n\n\
+             [host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.base
+        ),
+    )
+    .unwrap();
+    let hosts_dir = hosts.path().to_str().unwrap();
+    ctr.ok(&[
+        "content",
+        "fetch",
+        "--hosts-dir",
+        hosts_dir,
+        "docker.io/library/through-ctr:1",
+    ])
+    .await;
+    let listed = ctr.ok(&["content", "ls", "--quiet"]).await.stdout;
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        assert!(
+            listed.contains(&blob.digest),
+            "containerd holds {}",
+            blob.digest
+        );
+    }
+    assert!(listed.contains(&image.manifest.digest));
+    // The mirror stored what containerd pulled, under its prefix.
+    let client = Oci::new(&registry.base);
+    for blob in &image.layers {
+        let location = format!("/v2/hub/library/through-ctr/blobs/{}", blob.digest);
+        let stored = expect_status(client.get(&location).await, 200).await;
+        assert_eq!(
+            header(&stored, "x-ipfs-path"),
+            format!("/ipfs/{}", cid_of_blob(&blob.data))
+        );
+    }
 }

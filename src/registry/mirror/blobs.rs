@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::upstream::{FetchedBlob, UpstreamError};
@@ -115,49 +115,36 @@ impl Registry {
                 };
             }
         };
-        let fetched = match name.mirror.upstream.blob(&name.upstream, digest).await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                guard.finish(match &e {
-                    UpstreamError::NotFound | UpstreamError::Denied(_) => Outcome::NotFound,
-                    other => Outcome::Failed(other.to_string()),
-                });
-                return Err(upstream_error(
-                    e,
-                    RegistryError::BlobUnknown(digest.clone()),
-                ));
-            }
-        };
-        if let (Some(length), Some(max)) = (fetched.length, self.max_blob_size()) {
-            if length > max {
-                let message =
-                    format!("the upstream's blob has {length} bytes, over the limit of {max}");
-                guard.finish(Outcome::Failed(message.clone()));
-                return Err(RegistryError::TooLarge(message));
-            }
+        // A fetch that ended between our look and our flight has stored it.
+        if let Some(content) = self.stored_blob(&name.local, digest, range).await? {
+            guard.finish(Outcome::Stored);
+            return Ok(MirroredBlob::Stored(content));
         }
-        let (client, body) = mpsc::channel(PIECES);
-        let length = fetched.length;
+        // The fetch runs in a task of its own from the start, so that the first client going
+        // away (its request dropped) abandons nothing: the blob is still stored for those
+        // waiting and the next pulls.
+        let (started, start) = oneshot::channel();
         let registry = self.clone();
         let (name, digest) = (name.clone(), digest.clone());
         let task_digest = digest.clone();
         tokio::spawn(
             async move {
-                let outcome = registry
-                    .fetch_blob(&name, &task_digest, fetched, client)
-                    .await;
-                guard.finish(match outcome {
-                    Ok(()) => Outcome::Stored,
-                    Err(message) => Outcome::Failed(message),
-                });
+                let outcome = registry.fetch_blob(&name, &task_digest, started).await;
+                guard.finish(outcome);
             }
             .instrument(tracing::Span::current()),
         );
-        Ok(MirroredBlob::Streaming {
-            digest,
-            length,
-            body: Box::pin(body),
-        })
+        match start.await {
+            Ok(Ok((length, body))) => Ok(MirroredBlob::Streaming {
+                digest,
+                length,
+                body: Box::pin(body),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RegistryError::Internal(
+                "the mirror's fetch ended before it started".into(),
+            )),
+        }
     }
 
     /// HEAD through a mirror: the stored blob, or the upstream's answer (nothing fetched).
@@ -201,10 +188,47 @@ impl Registry {
         }
     }
 
+    /// Asks the upstream for the blob, tells the first client how that went (`started`),
+    /// then streams the body to it and into the blob store, checks it and records the blob in
+    /// the mirrored repository. The outcome is for those waiting.
+    async fn fetch_blob(&self, name: &Mirrored, digest: &Digest, started: Start) -> Outcome {
+        let fetched = match name.mirror.upstream.blob(&name.upstream, digest).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let outcome = match &e {
+                    UpstreamError::NotFound | UpstreamError::Denied(_) => Outcome::NotFound,
+                    other => Outcome::Failed(other.to_string()),
+                };
+                let _ = started.send(Err(upstream_error(
+                    e,
+                    RegistryError::BlobUnknown(digest.clone()),
+                )));
+                return outcome;
+            }
+        };
+        if let (Some(length), Some(max)) = (fetched.length, self.max_blob_size()) {
+            if length > max {
+                let message =
+                    format!("the upstream's blob has {length} bytes, over the limit of {max}");
+                let _ = started.send(Err(RegistryError::TooLarge(message.clone())));
+                return Outcome::Failed(message);
+            }
+        }
+        let (client, body) = mpsc::channel(PIECES);
+        // A first client gone already is no reason to stop: the blob is stored all the same.
+        let _ = started.send(Ok((fetched.length, body)));
+        match self.store_fetched(name, digest, fetched, client).await {
+            Ok(()) => Outcome::Stored,
+            Err(message) => {
+                tracing::warn!(event = "mirror_blob_failed", repository = %name.local, digest = %digest, error = %message);
+                Outcome::Failed(message)
+            }
+        }
+    }
+
     /// Streams the upstream's body to the client and into the blob store, checks it, and
-    /// records the blob in the mirrored repository. The error is for the log and for the
-    /// requests that waited.
-    async fn fetch_blob(
+    /// records the blob in the mirrored repository.
+    async fn store_fetched(
         &self,
         name: &Mirrored,
         digest: &Digest,
@@ -243,7 +267,6 @@ impl Registry {
                 if let Some(Ok(added)) = added {
                     self.release(&added.cid).await;
                 }
-                tracing::warn!(event = "mirror_blob_failed", repository = %name.local, digest = %digest, error = %message);
                 return Err(message);
             }
         };
@@ -271,11 +294,7 @@ impl Registry {
                     .await
                     .map_err(|e| e.to_string())?
             }
-            (None, Some(Err(e))) => {
-                let message = format!("blob store: {e}");
-                tracing::warn!(event = "mirror_blob_failed", repository = %name.local, digest = %digest, error = %message);
-                return Err(message);
-            }
+            (None, Some(Err(e))) => return Err(format!("blob store: {e}")),
             (None, None) => return Err("nothing was stored".into()),
         };
         self.metrics.blob_bytes_in.inc_by(size);
@@ -291,6 +310,10 @@ impl Registry {
         Ok(())
     }
 }
+
+/// How the first client learns whether the fetch started: the announced length and the
+/// body's receiving end, or the error to answer.
+type Start = oneshot::Sender<Result<(Option<u64>, mpsc::Receiver<io::Result<Bytes>>)>>;
 
 /// Moves the upstream's pieces to the blob store and the client, hashing them; the last
 /// piece reaches the client only once the whole blob hashed to `digest`. On any failure
