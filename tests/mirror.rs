@@ -25,6 +25,7 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] skopeo_pulls_by_p
 common::on_store_pairs!([embedded: Embedded] a_rate_limiting_upstream_gives_its_retry_after);
 common::on_each_store_pair!(cncf_distribution_as_an_anonymous_upstream);
 common::on_each_store_pair!(containerd_pulls_through_hosts_toml);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] docker_pulls_through_registry_mirrors);
 
 const USER: &str = "mirror-bot";
 const PASSWORD: &str = "mirror-secret";
@@ -639,4 +640,41 @@ async fn containerd_pulls_through_hosts_toml(stores: StorePair) {
             format!("/ipfs/{}", cid_of_blob(&blob.data))
         );
     }
+}
+
+async fn docker_pulls_through_registry_mirrors(stores: StorePair) {
+    let (upstream, _) = open_upstream().await;
+    let mut entry = mirror(&upstream.base);
+    entry.prefix = Some("hub/".into());
+    entry.default = true;
+    let (registry, _client) = mirror_registry(stores, vec![entry]).await;
+    let settings = serde_json::json!({
+        "registry-mirrors": [registry.base],
+        "insecure-registries": [registry.host()],
+    });
+    let Some(docker) = common::clients::docker_with(settings).await else {
+        return;
+    };
+    // A fresh image, pushed to the upstream under library/.
+    let name = format!("mirrored-{}", std::process::id());
+    let at_upstream = format!("{}/library/{name}:1", upstream.host());
+    let files = common::clients::rootfs("etc/mirrored");
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(path, data)| (path.as_str(), data.as_slice()))
+        .collect();
+    let id = docker.build(&at_upstream, None, None, &files).await;
+    let pushed = docker.push(&at_upstream).await;
+    docker.rmi(&[&at_upstream]).await;
+
+    // As a Docker Hub image: docker asks its mirror, whose default mirror asks the upstream
+    // (the machine has no Internet, so Docker Hub itself would fail).
+    let hub_name = format!("{name}:1");
+    docker.ok(&["pull", &hub_name]).await;
+    assert_eq!(docker.image_id(&hub_name).await, Some(id));
+    let stored =
+        common::clients::stored_manifest(&registry.base, &format!("hub/library/{name}"), "1")
+            .await
+            .expect("the mirror stored the manifest under its prefix");
+    assert_eq!(stored.digest, pushed.digest);
 }
