@@ -1793,7 +1793,7 @@ async fn mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched(
     let m = image(&config, &[&layer, &never]);
     // None of its blobs is here: a push would be refused, a mirror's store is not.
     store
-        .put_mirrored_manifest(&r, UPSTREAM, m.clone(), Some(&tag("latest")))
+        .put_mirrored_manifest(&r, UPSTREAM, m.clone(), Some(&tag("latest")), &[])
         .await
         .expect("store a mirrored manifest without its blobs");
     assert_eq!(
@@ -1809,11 +1809,11 @@ async fn mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched(
     let child = image(&config, &[&layer]);
     let idx = index(&[&child]);
     store
-        .put_mirrored_manifest(&r, UPSTREAM, idx.clone(), Some(&tag("multi")))
+        .put_mirrored_manifest(&r, UPSTREAM, idx.clone(), Some(&tag("multi")), &[])
         .await
         .expect("an index without its children");
     store
-        .put_mirrored_manifest(&r, UPSTREAM, child.clone(), None)
+        .put_mirrored_manifest(&r, UPSTREAM, child.clone(), None, &[])
         .await
         .expect("a child by digest");
     assert!(by_digest(&*store, &r, &child.digest).await.is_some());
@@ -1879,7 +1879,7 @@ async fn mirrored_tags_record_when_the_upstream_last_confirmed_them(store: Arc<d
     );
     let before = SystemTime::now() - Duration::from_secs(1);
     store
-        .put_mirrored_manifest(&r, UPSTREAM, first.clone(), Some(&tag("v1")))
+        .put_mirrored_manifest(&r, UPSTREAM, first.clone(), Some(&tag("v1")), &[])
         .await
         .unwrap();
     let checked = store
@@ -1903,7 +1903,7 @@ async fn mirrored_tags_record_when_the_upstream_last_confirmed_them(store: Arc<d
         .unwrap());
     // Moved upstream: stored again, the tag follows.
     store
-        .put_mirrored_manifest(&r, UPSTREAM, second.clone(), Some(&tag("v1")))
+        .put_mirrored_manifest(&r, UPSTREAM, second.clone(), Some(&tag("v1")), &[])
         .await
         .unwrap();
     assert_eq!(by_tag(&*store, &r, "v1").await, Some(second.digest.clone()));

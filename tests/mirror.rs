@@ -25,6 +25,7 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] skopeo_pulls_by_p
 common::on_store_pairs!([embedded: Embedded] a_rate_limiting_upstream_gives_its_retry_after);
 common::on_each_store_pair!(cncf_distribution_as_an_anonymous_upstream);
 common::on_each_store_pair!(containerd_pulls_through_hosts_toml);
+common::on_each_store_pair!(what_a_mirror_stores_is_notified);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] docker_pulls_through_registry_mirrors);
 
 const USER: &str = "mirror-bot";
@@ -677,4 +678,54 @@ async fn docker_pulls_through_registry_mirrors(stores: StorePair) {
             .await
             .expect("the mirror stored the manifest under its prefix");
     assert_eq!(stored.digest, pushed.digest);
+}
+
+async fn what_a_mirror_stores_is_notified(stores: StorePair) {
+    use ipfs_registry::config::{EventKind, NotificationEndpoint};
+    let receiver = common::receiver::Receiver::start();
+    let (upstream, push) = open_upstream().await;
+    let image = push.push_image("library/told", Some("1"), 1).await;
+    let mut entry = mirror(&upstream.base);
+    entry.prefix = Some("hub/".into());
+    let endpoint = NotificationEndpoint {
+        name: "mirrors".into(),
+        url: receiver.url.parse().unwrap(),
+        events: vec![EventKind::Mirror],
+        repositories: Vec::new(),
+        headers: Default::default(),
+        secret: None,
+        timeout: Duration::from_secs(5),
+        max_attempts: 1000,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(200),
+    };
+    let registry = stores
+        .start_registry_with(move |config| {
+            config.mirror = vec![entry];
+            config.notifications.endpoint = vec![endpoint];
+        })
+        .await;
+    let client = Oci::new(&registry.base);
+    expect_status(client.get("/v2/hub/library/told/manifests/1").await, 200).await;
+    let layer = &image.layers[0];
+    let location = format!("/v2/hub/library/told/blobs/{}", layer.digest);
+    assert!(body_of(client.get(&location).await).await == layer.data);
+    // Served from the store now: stored once, told once.
+    expect_status(client.get(&location).await, 200).await;
+    expect_status(client.get("/v2/hub/library/told/manifests/1").await, 200).await;
+
+    let events = receiver.wait_for(2).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events.iter().all(|e| e["action"] == "mirror"), "{events:#?}");
+    let manifest = events
+        .iter()
+        .find(|e| e["target"]["digest"] == image.manifest.digest.as_str())
+        .expect("the manifest's event");
+    assert_eq!(manifest["target"]["repository"], "hub/library/told");
+    assert_eq!(manifest["target"]["tag"], "1");
+    let blob = events
+        .iter()
+        .find(|e| e["target"]["digest"] == layer.digest.as_str())
+        .expect("the layer's event");
+    assert_eq!(blob["target"]["cid"], cid_of_blob(&layer.data).to_string());
 }

@@ -261,11 +261,12 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
         upstream: &str,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
         self.request(
             "put_mirrored_manifest",
             self.inner
-                .put_mirrored_manifest(repo, upstream, manifest, tag),
+                .put_mirrored_manifest(repo, upstream, manifest, tag, notices),
         )
         .await
     }

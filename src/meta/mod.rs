@@ -355,13 +355,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// transaction: marks the repository mirrored from `upstream` (creating it if needed),
     /// stores the manifest and its references WITHOUT requiring them in the repository
     /// (a mirror fetches blobs when clients ask for them), points `tag` at it and records
-    /// the tag as checked now. No `[[immutable]]` rule applies: the upstream decides.
+    /// the tag as checked now, recording `notices` with it. No `[[immutable]]` rule
+    /// applies: the upstream decides.
     async fn put_mirrored_manifest(
         &self,
         repo: &RepoName,
         upstream: &str,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        notices: &[Notice],
     ) -> Result<(), MetaError>;
 
     /// When the mirrored `tag` was last fetched or confirmed by the upstream; `None` when

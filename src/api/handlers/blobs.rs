@@ -81,9 +81,10 @@ pub async fn get(
     let content = match state.registry.route(repo, super::ns(req)).await? {
         Route::Local => state.registry.get_blob(repo, digest, range).await?,
         Route::Mirrored(name) => {
+            let origin = AppState::origin(req);
             match state
                 .registry
-                .get_mirrored_blob(&name, digest, range)
+                .get_mirrored_blob(&name, digest, range, &origin)
                 .await?
             {
                 MirroredBlob::Stored(content) => content,

@@ -20,7 +20,7 @@ pub async fn get(
         Route::Mirrored(name) => {
             let got = state
                 .registry
-                .get_mirrored_manifest(&name, reference)
+                .get_mirrored_manifest(&name, reference, &AppState::origin(req))
                 .await?;
             (got.manifest, got.stale)
         }

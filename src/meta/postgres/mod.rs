@@ -264,10 +264,12 @@ impl MetadataStore for PostgresStore {
         upstream: &str,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         mirror::put(&tx, repo, upstream, &manifest, tag).await?;
+        outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -484,10 +484,15 @@ impl MetadataStore for SqliteStore {
         upstream: &str,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        notices: &[Notice],
     ) -> Result<(), MetaError> {
         let (repo, upstream, tag) = (repo.clone(), upstream.to_owned(), tag.cloned());
-        self.write(move |tx| mirror::put(tx, &repo, &upstream, &manifest, tag.as_ref()))
-            .await
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            mirror::put(tx, &repo, &upstream, &manifest, tag.as_ref())?;
+            outbox::record(tx, &notices)
+        })
+        .await
     }
 
     async fn mirrored_tag_checked(

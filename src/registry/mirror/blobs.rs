@@ -21,6 +21,7 @@ use crate::blobs::{ByteStream, StoredBytes};
 use crate::meta::BlobRecord;
 use crate::oci::{Digest, RepoName};
 use crate::registry::hashing::Hasher;
+use crate::registry::notify::{Action, Origin};
 use crate::registry::{BlobContent, BlobRange, Registry, RegistryError, Result};
 
 /// Pieces in flight to the client and to the blob store, each.
@@ -67,6 +68,7 @@ impl Registry {
         name: &Mirrored,
         digest: &Digest,
         range: Option<BlobRange>,
+        origin: &Origin,
     ) -> Result<MirroredBlob> {
         name.serves()?;
         if let Some(content) = self.stored_blob(&name.local, digest, range).await? {
@@ -127,9 +129,12 @@ impl Registry {
         let registry = self.clone();
         let (name, digest) = (name.clone(), digest.clone());
         let task_digest = digest.clone();
+        let origin = origin.clone();
         tokio::spawn(
             async move {
-                let outcome = registry.fetch_blob(&name, &task_digest, started).await;
+                let outcome = registry
+                    .fetch_blob(&name, &task_digest, &origin, started)
+                    .await;
                 guard.finish(outcome);
             }
             .instrument(tracing::Span::current()),
@@ -191,7 +196,13 @@ impl Registry {
     /// Asks the upstream for the blob, tells the first client how that went (`started`),
     /// then streams the body to it and into the blob store, checks it and records the blob in
     /// the mirrored repository. The outcome is for those waiting.
-    async fn fetch_blob(&self, name: &Mirrored, digest: &Digest, started: Start) -> Outcome {
+    async fn fetch_blob(
+        &self,
+        name: &Mirrored,
+        digest: &Digest,
+        origin: &Origin,
+        started: Start,
+    ) -> Outcome {
         let fetched = match name.mirror.upstream.blob(&name.upstream, digest).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -217,7 +228,10 @@ impl Registry {
         let (client, body) = mpsc::channel(PIECES);
         // A first client gone already is no reason to stop: the blob is stored all the same.
         let _ = started.send(Ok((fetched.length, body)));
-        match self.store_fetched(name, digest, fetched, client).await {
+        match self
+            .store_fetched(name, digest, origin, fetched, client)
+            .await
+        {
             Ok(()) => Outcome::Stored,
             Err(message) => {
                 tracing::warn!(event = "mirror_blob_failed", repository = %name.local, digest = %digest, error = %message);
@@ -232,6 +246,7 @@ impl Registry {
         &self,
         name: &Mirrored,
         digest: &Digest,
+        origin: &Origin,
         fetched: FetchedBlob,
         client: mpsc::Sender<io::Result<Bytes>>,
     ) -> std::result::Result<(), String> {
@@ -272,11 +287,14 @@ impl Registry {
         };
         let record = match (existing, added) {
             (Some(existing), _) => {
+                let notices =
+                    self.blob_notices(Action::Mirror, &name.local, &existing, Some(origin));
                 let stored = self
                     .meta
-                    .commit_blob(&name.local, existing)
+                    .commit_blob_with_notices(&name.local, existing, &notices)
                     .await
                     .map_err(|e| format!("metadata store: {e}"))?;
+                self.woken(&notices);
                 self.ensure_pinned(&stored)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -289,7 +307,14 @@ impl Registry {
                     size,
                     import_profile: self.blobs.profile().id(),
                 };
-                let committed = self.meta.commit_blob(&name.local, record).await;
+                let notices = self.blob_notices(Action::Mirror, &name.local, &record, Some(origin));
+                let committed = self
+                    .meta
+                    .commit_blob_with_notices(&name.local, record, &notices)
+                    .await;
+                if committed.is_ok() {
+                    self.woken(&notices);
+                }
                 self.settle(cid, committed)
                     .await
                     .map_err(|e| e.to_string())?

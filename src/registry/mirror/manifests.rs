@@ -9,6 +9,7 @@ use super::upstream::UpstreamError;
 use super::{upstream_error, Mirrored};
 use crate::meta::{NewManifest, StoredManifest};
 use crate::oci::{manifest, Digest, Reference, Tag};
+use crate::registry::notify::{Action, Origin, Target};
 use crate::registry::{Registry, RegistryError, Result};
 
 /// A manifest served through a mirror.
@@ -32,6 +33,7 @@ impl Registry {
         &self,
         name: &Mirrored,
         reference: &Reference,
+        origin: &Origin,
     ) -> Result<MirroredManifest> {
         name.serves()?;
         let stored = self.meta.manifest(&name.local, reference).await?;
@@ -39,10 +41,11 @@ impl Registry {
             Reference::Digest(digest) => match stored {
                 Some(stored) => Ok(MirroredManifest::fresh(stored)),
                 None => Ok(MirroredManifest::fresh(
-                    self.fetch_manifest(name, reference, Some(digest)).await?,
+                    self.fetch_manifest(name, reference, Some(digest), origin)
+                        .await?,
                 )),
             },
-            Reference::Tag(tag) => self.mirrored_tag(name, tag, stored).await,
+            Reference::Tag(tag) => self.mirrored_tag(name, tag, stored, origin).await,
         }
     }
 
@@ -51,6 +54,7 @@ impl Registry {
         name: &Mirrored,
         tag: &Tag,
         stored: Option<StoredManifest>,
+        origin: &Origin,
     ) -> Result<MirroredManifest> {
         let ttl = name.mirror.config.manifest_ttl;
         if let Some(stored) = &stored {
@@ -75,7 +79,7 @@ impl Registry {
                 return Ok(MirroredManifest::fresh(stored));
             }
             (Ok(_), stored) => (
-                self.fetch_manifest(name, &Reference::Tag(tag.clone()), None)
+                self.fetch_manifest(name, &Reference::Tag(tag.clone()), None, origin)
                     .await,
                 stored,
             ),
@@ -102,20 +106,21 @@ impl Registry {
         }
     }
 
-    /// GETs the manifest from the upstream, checks it is the one asked for (by digest: its
-    /// bytes hash to it; by tag: to the digest the upstream names, when it names one),
-    /// parses it and stores it (a tag pointed at it).
+    /// GETs the manifest from the upstream, checks it is the one asked for, parses it and
+    /// stores it (a tag pointed at it).
     async fn fetch_manifest(
         &self,
         name: &Mirrored,
         reference: &Reference,
         expected: Option<&Digest>,
+        origin: &Origin,
     ) -> Result<StoredManifest, Fetch> {
         let upstream = &name.mirror.upstream;
         let fetched = upstream
             .manifest(&name.upstream, &reference.to_string())
             .await?;
-        let digest = match expected {
+        // By digest, the bytes must hash to it; by tag, to the digest the upstream names.
+        let digest = match expected.or(fetched.digest.as_ref()) {
             Some(expected) => {
                 let actual = Digest::of(expected.algorithm(), &fetched.content);
                 if actual != *expected {
@@ -147,10 +152,18 @@ impl Registry {
             references: parsed.references,
         };
         let url = upstream.repository_url(&name.upstream);
+        let target = Target {
+            media_type: Some(&new.media_type),
+            size: Some(new.content.len() as u64),
+            tag: tag.map(Tag::as_str),
+            ..Target::manifest(&name.local, &digest)
+        };
+        let notices = self.notifier.notices(Action::Mirror, &target, origin);
         self.meta
-            .put_mirrored_manifest(&name.local, &url, new.clone(), tag)
+            .put_mirrored_manifest(&name.local, &url, new.clone(), tag, &notices)
             .await
             .map_err(|e| Fetch::Local(e.into()))?;
+        self.woken(&notices);
         tracing::info!(
             event = "mirror_manifest_fetched",
             repository = %name.local,

@@ -59,6 +59,8 @@ type Result<T, E = UpstreamError> = std::result::Result<T, E>;
 pub struct FetchedManifest {
     pub content: Bytes,
     pub content_type: Option<String>,
+    /// The upstream's `Docker-Content-Digest`, when it sent one.
+    pub digest: Option<Digest>,
 }
 
 /// A blob's body as it arrives, and its length when the upstream said.
@@ -157,10 +159,12 @@ impl Upstream {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let digest = content_digest(response.headers());
         let content = read_limited(response, self.max_manifest_size, "manifest").await?;
         Ok(FetchedManifest {
             content,
             content_type,
+            digest,
         })
     }
 
