@@ -76,6 +76,19 @@ async fn body_of(response: reqwest::Response) -> Vec<u8> {
         .to_vec()
 }
 
+/// Pulls `location` and checks it is served from the blob store (its CID known), whole.
+async fn served_from_store(client: &Oci, location: &str, data: &[u8]) {
+    let stored = expect_status(client.get(location).await, 200).await;
+    assert_eq!(
+        header(&stored, "x-ipfs-path"),
+        format!("/ipfs/{}", cid_of_blob(data))
+    );
+    assert!(
+        stored.bytes().await.unwrap() == data,
+        "{location}: the stored bytes"
+    );
+}
+
 /// Requests the upstream answered, by `method`, route and status, from its metrics.
 async fn upstream_requests(upstream: &TestRegistry, method: &str, route: &str) -> u64 {
     let text = reqwest::get(upstream.url("/metrics"))
@@ -135,12 +148,7 @@ async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePai
         let first = expect_status(client.get(&location).await, 200).await;
         assert_eq!(header(&first, "docker-content-digest"), blob.digest);
         assert_eq!(first.bytes().await.unwrap(), blob.data);
-        let second = expect_status(client.get(&location).await, 200).await;
-        assert_eq!(
-            header(&second, "x-ipfs-path"),
-            format!("/ipfs/{}", cid_of_blob(&blob.data))
-        );
-        assert_eq!(second.bytes().await.unwrap(), blob.data);
+        served_from_store(&client, &location, &blob.data).await;
     }
 
     // Absent upstream: the spec's 404s. Outside the mirror's repositories: NAME_UNKNOWN.
@@ -290,12 +298,7 @@ async fn concurrent_pulls_of_an_uncached_layer_fetch_it_once(stores: StorePair) 
         "one upstream fetch for three concurrent pulls"
     );
     assert!(blob_store_holds(&registry, &layer.data).await);
-    let stored = expect_status(client.get(&location).await, 200).await;
-    assert_eq!(
-        header(&stored, "x-ipfs-path"),
-        format!("/ipfs/{}", cid_of_blob(&layer.data))
-    );
-    assert!(stored.bytes().await.unwrap() == layer.data);
+    served_from_store(&client, &location, &layer.data).await;
     assert_eq!(
         upstream_requests(&upstream, "GET", "blob").await - before,
         1
@@ -345,12 +348,7 @@ async fn bytes_that_do_not_match_the_digest_are_not_stored(stores: StorePair) {
     assert!(body_of(client.get(&location).await).await == data);
     // The first client has its last byte before the blob is recorded; the next request
     // waits for the record (or finds it).
-    let stored = expect_status(client.get(&location).await, 200).await;
-    assert_eq!(
-        header(&stored, "x-ipfs-path"),
-        format!("/ipfs/{}", cid_of_blob(&data))
-    );
-    assert!(stored.bytes().await.unwrap() == data);
+    served_from_store(&client, &location, &data).await;
     assert!(blob_store_holds(&registry, &data).await);
 }
 
@@ -577,11 +575,7 @@ async fn cncf_distribution_as_an_anonymous_upstream(stores: StorePair) {
         let location = format!("/v2/cncf/library/from-distribution/blobs/{}", blob.digest);
         assert!(body_of(client.get(&location).await).await == blob.data);
         // Once recorded, served from the store (the next request waits for the record).
-        let stored = expect_status(client.get(&location).await, 200).await;
-        assert_eq!(
-            header(&stored, "x-ipfs-path"),
-            format!("/ipfs/{}", cid_of_blob(&blob.data))
-        );
+        served_from_store(&client, &location, &blob.data).await;
         assert!(blob_store_holds(&registry, &blob.data).await);
     }
     let response = client
@@ -635,11 +629,7 @@ async fn containerd_pulls_through_hosts_toml(stores: StorePair) {
     let client = Oci::new(&registry.base);
     for blob in &image.layers {
         let location = format!("/v2/hub/library/through-ctr/blobs/{}", blob.digest);
-        let stored = expect_status(client.get(&location).await, 200).await;
-        assert_eq!(
-            header(&stored, "x-ipfs-path"),
-            format!("/ipfs/{}", cid_of_blob(&blob.data))
-        );
+        served_from_store(&client, &location, &blob.data).await;
     }
 }
 
@@ -681,24 +671,13 @@ async fn docker_pulls_through_registry_mirrors(stores: StorePair) {
 }
 
 async fn what_a_mirror_stores_is_notified(stores: StorePair) {
-    use ipfs_registry::config::{EventKind, NotificationEndpoint};
+    use ipfs_registry::config::EventKind;
     let receiver = common::receiver::Receiver::start();
     let (upstream, push) = open_upstream().await;
     let image = push.push_image("library/told", Some("1"), 1).await;
     let mut entry = mirror(&upstream.base);
     entry.prefix = Some("hub/".into());
-    let endpoint = NotificationEndpoint {
-        name: "mirrors".into(),
-        url: receiver.url.parse().unwrap(),
-        events: vec![EventKind::Mirror],
-        repositories: Vec::new(),
-        headers: Default::default(),
-        secret: None,
-        timeout: Duration::from_secs(5),
-        max_attempts: 1000,
-        backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(200),
-    };
+    let endpoint = receiver.endpoint("mirrors", &[EventKind::Mirror]);
     let registry = stores
         .start_registry_with(move |config| {
             config.mirror = vec![entry];
@@ -716,7 +695,10 @@ async fn what_a_mirror_stores_is_notified(stores: StorePair) {
 
     let events = receiver.wait_for(2).await;
     assert_eq!(events.len(), 2, "{events:#?}");
-    assert!(events.iter().all(|e| e["action"] == "mirror"), "{events:#?}");
+    assert!(
+        events.iter().all(|e| e["action"] == "mirror"),
+        "{events:#?}"
+    );
     let manifest = events
         .iter()
         .find(|e| e["target"]["digest"] == image.manifest.digest.as_str())
