@@ -89,20 +89,31 @@ async fn served_from_store(client: &Oci, location: &str, data: &[u8]) {
     );
 }
 
-/// Requests the upstream answered, by `method`, route and status, from its metrics.
-async fn upstream_requests(upstream: &TestRegistry, method: &str, route: &str) -> u64 {
-    let text = reqwest::get(upstream.url("/metrics"))
+/// A counter of `registry`'s metrics (`name{labels}`), 0 when absent.
+async fn counter(registry: &TestRegistry, series: &str) -> u64 {
+    let text = reqwest::get(registry.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let prefix = format!(
-        "ipfs_registry_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"200\"}} "
-    );
+    let prefix = format!("ipfs_registry_{series} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Requests the upstream answered 200, by `method` and route, from its metrics.
+async fn upstream_requests(upstream: &TestRegistry, method: &str, route: &str) -> u64 {
+    let series =
+        format!("http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"200\"}}");
+    counter(upstream, &series).await
+}
+
+/// What the mirror `registry` counted of `kind` with `outcome`.
+async fn mirror_fetches(registry: &TestRegistry, kind: &str, outcome: &str) -> u64 {
+    let series = format!("mirror_fetches_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}");
+    counter(registry, &series).await
 }
 
 async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePair) {
@@ -194,7 +205,7 @@ async fn a_moved_tag_is_seen_after_the_ttl_and_cached_content_outlives_the_upstr
     let mut entry = mirror(&upstream.base);
     entry.prefix = Some("hub/".into());
     entry.manifest_ttl = ttl;
-    let (_registry, client) = mirror_registry(stores, vec![entry]).await;
+    let (registry, client) = mirror_registry(stores, vec![entry]).await;
     let tag = "/v2/hub/library/moving/manifests/v1";
 
     let fetched = Instant::now();
@@ -251,6 +262,7 @@ async fn a_moved_tag_is_seen_after_the_ttl_and_cached_content_outlives_the_upstr
         header(&response, "warning").contains("110"),
         "a stale answer says so"
     );
+    assert!(mirror_fetches(&registry, "manifest", "stale").await >= 1);
     assert_eq!(response.bytes().await.unwrap(), second.manifest.content);
     let by_digest = format!("/v2/hub/library/moving/manifests/{}", first.manifest.digest);
     assert_eq!(
@@ -299,6 +311,7 @@ async fn concurrent_pulls_of_an_uncached_layer_fetch_it_once(stores: StorePair) 
     );
     assert!(blob_store_holds(&registry, &layer.data).await);
     served_from_store(&client, &location, &layer.data).await;
+    assert_eq!(mirror_fetches(&registry, "blob", "fetched").await, 1);
     assert_eq!(
         upstream_requests(&upstream, "GET", "blob").await - before,
         1
@@ -342,6 +355,16 @@ async fn bytes_that_do_not_match_the_digest_are_not_stored(stores: StorePair) {
     }
     assert!(!blob_store_holds(&registry, &data).await);
     assert!(!blob_store_holds(&registry, &damaged).await);
+    // Counted when the fetch's task ends, just after the client's stream was cut.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mirror_fetches(&registry, "blob", "failed").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed fetch was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mirror_fetches(&registry, "blob", "fetched").await, 0);
 
     // Repaired upstream: the next pull stores it.
     std::fs::write(&file, &data).unwrap();

@@ -210,6 +210,9 @@ impl Registry {
                     UpstreamError::NotFound | UpstreamError::Denied(_) => Outcome::NotFound,
                     other => Outcome::Failed(other.to_string()),
                 };
+                if let Outcome::Failed(_) = outcome {
+                    self.metrics.record_mirror("blob", "failed");
+                }
                 let _ = started.send(Err(upstream_error(
                     e,
                     RegistryError::BlobUnknown(digest.clone()),
@@ -221,6 +224,7 @@ impl Registry {
             if length > max {
                 let message =
                     format!("the upstream's blob has {length} bytes, over the limit of {max}");
+                self.metrics.record_mirror("blob", "failed");
                 let _ = started.send(Err(RegistryError::TooLarge(message.clone())));
                 return Outcome::Failed(message);
             }
@@ -232,8 +236,12 @@ impl Registry {
             .store_fetched(name, digest, origin, fetched, client)
             .await
         {
-            Ok(()) => Outcome::Stored,
+            Ok(()) => {
+                self.metrics.record_mirror("blob", "fetched");
+                Outcome::Stored
+            }
             Err(message) => {
+                self.metrics.record_mirror("blob", "failed");
                 tracing::warn!(event = "mirror_blob_failed", repository = %name.local, digest = %digest, error = %message);
                 Outcome::Failed(message)
             }

@@ -40,10 +40,16 @@ impl Registry {
         match reference {
             Reference::Digest(digest) => match stored {
                 Some(stored) => Ok(MirroredManifest::fresh(stored)),
-                None => Ok(MirroredManifest::fresh(
-                    self.fetch_manifest(name, reference, Some(digest), origin)
-                        .await?,
-                )),
+                None => match self
+                    .fetch_manifest(name, reference, Some(digest), origin)
+                    .await
+                {
+                    Ok(fetched) => Ok(MirroredManifest::fresh(fetched)),
+                    Err(e) => {
+                        self.metrics.record_mirror("manifest", "failed");
+                        Err(e.into())
+                    }
+                },
             },
             Reference::Tag(tag) => self.mirrored_tag(name, tag, stored, origin).await,
         }
@@ -88,6 +94,7 @@ impl Registry {
         match outcome {
             (Ok(fetched), _) => Ok(MirroredManifest::fresh(fetched)),
             (Err(e), Some(stored)) if stale_allowed(&e) => {
+                self.metrics.record_mirror("manifest", "stale");
                 let reason = e.to_string();
                 tracing::warn!(
                     event = "mirror_stale",
@@ -102,7 +109,10 @@ impl Registry {
                     stale: Some(reason),
                 })
             }
-            (Err(e), _) => Err(map(e)),
+            (Err(e), _) => {
+                self.metrics.record_mirror("manifest", "failed");
+                Err(map(e))
+            }
         }
     }
 
@@ -164,6 +174,7 @@ impl Registry {
             .await
             .map_err(|e| Fetch::Local(e.into()))?;
         self.woken(&notices);
+        self.metrics.record_mirror("manifest", "fetched");
         tracing::info!(
             event = "mirror_manifest_fetched",
             repository = %name.local,
