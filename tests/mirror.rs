@@ -124,7 +124,7 @@ async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePai
     entry.username = Some(USER.into());
     entry.password = Some(PASSWORD.into());
     entry.repositories = vec!["library/*".parse().unwrap()];
-    let (_registry, client) = mirror_registry(stores, vec![entry]).await;
+    let (registry, client) = mirror_registry(stores, vec![entry]).await;
 
     // The manifest by tag, then by digest, exactly as the upstream has it.
     let response = expect_status(client.get("/v2/hub/library/app/manifests/1").await, 200).await;
@@ -187,6 +187,21 @@ async fn pulls_through_the_token_flow_and_serves_what_it_stored(stores: StorePai
         .await;
     assert_error(response, 405, "UNSUPPORTED").await;
     assert_error(client.delete(&by_digest).await, 405, "UNSUPPORTED").await;
+
+    // A stored blob found damaged (quarantined) is fetched again, which heals it.
+    let stores_of_mirror = ipfs_registry::server::metadata_stores(&registry.config)
+        .await
+        .unwrap();
+    let digest: ipfs_registry::oci::Digest = layer.digest.parse().unwrap();
+    assert!(stores_of_mirror
+        .meta
+        .quarantine_blob(&digest, "damaged, as the scrub would find")
+        .await
+        .unwrap());
+    let location = format!("/v2/hub/library/app/blobs/{}", layer.digest);
+    assert!(body_of(client.get(&location).await).await == layer.data);
+    served_from_store(&client, &location, &layer.data).await;
+    assert!(!stores_of_mirror.meta.is_quarantined(&digest).await.unwrap());
 
     // Without the credentials the upstream refuses the mirror: nothing to pull.
     let mut anonymous = mirror(upstream.base());

@@ -179,7 +179,8 @@ impl Registry {
         })
     }
 
-    /// The blob as any pull serves it, when `repo` holds it.
+    /// The blob as any pull serves it, when `repo` holds it. A quarantined one (its stored
+    /// bytes found damaged) is not held: it is fetched again, which heals it.
     async fn stored_blob(
         &self,
         repo: &RepoName,
@@ -188,7 +189,7 @@ impl Registry {
     ) -> Result<Option<BlobContent>> {
         match self.get_blob(repo, digest, range).await {
             Ok(content) => Ok(Some(content)),
-            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(RegistryError::BlobUnknown(_) | RegistryError::BlobQuarantined(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -261,13 +262,11 @@ impl Registry {
         let started = std::time::Instant::now();
         // A digest stored for another repository is not added again, but its bytes still
         // come from the upstream and are checked: knowing a digest is not access.
-        let existing = match self.meta.blob(digest).await {
-            Ok(Some(record)) if !self.meta.is_quarantined(digest).await.unwrap_or(true) => {
-                Some(record)
-            }
-            Ok(_) => None,
+        // A quarantined one is stored afresh, which heals it as a push would.
+        let (existing, healing) = match self.known_blob(digest).await {
+            Ok(known) => known,
             Err(e) => {
-                let message = format!("metadata store: {e}");
+                let message = e.to_string();
                 let mut client = client;
                 let _ = client.send(Err(io::Error::other(message.clone()))).await;
                 return Err(message);
@@ -323,9 +322,14 @@ impl Registry {
                 if committed.is_ok() {
                     self.woken(&notices);
                 }
-                self.settle(cid, committed)
+                let record = self
+                    .settle(cid, committed)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                if healing {
+                    self.heal(&record, cid).await;
+                }
+                record
             }
             (None, Some(Err(e))) => return Err(format!("blob store: {e}")),
             (None, None) => return Err("nothing was stored".into()),
