@@ -321,11 +321,13 @@ impl Upstream {
         let lifetime = answer
             .expires_in
             .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope.to_owned(), (token.clone(), until));
+        let now = Instant::now();
+        let until = now + lifetime.saturating_sub(TOKEN_MARGIN);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        // One entry per repository pulled: expired ones go, so the cache stays bounded by
+        // the repositories pulled within a token's lifetime.
+        tokens.retain(|_, (_, until)| *until > now);
+        tokens.insert(scope.to_owned(), (token.clone(), until));
         Ok(Authorization::Bearer(token))
     }
 }
