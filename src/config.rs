@@ -14,9 +14,11 @@ use crate::blobs::ImportProfile;
 use crate::registry::rules::{ImmutableRule, RetentionRule, Rules};
 
 mod ip_range;
+mod mirror;
 mod notifications;
 mod redact;
 pub use ip_range::IpRange;
+pub use mirror::MirrorConfig;
 pub use notifications::{EventKind, NotificationEndpoint, NotificationsConfig};
 pub use redact::REDACTED;
 
@@ -65,6 +67,9 @@ pub struct Config {
     /// Where events go (`[[notifications.endpoint]]`, docs/notifications.md).
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// `[[mirror]]`: upstream registries served as pull-through mirrors (docs/mirror.md).
+    #[serde(default)]
+    pub mirror: Vec<MirrorConfig>,
     /// `[[immutable]]`: tags that pushes may not move nor deletes remove.
     #[serde(default)]
     pub immutable: Vec<ImmutableRule>,
@@ -417,6 +422,7 @@ impl Default for Config {
             },
             integrity: IntegrityConfig::default(),
             notifications: NotificationsConfig::default(),
+            mirror: Vec::new(),
             immutable: Vec::new(),
             retention: Vec::new(),
         }
@@ -519,6 +525,9 @@ impl Config {
         )?;
         if let Err(e) = self.notifications.validate() {
             return invalid("notifications.endpoint", &e);
+        }
+        if let Err(e) = mirror::validate(&self.mirror) {
+            return invalid("mirror", &e);
         }
         if self.integrity.scrub_interval.is_some_and(|i| i.is_zero()) {
             return invalid(
@@ -853,6 +862,47 @@ mod tests {
         assert!(message.contains("`retention.repositories`"), "{message}");
         let message = refused("[[retention]]\nrepositories = \"ci/*\"\nkeep_lats = 3\n");
         assert!(message.contains("keep_lats"), "{message}");
+    }
+
+    #[test]
+    fn mirrors_load_validate_and_show_without_their_password() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                r#"
+                [[mirror]]
+                upstream = "https://registry-1.docker.io"
+                prefix = "dockerhub/"
+                host = "docker.io"
+                default = true
+                username = "someone"
+                password = "hub-secret"
+                repositories = ["library/*"]
+                manifest_ttl = "10m"
+                "#,
+            )?;
+            let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
+            let mirror = &config.mirror[0];
+            assert_eq!(mirror.host(), "docker.io");
+            assert_eq!(mirror.manifest_ttl, Duration::from_secs(600));
+            assert!(mirror.serves("library/alpine") && !mirror.serves("bitnami/redis"));
+            let shown = config.to_redacted_toml().unwrap();
+            assert!(shown.contains("[[mirror]]"), "{shown}");
+            assert!(!shown.contains("hub-secret"), "{shown}");
+            assert!(!format!("{config:?}").contains("hub-secret"));
+            Ok(())
+        });
+        let message = load_err(|jail| {
+            jail.create_file(
+                "registry.toml",
+                "[[mirror]]\nupstream = \"https://a.example\"\nprefix = \"nope\"\n",
+            )?;
+            Ok(())
+        });
+        assert!(
+            message.contains("`mirror`") && message.contains("must end with '/'"),
+            "{message}"
+        );
     }
 
     #[test]

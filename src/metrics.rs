@@ -38,6 +38,15 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// What a pull-through mirror did: `kind` is `manifest` or `blob`; `outcome` is `fetched`
+/// (stored from the upstream), `failed` (an upstream or store failure answered to the
+/// client), or for manifests `stale` (served without the upstream's confirmation).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 1 ms to about 65 s.
@@ -68,6 +77,8 @@ pub struct Metrics {
     pub layouts_published: Family<OutcomeLabels, Counter>,
     /// Tagged images waiting to be published (every replica's), as last counted.
     pub layouts_queued: Gauge,
+    /// Pull-through mirror fetches, by kind and outcome.
+    pub mirror_fetches: Family<MirrorLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -121,6 +132,7 @@ impl Metrics {
             gc_runs: Family::default(),
             layouts_published: Family::default(),
             layouts_queued: Gauge::default(),
+            mirror_fetches: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -261,6 +273,11 @@ impl Metrics {
             m.layouts_queued.clone(),
         );
         r.register(
+            "mirror_fetches",
+            "Pull-through mirror fetches from upstreams, by kind and outcome",
+            m.mirror_fetches.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -348,6 +365,12 @@ impl Metrics {
                 route,
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn record_mirror(&self, kind: &'static str, outcome: &'static str) {
+        self.mirror_fetches
+            .get_or_create(&MirrorLabels { kind, outcome })
+            .inc();
     }
 
     pub fn record_ipfs(&self, operation: &'static str, ok: bool, took: Duration) {

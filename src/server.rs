@@ -38,7 +38,10 @@ fn registry_on(
         blobs: blobs::open(config, metrics.clone())?,
     };
     let notifier = Notifier::new(&config.notifications.endpoint, config.public_url.as_ref());
-    Ok(Registry::new(stores, settings(config), metrics, notifier))
+    let mirrors =
+        crate::registry::mirror::Mirrors::new(&config.mirror, config.limits.max_manifest_size)
+            .map_err(|e| anyhow!(e))?;
+    Ok(Registry::new(stores, settings(config), metrics, notifier).with_mirrors(mirrors))
 }
 
 /// The metadata store the configuration names, migrated, for a command that needs no

@@ -13,7 +13,7 @@ use common::backends::MetaBackend;
 use common::meta::*;
 use ipfs_registry::meta::gc::SweepPolicy;
 use ipfs_registry::meta::users::RepoFilter;
-use ipfs_registry::meta::{BlobRecord, MetaError, Page, ProtectedTags, UploadChunk};
+use ipfs_registry::meta::{BlobRecord, MetaError, Page, ProtectedTags, RepoOrigin, UploadChunk};
 use ipfs_registry::oci::{Digest, Reference};
 use serde_json::json;
 use uuid::Uuid;
@@ -48,6 +48,8 @@ on_every_meta_store!(
     image_layouts_live_as_long_as_their_tags_point_at_their_manifests,
     a_layout_cid_recorded_anywhere_is_in_use,
     the_layout_queue_is_claimed_once_retried_and_follows_its_tag,
+    mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched,
+    mirrored_tags_record_when_the_upstream_last_confirmed_them,
 );
 
 // ---------- blobs ----------
@@ -1879,4 +1881,162 @@ async fn the_layout_queue_is_claimed_once_retried_and_follows_its_tag(store: Arc
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// ---------- pull-through mirrors ----------
+
+const UPSTREAM: &str = "http://upstream.example/v2/library/app";
+
+async fn mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched(
+    store: Arc<dyn MetaBackend>,
+) {
+    let r = repo("hub/library/app");
+    let pushed = repo("local/app");
+    assert_eq!(
+        store.repository_origin(&r).await.unwrap(),
+        RepoOrigin::Absent
+    );
+    let config = blob(b"mirrored config");
+    let layer = blob(b"mirrored layer");
+    let never = blob(b"a layer nobody pulls");
+    let m = image(&config, &[&layer, &never]);
+    // None of its blobs is here: a push would be refused, a mirror's store is not.
+    store
+        .put_mirrored_manifest(&r, UPSTREAM, m.clone(), Some(&tag("latest")), &[])
+        .await
+        .expect("store a mirrored manifest without its blobs");
+    assert_eq!(
+        store.repository_origin(&r).await.unwrap(),
+        RepoOrigin::Mirrored
+    );
+    assert_eq!(by_tag(&*store, &r, "latest").await, Some(m.digest.clone()));
+    assert_eq!(
+        by_digest(&*store, &r, &m.digest).await.as_deref(),
+        Some(m.content.as_ref())
+    );
+    // An index whose children come later, each by digest.
+    let child = image(&config, &[&layer]);
+    let idx = index(&[&child]);
+    store
+        .put_mirrored_manifest(&r, UPSTREAM, idx.clone(), Some(&tag("multi")), &[])
+        .await
+        .expect("an index without its children");
+    store
+        .put_mirrored_manifest(&r, UPSTREAM, child.clone(), None, &[])
+        .await
+        .expect("a child by digest");
+    assert!(by_digest(&*store, &r, &child.digest).await.is_some());
+
+    // A pushed repository stays pushed.
+    store.commit_blob(&pushed, blob(b"x")).await.expect("push");
+    assert_eq!(
+        store.repository_origin(&pushed).await.unwrap(),
+        RepoOrigin::Pushed
+    );
+
+    // Blobs fetched later are linked as a push links them; GC keeps those the manifests
+    // reference and takes a stray one, and the blob never fetched breaks nothing.
+    store.commit_blob(&r, config.clone()).await.expect("config");
+    store.commit_blob(&r, layer.clone()).await.expect("layer");
+    let stray = blob(b"fetched, referenced by nothing");
+    store.commit_blob(&r, stray.clone()).await.expect("stray");
+    let mut expected = vec![stray.digest.clone()];
+    expected.extend(
+        store
+            .blob(&blob(b"x").digest)
+            .await
+            .unwrap()
+            .map(|b| b.digest),
+    );
+    assert_eq!(unreferenced(&*store).await, sorted(expected));
+    let swept = store
+        .sweep(
+            &SweepPolicy {
+                grace_period: Duration::ZERO,
+                untagged_retention: Some(Duration::ZERO),
+                upload_expiry: Duration::from_secs(3600),
+                ..SweepPolicy::default()
+            },
+            false,
+        )
+        .await
+        .expect("sweep");
+    assert!(
+        swept.manifests.iter().all(|m| m.repository != r.as_str()),
+        "tagged mirrored manifests and an index's children are kept: {swept:?}"
+    );
+    assert_eq!(by_tag(&*store, &r, "latest").await, Some(m.digest.clone()));
+    assert!(store
+        .repository_blob(&r, &layer.digest)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .repository_blob(&r, &stray.digest)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn mirrored_tags_record_when_the_upstream_last_confirmed_them(store: Arc<dyn MetaBackend>) {
+    let r = repo("hub/library/tagged");
+    let first = image(&blob(b"c1"), &[&blob(b"l1")]);
+    let second = image(&blob(b"c2"), &[&blob(b"l2")]);
+    assert_eq!(
+        store.mirrored_tag_checked(&r, &tag("v1")).await.unwrap(),
+        None
+    );
+    let before = SystemTime::now() - Duration::from_secs(1);
+    store
+        .put_mirrored_manifest(&r, UPSTREAM, first.clone(), Some(&tag("v1")), &[])
+        .await
+        .unwrap();
+    let checked = store
+        .mirrored_tag_checked(&r, &tag("v1"))
+        .await
+        .unwrap()
+        .expect("checked when fetched");
+    assert!(checked >= before, "{checked:?} is now");
+    // Confirmed only while it points at what the upstream confirmed.
+    assert!(store
+        .confirm_mirrored_tag(&r, &tag("v1"), &first.digest)
+        .await
+        .unwrap());
+    assert!(!store
+        .confirm_mirrored_tag(&r, &tag("v1"), &second.digest)
+        .await
+        .unwrap());
+    assert!(!store
+        .confirm_mirrored_tag(&r, &tag("other"), &first.digest)
+        .await
+        .unwrap());
+    // Moved upstream: stored again, the tag follows.
+    store
+        .put_mirrored_manifest(&r, UPSTREAM, second.clone(), Some(&tag("v1")), &[])
+        .await
+        .unwrap();
+    assert_eq!(by_tag(&*store, &r, "v1").await, Some(second.digest.clone()));
+    assert!(!store
+        .confirm_mirrored_tag(&r, &tag("v1"), &first.digest)
+        .await
+        .unwrap());
+    // A pushed repository's tags were never checked; a deleted tag forgets its check.
+    let pushed = repo("local/tagged");
+    let local = pushed_image(&*store, &pushed, "p").await;
+    store
+        .put_manifest(&pushed, local, Some(&tag("v1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .mirrored_tag_checked(&pushed, &tag("v1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.delete_tag(&r, &tag("v1")).await.unwrap());
+    assert_eq!(
+        store.mirrored_tag_checked(&r, &tag("v1")).await.unwrap(),
+        None
+    );
 }

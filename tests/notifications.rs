@@ -21,18 +21,7 @@ const SECRET: &str = "a shared secret";
 const USER_AGENT: &str = "notify-test/1.0";
 
 fn endpoint(name: &str, receiver: &Receiver, events: &[EventKind]) -> NotificationEndpoint {
-    NotificationEndpoint {
-        name: name.to_owned(),
-        url: receiver.url.parse().unwrap(),
-        events: events.to_vec(),
-        repositories: Vec::new(),
-        headers: Default::default(),
-        secret: None,
-        timeout: Duration::from_secs(5),
-        max_attempts: 1000,
-        backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(200),
-    }
+    receiver.endpoint(name, events)
 }
 
 fn client(base: &str) -> Oci {

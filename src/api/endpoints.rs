@@ -238,7 +238,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 Box::pin(async move { blobs::get(&c.state, &c.req, &repo, &digest).await })
             }),
             operation!(HEAD, PULL, |c, repo, digest| {
-                Box::pin(async move { blobs::head(&c.state, &repo, &digest).await })
+                Box::pin(async move { blobs::head(&c.state, &c.req, &repo, &digest).await })
             }),
             operation!(DELETE, DELETE, |c, repo, digest| {
                 Box::pin(async move { blobs::delete(&c.state, &c.req, &repo, &digest).await })

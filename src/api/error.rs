@@ -80,7 +80,9 @@ impl ApiError {
                 RegistryError::TagImmutable(_) => "TAG_INVALID",
                 RegistryError::Unsupported(_) => "UNSUPPORTED",
                 RegistryError::TooManyRequests => "TOOMANYREQUESTS",
-                RegistryError::Unavailable(_) => "UNAVAILABLE",
+                RegistryError::Unavailable(_) | RegistryError::UpstreamUnavailable { .. } => {
+                    "UNAVAILABLE"
+                }
                 RegistryError::Internal(_) => "UNKNOWN",
             },
             ApiError::NameInvalid(_) => "NAME_INVALID",
@@ -150,7 +152,9 @@ impl ResponseError for ApiError {
                 RegistryError::TagImmutable(_) => StatusCode::CONFLICT,
                 RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
                 RegistryError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-                RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RegistryError::Unavailable(_) | RegistryError::UpstreamUnavailable { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 RegistryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 RegistryError::BlobUploadInvalid(_)
                 | RegistryError::DigestInvalid(_)
@@ -202,6 +206,12 @@ impl ResponseError for ApiError {
             | ApiError::TooManyRequests
             | ApiError::Timeout(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Registry(RegistryError::UpstreamUnavailable {
+                retry_after: Some(seconds),
+                ..
+            }) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
             }
             ApiError::Auth(AuthError::Throttled(wait)) => {
                 response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));

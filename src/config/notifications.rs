@@ -25,6 +25,8 @@ pub enum EventKind {
     Delete,
     /// Manifests and blobs pulled (GET; HEAD is not a pull). Each is a database write.
     Pull,
+    /// Manifests and blobs a pull-through mirror fetched from its upstream and stored.
+    Mirror,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -108,7 +110,9 @@ impl NotificationsConfig {
                 return Err(format!("{at}: url must be http:// or https://"));
             }
             if endpoint.events.is_empty() {
-                return Err(format!("{at}: events is empty (push, delete, pull)"));
+                return Err(format!(
+                    "{at}: events is empty (push, delete, pull, mirror)"
+                ));
             }
             for pattern in &endpoint.repositories {
                 pattern

@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -37,7 +37,8 @@ use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
     BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, QueuedLayout, RepositorySummary, StoredManifest, TagSummary, Upload, UploadChunk,
+    Quarantined, QueuedLayout, RepoOrigin, RepositorySummary, StoredManifest, TagSummary, Upload,
+    UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -246,6 +247,52 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             "put_manifest",
             self.inner
                 .put_manifest_with(repo, manifest, tag, protected, notices),
+        )
+        .await
+    }
+
+    async fn repository_origin(&self, repo: &RepoName) -> Result<RepoOrigin, MetaError> {
+        self.request("repository_origin", self.inner.repository_origin(repo))
+            .await
+    }
+
+    async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        upstream: &str,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        notices: &[Notice],
+    ) -> Result<(), MetaError> {
+        self.request(
+            "put_mirrored_manifest",
+            self.inner
+                .put_mirrored_manifest(repo, upstream, manifest, tag, notices),
+        )
+        .await
+    }
+
+    async fn mirrored_tag_checked(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<SystemTime>, MetaError> {
+        self.request(
+            "mirrored_tag_checked",
+            self.inner.mirrored_tag_checked(repo, tag),
+        )
+        .await
+    }
+
+    async fn confirm_mirrored_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "confirm_mirrored_tag",
+            self.inner.confirm_mirrored_tag(repo, tag, digest),
         )
         .await
     }

@@ -103,6 +103,17 @@ pub struct NewManifest {
     pub references: Vec<(Digest, ReferenceKind)>,
 }
 
+/// Where a repository's content comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoOrigin {
+    /// No such repository.
+    Absent,
+    /// Pushed here (or created by an upload or mount).
+    Pushed,
+    /// Fetched from a mirror's upstream (`MetadataStore::put_mirrored_manifest`).
+    Mirrored,
+}
+
 /// A repository as a listing for people shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositorySummary {
@@ -344,6 +355,42 @@ pub trait MetadataStore: Send + Sync + 'static {
         tag: &Tag,
         protected: &ProtectedTags,
         notices: &[Notice],
+    ) -> Result<bool, MetaError>;
+
+    // --- pull-through mirrors ---
+
+    async fn repository_origin(&self, repo: &RepoName) -> Result<RepoOrigin, MetaError>;
+
+    /// Stores a manifest fetched (and verified) from a mirror's upstream, in one
+    /// transaction: marks the repository mirrored from `upstream` (creating it if needed),
+    /// stores the manifest and its references WITHOUT requiring them in the repository
+    /// (a mirror fetches blobs when clients ask for them), points `tag` at it and records
+    /// the tag as checked now, recording `notices` with it. No `[[immutable]]` rule
+    /// applies: the upstream decides.
+    async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        upstream: &str,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        notices: &[Notice],
+    ) -> Result<(), MetaError>;
+
+    /// When the mirrored `tag` was last fetched or confirmed by the upstream; `None` when
+    /// it never was (not mirrored, or no such tag).
+    async fn mirrored_tag_checked(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<SystemTime>, MetaError>;
+
+    /// Records that the upstream confirmed `tag` still points at `digest`, when it does here
+    /// too. False when it does not (moved meanwhile, or gone): nothing changes.
+    async fn confirm_mirrored_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
     ) -> Result<bool, MetaError>;
 
     // --- image layouts ---

@@ -58,6 +58,13 @@ pub enum RegistryError {
     /// A backing service (database, IPFS node) is unreachable or timed out (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A mirror's upstream is unreachable, rate-limits or fails, and nothing stored can
+    /// stand in (503, with the upstream's `Retry-After` when it gave one).
+    #[error("{message}")]
+    UpstreamUnavailable {
+        message: String,
+        retry_after: Option<u64>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -11,6 +11,7 @@ mod health;
 mod inventory;
 mod layout;
 mod manifests;
+pub mod mirror;
 pub mod notify;
 mod publish;
 mod releaser;
@@ -37,6 +38,7 @@ pub use error::{RegistryError, Result};
 pub use health::Readiness;
 pub use inventory::{Inventory, Reindexed};
 pub use manifests::{ManifestPush, PushedManifest};
+pub use mirror::{Mirrored, MirroredBlob, MirroredBlobHead, MirroredManifest, Route};
 pub use notify::{Action, Notifier, Origin};
 pub use scrub::{Finding, ScrubObserver, ScrubOptions, ScrubReport};
 pub use uploads::UploadStatus;
@@ -90,6 +92,8 @@ pub struct Registry {
     /// Set on start when the blob store holds content and the metadata records none: the
     /// metadata was lost or replaced (see [`Registry::check_stores_agree`]).
     metadata_lost: std::sync::Mutex<Option<String>>,
+    /// `[[mirror]]` (see [`Registry::with_mirrors`]); none by default.
+    mirrors: mirror::Mirrors,
 }
 
 impl Registry {
@@ -114,6 +118,7 @@ impl Registry {
             metrics,
             uploads,
             metadata_lost: std::sync::Mutex::new(None),
+            mirrors: mirror::Mirrors::default(),
         }
     }
 

@@ -445,7 +445,7 @@ impl Registry {
 
     /// The stored record of `digest`, unless it is quarantined: then `None` (its bytes are
     /// stored again like a new blob's) and `true`, so that the push heals it.
-    async fn known_blob(&self, digest: &Digest) -> Result<(Option<BlobRecord>, bool)> {
+    pub(super) async fn known_blob(&self, digest: &Digest) -> Result<(Option<BlobRecord>, bool)> {
         match self.meta.blob(digest).await? {
             Some(_) if self.meta.is_quarantined(digest).await? => Ok((None, true)),
             existing => Ok((existing, false)),
@@ -455,7 +455,7 @@ impl Registry {
     /// After a verified push stored a quarantined blob's bytes again (as `added`): lifts the
     /// quarantine. Bytes imported under another profile than the record's got another CID
     /// and do not repair the record's; then the quarantine stays and the scrub reports it.
-    async fn heal(&self, stored: &BlobRecord, added: cid::Cid) {
+    pub(super) async fn heal(&self, stored: &BlobRecord, added: cid::Cid) {
         if stored.cid != added {
             tracing::warn!(
                 event = "blob_heal_failed",
@@ -480,7 +480,7 @@ impl Registry {
     /// After committing a blob added as `added`: drops that pin when the digest turned out
     /// to be stored under another CID, makes sure the stored CID is pinned, and on failure
     /// drops what was added.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         added: cid::Cid,
         committed: std::result::Result<BlobRecord, crate::meta::MetaError>,

@@ -460,6 +460,11 @@ async fn docker_ping(socket: &Path) -> bool {
 }
 
 async fn start_dockerd() -> Result<Dockerd, String> {
+    start_dockerd_with(serde_json::json!({})).await
+}
+
+/// A dockerd whose daemon.json also holds `settings` (an object).
+async fn start_dockerd_with(settings: serde_json::Value) -> Result<Dockerd, String> {
     let program = find_on_path("dockerd").ok_or("dockerd (Debian's docker.io) is not installed")?;
     let cli = docker_cli(&program).ok_or("the docker CLI is not installed")?;
     find_on_path("busybox").ok_or("busybox (the images' rootfs) is not installed")?;
@@ -470,11 +475,11 @@ async fn start_dockerd() -> Result<Dockerd, String> {
     // the daemon's identity key in here, not in /etc/docker/key.json.
     let config = dir.join("daemon.json");
     let key = dir.join("key.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({ "deprecated-key-path": key }).to_string(),
-    )
-    .unwrap();
+    let mut daemon_json = serde_json::json!({ "deprecated-key-path": key });
+    if let (Some(all), Some(extra)) = (daemon_json.as_object_mut(), settings.as_object()) {
+        all.extend(extra.clone());
+    }
+    std::fs::write(&config, daemon_json.to_string()).unwrap();
     let path = |name: &str| dir.join(name).into_os_string();
     let mut args: Vec<OsString> = vec!["--config-file".into(), config.into_os_string()];
     args.extend(["--containerd".into(), containerd.socket.clone().into()]);
@@ -523,6 +528,25 @@ pub async fn docker() -> Option<Docker> {
                 .unwrap(),
         }),
         Err(why) => unavailable("Docker (dockerd)", why),
+    }
+}
+
+/// A docker client of a dockerd of its own, whose daemon.json also holds `settings` (such
+/// as `registry-mirrors`, which the shared daemon must not have); it runs until the test
+/// process ends. `None` (after a loud message) when dockerd cannot run here.
+pub async fn docker_with(settings: serde_json::Value) -> Option<Docker> {
+    match start_dockerd_with(settings).await {
+        Ok(daemon) => {
+            let daemon: &'static Dockerd = Box::leak(Box::new(daemon));
+            Some(Docker {
+                daemon,
+                config: tempfile::Builder::new()
+                    .prefix("config-")
+                    .tempdir_in(&daemon.daemon.dir)
+                    .unwrap(),
+            })
+        }
+        Err(why) => unavailable("Docker (dockerd)", &why),
     }
 }
 

@@ -81,6 +81,26 @@ impl Receiver {
         }
     }
 
+    /// An endpoint `name` posting `events` here, retried quickly and for long.
+    pub fn endpoint(
+        &self,
+        name: &str,
+        events: &[ipfs_registry::config::EventKind],
+    ) -> ipfs_registry::config::NotificationEndpoint {
+        ipfs_registry::config::NotificationEndpoint {
+            name: name.to_owned(),
+            url: self.url.parse().unwrap(),
+            events: events.to_vec(),
+            repositories: Vec::new(),
+            headers: Default::default(),
+            secret: None,
+            timeout: Duration::from_secs(5),
+            max_attempts: 1000,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(200),
+        }
+    }
+
     /// What it answers from now on (503: "down").
     pub fn answer(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);

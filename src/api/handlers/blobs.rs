@@ -6,7 +6,7 @@ use super::Response;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, X_IPFS_PATH};
 use crate::api::AppState;
 use crate::oci::{Digest, RepoName};
-use crate::registry::{BlobContent, BlobRecord};
+use crate::registry::{BlobContent, BlobRecord, MirroredBlob, Route};
 
 /// Headers of a blob's bytes, wherever they are served from: its digest, and its path in
 /// IPFS (the header IPFS gateways send), so anyone can fetch it by CID elsewhere.
@@ -40,9 +40,35 @@ pub(super) fn content_response(content: BlobContent) -> HttpResponse {
     response.body(SizedStream::new(length, content.body))
 }
 
-pub async fn head(state: &AppState, repo: &RepoName, digest: &Digest) -> Response {
-    let record = state.registry.stat_blob(repo, digest).await?;
-    Ok(super::head_response(blob_headers(&record), record.size))
+pub async fn head(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Response {
+    let name = match state.registry.route(repo, super::ns(req)).await? {
+        Route::Local => {
+            let record = state.registry.stat_blob(repo, digest).await?;
+            return Ok(super::head_response(blob_headers(&record), record.size));
+        }
+        Route::Mirrored(name) => name,
+    };
+    let head = state.registry.stat_mirrored_blob(&name, digest).await?;
+    let response = match &head.record {
+        Some(record) => blob_headers(record),
+        None => upstream_headers(&head.digest),
+    };
+    Ok(super::head_response(response, head.size))
+}
+
+/// Headers of a blob a mirror streams from its upstream: no CID yet.
+fn upstream_headers(digest: &Digest) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header((DOCKER_CONTENT_DIGEST, digest.to_string()))
+        .insert_header((header::ETAG, format!("\"{digest}\"")));
+    response
 }
 
 pub async fn get(
@@ -52,7 +78,30 @@ pub async fn get(
     digest: &Digest,
 ) -> Response {
     let range = headers::blob_range(req.headers())?;
-    let content = state.registry.get_blob(repo, digest, range).await?;
+    let content = match state.registry.route(repo, super::ns(req)).await? {
+        Route::Local => state.registry.get_blob(repo, digest, range).await?,
+        Route::Mirrored(name) => {
+            let origin = AppState::origin(req);
+            match state
+                .registry
+                .get_mirrored_blob(&name, digest, range, &origin)
+                .await?
+            {
+                MirroredBlob::Stored(content) => content,
+                MirroredBlob::Streaming {
+                    digest,
+                    length,
+                    body,
+                } => {
+                    let mut response = upstream_headers(&digest);
+                    return Ok(match length {
+                        Some(length) => response.body(SizedStream::new(length, body)),
+                        None => response.streaming(body),
+                    });
+                }
+            }
+        }
+    };
     state
         .registry
         .note_blob_pull(repo, &content.record, || AppState::origin(req))

@@ -6,7 +6,7 @@ use crate::api::error::ApiError;
 use crate::api::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::api::{access, body, AppState};
 use crate::oci::{Reference, RepoName};
-use crate::registry::ManifestPush;
+use crate::registry::{ManifestPush, Route};
 
 pub async fn get(
     state: &AppState,
@@ -15,7 +15,16 @@ pub async fn get(
     reference: &Reference,
     head: bool,
 ) -> Response {
-    let manifest = state.registry.get_manifest(repo, reference).await?;
+    let (manifest, stale) = match state.registry.route(repo, super::ns(req)).await? {
+        Route::Local => (state.registry.get_manifest(repo, reference).await?, None),
+        Route::Mirrored(name) => {
+            let got = state
+                .registry
+                .get_mirrored_manifest(&name, reference, &AppState::origin(req))
+                .await?;
+            (got.manifest, got.stale)
+        }
+    };
     if !head {
         state
             .registry
@@ -23,6 +32,10 @@ pub async fn get(
             .await;
     }
     let mut response = HttpResponse::Ok();
+    if stale.is_some() {
+        // RFC 9111's stale warning: the upstream could not confirm the tag.
+        response.insert_header((header::WARNING, "110 - \"Response is Stale\""));
+    }
     response
         .insert_header((header::CONTENT_TYPE, manifest.media_type.as_str()))
         .insert_header((DOCKER_CONTENT_DIGEST, manifest.digest.to_string()))

@@ -41,6 +41,7 @@ pub async fn dispatch(
     let tail = req.match_info().get("tail").unwrap_or_default();
     let (endpoint, segments) = path::parse(tail).ok_or(ApiError::NotFound)?;
     let method = req.method().clone();
+    let shared = state.clone();
     let call = |req| Call {
         state,
         req,
@@ -52,18 +53,21 @@ pub async fn dispatch(
         Methods::Repository(operations) => {
             let repo = repo_name(segments.name)?;
             let handler = operation(operations, &method)?;
+            writable(&shared, &method, &repo).await?;
             handler(call(req), repo).await
         }
         Methods::Digest(operations) => {
             let repo = repo_name(segments.name)?;
             let digest = parse_digest(segments.last)?;
             let handler = operation(operations, &method)?;
+            writable(&shared, &method, &repo).await?;
             handler(call(req), repo, digest).await
         }
         Methods::Upload(operations) => {
             let repo = repo_name(segments.name)?;
             let id: Uuid = segments.last.parse().map_err(|_| ApiError::UploadUnknown)?;
             let handler = operation(operations, &method)?;
+            writable(&shared, &method, &repo).await?;
             handler(call(req), repo, id).await
         }
         Methods::Lookup(operations) => {
@@ -76,6 +80,7 @@ pub async fn dispatch(
             let repo = repo_name(segments.name)?;
             let reference = segments.last.parse();
             let handler = operation(operations, &method)?;
+            writable(&shared, &method, &repo).await?;
             handler(call(req), repo, reference).await
         }
     }
@@ -120,6 +125,22 @@ fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
     digest
         .parse()
         .map_err(|e: crate::oci::DigestError| ApiError::DigestInvalid(e.to_string()))
+}
+
+/// containerd's `?ns=<registry host>` on a mirror request: which upstream it means.
+pub(super) fn ns(req: &HttpRequest) -> Option<&str> {
+    req.query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ns="))
+        .filter(|host| !host.is_empty() && !host.contains('%'))
+}
+
+/// Refuses a push or delete (any method but GET and HEAD) to a mirrored repository.
+async fn writable(state: &AppState, method: &Method, repo: &RepoName) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(());
+    }
+    Ok(state.registry.ensure_writable(repo).await?)
 }
 
 /// The request's query parameters, decoded, in order (repeats kept).

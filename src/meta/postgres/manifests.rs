@@ -59,6 +59,18 @@ pub(crate) async fn put<C: GenericClient>(
 ) -> Result<(), MetaError> {
     let repo_id = repos::ensure(c, repo).await?;
     check_references(c, repo_id, &manifest.references).await?;
+    write(c, repo_id, manifest, tag, protected).await
+}
+
+/// Stores the manifest and its references and moves the tag, checking no reference: a
+/// push's after its check, a mirror's (whose blobs come later) alone.
+pub(crate) async fn write<C: GenericClient>(
+    c: &C,
+    repo_id: i64,
+    manifest: &NewManifest,
+    tag: Option<&Tag>,
+    protected: &ProtectedTags,
+) -> Result<(), MetaError> {
     insert(c, repo_id, manifest).await?;
     let Some(tag) = tag else { return Ok(()) };
     let digest = manifest.digest.to_string();

@@ -10,6 +10,7 @@ mod integrity;
 mod layouts;
 mod manifests;
 mod migrate;
+mod mirror;
 mod outbox;
 mod referrers;
 mod repos;
@@ -27,7 +28,7 @@ use self::error::db;
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::{
     BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, StoredManifest, Upload, UploadChunk,
+    Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -251,6 +252,42 @@ impl MetadataStore for PostgresStore {
         manifests::put(&tx, repo, &manifest, tag, protected).await?;
         outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn repository_origin(&self, repo: &RepoName) -> Result<RepoOrigin, MetaError> {
+        mirror::origin(&self.client().await?, repo).await
+    }
+
+    async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        upstream: &str,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        notices: &[Notice],
+    ) -> Result<(), MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        mirror::put(&tx, repo, upstream, &manifest, tag).await?;
+        outbox::record(&tx, notices).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn mirrored_tag_checked(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<std::time::SystemTime>, MetaError> {
+        mirror::tag_checked(&self.client().await?, repo, tag).await
+    }
+
+    async fn confirm_mirrored_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        mirror::confirm_tag(&self.client().await?, repo, tag, digest).await
     }
 
     async fn delete_manifest_with(

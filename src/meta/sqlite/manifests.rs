@@ -65,6 +65,18 @@ pub(super) fn put(
 ) -> Result<(), MetaError> {
     let repo_id = repos::ensure(c, repo)?;
     check_references(c, repo_id, &manifest.references)?;
+    write(c, repo_id, manifest, tag, protected)
+}
+
+/// Stores the manifest and its references and moves the tag, checking no reference: a
+/// push's after its check, a mirror's (whose blobs come later) alone.
+pub(super) fn write(
+    c: &Connection,
+    repo_id: i64,
+    manifest: &NewManifest,
+    tag: Option<&Tag>,
+    protected: &ProtectedTags,
+) -> Result<(), MetaError> {
     let digest = manifest.digest.to_string();
     if let Some(tag) = tag.filter(|t| protected.covers(t.as_str())) {
         let current: Option<String> = c

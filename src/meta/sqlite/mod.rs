@@ -15,6 +15,7 @@ mod layouts;
 mod manifest_cache;
 mod manifests;
 mod migrate;
+mod mirror;
 mod outbox;
 mod referrers;
 mod repos;
@@ -38,7 +39,7 @@ use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::sql_common::released_chunks;
 use super::{
     BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, StoredManifest, Upload, UploadChunk,
+    Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -470,6 +471,49 @@ impl MetadataStore for SqliteStore {
             outbox::record(tx, &notices)
         })
         .await
+    }
+
+    async fn repository_origin(&self, repo: &RepoName) -> Result<RepoOrigin, MetaError> {
+        let repo = repo.clone();
+        self.read(move |c| mirror::origin(c, &repo)).await
+    }
+
+    async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        upstream: &str,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+        notices: &[Notice],
+    ) -> Result<(), MetaError> {
+        let (repo, upstream, tag) = (repo.clone(), upstream.to_owned(), tag.cloned());
+        let notices = notices.to_vec();
+        self.write(move |tx| {
+            mirror::put(tx, &repo, &upstream, &manifest, tag.as_ref())?;
+            outbox::record(tx, &notices)
+        })
+        .await
+    }
+
+    async fn mirrored_tag_checked(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<std::time::SystemTime>, MetaError> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.read(move |c| mirror::tag_checked(c, &repo, &tag))
+            .await
+    }
+
+    async fn confirm_mirrored_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, digest) = (repo.clone(), tag.clone(), digest.clone());
+        self.write(move |tx| mirror::confirm_tag(tx, &repo, &tag, &digest))
+            .await
     }
 
     async fn delete_manifest_with(

@@ -39,6 +39,8 @@ pub enum Action {
     Delete,
     /// A blob linked from another repository (reported to endpoints that want pushes).
     Mount,
+    /// A manifest or blob a mirror fetched from its upstream and stored.
+    Mirror,
 }
 
 impl Action {
@@ -48,6 +50,7 @@ impl Action {
             Action::Pull => "pull",
             Action::Delete => "delete",
             Action::Mount => "mount",
+            Action::Mirror => "mirror",
         }
     }
 
@@ -56,6 +59,7 @@ impl Action {
             Action::Push | Action::Mount => EventKind::Push,
             Action::Pull => EventKind::Pull,
             Action::Delete => EventKind::Delete,
+            Action::Mirror => EventKind::Mirror,
         }
     }
 }
