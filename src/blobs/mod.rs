@@ -9,6 +9,7 @@ pub mod metered;
 pub mod migrate;
 mod open;
 mod profile;
+pub mod remote;
 pub mod unixfs;
 pub mod verified_car;
 

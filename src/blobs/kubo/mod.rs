@@ -43,7 +43,7 @@
 
 mod raw_cid;
 mod rpc;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
