@@ -53,8 +53,9 @@ pub struct Imported {
     /// already in the repository.
     pub manifests: usize,
     pub manifests_present: usize,
-    /// Distinct blobs (configs, layers), those already in the repository, and the bytes of
-    /// those stored by this import.
+    /// Distinct blobs (configs, layers) of the manifests this import puts (a manifest
+    /// already in the repository brings its blobs with it), those of them already in the
+    /// repository, and the bytes of those stored by this import.
     pub blobs: usize,
     pub blobs_present: usize,
     pub bytes_fetched: u64,

@@ -1,0 +1,516 @@
+//! Importing an image by its image CID (docs/federation.md), end to end on each store pair:
+//! skopeo pushes to registry A, A publishes the image's layout, registry B (its own
+//! metadata) imports it by CID — in Kubo mode through the IPFS node, in embedded mode from
+//! A's trustless gateway — and skopeo pulls it from B byte-exact. Importing again changes
+//! nothing. Sources that lie are refused with nothing tagged: a gateway serving a block
+//! that does not match its CID, a CAR cut short, a missing block, a layout whose blob does
+//! not match its digest, and a root that is no layout.
+//!
+//! Needs skopeo (scripts/ensure-tools.sh), PostgreSQL and the test IPFS node.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use common::images::*;
+use common::skopeo::Skopeo;
+use common::{StorePair, TestRegistry};
+use futures::StreamExt;
+use ipfs_registry::blobs::kubo::DAG_PB_CODEC;
+use ipfs_registry::blobs::layout::{self, Content};
+use ipfs_registry::oci::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+common::on_each_store_pair!(an_image_imports_by_cid_into_another_registry_byte_exact);
+common::on_each_store_pair!(a_multi_platform_index_imports_with_every_platform);
+common::on_each_store_pair!(lying_sources_are_refused_and_nothing_is_tagged);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// The image CID of `repo:tag`, polled until published (publishing may run after the push
+/// has answered).
+async fn image_cid(registry: &TestRegistry, repo: &str, tag: &str) -> Cid {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = client()
+            .get(registry.url(&format!("/v2/_ext/{repo}/manifests/{tag}/layout")))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            let body: serde_json::Value = answer.json().await.unwrap();
+            return body["cid"].as_str().unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{repo}:{tag} never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /v2/_ext/<repo>/import?cid=…[&tag=…]`: status and body.
+async fn import(
+    registry: &TestRegistry,
+    repo: &str,
+    cid: &Cid,
+    tag: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut query = vec![("cid", cid.to_string())];
+    if let Some(tag) = tag {
+        query.push(("tag", tag.to_owned()));
+    }
+    let answer = client()
+        .post(registry.url(&format!("/v2/_ext/{repo}/import")))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or_default())
+}
+
+async fn push(skopeo: &Skopeo, registry: &TestRegistry, image: &Image, target: &str) {
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "src", &image.manifest, image.blobs());
+    skopeo
+        .copy(
+            &format!("oci:{}:src", source.path().display()),
+            &format!("docker://{}/{target}", registry.host()),
+            &["--preserve-digests"],
+        )
+        .await;
+}
+
+/// A small image with one layer over a chunk (a multi-block file in the layout).
+fn small_image() -> Image {
+    make_image(
+        "amd64",
+        "linux",
+        &[LayerSpec::gzip(600 * 1024), LayerSpec::tar(20 * 1024)],
+        false,
+    )
+}
+
+/// B: its own metadata; in embedded mode it reads from `gateway` (A's, unless a test
+/// gateway stands in). In Kubo mode without a gateway it reads through the node.
+async fn start_b(pair: StorePair, gateway: Option<String>) -> TestRegistry {
+    pair.start_registry_with(|config| {
+        if let Some(gateway) = gateway {
+            config.federation.gateways = vec![gateway.parse().unwrap()];
+        }
+    })
+    .await
+}
+
+fn gateway_for(pair: StorePair, a: &TestRegistry) -> Option<String> {
+    match pair {
+        StorePair::PostgresIpfsNode => None,
+        StorePair::Embedded => Some(a.base.clone()),
+    }
+}
+
+async fn status_of(registry: &TestRegistry, path: &str) -> u16 {
+    client()
+        .get(registry.url(path))
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let image = small_image();
+    push(&skopeo, &a, &image, "fed/app:v1").await;
+    let cid = image_cid(&a, "fed/app", "v1").await;
+
+    let b = start_b(pair, gateway_for(pair, &a)).await;
+    let (status, body) = import(&b, "mirror/app", &cid, None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["tag"], "v1", "{body}");
+    assert_eq!(body["digest"], image.manifest.digest.as_str(), "{body}");
+    assert_eq!(body["blobs"], 3, "{body}");
+    assert_eq!(body["blobsPresent"], 0, "{body}");
+    assert_eq!(body["unchanged"], false, "{body}");
+
+    // skopeo pulls it from B, byte-exact.
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = dir.path().join("pulled");
+    skopeo
+        .copy(
+            &format!("docker://{}/mirror/app:v1", b.host()),
+            &format!("oci:{}:v1", pulled.display()),
+            &["--preserve-digests"],
+        )
+        .await;
+    let pulled = OciLayout::open(&pulled);
+    assert_eq!(
+        pulled.tagged("v1")["digest"],
+        image.manifest.digest.as_str()
+    );
+    assert!(pulled.blob(&image.manifest.digest) == image.manifest.data);
+    for blob in image.blobs() {
+        assert!(pulled.blob(&blob.digest) == blob.data, "{}", blob.digest);
+    }
+    // B publishes the same image under the same tag: the same image CID.
+    assert_eq!(image_cid(&b, "mirror/app", "v1").await, cid);
+
+    // Again: nothing to do, nothing changes.
+    let (status, again) = import(&b, "mirror/app", &cid, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["unchanged"], true, "{again}");
+    // The manifest is there, and with it everything it references: nothing is looked at.
+    assert_eq!(again["manifestsPresent"], 1, "{again}");
+    assert_eq!(again["blobs"], 0, "{again}");
+    assert_eq!(again["bytesFetched"], 0, "{again}");
+    // Under another tag: the manifest and blobs are there already; only the tag is new.
+    let (status, other) = import(&b, "mirror/app", &cid, Some("stable")).await;
+    assert_eq!(status, 201, "{other}");
+    assert_eq!(other["tag"], "stable", "{other}");
+    assert_eq!(other["bytesFetched"], 0, "{other}");
+    assert_eq!(status_of(&b, "/v2/mirror/app/manifests/stable").await, 200);
+
+    // Bad requests name what is wrong.
+    let answer = client()
+        .post(b.url("/v2/_ext/mirror/app/import"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+}
+
+async fn a_multi_platform_index_imports_with_every_platform(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let amd64 = small_image();
+    let shared = amd64.layers[1].clone();
+    let arm64 = make_image_from_layers(
+        "arm64",
+        "linux",
+        vec![shared, make_layer(1, LayerSpec::gzip(300 * 1024), false)],
+        false,
+    );
+    let index = make_index(&[amd64.clone(), arm64.clone()]);
+    let mut contents: Vec<&Blob> = vec![&amd64.manifest, &arm64.manifest];
+    contents.extend(amd64.blobs());
+    contents.extend(arm64.blobs());
+    let source = tempfile::tempdir().unwrap();
+    write_oci_layout(source.path(), "multi", &index, contents.iter().copied());
+    skopeo
+        .copy(
+            &format!("oci:{}:multi", source.path().display()),
+            &format!("docker://{}/fed/multi:multi", a.host()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+    let cid = image_cid(&a, "fed/multi", "multi").await;
+
+    let b = start_b(pair, gateway_for(pair, &a)).await;
+    let (status, body) = import(&b, "fed/multi", &cid, None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["manifests"], 3, "{body}");
+    // Two configs, three distinct layers (one shared by both platforms).
+    assert_eq!(body["blobs"], 5, "{body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = dir.path().join("pulled");
+    skopeo
+        .copy(
+            &format!("docker://{}/fed/multi:multi", b.host()),
+            &format!("oci:{}:multi", pulled.display()),
+            &["--all", "--preserve-digests"],
+        )
+        .await;
+    let pulled = OciLayout::open(&pulled);
+    assert_eq!(pulled.tagged("multi")["digest"], index.digest.as_str());
+    for blob in contents.iter().copied().chain([&index]) {
+        assert!(pulled.blob(&blob.digest) == blob.data, "{}", blob.digest);
+    }
+}
+
+/// How the test gateway lies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lie {
+    /// Serves what it holds, faithfully.
+    None,
+    /// Flips a byte of this block wherever it serves it (alone, or in a CAR).
+    Corrupt(Cid),
+    /// Cuts every CAR short by a few bytes.
+    TruncateCars,
+}
+
+/// A trustless gateway over a map of blocks (`?format=raw` and `?format=car`), speaking
+/// just enough HTTP/1.1 (one request per connection), that can lie.
+struct TestGateway {
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestGateway {
+    async fn start(blocks: HashMap<Cid, Vec<u8>>, lie: Lie) -> TestGateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let blocks = Arc::new(blocks);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let blocks = blocks.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let (status, body) = answer(&blocks, lie, &target).await;
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        TestGateway { base, task }
+    }
+}
+
+async fn answer(blocks: &HashMap<Cid, Vec<u8>>, lie: Lie, target: &str) -> (&'static str, Vec<u8>) {
+    let Some(rest) = target.strip_prefix("/ipfs/") else {
+        return ("404 Not Found", Vec::new());
+    };
+    let (cid, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Ok(cid) = cid.parse::<Cid>() else {
+        return ("400 Bad Request", Vec::new());
+    };
+    let served = |cid: &Cid| {
+        blocks.get(cid).map(|block| {
+            let mut block = block.clone();
+            if lie == Lie::Corrupt(*cid) {
+                let last = block.len() - 1;
+                block[last] ^= 0xff;
+            }
+            block
+        })
+    };
+    if query.contains("format=raw") {
+        return match served(&cid) {
+            Some(block) => ("200 OK", block),
+            None => ("404 Not Found", Vec::new()),
+        };
+    }
+    if !query.contains("format=car") || !blocks.contains_key(&cid) {
+        return ("404 Not Found", Vec::new());
+    }
+    // Root first, depth first, each block once; a block it lacks is left out.
+    let mut car = Vec::new();
+    let mut writer = iroh_car::CarWriter::new(iroh_car::CarHeader::new_v1(vec![cid]), &mut car);
+    let mut seen = HashSet::new();
+    let mut stack = vec![cid];
+    while let Some(next) = stack.pop() {
+        if !seen.insert(next) {
+            continue;
+        }
+        let Some(block) = served(&next) else { continue };
+        if next.codec() == DAG_PB_CODEC {
+            let node = ipld_dagpb::PbNode::from_bytes(Bytes::from(blocks[&next].clone())).unwrap();
+            stack.extend(node.links.iter().rev().map(|l| l.cid));
+        }
+        writer.write(next, &block).await.unwrap();
+    }
+    writer.finish().await.unwrap();
+    if lie == Lie::TruncateCars {
+        car.truncate(car.len() - 7);
+    }
+    ("200 OK", car)
+}
+
+/// Every block of the DAG under `root`, from `registry`'s gateway as one verified CAR.
+async fn blocks_of(registry: &TestRegistry, root: &Cid) -> HashMap<Cid, Vec<u8>> {
+    let answer = client()
+        .get(registry.url(&format!("/ipfs/{root}?format=car")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = Box::pin(
+        answer
+            .bytes_stream()
+            .map(|p| p.map_err(std::io::Error::other)),
+    );
+    let mut verified = ipfs_registry::blobs::verified_car::verified(*root, body);
+    let mut car = Vec::new();
+    while let Some(piece) = verified.next().await {
+        car.extend_from_slice(&piece.unwrap());
+    }
+    let mut reader = iroh_car::CarReader::new(std::io::Cursor::new(car))
+        .await
+        .unwrap();
+    let mut blocks = HashMap::new();
+    while let Some((cid, block)) = reader.next_block().await.unwrap() {
+        blocks.insert(cid, block);
+    }
+    blocks
+}
+
+/// The leaves (raw blocks) of the DAG under `root`.
+fn leaves_of(blocks: &HashMap<Cid, Vec<u8>>, root: &Cid) -> Vec<Cid> {
+    let mut leaves = Vec::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if cid.codec() == DAG_PB_CODEC {
+            let node = ipld_dagpb::PbNode::from_bytes(Bytes::from(blocks[&cid].clone())).unwrap();
+            stack.extend(node.links.iter().map(|l| l.cid));
+        } else {
+            leaves.push(cid);
+        }
+    }
+    leaves
+}
+
+/// Asserts an import of `cid` from `gateway` is refused as LAYOUT_INVALID (its message
+/// containing `reason`) and leaves nothing tagged in `repo`.
+async fn refused(pair: StorePair, gateway: &TestGateway, cid: &Cid, repo: &str, reason: &str) {
+    let b = start_b(pair, Some(gateway.base.clone())).await;
+    let (status, body) = import(&b, repo, cid, Some("v1")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["code"], "LAYOUT_INVALID", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(reason), "{reason:?} not in {body}");
+    assert_eq!(
+        status_of(&b, &format!("/v2/{repo}/manifests/v1")).await,
+        404
+    );
+    let tags = client()
+        .get(b.url(&format!("/v2/{repo}/tags/list")))
+        .send()
+        .await
+        .unwrap();
+    let tags: serde_json::Value = tags.json().await.unwrap_or_default();
+    assert!(
+        tags["tags"].as_array().is_none_or(|t| t.is_empty()),
+        "{tags}"
+    );
+}
+
+async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let image = small_image();
+    push(&skopeo, &a, &image, "fed/app:v1").await;
+    let cid = image_cid(&a, "fed/app", "v1").await;
+    let blocks = blocks_of(&a, &cid).await;
+
+    // Honest, the test gateway is a source like any other.
+    let honest = TestGateway::start(blocks.clone(), Lie::None).await;
+    let b = start_b(pair, Some(honest.base.clone())).await;
+    let (status, body) = import(&b, "ok/app", &cid, None).await;
+    assert_eq!(status, 201, "{body}");
+
+    // One leaf of the large layer, served wrong (alone and inside the layer's CAR).
+    let layer = &image.layers[0].blob;
+    let layer_root = blocks_root_of(&blocks, &cid, &layer.digest);
+    let leaf = leaves_of(&blocks, &layer_root)[1];
+    let corrupt = TestGateway::start(blocks.clone(), Lie::Corrupt(leaf)).await;
+    refused(
+        pair,
+        &corrupt,
+        &cid,
+        "corrupt/app",
+        "does not match its CID",
+    )
+    .await;
+
+    // Every CAR cut short.
+    let truncated = TestGateway::start(blocks.clone(), Lie::TruncateCars).await;
+    refused(pair, &truncated, &cid, "cut/app", "CAR").await;
+
+    // A block missing.
+    let mut missing = blocks.clone();
+    missing.remove(&leaf);
+    let missing = TestGateway::start(missing, Lie::None).await;
+    refused(pair, &missing, &cid, "missing/app", &leaf.to_string()).await;
+
+    // A layout whose layer file is not the layer: every block matches its CID, the bytes
+    // do not match the digest they are filed under.
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        Digest::sha256_of(&image.manifest.data),
+        Content::Bytes(Bytes::from(image.manifest.data.clone())),
+    );
+    for blob in image.blobs() {
+        let mut data = blob.data.clone();
+        if blob.digest == layer.digest {
+            data[100] ^= 1;
+        }
+        files.insert(
+            blob.digest.parse().unwrap(),
+            Content::Bytes(Bytes::from(data)),
+        );
+    }
+    let forged = layout::build(
+        &layout::Image {
+            tag: "v1".into(),
+            media_type: image.manifest.media_type.clone(),
+            digest: Digest::sha256_of(&image.manifest.data),
+            size: image.manifest.data.len() as u64,
+            blobs: files,
+        },
+        a.config.import_profile.chunk_size,
+    )
+    .unwrap();
+    let forged_blocks: HashMap<Cid, Vec<u8>> = forged
+        .blocks
+        .iter()
+        .map(|(cid, bytes)| (*cid, bytes.to_vec()))
+        .collect();
+    let forger = TestGateway::start(forged_blocks, Lie::None).await;
+    refused(pair, &forger, &forged.root, "forged/app", &layer.digest).await;
+
+    // A directory that is not a layout.
+    let (other, other_block, _) =
+        ipfs_registry::blobs::unixfs::directory_node(&[("hello".to_owned(), leaf, 1)]);
+    let mut not_layout = blocks.clone();
+    not_layout.insert(other, other_block.to_vec());
+    let plain = TestGateway::start(not_layout, Lie::None).await;
+    refused(pair, &plain, &other, "plain/app", "not an OCI image layout").await;
+}
+
+/// The root of the file `blobs/sha256/<hex of digest>` in the layout under `root`.
+fn blocks_root_of(blocks: &HashMap<Cid, Vec<u8>>, root: &Cid, digest: &str) -> Cid {
+    let link = |cid: &Cid, name: &str| {
+        let node = ipld_dagpb::PbNode::from_bytes(Bytes::from(blocks[cid].clone())).unwrap();
+        node.links
+            .iter()
+            .find(|l| l.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {cid}"))
+            .cid
+    };
+    let blobs = link(root, "blobs");
+    let sha256 = link(&blobs, "sha256");
+    link(&sha256, digest_hex(digest))
+}
