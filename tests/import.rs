@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 common::on_each_store_pair!(an_image_imports_by_cid_into_another_registry_byte_exact);
 common::on_each_store_pair!(a_multi_platform_index_imports_with_every_platform);
 common::on_each_store_pair!(lying_sources_are_refused_and_nothing_is_tagged);
+common::on_each_store_pair!(the_cli_imports_and_says_why_it_refuses);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -98,6 +99,20 @@ fn small_image() -> Image {
     )
 }
 
+/// [`small_image`] plus a layer of zeros whose DAG repeats one chunk: a CAR sends that
+/// block once, and the importer reads it again for each place it fills.
+fn image_with_repeated_chunks() -> Image {
+    let base = small_image();
+    let tar = tar_with_file("zeros.bin", &vec![0; 900 * 1024]);
+    let zeros = Layer {
+        diff_id: sha256_digest(&tar),
+        blob: Blob::new(OCI_LAYER_TAR, tar),
+    };
+    let mut layers = base.layers.clone();
+    layers.push(zeros);
+    make_image_from_layers("amd64", "linux", layers, false)
+}
+
 /// B: its own metadata; in embedded mode it reads from `gateway` (A's, unless a test
 /// gateway stands in). In Kubo mode without a gateway it reads through the node.
 async fn start_b(pair: StorePair, gateway: Option<String>) -> TestRegistry {
@@ -133,7 +148,7 @@ async fn status_of(registry: &TestRegistry, path: &str) -> u16 {
 async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePair) {
     let a = pair.start_registry().await;
     let skopeo = Skopeo::new();
-    let image = small_image();
+    let image = image_with_repeated_chunks();
     push(&skopeo, &a, &image, "fed/app:v1").await;
     let cid = image_cid(&a, "fed/app", "v1").await;
 
@@ -142,7 +157,7 @@ async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePai
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["tag"], "v1", "{body}");
     assert_eq!(body["digest"], image.manifest.digest.as_str(), "{body}");
-    assert_eq!(body["blobs"], 3, "{body}");
+    assert_eq!(body["blobs"], 4, "{body}");
     assert_eq!(body["blobsPresent"], 0, "{body}");
     assert_eq!(body["unchanged"], false, "{body}");
 
@@ -513,4 +528,59 @@ fn blocks_root_of(blocks: &HashMap<Cid, Vec<u8>>, root: &Cid, digest: &str) -> C
     let blobs = link(root, "blobs");
     let sha256 = link(&blobs, "sha256");
     link(&sha256, digest_hex(digest))
+}
+
+/// `ipfs-registry import <cid> <repo>[:<tag>]` on B's stores (B running): the tag from the
+/// layout, then one given; a CID that is no layout exits non-zero saying so.
+async fn the_cli_imports_and_says_why_it_refuses(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let image = small_image();
+    push(&skopeo, &a, &image, "fed/app:v1").await;
+    let cid = image_cid(&a, "fed/app", "v1").await;
+    let gateway = gateway_for(pair, &a);
+    let b = start_b(pair, gateway.clone()).await;
+    let run = |args: &[&str]| {
+        let mut command = common::cli::registry_command();
+        command.envs(common::cli::stores_env(&b.config));
+        if let Some(gateway) = &gateway {
+            command.env(
+                "IPFS_REGISTRY_FEDERATION__GATEWAYS",
+                format!("[\"{gateway}\"]"),
+            );
+        }
+        command.arg("import").args(args);
+        async move {
+            tokio::task::spawn_blocking(move || command.output().expect("run ipfs-registry import"))
+                .await
+                .unwrap()
+        }
+    };
+    let cid_arg = cid.to_string();
+    let out = run(&[&cid_arg, "cli/app"]).await;
+    let stdout = common::cli::succeeded(&out);
+    assert_eq!(
+        stdout.trim(),
+        format!("cli/app:v1 {}", image.manifest.digest)
+    );
+    let out = run(&[&cid_arg, "cli/app:stable"]).await;
+    let stdout = common::cli::succeeded(&out);
+    assert_eq!(
+        stdout.trim(),
+        format!("cli/app:stable {}", image.manifest.digest)
+    );
+    for tag in ["v1", "stable"] {
+        assert_eq!(
+            status_of(&b, &format!("/v2/cli/app/manifests/{tag}")).await,
+            200
+        );
+    }
+
+    // A layer's CID is no layout: refused, with the reason.
+    let layer = common::cid_of_blob(&image.layers[1].blob.data).to_string();
+    let out = run(&[&layer, "cli/nope:v1"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not an image layout"), "{stderr}");
+    assert_eq!(status_of(&b, "/v2/cli/nope/manifests/v1").await, 404);
 }
