@@ -584,3 +584,79 @@ async fn the_cli_imports_and_says_why_it_refuses(pair: StorePair) {
     assert!(stderr.contains("is not an image layout"), "{stderr}");
     assert_eq!(status_of(&b, "/v2/cli/nope/manifests/v1").await, 404);
 }
+
+/// Two registries that share nothing but the IPFS network: A on node 1, B on node 2 (its
+/// own database), the nodes connected over loopback. Push to A, stop A's registry process
+/// (only node 1 is left), import by CID on B, pull from B byte-exact: the blocks came over
+/// IPFS, not A's HTTP. Measures the seconds from the push on A to pullable on B for a
+/// ~10 MiB image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_crosses_between_two_nodes_while_its_registry_is_stopped() {
+    use common::private_node::PrivateNode;
+    let (node1, node2) = tokio::join!(
+        tokio::task::spawn_blocking(PrivateNode::start_on_swarm),
+        tokio::task::spawn_blocking(PrivateNode::start_on_swarm),
+    );
+    let (node1, node2) = (node1.unwrap(), node2.unwrap());
+    node2.connect(&node1).await;
+    let on = |node: &PrivateNode| {
+        let url = node.url.clone();
+        move |config: &mut ipfs_registry::config::Config| config.ipfs.url = Some(url)
+    };
+    let a = StorePair::PostgresIpfsNode
+        .start_registry_with(on(&node1))
+        .await;
+    let skopeo = Skopeo::new();
+    let image = make_image(
+        "amd64",
+        "linux",
+        &[LayerSpec::gzip(6 << 20), LayerSpec::gzip(4 << 20)],
+        false,
+    );
+    let started = Instant::now();
+    push(&skopeo, &a, &image, "fed/big:v1").await;
+    let pushed = started.elapsed();
+    let cid = image_cid(&a, "fed/big", "v1").await;
+    let published = started.elapsed();
+    let a_base = a.base.clone();
+    a.server.stop().await;
+    assert!(
+        client().get(format!("{a_base}/v2/")).send().await.is_err(),
+        "A's registry still answers"
+    );
+
+    let b = StorePair::PostgresIpfsNode
+        .start_registry_with(on(&node2))
+        .await;
+    let before_import = started.elapsed();
+    let (status, body) = import(&b, "fed/big", &cid, None).await;
+    assert_eq!(status, 201, "{body}");
+    let imported = started.elapsed();
+    assert!(body["bytesFetched"].as_u64().unwrap() > 10 << 20, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = dir.path().join("pulled");
+    skopeo
+        .copy(
+            &format!("docker://{}/fed/big:v1", b.host()),
+            &format!("oci:{}:v1", pulled.display()),
+            &["--preserve-digests"],
+        )
+        .await;
+    let pullable = started.elapsed();
+    let pulled = OciLayout::open(&pulled);
+    assert!(pulled.blob(&image.manifest.digest) == image.manifest.data);
+    for blob in image.blobs() {
+        assert!(pulled.blob(&blob.digest) == blob.data, "{}", blob.digest);
+    }
+    eprintln!(
+        "two nodes, {} bytes: pushed to A in {:.1} s, published at {:.1} s, B started at \
+         {:.1} s, imported at {:.1} s (import {:.1} s), pulled from B at {:.1} s",
+        image.blobs().iter().map(|b| b.data.len()).sum::<usize>() + image.manifest.data.len(),
+        pushed.as_secs_f64(),
+        published.as_secs_f64(),
+        before_import.as_secs_f64(),
+        imported.as_secs_f64(),
+        (imported - before_import).as_secs_f64(),
+        pullable.as_secs_f64(),
+    );
+}
