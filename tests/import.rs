@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
+use common::federation::{push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -75,28 +76,6 @@ async fn import(
         .unwrap();
     let status = answer.status().as_u16();
     (status, answer.json().await.unwrap_or_default())
-}
-
-async fn push(skopeo: &Skopeo, registry: &TestRegistry, image: &Image, target: &str) {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(source.path(), "src", &image.manifest, image.blobs());
-    skopeo
-        .copy(
-            &format!("oci:{}:src", source.path().display()),
-            &format!("docker://{}/{target}", registry.host()),
-            &["--preserve-digests"],
-        )
-        .await;
-}
-
-/// A small image with one layer over a chunk (a multi-block file in the layout).
-fn small_image() -> Image {
-    make_image(
-        "amd64",
-        "linux",
-        &[LayerSpec::gzip(600 * 1024), LayerSpec::tar(20 * 1024)],
-        false,
-    )
 }
 
 /// [`small_image`] plus a layer of zeros whose DAG repeats one chunk: a CAR sends that
@@ -210,27 +189,8 @@ async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePai
 async fn a_multi_platform_index_imports_with_every_platform(pair: StorePair) {
     let a = pair.start_registry().await;
     let skopeo = Skopeo::new();
-    let amd64 = small_image();
-    let shared = amd64.layers[1].clone();
-    let arm64 = make_image_from_layers(
-        "arm64",
-        "linux",
-        vec![shared, make_layer(1, LayerSpec::gzip(300 * 1024), false)],
-        false,
-    );
-    let index = make_index(&[amd64.clone(), arm64.clone()]);
-    let mut contents: Vec<&Blob> = vec![&amd64.manifest, &arm64.manifest];
-    contents.extend(amd64.blobs());
-    contents.extend(arm64.blobs());
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(source.path(), "multi", &index, contents.iter().copied());
-    skopeo
-        .copy(
-            &format!("oci:{}:multi", source.path().display()),
-            &format!("docker://{}/fed/multi:multi", a.host()),
-            &["--all", "--preserve-digests"],
-        )
-        .await;
+    let platforms = PlatformIndex::new();
+    platforms.push(&skopeo, &a, "fed/multi:multi").await;
     let cid = image_cid(&a, "fed/multi", "multi").await;
 
     let b = start_b(pair, gateway_for(pair, &a)).await;
@@ -250,8 +210,9 @@ async fn a_multi_platform_index_imports_with_every_platform(pair: StorePair) {
         )
         .await;
     let pulled = OciLayout::open(&pulled);
+    let index = &platforms.index;
     assert_eq!(pulled.tagged("multi")["digest"], index.digest.as_str());
-    for blob in contents.iter().copied().chain([&index]) {
+    for blob in platforms.contents().into_iter().chain([index]) {
         assert!(pulled.blob(&blob.digest) == blob.data, "{}", blob.digest);
     }
 }

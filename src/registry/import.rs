@@ -156,9 +156,14 @@ impl Registry {
                 ))
             }
         };
-        let imported = self
-            .import_from(source, &root, repo, tag, origin, progress)
-            .await;
+        let importer = Importer {
+            registry: self,
+            source,
+            repo,
+            origin,
+            progress,
+        };
+        let imported = importer.import(&root, tag).await;
         if fetched_root {
             // The layout's own blocks (its directories, index.json) were only needed for
             // reading; publishing the imported tag pins the same root again when it is the
@@ -194,17 +199,48 @@ impl Registry {
             .map_err(|e| source_error(&format!("fetching {root} through the IPFS node"), e))?;
         Ok(true)
     }
+}
 
-    async fn import_from(
+/// The manifest `index.json` names: digest, media type, size.
+type Top = (Digest, String, u64);
+
+/// One import's steps, on one source into one repository.
+struct Importer<'a> {
+    registry: &'a Registry,
+    source: Arc<dyn DagSource>,
+    repo: &'a RepoName,
+    origin: &'a Origin,
+    progress: &'a (dyn Fn(ImportProgress) + Send + Sync),
+}
+
+impl Importer<'_> {
+    async fn import(&self, root: &Cid, tag: Option<Tag>) -> Result<Imported> {
+        let (top, tag, files) = self.read_layout(root, tag).await?;
+        let (manifests, blobs) = self.read_manifests(&top, &files).await?;
+        let (fetched, bytes_fetched) = self.store_blobs(&blobs, &files).await?;
+        let unchanged = self.put_manifests(&manifests, &top.0, &tag).await?;
+        Ok(Imported {
+            root: *root,
+            tag,
+            digest: top.0,
+            media_type: top.1,
+            manifests: manifests.len(),
+            manifests_present: manifests.iter().filter(|m| m.present).count(),
+            blobs: blobs.len(),
+            blobs_present: blobs.len() - fetched,
+            bytes_fetched,
+            unchanged,
+        })
+    }
+
+    /// Checks the root, `oci-layout` and `index.json`; returns the manifest to import, its
+    /// tag, and every file of `blobs/` by digest.
+    async fn read_layout(
         &self,
-        source: Arc<dyn DagSource>,
         root: &Cid,
-        repo: &RepoName,
         tag: Option<Tag>,
-        origin: &Origin,
-        progress: &(dyn Fn(ImportProgress) + Send + Sync),
-    ) -> Result<Imported> {
-        let max_manifest = self.settings.max_manifest_size;
+    ) -> Result<(Top, Tag, HashMap<Digest, Cid>)> {
+        let source = self.source.as_ref();
         let root_block = source
             .block(root)
             .await
@@ -225,7 +261,7 @@ impl Registry {
                 .copied()
                 .ok_or_else(|| invalid(format!("the layout has no {name}")))
         };
-        let oci_layout = read_small(source.as_ref(), &entry("oci-layout")?, MAX_OCI_LAYOUT)
+        let oci_layout = read_small(source, &entry("oci-layout")?, MAX_OCI_LAYOUT)
             .await
             .map_err(|e| source_error("oci-layout", e))?;
         match serde_json::from_slice::<OciLayout>(&oci_layout) {
@@ -238,18 +274,61 @@ impl Registry {
             }
             Err(e) => return Err(invalid(format!("oci-layout: {e}"))),
         }
-        let index = read_small(source.as_ref(), &entry("index.json")?, max_manifest)
+        let max_manifest = self.registry.settings.max_manifest_size;
+        let index = read_small(source, &entry("index.json")?, max_manifest)
             .await
             .map_err(|e| source_error("index.json", e))?;
         let index: LayoutIndex =
             serde_json::from_slice(&index).map_err(|e| invalid(format!("index.json: {e}")))?;
         let (top, tag) = choose(&index, tag)?;
-        let blob_files = self.blob_files(source.as_ref(), &entry("blobs")?).await?;
+        let files = self.blob_files(&entry("blobs")?).await?;
+        Ok((top, tag, files))
+    }
 
-        // The manifests, parents before children; the blobs they reference.
+    /// Every file of `blobs/<algorithm>/` by the digest it is named by.
+    async fn blob_files(&self, blobs: &Cid) -> Result<HashMap<Digest, Cid>> {
+        let directory = |block: &[u8], what: &str| {
+            directory_links(block).ok_or_else(|| {
+                invalid(format!(
+                    "{what} is not a plain UnixFS directory (sharded directories are not read)"
+                ))
+            })
+        };
+        let block = self
+            .source
+            .block(blobs)
+            .await
+            .map_err(|e| source_error("blobs/", e))?;
+        let mut files = HashMap::new();
+        for (algorithm, cid) in directory(&block, "blobs/")? {
+            let what = format!("blobs/{algorithm}/");
+            let block = self
+                .source
+                .block(&cid)
+                .await
+                .map_err(|e| source_error(&what, e))?;
+            for (hex, file) in directory(&block, &what)? {
+                // Files of unknown algorithms, or misnamed, are never referenced.
+                if let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() {
+                    files.insert(digest, file);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// The manifests from `top` down, parents before children, each checked against its
+    /// descriptor and parsed as a push would be; and the blobs (with their sizes) those not
+    /// yet in the repository reference.
+    async fn read_manifests(
+        &self,
+        top: &Top,
+        files: &HashMap<Digest, Cid>,
+    ) -> Result<(Vec<Manifest>, BTreeMap<Digest, u64>)> {
+        let max_manifest = self.registry.settings.max_manifest_size;
         let mut manifests: Vec<Manifest> = Vec::new();
         let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-        let mut pending = vec![(top.0.clone(), top.1.clone(), top.2)];
+        let mut pending = vec![top.clone()];
         let mut seen = BTreeSet::new();
         while let Some((digest, media_type, size)) = pending.pop() {
             if !seen.insert(digest.clone()) {
@@ -261,8 +340,9 @@ impl Registry {
                 )));
             }
             if let Some(stored) = self
+                .registry
                 .meta
-                .manifest(repo, &Reference::Digest(digest.clone()))
+                .manifest(self.repo, &Reference::Digest(digest.clone()))
                 .await?
             {
                 // In the repository already, and with it everything it references.
@@ -279,48 +359,16 @@ impl Registry {
                     "manifest {digest}: {size} bytes, over this registry's limit of {max_manifest}"
                 )));
             }
-            let cid = blob_files
+            let cid = files
                 .get(&digest)
                 .ok_or_else(|| invalid(format!("manifest {digest} is not in the layout")))?;
-            let content = read_small(source.as_ref(), cid, max_manifest)
+            let content = read_small(self.source.as_ref(), cid, max_manifest)
                 .await
                 .map_err(|e| source_error(&format!("manifest {digest}"), e))?;
             check_bytes(&digest, size, &content)?;
             let parsed = manifest::parse(&content, Some(&media_type))
                 .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
-            let children: BTreeMap<&Digest, &manifest::Descriptor> =
-                parsed.manifests.iter().map(|d| (&d.digest, d)).collect();
-            let sizes: BTreeMap<&Digest, i64> = parsed
-                .config
-                .iter()
-                .chain(&parsed.layers)
-                .map(|d| (&d.digest, d.size))
-                .collect();
-            for (reference, kind) in &parsed.references {
-                match kind {
-                    ReferenceKind::Manifest => {
-                        let child = children.get(reference).ok_or_else(|| {
-                            invalid(format!(
-                                "manifest {digest}: child {reference} without a descriptor"
-                            ))
-                        })?;
-                        pending.push((
-                            reference.clone(),
-                            child.media_type.clone(),
-                            u64::try_from(child.size).map_err(|_| {
-                                invalid(format!("manifest {digest}: negative size of {reference}"))
-                            })?,
-                        ));
-                    }
-                    ReferenceKind::Blob => {
-                        let size = sizes.get(reference).copied().unwrap_or(-1);
-                        let size = u64::try_from(size).map_err(|_| {
-                            invalid(format!("manifest {digest}: no size for blob {reference}"))
-                        })?;
-                        blobs.insert(reference.clone(), size);
-                    }
-                }
-            }
+            references(&digest, &parsed, &mut pending, &mut blobs)?;
             manifests.push(Manifest {
                 digest,
                 media_type,
@@ -328,50 +376,51 @@ impl Registry {
                 present: false,
             });
         }
+        Ok((manifests, blobs))
+    }
 
-        // Blobs: what the repository has is skipped; the rest must be in the layout.
+    /// Stores the blobs the repository lacks, read from the layout and verified against
+    /// their digests and sizes; returns how many, and their bytes.
+    async fn store_blobs(
+        &self,
+        blobs: &BTreeMap<Digest, u64>,
+        files: &HashMap<Digest, Cid>,
+    ) -> Result<(usize, u64)> {
         let mut fetch = Vec::new();
-        for (digest, size) in &blobs {
-            if self.meta.repository_blob(repo, digest).await?.is_some() {
+        for (digest, size) in blobs {
+            if self
+                .registry
+                .meta
+                .repository_blob(self.repo, digest)
+                .await?
+                .is_some()
+            {
                 continue;
             }
-            let cid = blob_files.get(digest).ok_or_else(|| {
+            let cid = files.get(digest).ok_or_else(|| {
                 invalid(format!(
-                    "blob {digest} is neither in the layout nor in repository {repo}"
+                    "blob {digest} is neither in the layout nor in repository {}",
+                    self.repo
                 ))
             })?;
-            fetch.push((digest.clone(), *size, *cid));
+            fetch.push((digest, *size, *cid));
         }
-        let planned_bytes = fetch.iter().map(|(_, size, _)| size).sum();
-        progress(ImportProgress::Planned {
+        let bytes = fetch.iter().map(|(_, size, _)| size).sum();
+        (self.progress)(ImportProgress::Planned {
             fetch: fetch.len(),
             total: blobs.len(),
-            bytes: planned_bytes,
+            bytes,
         });
         let done = std::sync::atomic::AtomicUsize::new(0);
         let stores: Vec<_> = fetch
             .iter()
             .map(|(digest, size, cid)| {
-                let (source, done) = (source.clone(), &done);
+                let done = &done;
                 async move {
-                    let what = format!("blob {digest}");
-                    let body = source.file(cid).await.map_err(|e| source_error(&what, e))?;
-                    self.store_verified(repo, digest, body, Some(*size), None)
-                        .await
-                        .map_err(|e| match e {
-                            RegistryError::DigestInvalid(m)
-                            | RegistryError::SizeInvalid(m)
-                            | RegistryError::BlobUploadInvalid(m) => {
-                                invalid(format!("{what}: {m}"))
-                            }
-                            RegistryError::TooLarge(m) => {
-                                RegistryError::TooLarge(format!("{what}: {m}"))
-                            }
-                            e => e,
-                        })?;
+                    self.store_blob(digest, *size, cid).await?;
                     let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(ImportProgress::Fetched {
-                        digest: digest.clone(),
+                    (self.progress)(ImportProgress::Fetched {
+                        digest: (*digest).clone(),
                         size: *size,
                         done,
                     });
@@ -383,89 +432,114 @@ impl Registry {
             .buffer_unordered(PARALLEL_FETCHES)
             .try_collect::<()>()
             .await?;
-
-        // Manifests children first, each validated as a push is; the tag last.
-        let (top_digest, top_media_type, _) = top;
-        for m in manifests.iter().rev().filter(|m| !m.present) {
-            if m.digest == top_digest {
-                continue;
-            }
-            let push = ManifestPush {
-                content: m.content.clone(),
-                content_type: Some(m.media_type.clone()),
-            };
-            self.put_manifest(repo, &Reference::Digest(m.digest.clone()), push, origin)
-                .await?;
-        }
-        let tagged = self
-            .meta
-            .manifest(repo, &Reference::Tag(tag.clone()))
-            .await?;
-        let unchanged = tagged.is_some_and(|t| t.digest == top_digest);
-        let top_manifest = manifests
-            .iter()
-            .find(|m| m.digest == top_digest)
-            .ok_or_else(|| RegistryError::Internal("the tagged manifest was not read".into()))?;
-        if !unchanged {
-            let push = ManifestPush {
-                content: top_manifest.content.clone(),
-                content_type: Some(top_manifest.media_type.clone()),
-            };
-            self.put_manifest(repo, &Reference::Tag(tag.clone()), push, origin)
-                .await?;
-        }
-        Ok(Imported {
-            root: *root,
-            tag,
-            digest: top_digest,
-            media_type: top_media_type,
-            manifests: manifests.len(),
-            manifests_present: manifests.iter().filter(|m| m.present).count(),
-            blobs: blobs.len(),
-            blobs_present: blobs.len() - fetch.len(),
-            bytes_fetched: planned_bytes,
-            unchanged,
-        })
+        Ok((fetch.len(), bytes))
     }
 
-    /// Every file of `blobs/<algorithm>/` by the digest it is named by.
-    async fn blob_files(
-        &self,
-        source: &dyn DagSource,
-        blobs: &Cid,
-    ) -> Result<HashMap<Digest, Cid>> {
-        let directory = |block: &[u8], what: &str| {
-            directory_links(block).ok_or_else(|| {
-                invalid(format!(
-                    "{what} is not a plain UnixFS directory (sharded directories are not read)"
-                ))
-            })
-        };
-        let block = source
-            .block(blobs)
+    /// One blob, streamed from the source into the blob store as a push is: recorded and
+    /// linked only once its bytes match `digest` and `size`.
+    async fn store_blob(&self, digest: &Digest, size: u64, cid: &Cid) -> Result<()> {
+        let what = format!("blob {digest}");
+        let body = self
+            .source
+            .file(cid)
             .await
-            .map_err(|e| source_error("blobs/", e))?;
-        let mut files = HashMap::new();
-        for (algorithm, cid) in directory(&block, "blobs/")? {
-            let what = format!("blobs/{algorithm}/");
-            let block = source
-                .block(&cid)
-                .await
-                .map_err(|e| source_error(&what, e))?;
-            for (hex, file) in directory(&block, &what)? {
-                // Files of unknown algorithms, or misnamed, are never referenced.
-                if let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() {
-                    files.insert(digest, file);
-                }
+            .map_err(|e| source_error(&what, e))?;
+        self.registry
+            .store_verified(self.repo, digest, body, Some(size), None)
+            .await
+            .map_err(|e| match e {
+                RegistryError::DigestInvalid(m)
+                | RegistryError::SizeInvalid(m)
+                | RegistryError::BlobUploadInvalid(m) => invalid(format!("{what}: {m}")),
+                RegistryError::TooLarge(m) => RegistryError::TooLarge(format!("{what}: {m}")),
+                e => e,
+            })?;
+        Ok(())
+    }
+
+    /// Puts the manifests the repository lacks, children first, each as a push; then the
+    /// tag, with `top`, last. True when the tag already pointed at `top` (nothing put).
+    async fn put_manifests(&self, manifests: &[Manifest], top: &Digest, tag: &Tag) -> Result<bool> {
+        let push = |m: &Manifest| ManifestPush {
+            content: m.content.clone(),
+            content_type: Some(m.media_type.clone()),
+        };
+        for m in manifests
+            .iter()
+            .rev()
+            .filter(|m| !m.present && m.digest != *top)
+        {
+            let reference = Reference::Digest(m.digest.clone());
+            self.registry
+                .put_manifest(self.repo, &reference, push(m), self.origin)
+                .await?;
+        }
+        let reference = Reference::Tag(tag.clone());
+        let tagged = self.registry.meta.manifest(self.repo, &reference).await?;
+        if tagged.is_some_and(|t| t.digest == *top) {
+            return Ok(true);
+        }
+        let top = manifests
+            .iter()
+            .find(|m| m.digest == *top)
+            .ok_or_else(|| RegistryError::Internal("the tagged manifest was not read".into()))?;
+        self.registry
+            .put_manifest(self.repo, &reference, push(top), self.origin)
+            .await?;
+        Ok(false)
+    }
+}
+
+/// Adds what `parsed` (the manifest `digest`) references: child manifests to `pending`,
+/// blobs with their sizes to `blobs`.
+fn references(
+    digest: &Digest,
+    parsed: &manifest::ParsedManifest,
+    pending: &mut Vec<Top>,
+    blobs: &mut BTreeMap<Digest, u64>,
+) -> Result<()> {
+    let size = |reference: &Digest, size: i64| {
+        u64::try_from(size).map_err(|_| {
+            invalid(format!(
+                "manifest {digest}: a negative size for {reference}"
+            ))
+        })
+    };
+    let children: BTreeMap<&Digest, &manifest::Descriptor> =
+        parsed.manifests.iter().map(|d| (&d.digest, d)).collect();
+    let sizes: BTreeMap<&Digest, i64> = parsed
+        .config
+        .iter()
+        .chain(&parsed.layers)
+        .map(|d| (&d.digest, d.size))
+        .collect();
+    for (reference, kind) in &parsed.references {
+        match kind {
+            ReferenceKind::Manifest => {
+                let child = children.get(reference).ok_or_else(|| {
+                    invalid(format!(
+                        "manifest {digest}: child {reference} without a descriptor"
+                    ))
+                })?;
+                let bytes = size(reference, child.size)?;
+                pending.push((reference.clone(), child.media_type.clone(), bytes));
+            }
+            ReferenceKind::Blob => {
+                let declared = sizes.get(reference).copied().ok_or_else(|| {
+                    invalid(format!(
+                        "manifest {digest}: no descriptor for blob {reference}"
+                    ))
+                })?;
+                blobs.insert(reference.clone(), size(reference, declared)?);
             }
         }
-        Ok(files)
     }
+    Ok(())
 }
 
 /// The manifest of `index.json` to import, and the tag: the one named `tag`, or when no
 /// entry is named so (or no tag is asked for), the only entry.
-fn choose(index: &LayoutIndex, tag: Option<Tag>) -> Result<((Digest, String, u64), Tag)> {
+fn choose(index: &LayoutIndex, tag: Option<Tag>) -> Result<(Top, Tag)> {
     let named = |entry: &IndexEntry| entry.annotations.get(REF_NAME).cloned();
     let entry = match &tag {
         Some(tag) => index
