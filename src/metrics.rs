@@ -66,6 +66,7 @@ pub struct Metrics {
     pub gc_runs: Family<OutcomeLabels, Counter>,
     /// Image layouts published on tagged pushes (and by `publish`), by outcome.
     pub layouts_published: Family<OutcomeLabels, Counter>,
+    pub images_imported: Family<OutcomeLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -118,6 +119,7 @@ impl Metrics {
             uploads_in_progress: Gauge::default(),
             gc_runs: Family::default(),
             layouts_published: Family::default(),
+            images_imported: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -253,6 +255,11 @@ impl Metrics {
             m.layouts_published.clone(),
         );
         r.register(
+            "images_imported",
+            "Imports of images by CID, by outcome",
+            m.images_imported.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -315,6 +322,9 @@ impl Metrics {
                 .layouts_published
                 .get_or_create(&OutcomeLabels { outcome });
         }
+        for outcome in ["imported", "unchanged", "refused", "failed"] {
+            let _ = m.images_imported.get_or_create(&OutcomeLabels { outcome });
+        }
         Metrics { registry, ..m }
     }
 
@@ -372,6 +382,12 @@ impl Metrics {
 
     pub fn record_layout_published(&self, outcome: &'static str) {
         self.layouts_published
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_image_imported(&self, outcome: &'static str) {
+        self.images_imported
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -110,6 +110,20 @@ fn gateway_for(pair: StorePair, a: &TestRegistry) -> Option<String> {
     }
 }
 
+/// `images_imported_total{outcome=…}` of `registry`.
+async fn imports(registry: &TestRegistry, outcome: &str) -> f64 {
+    let exposition = client()
+        .get(registry.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("ipfs_registry_images_imported_total{{outcome=\"{outcome}\"}}");
+    common::metric_sample(&exposition, &series).unwrap_or_else(|| panic!("{series}"))
+}
+
 async fn status_of(registry: &TestRegistry, path: &str) -> u16 {
     client()
         .get(registry.url(path))
@@ -176,6 +190,8 @@ async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePai
     assert_eq!(other["tag"], "stable", "{other}");
     assert_eq!(other["bytesFetched"], 0, "{other}");
     assert_eq!(status_of(&b, "/v2/mirror/app/manifests/stable").await, 200);
+    assert_eq!(imports(&b, "imported").await, 2.0);
+    assert_eq!(imports(&b, "unchanged").await, 1.0);
 
     // Bad requests name what is wrong.
     let answer = client()
@@ -381,6 +397,7 @@ async fn refused(pair: StorePair, gateway: &TestGateway, cid: &Cid, repo: &str, 
         status_of(&b, &format!("/v2/{repo}/manifests/v1")).await,
         404
     );
+    assert_eq!(imports(&b, "refused").await, 1.0);
     let tags = client()
         .get(b.url(&format!("/v2/{repo}/tags/list")))
         .send()

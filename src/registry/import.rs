@@ -170,7 +170,34 @@ impl Registry {
             // same layout.
             self.release(&root).await;
         }
-        let imported = imported?;
+        let imported = match imported {
+            Ok(imported) => imported,
+            Err(e) => {
+                let refused = matches!(
+                    e,
+                    RegistryError::LayoutInvalid(_)
+                        | RegistryError::ManifestInvalid(_)
+                        | RegistryError::ManifestBlobUnknown(_)
+                        | RegistryError::TagImmutable(_)
+                        | RegistryError::TooLarge(_)
+                );
+                let outcome = if refused { "refused" } else { "failed" };
+                self.metrics.record_image_imported(outcome);
+                tracing::warn!(
+                    event = "image_import_failed",
+                    repository = %repo,
+                    ipfs_cid = %root,
+                    outcome,
+                    error = %e,
+                );
+                return Err(e);
+            }
+        };
+        self.metrics.record_image_imported(if imported.unchanged {
+            "unchanged"
+        } else {
+            "imported"
+        });
         tracing::info!(
             event = "image_import",
             repository = %repo,
