@@ -626,6 +626,9 @@ async fn an_image_crosses_between_two_nodes_while_its_registry_is_stopped() {
     for blob in image.blobs() {
         assert!(pulled.blob(&blob.digest) == blob.data, "{}", blob.digest);
     }
+    // B publishes the image itself, under the same image CID: node 2 now holds and
+    // announces the same blocks.
+    assert_eq!(image_cid(&b, "fed/big", "v1").await, cid);
     eprintln!(
         "two nodes, {} bytes: pushed to A in {:.1} s, published at {:.1} s, B started at \
          {:.1} s, imported at {:.1} s (import {:.1} s), pulled from B at {:.1} s",

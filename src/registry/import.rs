@@ -618,3 +618,76 @@ fn check_bytes(digest: &Digest, size: u64, content: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(entries: &[(&str, Option<&str>)]) -> LayoutIndex {
+        LayoutIndex {
+            manifests: entries
+                .iter()
+                .map(|(data, name)| IndexEntry {
+                    media_type: crate::oci::media::OCI_MANIFEST.into(),
+                    digest: Digest::sha256_of(data.as_bytes()).to_string(),
+                    size: data.len() as u64,
+                    annotations: name
+                        .map(|n| BTreeMap::from([(REF_NAME.to_owned(), n.to_owned())]))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn tag(name: &str) -> Tag {
+        name.parse().unwrap()
+    }
+
+    #[test]
+    fn the_tag_defaults_to_the_only_entrys_name() {
+        let ((digest, _, size), chosen) = choose(&index(&[("a", Some("v1"))]), None).unwrap();
+        assert_eq!(chosen, tag("v1"));
+        assert_eq!(digest, Digest::sha256_of(b"a"));
+        assert_eq!(size, 1);
+        // Another tag may be asked for: the only entry, tagged so.
+        let (_, chosen) = choose(&index(&[("a", Some("v1"))]), Some(tag("prod"))).unwrap();
+        assert_eq!(chosen, tag("prod"));
+    }
+
+    #[test]
+    fn several_entries_need_a_tag_that_names_one() {
+        let two = index(&[("a", Some("v1")), ("b", Some("v2"))]);
+        let ((digest, _, _), _) = choose(&two, Some(tag("v2"))).unwrap();
+        assert_eq!(digest, Digest::sha256_of(b"b"));
+        assert!(matches!(
+            choose(&two, None),
+            Err(RegistryError::LayoutInvalid(_))
+        ));
+        assert!(matches!(
+            choose(&two, Some(tag("v3"))),
+            Err(RegistryError::LayoutInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn an_unnamed_entry_needs_a_tag_and_a_bad_digest_is_refused() {
+        assert!(matches!(
+            choose(&index(&[("a", None)]), None),
+            Err(RegistryError::LayoutInvalid(m)) if m.contains("names no tag")
+        ));
+        let mut bad = index(&[("a", Some("v1"))]);
+        bad.manifests[0].digest = "sha256:nothex".into();
+        assert!(matches!(
+            choose(&bad, None),
+            Err(RegistryError::LayoutInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn bytes_are_checked_against_size_and_digest() {
+        let digest = Digest::sha256_of(b"abc");
+        assert!(check_bytes(&digest, 3, b"abc").is_ok());
+        assert!(check_bytes(&digest, 4, b"abc").is_err());
+        assert!(check_bytes(&digest, 3, b"abd").is_err());
+    }
+}
