@@ -248,6 +248,7 @@ enum Lie {
 /// just enough HTTP/1.1 (one request per connection), that can lie.
 struct TestGateway {
     base: String,
+    lie: Arc<std::sync::Mutex<Lie>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -262,9 +263,12 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let blocks = Arc::new(blocks);
+        let lie = Arc::new(std::sync::Mutex::new(lie));
+        let lying = lie.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let blocks = blocks.clone();
+                let lie = *lying.lock().unwrap();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
@@ -287,7 +291,12 @@ impl TestGateway {
                 });
             }
         });
-        TestGateway { base, task }
+        TestGateway { base, lie, task }
+    }
+
+    /// From now on, lies so (or not).
+    fn set_lie(&self, lie: Lie) {
+        *self.lie.lock().unwrap() = lie;
     }
 }
 
@@ -385,8 +394,15 @@ fn leaves_of(blocks: &HashMap<Cid, Vec<u8>>, root: &Cid) -> Vec<Cid> {
 }
 
 /// Asserts an import of `cid` from `gateway` is refused as LAYOUT_INVALID (its message
-/// containing `reason`) and leaves nothing tagged in `repo`.
-async fn refused(pair: StorePair, gateway: &TestGateway, cid: &Cid, repo: &str, reason: &str) {
+/// containing `reason`) and leaves nothing tagged in `repo`; returns the registry it
+/// started for it.
+async fn refused(
+    pair: StorePair,
+    gateway: &TestGateway,
+    cid: &Cid,
+    repo: &str,
+    reason: &str,
+) -> TestRegistry {
     let b = start_b(pair, Some(gateway.base.clone())).await;
     let (status, body) = import(&b, repo, cid, Some("v1")).await;
     assert_eq!(status, 400, "{body}");
@@ -408,6 +424,7 @@ async fn refused(pair: StorePair, gateway: &TestGateway, cid: &Cid, repo: &str, 
         tags["tags"].as_array().is_none_or(|t| t.is_empty()),
         "{tags}"
     );
+    b
 }
 
 async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
@@ -429,7 +446,7 @@ async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
     let layer_root = blocks_root_of(&blocks, &cid, &layer.digest);
     let leaf = leaves_of(&blocks, &layer_root)[1];
     let corrupt = TestGateway::start(blocks.clone(), Lie::Corrupt(leaf)).await;
-    refused(
+    let b = refused(
         pair,
         &corrupt,
         &cid,
@@ -437,6 +454,27 @@ async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
         "does not match its CID",
     )
     .await;
+    // The source mends its ways: the same import resumes (what the refused one stored is
+    // skipped) and the image is whole.
+    corrupt.set_lie(Lie::None);
+    let (status, body) = import(&b, "corrupt/app", &cid, Some("v1")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["blobs"], 3, "{body}");
+    for blob in image.blobs().into_iter().chain([&image.manifest]) {
+        let path = if blob.digest == image.manifest.digest {
+            "/v2/corrupt/app/manifests/v1".to_owned()
+        } else {
+            format!("/v2/corrupt/app/blobs/{}", blob.digest)
+        };
+        let answer = client()
+            .get(b.url(&path))
+            .header("Accept", image.manifest.media_type.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        assert!(answer.bytes().await.unwrap() == blob.data, "{path}");
+    }
 
     // Every CAR cut short.
     let truncated = TestGateway::start(blocks.clone(), Lie::TruncateCars).await;
