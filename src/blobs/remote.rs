@@ -78,7 +78,12 @@ pub struct Gateways {
 impl Gateways {
     /// `timeout` bounds connecting, waiting for an answer and every pause in a body.
     pub fn new(urls: Vec<Url>, timeout: Duration) -> Result<Gateways, BlobError> {
+        // https:// gateways are verified against the system's roots (crate::tls); the
+        // HTTP client is built without roots of its own.
+        let roots = crate::tls::root_store(None).map_err(BlobError::Backend)?;
+        let tls = crate::tls::verifying_client(roots).map_err(BlobError::Backend)?;
         let client = Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(timeout)
             .build()
             .map_err(|e| BlobError::Backend(format!("HTTP client: {e}")))?;
