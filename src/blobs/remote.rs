@@ -37,10 +37,12 @@ pub trait DagSource: Send + Sync + 'static {
     async fn file(&self, cid: &Cid) -> Result<ByteStream, BlobError>;
 }
 
-/// The configured IPFS node (Kubo mode). The caller first pins the root, which makes the
-/// node fetch every block from whoever has it (bitswap asks for many blocks at once; a
-/// `dag/export` of content not yet local walks the DAG one round trip per block); then
-/// blocks and files are read locally.
+/// The configured IPFS node (Kubo mode). Single blocks (the layout's directories, its small
+/// files) are fetched one by one ([`BlobStore::fetch_block`]), so a CID that is no layout
+/// costs a block, not its whole DAG. Before reading files, the caller pins the root, which
+/// makes the node fetch every block from whoever has it at once (bitswap asks for many
+/// blocks in parallel; a `dag/export` or `cat` of content not yet local walks the DAG about
+/// one round trip per block); then files are read locally.
 pub struct NodeSource {
     blobs: Arc<dyn BlobStore>,
 }
@@ -55,7 +57,7 @@ impl NodeSource {
 impl DagSource for NodeSource {
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         // Checked against its CID by the store.
-        self.blobs.block(cid).await
+        self.blobs.fetch_block(cid).await
     }
 
     async fn file(&self, cid: &Cid) -> Result<ByteStream, BlobError> {

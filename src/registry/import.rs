@@ -147,29 +147,26 @@ impl Registry {
             )));
         }
         let root = as_v1(root);
-        let (source, fetched_root): (Arc<dyn DagSource>, bool) = match source {
+        let (source, through_node): (Arc<dyn DagSource>, bool) = match source {
             ImportSource::Gateways(gateways) => (Arc::new(gateways.clone()), false),
-            ImportSource::Node => (Arc::new(NodeSource::new(self.blobs.clone())), self.fetch_into_node(&root).await?),
+            ImportSource::Node => (Arc::new(NodeSource::new(self.blobs.clone())), true),
             ImportSource::Unconfigured => {
                 return Err(RegistryError::Unsupported(
-                    "imports need a source: an IPFS node (ipfs.url) or trustless gateways (federation.gateways)".into(),
+                    "imports need a source: an IPFS node (ipfs.url) or trustless gateways \
+                     (federation.gateways)"
+                        .into(),
                 ))
             }
         };
         let importer = Importer {
             registry: self,
             source,
+            through_node,
             repo,
             origin,
             progress,
         };
         let imported = importer.import(&root, tag).await;
-        if fetched_root {
-            // The layout's own blocks (its directories, index.json) were only needed for
-            // reading; publishing the imported tag pins the same root again when it is the
-            // same layout.
-            self.release(&root).await;
-        }
         let imported = match imported {
             Ok(imported) => imported,
             Err(e) => {
@@ -235,6 +232,9 @@ type Top = (Digest, String, u64);
 struct Importer<'a> {
     registry: &'a Registry,
     source: Arc<dyn DagSource>,
+    /// Kubo mode: the node fetches the layout's whole DAG (by pinning its root) before
+    /// its files are read.
+    through_node: bool,
     repo: &'a RepoName,
     origin: &'a Origin,
     progress: &'a (dyn Fn(ImportProgress) + Send + Sync),
@@ -244,8 +244,28 @@ impl Importer<'_> {
     async fn import(&self, root: &Cid, tag: Option<Tag>) -> Result<Imported> {
         let (top, tag, files) = self.read_layout(root, tag).await?;
         let (manifests, blobs) = self.read_manifests(&top, &files).await?;
-        let (fetched, bytes_fetched) = self.store_blobs(&blobs, &files).await?;
-        let unchanged = self.put_manifests(&manifests, &top.0, &tag).await?;
+        let fetch = self.missing_blobs(&blobs, &files).await?;
+        // Only now, with the layout checked and every blob within the limits, is the whole
+        // DAG fetched.
+        let pinned = match self.through_node && !fetch.is_empty() {
+            true => self.registry.fetch_into_node(root).await?,
+            false => false,
+        };
+        let stored = match self.store_blobs(&fetch, blobs.len()).await {
+            Ok(bytes) => self
+                .put_manifests(&manifests, &top.0, &tag)
+                .await
+                .map(|unchanged| (bytes, unchanged)),
+            Err(e) => Err(e),
+        };
+        if pinned {
+            // The layout's own blocks (its directories, index.json) were only needed for
+            // reading; publishing the imported tag pins the same root again when it is the
+            // same layout.
+            self.registry.release(root).await;
+        }
+        let (bytes_fetched, unchanged) = stored?;
+        let fetched = fetch.len();
         Ok(Imported {
             root: *root,
             tag,
@@ -406,13 +426,13 @@ impl Importer<'_> {
         Ok((manifests, blobs))
     }
 
-    /// Stores the blobs the repository lacks, read from the layout and verified against
-    /// their digests and sizes; returns how many, and their bytes.
-    async fn store_blobs(
+    /// The blobs the repository lacks (digest, size, file in the layout), each within
+    /// `limits.max_blob_size`.
+    async fn missing_blobs(
         &self,
         blobs: &BTreeMap<Digest, u64>,
         files: &HashMap<Digest, Cid>,
-    ) -> Result<(usize, u64)> {
+    ) -> Result<Vec<(Digest, u64, Cid)>> {
         let mut fetch = Vec::new();
         for (digest, size) in blobs {
             if self
@@ -430,12 +450,25 @@ impl Importer<'_> {
                     self.repo
                 ))
             })?;
-            fetch.push((digest, *size, *cid));
+            if let Some(max) = self.registry.max_blob_size() {
+                if *size > max {
+                    return Err(RegistryError::TooLarge(format!(
+                        "blob {digest}: {size} bytes, over this registry's maximum blob size of {max}"
+                    )));
+                }
+            }
+            fetch.push((digest.clone(), *size, *cid));
         }
+        Ok(fetch)
+    }
+
+    /// Stores `fetch` (of `total` blobs), each read from the layout and verified against
+    /// its digest and size; returns their bytes.
+    async fn store_blobs(&self, fetch: &[(Digest, u64, Cid)], total: usize) -> Result<u64> {
         let bytes = fetch.iter().map(|(_, size, _)| size).sum();
         (self.progress)(ImportProgress::Planned {
             fetch: fetch.len(),
-            total: blobs.len(),
+            total,
             bytes,
         });
         let done = std::sync::atomic::AtomicUsize::new(0);
@@ -447,7 +480,7 @@ impl Importer<'_> {
                     self.store_blob(digest, *size, cid).await?;
                     let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     (self.progress)(ImportProgress::Fetched {
-                        digest: (*digest).clone(),
+                        digest: digest.clone(),
                         size: *size,
                         done,
                     });
@@ -459,7 +492,7 @@ impl Importer<'_> {
             .buffer_unordered(PARALLEL_FETCHES)
             .try_collect::<()>()
             .await?;
-        Ok((fetch.len(), bytes))
+        Ok(bytes)
     }
 
     /// One blob, streamed from the source into the blob store as a push is: recorded and
