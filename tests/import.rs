@@ -441,6 +441,22 @@ async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
     let (status, body) = import(&b, "ok/app", &cid, None).await;
     assert_eq!(status, 201, "{body}");
 
+    // A layer over this registry's limit is refused before any blob is fetched.
+    let small = pair
+        .start_registry_with(|config| {
+            config.federation.gateways = vec![honest.base.parse().unwrap()];
+            config.limits.max_blob_size = 100 * 1024;
+        })
+        .await;
+    let (status, body) = import(&small, "big/app", &cid, None).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["errors"][0]["code"], "SIZE_INVALID", "{body}");
+    assert_eq!(imports(&small, "refused").await, 1.0);
+    for blob in image.blobs() {
+        let path = format!("/v2/big/app/blobs/{}", blob.digest);
+        assert_eq!(status_of(&small, &path).await, 404, "{path}");
+    }
+
     // One leaf of the large layer, served wrong (alone and inside the layer's CAR).
     let layer = &image.layers[0].blob;
     let layer_root = blocks_root_of(&blocks, &cid, &layer.digest);
