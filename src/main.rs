@@ -668,7 +668,7 @@ async fn import(config: &Config, cid: &cid::Cid, target: &str) -> anyhow::Result
     let tag: Option<ipfs_registry::oci::Tag> = tag
         .map(|t| t.parse().with_context(|| format!("tag {t:?}")))
         .transpose()?;
-    let registry = std::sync::Arc::new(ipfs_registry::server::build_registry(config).await?);
+    let registry = ipfs_registry::server::build_registry(config).await?;
     let source = ipfs_registry::server::import_source(config)?;
     let origin = Origin {
         request_id: String::new(),
@@ -711,7 +711,8 @@ async fn import(config: &Config, cid: &cid::Cid, target: &str) -> anyhow::Result
         .import_image(&source, cid, &repo, tag, &origin, &progress)
         .await?;
     if !imported.unchanged {
-        // Published like a pushed tag; with auth on, only what anonymous users may pull.
+        // Published as `publish` does, here and now (no background publisher runs in this
+        // process); with auth on, only what anonymous users may pull.
         let public = if config.auth.enabled {
             let stores = ipfs_registry::server::metadata_stores(config).await?;
             stores
@@ -724,9 +725,13 @@ async fn import(config: &Config, cid: &cid::Cid, target: &str) -> anyhow::Result
         } else {
             true
         };
-        registry
-            .publish_after_push(&repo, &imported.tag, public)
-            .await;
+        if public {
+            if let Err(e) = registry.publish_layout(&repo, &imported.tag).await {
+                eprintln!(
+                    "ipfs-registry: imported, but not published ({e}); `ipfs-registry publish {repo}` retries"
+                );
+            }
+        }
     }
     eprintln!(
         "import: {}:{} {} ({} manifests, {} blobs: {} already here, {} bytes fetched){}",

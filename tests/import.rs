@@ -607,6 +607,8 @@ async fn the_cli_imports_and_says_why_it_refuses(pair: StorePair) {
             200
         );
     }
+    // The CLI publishes what it imported, under the same image CID.
+    assert_eq!(image_cid(&b, "cli/app", "v1").await, cid);
 
     // A layer's CID is no layout: refused, with the reason.
     let layer = common::cid_of_blob(&image.layers[1].blob.data).to_string();
