@@ -9,7 +9,9 @@
 #
 # Environment: IPFS_NODE_API_PORT (45001), IPFS_NODE_GATEWAY_PORT (48080),
 # IPFS_NODE_GRPC_PORT (45003), IPFS_NODE_START_TIMEOUT (60 s), IPFS_NODE_STOP_TIMEOUT (20 s),
-# IPFS_NODE_INSTALL_TIMEOUT (900 s).
+# IPFS_NODE_INSTALL_TIMEOUT (900 s), IPFS_NODE_SWARM_PORT (unset: no swarm address; set: a
+# TCP swarm address on 127.0.0.1, for tests whose nodes exchange blocks, see
+# docs/ipfs-node.md).
 # Only the URL goes to stdout (last line); progress and errors go to stderr.
 set -euo pipefail
 
@@ -23,6 +25,7 @@ INSTALL_LOG="$NODE_DIR/npm-install.log"
 API_PORT="${IPFS_NODE_API_PORT:-45001}"
 GATEWAY_PORT="${IPFS_NODE_GATEWAY_PORT:-48080}"
 GRPC_PORT="${IPFS_NODE_GRPC_PORT:-45003}"
+SWARM_PORT="${IPFS_NODE_SWARM_PORT:-}"
 START_TIMEOUT="${IPFS_NODE_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${IPFS_NODE_STOP_TIMEOUT:-20}"
 INSTALL_TIMEOUT="${IPFS_NODE_INSTALL_TIMEOUT:-900}"
@@ -125,6 +128,7 @@ init_repo() {
   fi
   # One direct edit of the JSON config (each `jsipfs config` call costs seconds).
   REPO_CONFIG="$REPO/config" API_PORT="$API_PORT" GATEWAY_PORT="$GATEWAY_PORT" GRPC_PORT="$GRPC_PORT" \
+    SWARM_PORT="$SWARM_PORT" \
     node -e '
       const fs = require("fs")
       const file = process.env.REPO_CONFIG
@@ -134,7 +138,7 @@ init_repo() {
         API: `/ip4/127.0.0.1/tcp/${e.API_PORT}`,
         Gateway: `/ip4/127.0.0.1/tcp/${e.GATEWAY_PORT}`,
         RPC: `/ip4/127.0.0.1/tcp/${e.GRPC_PORT}`,
-        Swarm: [],
+        Swarm: e.SWARM_PORT ? [`/ip4/127.0.0.1/tcp/${e.SWARM_PORT}`] : [],
         Announce: [],
         NoAnnounce: [],
         Delegates: []

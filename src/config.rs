@@ -76,6 +76,40 @@ pub struct Config {
     /// `[[retention]]`: what GC keeps per repository.
     #[serde(default)]
     pub retention: Vec<RetentionRule>,
+    /// Importing images by CID from other registries (docs/federation.md).
+    #[serde(default)]
+    pub federation: FederationConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Trustless gateways (`<url>/ipfs/<cid>?format=car|raw`) imports read layouts from,
+    /// tried in order. Empty: imports go through the IPFS node (`ipfs.url`); the embedded
+    /// store then cannot import.
+    #[serde(default)]
+    pub gateways: Vec<Url>,
+    /// How long a gateway may take to connect, to answer, or pause inside a body.
+    #[serde(
+        default = "FederationConfig::default_timeout",
+        with = "humantime_serde"
+    )]
+    pub timeout: Duration,
+}
+
+impl FederationConfig {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            gateways: Vec::new(),
+            timeout: FederationConfig::default_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +459,7 @@ impl Default for Config {
             mirror: Vec::new(),
             immutable: Vec::new(),
             retention: Vec::new(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -597,6 +632,17 @@ impl Config {
             if !matches!(url.scheme(), "http" | "https") {
                 return invalid("gateway.url", "must be an http:// or https:// URL");
             }
+        }
+        if self
+            .federation
+            .gateways
+            .iter()
+            .any(|url| !matches!(url.scheme(), "http" | "https"))
+        {
+            return invalid("federation.gateways", "must be http:// or https:// URLs");
+        }
+        if self.federation.timeout.is_zero() {
+            return invalid("federation.timeout", "must be > 0");
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");

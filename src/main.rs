@@ -80,6 +80,19 @@ enum Command {
     Publish {
         repository: Option<ipfs_registry::oci::RepoName>,
     },
+    /// Import an image by the CID of its OCI Image Layout (docs/federation.md): through the
+    /// IPFS node (ipfs.url), or from the trustless gateways of federation.gateways. Every
+    /// block is checked against its CID and every blob against its digest; the manifests
+    /// are put children first and the tag last, so a refused import tags nothing. What is
+    /// already in the repository is skipped: importing again is a no-op, an interrupted
+    /// import resumes. The tag defaults to the layout's org.opencontainers.image.ref.name.
+    /// Prints `<repository>:<tag> <digest>`.
+    Import {
+        /// The image CID (the root of the layout).
+        cid: cid::Cid,
+        /// REPOSITORY or REPOSITORY:TAG.
+        target: String,
+    },
     /// The notifications outbox: events waiting for delivery, and those given up on after
     /// their last attempt (docs/notifications.md).
     #[command(subcommand)]
@@ -637,6 +650,108 @@ async fn publish(
     Ok(())
 }
 
+/// `import`: one image, with a progress line on stderr when it is a terminal.
+async fn import(config: &Config, cid: &cid::Cid, target: &str) -> anyhow::Result<()> {
+    use ipfs_registry::registry::{ImportProgress, Origin};
+    use std::io::{IsTerminal, Write};
+    // A `:` after the last `/` starts the tag (a registry host's port is not part of a
+    // repository name).
+    let (repo, tag) = match target.rfind(':') {
+        Some(colon) if !target[colon..].contains('/') => {
+            (&target[..colon], Some(&target[colon + 1..]))
+        }
+        _ => (target, None),
+    };
+    let repo: ipfs_registry::oci::RepoName = repo
+        .parse()
+        .with_context(|| format!("repository {repo:?}"))?;
+    let tag: Option<ipfs_registry::oci::Tag> = tag
+        .map(|t| t.parse().with_context(|| format!("tag {t:?}")))
+        .transpose()?;
+    let registry = ipfs_registry::server::build_registry(config).await?;
+    let source = ipfs_registry::server::import_source(config)?;
+    let origin = Origin {
+        request_id: String::new(),
+        addr: String::new(),
+        host: String::new(),
+        method: "IMPORT".into(),
+        user_agent: format!("ipfs-registry/{}", env!("CARGO_PKG_VERSION")),
+        actor: None,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let planned = std::sync::atomic::AtomicUsize::new(0);
+    let progress = |step: ImportProgress| {
+        if !terminal {
+            return;
+        }
+        let mut err = std::io::stderr();
+        match step {
+            ImportProgress::Planned {
+                fetch,
+                total,
+                bytes,
+            } => {
+                planned.store(fetch, std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(
+                    err,
+                    "import: {total} blobs, {} already here, {fetch} to fetch ({bytes} bytes)",
+                    total - fetch
+                );
+            }
+            ImportProgress::Fetched { digest, size, done } => {
+                let all = planned.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = write!(err, "\r\x1b[K[{done}/{all}] {digest} ({size} bytes)");
+                if done == all {
+                    let _ = writeln!(err);
+                }
+            }
+        }
+    };
+    let imported = registry
+        .import_image(&source, cid, &repo, tag, &origin, &progress)
+        .await?;
+    if !imported.unchanged {
+        // Published as `publish` does, here and now (no background publisher runs in this
+        // process); with auth on, only what anonymous users may pull.
+        let public = if config.auth.enabled {
+            let stores = ipfs_registry::server::metadata_stores(config).await?;
+            stores
+                .users
+                .public_patterns()
+                .await?
+                .iter()
+                .filter_map(|p| p.parse::<ipfs_registry::auth::permission::Pattern>().ok())
+                .any(|p| p.matches(repo.as_str()))
+        } else {
+            true
+        };
+        if public {
+            if let Err(e) = registry.publish_layout(&repo, &imported.tag).await {
+                eprintln!(
+                    "ipfs-registry: imported, but not published ({e}); `ipfs-registry publish {repo}` retries"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "import: {}:{} {} ({} manifests, {} blobs: {} already here, {} bytes fetched){}",
+        repo,
+        imported.tag,
+        imported.digest,
+        imported.manifests,
+        imported.blobs,
+        imported.blobs_present,
+        imported.bytes_fetched,
+        if imported.unchanged {
+            "; the tag already pointed at it"
+        } else {
+            ""
+        }
+    );
+    println!("{repo}:{} {}", imported.tag, imported.digest);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -702,6 +817,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 verify(&registry, reindex.as_ref(), json, scrub_rate).await
             }
             Command::Publish { repository } => publish(&config, repository).await,
+            Command::Import { cid, target } => import(&config, &cid, &target).await,
             Command::MigrateBlobs => {
                 let report = ipfs_registry::blobs::migrate::into_configured_node(
                     &config,

@@ -79,6 +79,7 @@ pub struct Metrics {
     pub layouts_queued: Gauge,
     /// Pull-through mirror fetches, by kind and outcome.
     pub mirror_fetches: Family<MirrorLabels, Counter>,
+    pub images_imported: Family<OutcomeLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -133,6 +134,7 @@ impl Metrics {
             layouts_published: Family::default(),
             layouts_queued: Gauge::default(),
             mirror_fetches: Family::default(),
+            images_imported: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -278,6 +280,11 @@ impl Metrics {
             m.mirror_fetches.clone(),
         );
         r.register(
+            "images_imported",
+            "Imports of images by CID, by outcome",
+            m.images_imported.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -339,6 +346,9 @@ impl Metrics {
             let _ = m
                 .layouts_published
                 .get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["imported", "unchanged", "refused", "failed"] {
+            let _ = m.images_imported.get_or_create(&OutcomeLabels { outcome });
         }
         Metrics { registry, ..m }
     }
@@ -403,6 +413,12 @@ impl Metrics {
 
     pub fn record_layout_published(&self, outcome: &'static str) {
         self.layouts_published
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_image_imported(&self, outcome: &'static str) {
+        self.images_imported
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -44,6 +44,22 @@ fn registry_on(
     Ok(Registry::new(stores, settings(config), metrics, notifier).with_mirrors(mirrors))
 }
 
+/// Where imports read image layouts from: the configured gateways, else the IPFS node
+/// (Kubo mode).
+pub fn import_source(config: &Config) -> anyhow::Result<crate::registry::ImportSource> {
+    use crate::registry::ImportSource;
+    let federation = &config.federation;
+    if !federation.gateways.is_empty() {
+        let gateways =
+            blobs::remote::Gateways::new(federation.gateways.clone(), federation.timeout)?;
+        return Ok(ImportSource::Gateways(gateways));
+    }
+    Ok(match config.blobs_kind() {
+        BlobsKind::Kubo => ImportSource::Node,
+        BlobsKind::Embedded => ImportSource::Unconfigured,
+    })
+}
+
 /// The metadata store the configuration names, migrated, for a command that needs no
 /// registry (the admin commands, `migrate`); its metrics go nowhere.
 pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> {
@@ -127,6 +143,7 @@ pub fn serve(
         public_url: config.public_url.clone(),
         chunk_min_length: config.limits.chunk_min_length,
         gateway_url: config.gateway.url.clone(),
+        import_source: import_source(&config)?,
         auth,
     });
     let guard = Arc::new(middleware::Guard::new(

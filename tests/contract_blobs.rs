@@ -396,6 +396,9 @@ async fn every_block_is_served_as_its_cid_names_it(open: Open) {
     assert_eq!(stored.cid, root);
     for block in &blocks {
         let served = store.block(block.cid()).await.expect("stored block");
+        // A block held here is what fetching it (which may ask the network) gives too.
+        let fetched = store.fetch_block(block.cid()).await.expect("stored block");
+        assert_eq!(fetched, served);
         match block {
             Block::Leaf { offset, len, cid } => {
                 assert_eq!(cid.codec(), RAW_CODEC);

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
+use common::federation::{push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -145,28 +146,6 @@ fn collect_file(blocks: &HashMap<Cid, Vec<u8>>, cid: &Cid, out: &mut Vec<u8>) {
     }
 }
 
-/// A small image with one layer over a chunk (a multi-block file in the layout).
-fn small_image() -> Image {
-    make_image(
-        "amd64",
-        "linux",
-        &[LayerSpec::gzip(600 * 1024), LayerSpec::tar(20 * 1024)],
-        false,
-    )
-}
-
-async fn push(skopeo: &Skopeo, registry: &TestRegistry, image: &Image, target: &str) {
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(source.path(), "src", &image.manifest, image.blobs());
-    skopeo
-        .copy(
-            &format!("oci:{}:src", source.path().display()),
-            &format!("docker://{}/{target}", registry.host()),
-            &["--preserve-digests"],
-        )
-        .await;
-}
-
 async fn manifest_bytes(registry: &TestRegistry, repo: &str, reference: &str) -> Bytes {
     let answer = client()
         .get(registry.url(&format!("/v2/{repo}/manifests/{reference}")))
@@ -265,27 +244,14 @@ async fn a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact(pair: StorePai
 async fn a_multi_platform_index_is_one_layout_with_every_platform(pair: StorePair) {
     let registry = pair.start_registry().await;
     let skopeo = Skopeo::new();
-    let amd64 = small_image();
-    let shared = amd64.layers[1].clone();
-    let arm64 = make_image_from_layers(
-        "arm64",
-        "linux",
-        vec![shared, make_layer(1, LayerSpec::gzip(300 * 1024), false)],
-        false,
-    );
-    let index = make_index(&[amd64.clone(), arm64.clone()]);
-    let mut contents: Vec<&Blob> = vec![&amd64.manifest, &arm64.manifest];
-    contents.extend(amd64.blobs());
-    contents.extend(arm64.blobs());
-    let source = tempfile::tempdir().unwrap();
-    write_oci_layout(source.path(), "multi", &index, contents.iter().copied());
-    skopeo
-        .copy(
-            &format!("oci:{}:multi", source.path().display()),
-            &format!("docker://{}/fed/multi:multi", registry.host()),
-            &["--all", "--preserve-digests"],
-        )
-        .await;
+    let platforms = PlatformIndex::new();
+    platforms.push(&skopeo, &registry, "fed/multi:multi").await;
+    let PlatformIndex {
+        amd64,
+        arm64,
+        index,
+    } = &platforms;
+    let contents = platforms.contents();
 
     let cid = image_cid(&registry, "fed/multi", "multi").await;
     let blocks = car_blocks(fetch_car(pair, &registry, &cid).await).await;
@@ -306,7 +272,7 @@ async fn a_multi_platform_index_is_one_layout_with_every_platform(pair: StorePai
             .collect::<std::collections::BTreeSet<_>>(),
         expected
     );
-    for blob in contents.iter().copied().chain([&index]) {
+    for blob in contents.iter().copied().chain([index]) {
         assert!(all[&blob.digest] == blob.data, "{}", blob.digest);
     }
 

@@ -9,7 +9,7 @@ use futures::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::handlers::{
-    self, blobs, browse, listing, looked_up, manifests, pushed, uploads, Response,
+    self, blobs, browse, import, listing, looked_up, manifests, pushed, uploads, Response,
 };
 use super::AppState;
 use crate::auth::scope;
@@ -278,6 +278,15 @@ pub static ENDPOINTS: &[Endpoint] = &[
         other_methods: PULL,
         methods: Methods::Lookup(&[operation!(GET, PULL, |c, repo, reference| {
             Box::pin(async move { browse::layout(&c.state, &repo, &reference).await })
+        })]),
+    },
+    // Extension API: import an image by the CID of its OCI Image Layout (docs/federation.md).
+    Endpoint {
+        route: "ext_import",
+        paths: &["/_ext/{name}/import"],
+        other_methods: PUSH,
+        methods: Methods::Repository(&[operation!(POST, PUSH, |c, repo| {
+            Box::pin(async move { import::import(&c.state, &c.req, &repo).await })
         })]),
     },
 ];

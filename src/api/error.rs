@@ -72,6 +72,8 @@ impl ApiError {
                 RegistryError::DigestInvalid(_) => "DIGEST_INVALID",
                 RegistryError::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
                 RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",
+                // Not in the spec (no spec operation imports): the extension's own code.
+                RegistryError::LayoutInvalid(_) => "LAYOUT_INVALID",
                 RegistryError::ManifestUnknown | RegistryError::LayoutUnknown => "MANIFEST_UNKNOWN",
                 RegistryError::NameUnknown => "NAME_UNKNOWN",
                 RegistryError::SizeInvalid(_)
@@ -160,6 +162,7 @@ impl ResponseError for ApiError {
                 | RegistryError::DigestInvalid(_)
                 | RegistryError::ManifestBlobUnknown(_)
                 | RegistryError::ManifestInvalid(_)
+                | RegistryError::LayoutInvalid(_)
                 | RegistryError::SizeInvalid(_) => StatusCode::BAD_REQUEST,
             },
             ApiError::UploadUnknown | ApiError::NotFound => StatusCode::NOT_FOUND,

@@ -35,6 +35,8 @@ pub struct AppState {
     pub chunk_min_length: u64,
     /// The IPFS gateway layer links point at; the registry's own when `None`.
     pub gateway_url: Option<Url>,
+    /// Where `POST /v2/_ext/<name>/import` reads image layouts from.
+    pub import_source: crate::registry::ImportSource,
     /// Token authentication; `None` when `auth.enabled` is false (everyone may do anything).
     pub auth: Option<Arc<Auth>>,
 }

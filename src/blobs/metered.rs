@@ -106,4 +106,8 @@ impl BlobStore for MeteredBlobStore {
     async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {
         self.timed("car", self.inner.car(root)).await
     }
+
+    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
+        self.timed("fetch_block", self.inner.fetch_block(cid)).await
+    }
 }

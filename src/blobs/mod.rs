@@ -9,6 +9,7 @@ pub mod metered;
 pub mod migrate;
 mod open;
 mod profile;
+pub mod remote;
 pub mod unixfs;
 pub mod verified_car;
 
@@ -203,4 +204,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// The DAG under a stored root as a CARv1 stream, root first, depth-first.
     async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError>;
+
+    /// One block by its CID, checked against it, fetched from the network when this store
+    /// can (an IPFS node) and not held here; otherwise as [`BlobStore::block`]. For reading
+    /// a DAG before deciding to fetch all of it (an image layout to import).
+    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
+        self.block(cid).await
+    }
 }

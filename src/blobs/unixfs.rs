@@ -329,6 +329,20 @@ pub fn directory_entries(block: &[u8]) -> Option<Vec<String>> {
     node.links.into_iter().map(|link| link.name).collect()
 }
 
+/// The entries (name, child CID as v1) of an encoded plain UnixFS directory node; `None`
+/// for anything else (a file, a HAMT shard, not UnixFS, an unnamed link).
+pub fn directory_links(block: &[u8]) -> Option<Vec<(String, Cid)>> {
+    let node = PbNode::from_bytes(Bytes::copy_from_slice(block)).ok()?;
+    let data = UnixFsData::decode(node.data?).ok()?;
+    if data.r#type != DataType::Directory as i32 {
+        return None;
+    }
+    node.links
+        .into_iter()
+        .map(|link| Some((link.name?, as_v1(&link.cid))))
+        .collect()
+}
+
 /// Whether `block` is the block `cid` names (CIDv0 or v1 alike): `None` when the CID's hash
 /// function is not sha2-256, the only one this registry stores blocks under.
 pub fn names_block(cid: &Cid, block: &[u8]) -> Option<bool> {

@@ -21,7 +21,7 @@ use super::unixfs::names_block;
 use super::ByteStream;
 
 /// The largest CAR section accepted: a CID and a block (Kubo's limit is 2 MiB blocks).
-const MAX_SECTION: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_SECTION: u64 = 4 * 1024 * 1024;
 
 /// Wraps `car`, the CAR of the DAG under `root`, so that it fails unless it is complete and
 /// every block is what its CID says.
@@ -53,7 +53,7 @@ fn invalid(message: String) -> std::io::Error {
 
 /// An unsigned LEB128 varint at the start of `bytes`: its value and length, or `None` when
 /// `bytes` ends inside it.
-fn varint(bytes: &[u8]) -> Option<Result<(u64, usize), std::io::Error>> {
+pub(crate) fn varint(bytes: &[u8]) -> Option<Result<(u64, usize), std::io::Error>> {
     let mut value: u64 = 0;
     for (i, byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);

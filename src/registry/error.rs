@@ -38,6 +38,10 @@ pub enum RegistryError {
     /// publishing failed): 404 with MANIFEST_UNKNOWN.
     #[error("manifest not published as an image layout in IPFS")]
     LayoutUnknown,
+    /// An image layout to import is not one, or its content does not match its CIDs and
+    /// digests, or lacks something: 400 with LAYOUT_INVALID.
+    #[error("image layout invalid: {0}")]
+    LayoutInvalid(String),
     #[error("provided length did not match content length: {0}")]
     SizeInvalid(String),
     /// The body is over a configured limit (413).

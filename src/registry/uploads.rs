@@ -386,7 +386,7 @@ impl Registry {
 
     /// ...recording the push's notices when `notify` names its origin (not when an upload
     /// session's completion records them).
-    async fn store_verified(
+    pub(super) async fn store_verified(
         &self,
         repo: &RepoName,
         digest: &Digest,

@@ -9,6 +9,7 @@ pub mod backends;
 pub mod browser;
 pub mod cli;
 pub mod clients;
+pub mod federation;
 pub mod images;
 pub mod kubo;
 pub mod memory;

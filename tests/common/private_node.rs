@@ -9,6 +9,8 @@ use std::process::Command;
 
 pub struct PrivateNode {
     pub url: url::Url,
+    /// The TCP swarm port on 127.0.0.1, for nodes started to exchange blocks.
+    pub swarm_port: Option<u16>,
     repo: tempfile::TempDir,
 }
 
@@ -17,34 +19,47 @@ fn script() -> PathBuf {
 }
 
 /// Ports nothing listens on right now (the node binds them a moment later).
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<std::net::TcpListener> = (0..3)
+fn free_ports() -> [u16; 4] {
+    let listeners: Vec<std::net::TcpListener> = (0..4)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
         .collect();
     let ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
-    [ports[0], ports[1], ports[2]]
+    [ports[0], ports[1], ports[2], ports[3]]
 }
 
 impl PrivateNode {
     /// Initialises a repository in a temporary directory and starts its daemon (a few
     /// seconds).
     pub fn start() -> PrivateNode {
+        PrivateNode::start_node(false)
+    }
+
+    /// [`PrivateNode::start`] with a TCP swarm address on 127.0.0.1, so that another such
+    /// node can [`PrivateNode::connect`] to it and fetch its blocks.
+    pub fn start_on_swarm() -> PrivateNode {
+        PrivateNode::start_node(true)
+    }
+
+    fn start_node(swarm: bool) -> PrivateNode {
         let repo = tempfile::Builder::new()
             .prefix("ipfs-node-")
             .tempdir()
             .expect("a repository directory");
-        let [api, gateway, grpc] = free_ports();
-        let output = Command::new(script())
+        let [api, gateway, grpc, swarm_port] = free_ports();
+        let mut command = Command::new(script());
+        command
             .arg("start")
             .arg(repo.path())
             .env("IPFS_NODE_API_PORT", api.to_string())
             .env("IPFS_NODE_GATEWAY_PORT", gateway.to_string())
-            .env("IPFS_NODE_GRPC_PORT", grpc.to_string())
-            .output()
-            .expect("scripts/ipfs-node.sh runs");
+            .env("IPFS_NODE_GRPC_PORT", grpc.to_string());
+        if swarm {
+            command.env("IPFS_NODE_SWARM_PORT", swarm_port.to_string());
+        }
+        let output = command.output().expect("scripts/ipfs-node.sh runs");
         assert!(
             output.status.success(),
             "starting a private IPFS node: {}",
@@ -56,7 +71,44 @@ impl PrivateNode {
             .last()
             .and_then(|line| line.trim().parse().ok())
             .expect("ipfs-node.sh prints the RPC URL");
-        PrivateNode { url, repo }
+        PrivateNode {
+            url,
+            swarm_port: swarm.then_some(swarm_port),
+            repo,
+        }
+    }
+
+    /// The node's peer ID.
+    pub async fn peer_id(&self) -> String {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(self.url.join("api/v0/id").unwrap())
+            .send()
+            .await
+            .expect("id")
+            .json()
+            .await
+            .expect("id answers JSON");
+        answer["ID"].as_str().expect("an ID").to_owned()
+    }
+
+    /// Connects this node to `other` (started with [`PrivateNode::start_on_swarm`]).
+    pub async fn connect(&self, other: &PrivateNode) {
+        let port = other
+            .swarm_port
+            .expect("the other node has a swarm address");
+        let address = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", other.peer_id().await);
+        let answer = reqwest::Client::new()
+            .post(self.url.join("api/v0/swarm/connect").unwrap())
+            .query(&[("arg", address.as_str()), ("timeout", "30s")])
+            .send()
+            .await
+            .expect("swarm/connect");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(
+            status.is_success() && body.contains("success"),
+            "swarm/connect {address}: {status} {body}"
+        );
     }
 
     /// The node's repository (its blocks are under `blocks/`).

@@ -4,6 +4,7 @@
 pub(super) mod blobs;
 pub(super) mod browse;
 pub mod gateway;
+pub(super) mod import;
 pub mod listing;
 pub(super) mod manifests;
 pub(super) mod uploads;

@@ -43,7 +43,7 @@
 
 mod raw_cid;
 mod rpc;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -436,6 +436,21 @@ impl KuboStore {
         }
     }
 
+    /// `block/get`, checked against the CID; `offline` keeps the node from asking peers.
+    async fn block_get(&self, cid: &Cid, offline: bool) -> Result<Bytes, BlobError> {
+        let query = [("arg", cid.to_string()), ("offline", offline.to_string())];
+        let bytes = self
+            .control("block/get", &query)
+            .await
+            .map_err(|e| e.into_blob_error("block/get", Some(cid)))?;
+        if crate::blobs::unixfs::names_block(cid, &bytes) != Some(true) {
+            return Err(BlobError::Backend(format!(
+                "IPFS node block/get {cid}: the bytes do not match the CID"
+            )));
+        }
+        Ok(bytes)
+    }
+
     /// The add request: profile parameters, pin, and the input as a streamed file part.
     fn add_request(
         &self,
@@ -699,17 +714,12 @@ impl BlobStore for KuboStore {
 
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         // Offline: a block this node does not hold is NotFound, never fetched from peers.
-        let query = [("arg", cid.to_string()), ("offline", "true".to_owned())];
-        let bytes = self
-            .control("block/get", &query)
-            .await
-            .map_err(|e| e.into_blob_error("block/get", Some(cid)))?;
-        if crate::blobs::unixfs::names_block(cid, &bytes) != Some(true) {
-            return Err(BlobError::Backend(format!(
-                "IPFS node block/get {cid}: the bytes do not match the CID"
-            )));
-        }
-        Ok(bytes)
+        self.block_get(cid, true).await
+    }
+
+    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
+        // A missing block is looked for on the network until `timeout=T`, then NotFound.
+        self.block_get(cid, false).await
     }
 
     async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {

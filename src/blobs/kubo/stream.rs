@@ -22,7 +22,7 @@ pin_project! {
     /// Only time spent *waiting on the inner stream* counts: the clock starts when a poll
     /// finds nothing ready, so a consumer that reads slowly (backpressure from a slow client)
     /// never trips it.
-    pub(super) struct IdleTimeout<S> {
+    pub(crate) struct IdleTimeout<S> {
         #[pin]
         inner: S,
         #[pin]
@@ -34,7 +34,7 @@ pin_project! {
 }
 
 impl<S> IdleTimeout<S> {
-    pub(super) fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
             sleep: tokio::time::sleep(timeout),
