@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
-use common::federation::{push, small_image, PlatformIndex};
+use common::federation::{image_cid, push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -36,14 +36,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
-}
-
-/// The image CID of `repo:tag`, once published (publishing runs after the push answered).
-async fn image_cid(registry: &TestRegistry, repo: &str, tag: &str) -> Cid {
-    let body = common::oci::Oci::new(registry.url("/").as_str())
-        .published_layout(repo, tag)
-        .await;
-    body["cid"].as_str().unwrap().parse().unwrap()
 }
 
 /// `POST /v2/_ext/<repo>/import?cid=…[&tag=…]`: status and body.

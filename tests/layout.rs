@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use common::federation::{push, small_image, PlatformIndex};
+use common::federation::{image_cid, push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -50,16 +50,6 @@ async fn layout_of(
         .unwrap();
     let status = answer.status().as_u16();
     (status, answer.json().await.unwrap_or_default())
-}
-
-/// The image CID of `reference` once the publisher published it.
-async fn image_cid(registry: &TestRegistry, repo: &str, reference: &str) -> Cid {
-    let body = common::oci::Oci::new(registry.url("/").as_str())
-        .published_layout(repo, reference)
-        .await;
-    let cid: Cid = body["cid"].as_str().expect("cid").parse().expect("a CID");
-    assert_eq!(body["path"], format!("/ipfs/{cid}"));
-    cid
 }
 
 /// The layout under `root` as one CAR: from the node (Kubo mode: any IPFS user could ask

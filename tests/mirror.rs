@@ -91,16 +91,8 @@ async fn served_from_store(client: &Oci, location: &str, data: &[u8]) {
 
 /// A counter of `registry`'s metrics (`name{labels}`), 0 when absent.
 async fn counter(registry: &TestRegistry, series: &str) -> u64 {
-    let text = reqwest::get(registry.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("ipfs_registry_{series} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    let sample = registry.metric(&format!("ipfs_registry_{series}")).await;
+    sample.unwrap_or(0.0) as u64
 }
 
 /// Requests the upstream answered 200, by `method` and route, from its metrics.

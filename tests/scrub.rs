@@ -30,16 +30,10 @@ fn scrub_digests(report: &Value, key: &str) -> Vec<String> {
 }
 
 async fn metric(registry: &TestRegistry, name: &str) -> f64 {
-    let text = reqwest::get(registry.url("/metrics"))
+    registry
+        .metric(name)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
+        .unwrap_or_else(|| panic!("no sample {name}"))
 }
 
 async fn assert_quarantined(client: &Oci, repo: &str, digest: &str) {

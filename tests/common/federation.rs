@@ -5,6 +5,17 @@ use super::images::*;
 use super::skopeo::Skopeo;
 use super::TestRegistry;
 
+/// The image CID of `reference` in `repo`, once the publisher published it (it runs after
+/// the push answered).
+pub async fn image_cid(registry: &TestRegistry, repo: &str, reference: &str) -> cid::Cid {
+    let body = super::oci::Oci::new(registry.url("/").as_str())
+        .published_layout(repo, reference)
+        .await;
+    let cid: cid::Cid = body["cid"].as_str().expect("cid").parse().expect("a CID");
+    assert_eq!(body["path"], format!("/ipfs/{cid}"));
+    cid
+}
+
 /// A small image with one layer over a chunk (a multi-block file in the layout).
 pub fn small_image() -> Image {
     make_image(

@@ -20,6 +20,17 @@ impl TestRegistry {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    /// One sample of its `/metrics` (`name{labels}`, see [`super::metric_sample`]).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        super::metric_sample(&text, series)
+    }
 }
 
 /// The metadata store and blob store a test registry runs on. A suite names the pair for
