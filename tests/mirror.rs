@@ -286,7 +286,7 @@ async fn a_moved_tag_is_seen_after_the_ttl_and_cached_content_outlives_the_upstr
 async fn concurrent_pulls_of_an_uncached_layer_fetch_it_once(stores: StorePair) {
     let (upstream, push) = open_upstream().await;
     let layer = push
-        .push_blob("library/big", &random_bytes(16 * 1024 * 1024))
+        .push_blob("library/big", &random_bytes(64 * 1024 * 1024))
         .await;
     let mut entry = mirror(&upstream.base);
     entry.prefix = Some("hub/".into());
