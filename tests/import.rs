@@ -12,11 +12,11 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use cid::Cid;
-use common::federation::{image_cid, push, small_image, PlatformIndex};
+use common::federation::{client, image_cid, push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -30,13 +30,6 @@ common::on_each_store_pair!(an_image_imports_by_cid_into_another_registry_byte_e
 common::on_each_store_pair!(a_multi_platform_index_imports_with_every_platform);
 common::on_each_store_pair!(lying_sources_are_refused_and_nothing_is_tagged);
 common::on_each_store_pair!(the_cli_imports_and_says_why_it_refuses);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
 
 /// `POST /v2/_ext/<repo>/import?cid=…[&tag=…]`: status and body.
 async fn import(
@@ -93,16 +86,11 @@ fn gateway_for(pair: StorePair, a: &TestRegistry) -> Option<String> {
 
 /// `images_imported_total{outcome=…}` of `registry`.
 async fn imports(registry: &TestRegistry, outcome: &str) -> f64 {
-    let exposition = client()
-        .get(registry.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let series = format!("ipfs_registry_images_imported_total{{outcome=\"{outcome}\"}}");
-    common::metric_sample(&exposition, &series).unwrap_or_else(|| panic!("{series}"))
+    registry
+        .metric(&series)
+        .await
+        .unwrap_or_else(|| panic!("{series}"))
 }
 
 async fn status_of(registry: &TestRegistry, path: &str) -> u16 {

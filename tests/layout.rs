@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use common::federation::{image_cid, push, small_image, PlatformIndex};
+use common::federation::{client, image_cid, push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
 use common::{StorePair, TestRegistry};
@@ -29,13 +29,6 @@ common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_e
 common::on_each_store_pair!(a_multi_platform_index_is_one_layout_with_every_platform);
 common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
 common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
 
 /// `GET /v2/_ext/<repo>/manifests/<reference>/layout`: status and body.
 async fn layout_of(

@@ -44,9 +44,7 @@ async fn metric(base: &str, series: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric_sample(&text, series).unwrap_or(0.0)
 }
 
 struct Browser<'a> {

@@ -5,6 +5,15 @@ use super::images::*;
 use super::skopeo::Skopeo;
 use super::TestRegistry;
 
+/// An HTTP client for the suites' own requests (layouts, CARs, imports), with a timeout
+/// long enough for a busy machine.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
 /// The image CID of `reference` in `repo`, once the publisher published it (it runs after
 /// the push answered).
 pub async fn image_cid(registry: &TestRegistry, repo: &str, reference: &str) -> cid::Cid {
