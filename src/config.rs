@@ -13,10 +13,12 @@ use url::Url;
 use crate::blobs::ImportProfile;
 use crate::registry::rules::{ImmutableRule, RetentionRule, Rules};
 
+mod follow;
 mod ip_range;
 mod mirror;
 mod notifications;
 mod redact;
+pub use follow::{FollowRule, FollowSource};
 pub use ip_range::IpRange;
 pub use mirror::MirrorConfig;
 pub use notifications::{EventKind, NotificationEndpoint, NotificationsConfig};
@@ -95,6 +97,9 @@ pub struct FederationConfig {
         with = "humantime_serde"
     )]
     pub timeout: Duration,
+    /// `[[federation.follow]]`: other registries' indexes this one replicates.
+    #[serde(default)]
+    pub follow: Vec<FollowRule>,
 }
 
 impl FederationConfig {
@@ -108,6 +113,7 @@ impl Default for FederationConfig {
         FederationConfig {
             gateways: Vec::new(),
             timeout: FederationConfig::default_timeout(),
+            follow: Vec::new(),
         }
     }
 }
@@ -643,6 +649,9 @@ impl Config {
         }
         if self.federation.timeout.is_zero() {
             return invalid("federation.timeout", "must be > 0");
+        }
+        if let Err((at, message)) = follow::validate(&self.federation.follow) {
+            return invalid("federation.follow", &format!("{at}: {message}"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");

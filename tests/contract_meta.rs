@@ -13,7 +13,9 @@ use common::backends::MetaBackend;
 use common::meta::*;
 use ipfs_registry::meta::gc::SweepPolicy;
 use ipfs_registry::meta::users::RepoFilter;
-use ipfs_registry::meta::{BlobRecord, MetaError, Page, ProtectedTags, RepoOrigin, UploadChunk};
+use ipfs_registry::meta::{
+    BlobRecord, FollowState, FollowedTag, MetaError, Page, ProtectedTags, RepoOrigin, UploadChunk,
+};
 use ipfs_registry::oci::{Digest, Reference};
 use serde_json::json;
 use uuid::Uuid;
@@ -50,6 +52,7 @@ on_every_meta_store!(
     the_layout_queue_is_claimed_once_retried_and_follows_its_tag,
     mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched,
     mirrored_tags_record_when_the_upstream_last_confirmed_them,
+    follow_rules_keep_their_state_and_tags_per_rule,
 );
 
 // ---------- blobs ----------
@@ -2039,4 +2042,81 @@ async fn mirrored_tags_record_when_the_upstream_last_confirmed_them(store: Arc<d
         store.mirrored_tag_checked(&r, &tag("v1")).await.unwrap(),
         None
     );
+}
+
+// ---------- follow rules ----------
+
+async fn follow_rules_keep_their_state_and_tags_per_rule(store: Arc<dyn MetaBackend>) {
+    // A rule never run has an empty state.
+    assert_eq!(
+        store.follow_state("a").await.unwrap(),
+        FollowState::default()
+    );
+    let before = SystemTime::now() - Duration::from_secs(5);
+    let root = cid_of(b"index one");
+    store
+        .record_follow_error("a", "source unreachable")
+        .await
+        .unwrap();
+    let state = store.follow_state("a").await.unwrap();
+    assert_eq!(state.last_error.as_deref(), Some("source unreachable"));
+    assert!(state.error_at.is_some_and(|at| at > before));
+    assert_eq!((state.last_root, state.last_success), (None, None));
+    // A success records the root and clears the error; a later error keeps the success.
+    store.record_follow_success("a", &root).await.unwrap();
+    let state = store.follow_state("a").await.unwrap();
+    assert_eq!(state.last_root, Some(root));
+    assert!(state.last_success.is_some_and(|at| at > before));
+    assert_eq!((state.last_error, state.error_at), (None, None));
+    store
+        .record_follow_error("a", "2 tags failed")
+        .await
+        .unwrap();
+    let state = store.follow_state("a").await.unwrap();
+    assert_eq!(state.last_root, Some(root));
+    assert!(state.last_success.is_some());
+    assert_eq!(state.last_error.as_deref(), Some("2 tags failed"));
+    // Rules are separate.
+    assert_eq!(
+        store.follow_state("b").await.unwrap(),
+        FollowState::default()
+    );
+
+    let followed = |r: &str, t: &str, seed: &[u8]| FollowedTag {
+        repo: repo(r),
+        tag: tag(t),
+        layout: cid_of(seed),
+        manifest: Digest::sha256_of(seed),
+    };
+    let v1 = followed("mirror/team/app", "v1", b"one");
+    let v2 = followed("mirror/team/app", "v2", b"two");
+    let other = followed("mirror/team/lib", "v1", b"lib");
+    for t in [&v2, &other, &v1] {
+        store.record_followed_tag("a", t).await.unwrap();
+    }
+    store.record_followed_tag("b", &v1).await.unwrap();
+    assert_eq!(
+        store.followed_tags("a").await.unwrap(),
+        vec![v1.clone(), v2.clone(), other.clone()]
+    );
+    assert_eq!(store.follow_state("a").await.unwrap().tags, 3);
+    // Recording a tag again replaces what it was imported from.
+    let moved = followed("mirror/team/app", "v1", b"moved");
+    store.record_followed_tag("a", &moved).await.unwrap();
+    assert_eq!(
+        store.followed_tags("a").await.unwrap(),
+        vec![moved.clone(), v2.clone(), other.clone()]
+    );
+    store
+        .forget_followed_tag("a", &v2.repo, &v2.tag)
+        .await
+        .unwrap();
+    // Forgetting what is not recorded is no error.
+    store
+        .forget_followed_tag("a", &v2.repo, &v2.tag)
+        .await
+        .unwrap();
+    assert_eq!(store.followed_tags("a").await.unwrap(), vec![moved, other]);
+    assert_eq!(store.followed_tags("b").await.unwrap(), vec![v1]);
+    assert_eq!(store.follow_state("b").await.unwrap().tags, 1);
 }

@@ -153,7 +153,7 @@ pub fn validate(mirrors: &[MirrorConfig]) -> Result<(), String> {
 
 /// A prefix is one or more name components followed by `/`, so that a prefixed name is a
 /// valid repository name whenever the upstream's is.
-fn check_prefix(prefix: &str) -> Result<(), String> {
+pub(super) fn check_prefix(prefix: &str) -> Result<(), String> {
     let Some(components) = prefix.strip_suffix('/') else {
         return Err("must end with '/' (e.g. \"dockerhub/\")".into());
     };

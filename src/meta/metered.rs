@@ -36,9 +36,9 @@ use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
-    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, QueuedLayout, RepoOrigin, RepositorySummary, StoredManifest, TagSummary, Upload,
-    UploadChunk,
+    BlobRecord, FollowState, FollowedTag, ImageLayout, MetaError, MetadataStore, NewManifest, Page,
+    ProtectedTags, Quarantined, QueuedLayout, RepoOrigin, RepositorySummary, StoredManifest,
+    TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -394,6 +394,53 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
     async fn queued_layouts(&self) -> Result<u64, MetaError> {
         self.request("queued_layouts", self.inner.queued_layouts())
             .await
+    }
+
+    async fn follow_state(&self, rule: &str) -> Result<FollowState, MetaError> {
+        self.request("follow_state", self.inner.follow_state(rule))
+            .await
+    }
+
+    async fn record_follow_success(&self, rule: &str, root: &Cid) -> Result<(), MetaError> {
+        self.request(
+            "record_follow_success",
+            self.inner.record_follow_success(rule, root),
+        )
+        .await
+    }
+
+    async fn record_follow_error(&self, rule: &str, error: &str) -> Result<(), MetaError> {
+        self.request(
+            "record_follow_error",
+            self.inner.record_follow_error(rule, error),
+        )
+        .await
+    }
+
+    async fn followed_tags(&self, rule: &str) -> Result<Vec<FollowedTag>, MetaError> {
+        self.request("followed_tags", self.inner.followed_tags(rule))
+            .await
+    }
+
+    async fn record_followed_tag(&self, rule: &str, tag: &FollowedTag) -> Result<(), MetaError> {
+        self.request(
+            "record_followed_tag",
+            self.inner.record_followed_tag(rule, tag),
+        )
+        .await
+    }
+
+    async fn forget_followed_tag(
+        &self,
+        rule: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), MetaError> {
+        self.request(
+            "forget_followed_tag",
+            self.inner.forget_followed_tag(rule, repo, tag),
+        )
+        .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

@@ -90,6 +90,29 @@ pub struct QueuedLayout {
     pub attempts: u32,
 }
 
+/// A follow rule's state (`[[federation.follow]]`, keyed by the rule's name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowState {
+    /// The index root the last complete pass left the rule in sync with, and when.
+    pub last_root: Option<Cid>,
+    pub last_success: Option<SystemTime>,
+    /// The last failure (a source that could not be read, tags that failed), and when; a
+    /// later success clears it.
+    pub last_error: Option<String>,
+    pub error_at: Option<SystemTime>,
+    /// Local tags the rule imported and holds.
+    pub tags: u64,
+}
+
+/// A local tag a follow rule imported: from which layout, giving which manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedTag {
+    pub repo: RepoName,
+    pub tag: Tag,
+    pub layout: Cid,
+    pub manifest: Digest,
+}
+
 /// A manifest ready to be stored: verified digest, parsed references.
 #[derive(Debug, Clone)]
 pub struct NewManifest {
@@ -454,6 +477,32 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Queue entries, due or not.
     async fn queued_layouts(&self) -> Result<u64, MetaError>;
+
+    // --- follow rules ---
+
+    /// The state of follow rule `rule` (all empty for a rule never run).
+    async fn follow_state(&self, rule: &str) -> Result<FollowState, MetaError>;
+
+    /// A pass of `rule` left it in sync with the index `root`: records it, now, and clears
+    /// the last error.
+    async fn record_follow_success(&self, rule: &str, root: &Cid) -> Result<(), MetaError>;
+
+    /// A poll or pass of `rule` failed: records why, now (the last success stays).
+    async fn record_follow_error(&self, rule: &str, error: &str) -> Result<(), MetaError>;
+
+    /// The tags `rule` imported, by repository and tag.
+    async fn followed_tags(&self, rule: &str) -> Result<Vec<FollowedTag>, MetaError>;
+
+    /// Records (or replaces) what `rule` imported a tag from.
+    async fn record_followed_tag(&self, rule: &str, tag: &FollowedTag) -> Result<(), MetaError>;
+
+    /// Forgets that `rule` imported the tag (the local tag itself is not touched).
+    async fn forget_followed_tag(
+        &self,
+        rule: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), MetaError>;
 
     /// Tags in lexical order. `None` when the repository does not exist.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError>;

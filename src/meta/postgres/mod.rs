@@ -5,6 +5,7 @@
 
 mod blobs;
 mod error;
+mod follow;
 mod gc;
 mod integrity;
 mod layouts;
@@ -382,6 +383,39 @@ impl MetadataStore for PostgresStore {
 
     async fn queued_layouts(&self) -> Result<u64, MetaError> {
         layouts::count(&self.client().await?).await
+    }
+
+    async fn follow_state(&self, rule: &str) -> Result<super::FollowState, MetaError> {
+        follow::state(&self.client().await?, rule).await
+    }
+
+    async fn record_follow_success(&self, rule: &str, root: &Cid) -> Result<(), MetaError> {
+        follow::success(&self.client().await?, rule, root).await
+    }
+
+    async fn record_follow_error(&self, rule: &str, error: &str) -> Result<(), MetaError> {
+        follow::error(&self.client().await?, rule, error).await
+    }
+
+    async fn followed_tags(&self, rule: &str) -> Result<Vec<super::FollowedTag>, MetaError> {
+        follow::tags(&self.client().await?, rule).await
+    }
+
+    async fn record_followed_tag(
+        &self,
+        rule: &str,
+        tag: &super::FollowedTag,
+    ) -> Result<(), MetaError> {
+        follow::record_tag(&self.client().await?, rule, tag).await
+    }
+
+    async fn forget_followed_tag(
+        &self,
+        rule: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), MetaError> {
+        follow::forget_tag(&self.client().await?, rule, repo, tag).await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {

@@ -9,6 +9,7 @@
 
 mod blobs;
 mod error;
+mod follow;
 mod gc;
 mod integrity;
 mod layouts;
@@ -619,6 +620,48 @@ impl MetadataStore for SqliteStore {
 
     async fn queued_layouts(&self) -> Result<u64, MetaError> {
         self.read(layouts::count).await
+    }
+
+    async fn follow_state(&self, rule: &str) -> Result<super::FollowState, MetaError> {
+        let rule = rule.to_owned();
+        self.read(move |c| follow::state(c, &rule)).await
+    }
+
+    async fn record_follow_success(&self, rule: &str, root: &Cid) -> Result<(), MetaError> {
+        let (rule, root) = (rule.to_owned(), *root);
+        self.write(move |tx| follow::success(tx, &rule, &root))
+            .await
+    }
+
+    async fn record_follow_error(&self, rule: &str, error: &str) -> Result<(), MetaError> {
+        let (rule, error) = (rule.to_owned(), error.to_owned());
+        self.write(move |tx| follow::error(tx, &rule, &error)).await
+    }
+
+    async fn followed_tags(&self, rule: &str) -> Result<Vec<super::FollowedTag>, MetaError> {
+        let rule = rule.to_owned();
+        self.read(move |c| follow::tags(c, &rule)).await
+    }
+
+    async fn record_followed_tag(
+        &self,
+        rule: &str,
+        tag: &super::FollowedTag,
+    ) -> Result<(), MetaError> {
+        let (rule, tag) = (rule.to_owned(), tag.clone());
+        self.write(move |tx| follow::record_tag(tx, &rule, &tag))
+            .await
+    }
+
+    async fn forget_followed_tag(
+        &self,
+        rule: &str,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), MetaError> {
+        let (rule, repo, tag) = (rule.to_owned(), repo.clone(), tag.clone());
+        self.write(move |tx| follow::forget_tag(tx, &rule, &repo, &tag))
+            .await
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
