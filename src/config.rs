@@ -653,6 +653,25 @@ impl Config {
         if let Err((at, message)) = follow::validate(&self.federation.follow) {
             return invalid("federation.follow", &format!("{at}: {message}"));
         }
+        if self.blobs_kind() == BlobsKind::Embedded {
+            for (i, rule) in self.federation.follow.iter().enumerate() {
+                let message = match rule.source() {
+                    Ok(FollowSource::Ipns(_)) => {
+                        "an /ipns/ source needs an IPFS node (ipfs.url) to resolve it: follow \
+                         the publishing registry's URL, or an /ipfs/ root"
+                    }
+                    Ok(FollowSource::Ipfs(_)) if self.federation.gateways.is_empty() => {
+                        "an /ipfs/ source needs an IPFS node (ipfs.url) or federation.gateways \
+                         to read it from"
+                    }
+                    _ => continue,
+                };
+                return invalid(
+                    "federation.follow",
+                    &format!("federation.follow[{i}]: {message}"),
+                );
+            }
+        }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
@@ -956,6 +975,54 @@ mod tests {
         });
         assert!(
             message.contains("`mirror`") && message.contains("must end with '/'"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn follow_rules_load_show_and_are_refused_by_index() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "registry.toml",
+                r#"
+                [[federation.follow]]
+                source = "https://a.example"
+                repositories = ["team/*"]
+                prefix = "a/"
+                interval = "30s"
+                delete = true
+                "#,
+            )?;
+            let config = Config::load(Some(Path::new("registry.toml"))).unwrap();
+            let rule = &config.federation.follow[0];
+            assert_eq!(rule.interval, Duration::from_secs(30));
+            assert!(rule.delete && rule.follows("team/app"));
+            let shown = config.to_redacted_toml().unwrap();
+            assert!(shown.contains("[[federation.follow]]"), "{shown}");
+            Ok(())
+        });
+        let message = load_err(|jail| {
+            jail.create_file(
+                "registry.toml",
+                "[[federation.follow]]\nsource = \"https://a.example\"\n\
+                 [[federation.follow]]\nsource = \"https://b.example\"\nprefix = \"B/\"\n",
+            )?;
+            Ok(())
+        });
+        assert!(
+            message.contains("`federation.follow`") && message.contains("federation.follow[1]"),
+            "{message}"
+        );
+        // The embedded store resolves no IPNS name.
+        let message = load_err(|jail| {
+            jail.create_file(
+                "registry.toml",
+                "[[federation.follow]]\nsource = \"/ipns/k51abc\"\n",
+            )?;
+            Ok(())
+        });
+        assert!(
+            message.contains("federation.follow[0]") && message.contains("IPFS node"),
             "{message}"
         );
     }

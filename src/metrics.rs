@@ -38,6 +38,21 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// A `[[federation.follow]]` rule, by its name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleOutcomeLabels {
+    pub rule: String,
+    pub outcome: &'static str,
+}
+
+/// A gauge of seconds (timestamps, lags), with their fractions.
+pub type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// What a pull-through mirror did: `kind` is `manifest` or `blob`; `outcome` is `fetched`
 /// (stored from the upstream), `failed` (an upstream or store failure answered to the
 /// client), or for manifests `stale` (served without the upstream's confirmation).
@@ -80,6 +95,14 @@ pub struct Metrics {
     /// Pull-through mirror fetches, by kind and outcome.
     pub mirror_fetches: Family<MirrorLabels, Counter>,
     pub images_imported: Family<OutcomeLabels, Counter>,
+    /// `[[federation.follow]]`: tags handled by each rule's passes, by outcome.
+    pub follow_imports: Family<RuleOutcomeLabels, Counter>,
+    /// When each rule last completed a pass that left it in sync with its source.
+    pub follow_last_success: Family<RuleLabels, Seconds>,
+    /// Seconds since then, as of the rule's last poll.
+    pub follow_lag: Family<RuleLabels, Seconds>,
+    /// Polls or passes that failed (the source unreachable, tags that failed).
+    pub follow_errors: Family<RuleLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -135,6 +158,10 @@ impl Metrics {
             layouts_queued: Gauge::default(),
             mirror_fetches: Family::default(),
             images_imported: Family::default(),
+            follow_imports: Family::default(),
+            follow_last_success: Family::default(),
+            follow_lag: Family::default(),
+            follow_errors: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -285,6 +312,26 @@ impl Metrics {
             m.images_imported.clone(),
         );
         r.register(
+            "federation_follow_imports",
+            "Tags handled by follow rules' passes, by rule and outcome",
+            m.follow_imports.clone(),
+        );
+        r.register(
+            "federation_follow_last_success_timestamp_seconds",
+            "When each follow rule last completed a pass in sync with its source",
+            m.follow_last_success.clone(),
+        );
+        r.register(
+            "federation_follow_lag_seconds",
+            "Seconds since each follow rule was last in sync with its source, as of its last poll",
+            m.follow_lag.clone(),
+        );
+        r.register(
+            "federation_follow_errors",
+            "Follow rules' failed polls and passes, by rule",
+            m.follow_errors.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -421,6 +468,30 @@ impl Metrics {
         self.images_imported
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// One tag of a follow rule's pass: imported, unchanged, failed or deleted.
+    pub fn record_follow_import(&self, rule: &str, outcome: &'static str) {
+        self.follow_imports
+            .get_or_create(&RuleOutcomeLabels {
+                rule: rule.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Makes a follow rule's series exist from its start (at zero), so that dashboards and
+    /// alerts see the rule before its first pass.
+    pub fn register_follow_rule(&self, rule: &str) {
+        for outcome in ["imported", "unchanged", "failed", "deleted"] {
+            let _ = self.follow_imports.get_or_create(&RuleOutcomeLabels {
+                rule: rule.to_owned(),
+                outcome,
+            });
+        }
+        let _ = self.follow_errors.get_or_create(&RuleLabels {
+            rule: rule.to_owned(),
+        });
     }
 
     pub fn record_gc_run(&self, outcome: &'static str) {

@@ -41,7 +41,9 @@ fn registry_on(
     let mirrors =
         crate::registry::mirror::Mirrors::new(&config.mirror, config.limits.max_manifest_size)
             .map_err(|e| anyhow!(e))?;
-    Ok(Registry::new(stores, settings(config), metrics, notifier).with_mirrors(mirrors))
+    Ok(Registry::new(stores, settings(config), metrics, notifier)
+        .with_mirrors(mirrors)
+        .with_follow_rules(&config.federation.follow))
 }
 
 /// Where imports read image layouts from: the configured gateways, else the IPFS node
@@ -58,6 +60,66 @@ pub fn import_source(config: &Config) -> anyhow::Result<crate::registry::ImportS
         BlobsKind::Kubo => ImportSource::Node,
         BlobsKind::Embedded => ImportSource::Unconfigured,
     })
+}
+
+/// The `[[federation.follow]]` rules as their tasks run them. Blocks come through the IPFS
+/// node in Kubo mode with no `federation.gateways`; otherwise from the gateways, and for a
+/// registry source also from that registry's own `/ipfs/` gateway.
+fn follow_tasks(config: &Config) -> anyhow::Result<Vec<crate::registry::FollowTask>> {
+    use crate::config::FollowSource;
+    use crate::registry::{FollowTask, ImportSource};
+    let federation = &config.federation;
+    let roots = crate::tls::root_store(None).map_err(|e| anyhow!(e))?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(crate::tls::verifying_client(roots).map_err(|e| anyhow!(e))?)
+        .connect_timeout(federation.timeout)
+        .build()
+        .context("the follow rules' HTTP client")?;
+    let mut tasks = Vec::new();
+    for rule in &federation.follow {
+        let source = FollowSource::parse(&rule.source).map_err(|e| anyhow!(e))?;
+        let import = if config.blobs_kind() == BlobsKind::Kubo && federation.gateways.is_empty() {
+            ImportSource::Node
+        } else {
+            let mut urls = federation.gateways.clone();
+            if let FollowSource::Registry(url) = &source {
+                urls.push(url.clone());
+            }
+            if urls.is_empty() {
+                ImportSource::Unconfigured
+            } else {
+                ImportSource::Gateways(blobs::remote::Gateways::new(urls, federation.timeout)?)
+            }
+        };
+        tasks.push(FollowTask {
+            rule: rule.clone(),
+            source,
+            import,
+            http: http.clone(),
+            timeout: federation.timeout,
+        });
+    }
+    Ok(tasks)
+}
+
+/// Whether anonymous users may pull, as the follow rules ask before publishing what they
+/// imported (as the import endpoint does).
+struct AnonymousPull(Option<Arc<Auth>>);
+
+#[async_trait::async_trait]
+impl crate::registry::Visibility for AnonymousPull {
+    async fn anonymous_may_pull(&self, repo: &crate::oci::RepoName) -> bool {
+        let Some(auth) = &self.0 else {
+            return true;
+        };
+        match auth.rights(None).await {
+            Ok(rights) => rights.allows(repo.as_str(), crate::auth::scope::PULL),
+            Err(e) => {
+                tracing::warn!(event = "public_check_failed", repository = %repo, error = %e);
+                false
+            }
+        }
+    }
 }
 
 /// The metadata store the configuration names, migrated, for a command that needs no
@@ -138,6 +200,8 @@ pub fn serve(
     registry: Arc<Registry>,
     auth: Option<Arc<Auth>>,
 ) -> anyhow::Result<RunningServer> {
+    let followers = follow_tasks(&config)?;
+    let visibility = Arc::new(AnonymousPull(auth.clone()));
     let state = web::Data::new(AppState {
         registry: registry.clone(),
         public_url: config.public_url.clone(),
@@ -185,6 +249,7 @@ pub fn serve(
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
     background.push(registry.spawn_publisher());
+    background.extend(registry.spawn_followers(followers, visibility));
     background.extend(registry.spawn_releaser());
     registry.bound_at(local_addr);
     let (outbox, wake) = registry.outbox();

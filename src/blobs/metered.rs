@@ -110,4 +110,9 @@ impl BlobStore for MeteredBlobStore {
     async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         self.timed("fetch_block", self.inner.fetch_block(cid)).await
     }
+
+    async fn resolve_name(&self, name: &str) -> Result<Cid, BlobError> {
+        self.timed("resolve_name", self.inner.resolve_name(name))
+            .await
+    }
 }

@@ -211,4 +211,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         self.block(cid).await
     }
+
+    /// The CID an IPNS name (`k51…`, or a DNSLink domain) points at now, as the IPFS
+    /// network says. A store with no network (the embedded one) cannot resolve names.
+    async fn resolve_name(&self, name: &str) -> Result<Cid, BlobError> {
+        Err(BlobError::Backend(format!(
+            "unsupported: /ipns/{name} cannot be resolved without an IPFS node (ipfs.url); \
+             follow the publishing registry's URL or an /ipfs/ root instead"
+        )))
+    }
 }

@@ -155,7 +155,7 @@ impl Registry {
 
     /// A store's `TagImmutable` as the client should read it: which tag, which rule, and
     /// what to do instead.
-    fn immutable(&self, repo: &RepoName, e: MetaError, verb: &str) -> RegistryError {
+    pub(super) fn immutable(&self, repo: &RepoName, e: MetaError, verb: &str) -> RegistryError {
         let MetaError::TagImmutable(tag) = e else {
             return e.into();
         };

@@ -4,6 +4,7 @@
 mod blobs;
 mod browse;
 mod error;
+mod follow;
 mod gateway;
 pub mod gc;
 pub mod hashing;
@@ -36,6 +37,7 @@ use crate::oci::RepoName;
 pub use blobs::{BlobContent, BlobRange};
 pub use browse::{platform_name, ConfigSummary, LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
+pub use follow::{FollowStatus, FollowTask, Visibility};
 pub use health::Readiness;
 pub use import::{ImportProgress, ImportSource, Imported};
 pub use inventory::{Inventory, Reindexed};
@@ -96,6 +98,8 @@ pub struct Registry {
     metadata_lost: std::sync::Mutex<Option<String>>,
     /// `[[mirror]]` (see [`Registry::with_mirrors`]); none by default.
     mirrors: mirror::Mirrors,
+    /// `[[federation.follow]]` rules' names and sources (see [`Registry::with_follow_rules`]).
+    follow_rules: Vec<(String, String)>,
 }
 
 impl Registry {
@@ -121,6 +125,7 @@ impl Registry {
             uploads,
             metadata_lost: std::sync::Mutex::new(None),
             mirrors: mirror::Mirrors::default(),
+            follow_rules: Vec::new(),
         }
     }
 

@@ -722,6 +722,20 @@ impl BlobStore for KuboStore {
         self.block_get(cid, false).await
     }
 
+    async fn resolve_name(&self, name: &str) -> Result<Cid, BlobError> {
+        // nocache: a follower polls for re-publishes, which a cached answer would hide.
+        let query = [
+            ("arg", format!("/ipns/{name}")),
+            ("recursive", "true".to_owned()),
+            ("nocache", "true".to_owned()),
+        ];
+        let body = self
+            .control("name/resolve", &query)
+            .await
+            .map_err(|e| e.into_blob_error("name/resolve", None))?;
+        rpc::resolved_path(&body)
+    }
+
     async fn car(&self, root: &Cid) -> Result<ByteStream, BlobError> {
         self.control("block/stat", &[("arg", root.to_string())])
             .await

@@ -461,3 +461,26 @@ mod tests {
         );
     }
 }
+
+/// The CID of `name/resolve`'s answer, `{"Path": "/ipfs/<cid>"}`.
+pub(super) fn resolved_path(body: &[u8]) -> Result<Cid, BlobError> {
+    #[derive(serde::Deserialize)]
+    struct Resolved {
+        #[serde(rename = "Path")]
+        path: String,
+    }
+    let resolved: Resolved = serde_json::from_slice(body)
+        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {e}")))?;
+    let cid = resolved
+        .path
+        .strip_prefix("/ipfs/")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| {
+            BlobError::Backend(format!(
+                "IPFS node name/resolve: {:?} is not an /ipfs/ path",
+                resolved.path
+            ))
+        })?;
+    Cid::try_from(cid)
+        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {cid:?}: {e}")))
+}
