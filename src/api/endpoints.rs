@@ -9,7 +9,8 @@ use futures::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::handlers::{
-    self, blobs, browse, import, listing, looked_up, manifests, pushed, uploads, Response,
+    self, blobs, browse, federation, import, listing, looked_up, manifests, pushed, uploads,
+    Response,
 };
 use super::AppState;
 use crate::auth::scope;
@@ -278,6 +279,15 @@ pub static ENDPOINTS: &[Endpoint] = &[
         other_methods: PULL,
         methods: Methods::Lookup(&[operation!(GET, PULL, |c, repo, reference| {
             Box::pin(async move { browse::layout(&c.state, &repo, &reference).await })
+        })]),
+    },
+    // Extension API: what this registry publishes for followers, and its follow rules.
+    Endpoint {
+        route: "ext_federation",
+        paths: &["/_ext/federation"],
+        other_methods: Access::Token,
+        methods: Methods::Registry(&[operation!(GET, Access::Token, |c| {
+            Box::pin(async move { federation::federation(&c.state, &c.req).await })
         })]),
     },
     // Extension API: import an image by the CID of its OCI Image Layout (docs/federation.md).
