@@ -10,6 +10,7 @@ pub mod browser;
 pub mod cli;
 pub mod clients;
 pub mod federation;
+pub mod follow;
 pub mod images;
 pub mod kubo;
 pub mod memory;

@@ -1,0 +1,319 @@
+//! `[[federation.follow]]` rules (docs/federation.md, "Following other registries"), with
+//! real registries, a real IPFS node and skopeo. Registry A publishes image layouts; the
+//! index a rule follows is built by hand in the node's MFS (`files/mkdir`, `files/cp`), an
+//! index made independently of the registry's own code; registry B (its own metadata)
+//! follows it from an `/ipfs/` root, or from a registry URL whose
+//! `GET /v2/_ext/federation` a stand-in answers. Rules poll every second; the tests wait on
+//! the rules' status with deadlines.
+//!
+//! Needs skopeo (scripts/ensure-tools.sh), PostgreSQL and the test IPFS node.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::federation::{image_cid, push};
+use common::follow::*;
+use common::images::*;
+use common::skopeo::Skopeo;
+use common::{StorePair, TestRegistry};
+use ipfs_registry::config::FollowRule;
+
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] an_index_built_by_hand_is_followed_from_its_root);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] moved_tags_follow_and_removed_tags_go_only_with_delete);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] one_bad_entry_fails_alone_and_the_rule_says_so);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] a_restart_mid_pass_resumes_where_it_stopped);
+
+/// A pass's deadline on the shared 2-core machine.
+const SYNC: Duration = Duration::from_secs(120);
+
+fn tiny_image() -> Image {
+    make_image("amd64", "linux", &[LayerSpec::tar(8 * 1024)], false)
+}
+
+fn rule(name: &str, source: &str, prefix: &str, delete: bool) -> FollowRule {
+    FollowRule {
+        name: Some(name.to_owned()),
+        source: source.to_owned(),
+        repositories: vec!["fed/*".parse().unwrap()],
+        prefix: Some(prefix.to_owned()),
+        interval: Duration::from_secs(1),
+        delete,
+    }
+}
+
+async fn start_b(pair: StorePair, rules: Vec<FollowRule>) -> TestRegistry {
+    pair.start_registry_with(|config| config.federation.follow = rules)
+        .await
+}
+
+/// `federation_follow_imports_total{rule, outcome}` of `registry`.
+async fn follow_imports(registry: &TestRegistry, rule: &str, outcome: &str) -> f64 {
+    let series = format!(
+        "ipfs_registry_federation_follow_imports_total{{rule=\"{rule}\",outcome=\"{outcome}\"}}"
+    );
+    registry
+        .metric(&series)
+        .await
+        .unwrap_or_else(|| panic!("{series}"))
+}
+
+/// Pushes `image` to A as `target` and returns its layout's root once published.
+async fn publish(skopeo: &Skopeo, a: &TestRegistry, image: &Image, target: &str) -> cid::Cid {
+    push(skopeo, a, image, target).await;
+    let (repo, tag) = target.split_once(':').unwrap();
+    image_cid(a, repo, tag).await
+}
+
+async fn an_index_built_by_hand_is_followed_from_its_root(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let (app, lib, other) = (tiny_image(), tiny_image(), tiny_image());
+    let app_v1 = publish(&skopeo, &a, &app, "fed/app:v1").await;
+    let lib_v1 = publish(&skopeo, &a, &lib, "fed/team/lib:v1").await;
+    let other_v1 = publish(&skopeo, &a, &other, "other/x:v1").await;
+    let index = MfsIndex::new(common::ipfs_url());
+    let root = index
+        .set(&[
+            ("fed/app:v1", &app_v1),
+            ("fed/team/lib:v1", &lib_v1),
+            ("other/x:v1", &other_v1),
+        ])
+        .await;
+
+    let b = start_b(
+        pair,
+        vec![rule("a", &format!("/ipfs/{root}"), "mirror/", false)],
+    )
+    .await;
+    let status = wait_in_sync(&b, "a", &root, SYNC).await;
+    assert_eq!(status["tags_followed"], 2, "{status}");
+    assert_eq!(status["last_error"], serde_json::Value::Null, "{status}");
+    assert_eq!(status["source"], format!("/ipfs/{root}"));
+    assert!(
+        status["lag_seconds"].as_f64().is_some_and(|lag| lag < 60.0),
+        "{status}"
+    );
+    assert_eq!(
+        tagged(&b, "mirror/fed/app", "v1").await,
+        Some(app.manifest.digest.clone())
+    );
+    assert_eq!(
+        tagged(&b, "mirror/fed/team/lib", "v1").await,
+        Some(lib.manifest.digest.clone())
+    );
+    // Not matched by `fed/*`: not even read.
+    assert_eq!(tagged(&b, "mirror/other/x", "v1").await, None);
+    assert_eq!(follow_imports(&b, "a", "imported").await, 2.0);
+    assert!(b
+        .metric("ipfs_registry_federation_follow_last_success_timestamp_seconds{rule=\"a\"}")
+        .await
+        .is_some_and(|t| t > 0.0));
+
+    // Pulled byte for byte from B.
+    let out = tempfile::tempdir().unwrap();
+    skopeo
+        .copy(
+            &format!("docker://{}/mirror/fed/app:v1", b.host()),
+            &format!("oci:{}:app", out.path().display()),
+            &["--preserve-digests"],
+        )
+        .await;
+    for blob in app.blobs() {
+        let hex = blob.digest.strip_prefix("sha256:").unwrap();
+        let pulled = std::fs::read(out.path().join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(pulled, blob.data, "{}", blob.digest);
+    }
+    index.remove().await;
+}
+
+async fn moved_tags_follow_and_removed_tags_go_only_with_delete(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let (one, two, three) = (tiny_image(), tiny_image(), tiny_image());
+    let app_v1 = publish(&skopeo, &a, &one, "fed/app:v1").await;
+    let app_v2 = publish(&skopeo, &a, &two, "fed/app:v2").await;
+    let lib_v1 = publish(&skopeo, &a, &three, "fed/lib:v1").await;
+    let source = FederationStandIn::start().await;
+    let b = start_b(
+        pair,
+        vec![
+            rule("del", &source.url, "d/", true),
+            rule("keep", &source.url, "k/", false),
+        ],
+    )
+    .await;
+
+    // No index yet: the rule says why, and keeps asking.
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let status = rule_status(&b, "del").await;
+        if status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no index"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let index = MfsIndex::new(common::ipfs_url());
+    let first = index
+        .set(&[
+            ("fed/app:v1", &app_v1),
+            ("fed/app:v2", &app_v2),
+            ("fed/lib:v1", &lib_v1),
+        ])
+        .await;
+    source.set_root(first);
+    for name in ["del", "keep"] {
+        let status = wait_in_sync(&b, name, &first, SYNC).await;
+        assert_eq!(status["tags_followed"], 3, "{status}");
+        assert_eq!(status["last_error"], serde_json::Value::Null, "{status}");
+    }
+    for prefix in ["d", "k"] {
+        assert_eq!(
+            tagged(&b, &format!("{prefix}/fed/app"), "v1").await,
+            Some(one.manifest.digest.clone())
+        );
+    }
+    // On A, v1 moves to the second image and v2 goes.
+    let moved = publish(&skopeo, &a, &two, "fed/app:v1").await;
+    assert_ne!(moved, app_v1);
+    let second = index
+        .set(&[("fed/app:v1", &moved), ("fed/lib:v1", &lib_v1)])
+        .await;
+    source.set_root(second);
+    for name in ["del", "keep"] {
+        wait_in_sync(&b, name, &second, SYNC).await;
+    }
+    for prefix in ["d", "k"] {
+        assert_eq!(
+            tagged(&b, &format!("{prefix}/fed/app"), "v1").await,
+            Some(two.manifest.digest.clone()),
+            "{prefix}: the moved tag"
+        );
+    }
+    assert_eq!(tagged(&b, "d/fed/app", "v2").await, None, "deleted");
+    assert_eq!(
+        tagged(&b, "k/fed/app", "v2").await,
+        Some(two.manifest.digest.clone()),
+        "kept without delete"
+    );
+    assert_eq!(follow_imports(&b, "del", "deleted").await, 1.0);
+    assert_eq!(follow_imports(&b, "keep", "deleted").await, 0.0);
+
+    // Someone moves a followed tag here: the rule no longer owns what it points at, and
+    // when a third index drops lib, only the tag that still points at what the rule
+    // imported would go.
+    push(&skopeo, &b, &one, "d/fed/lib:v1").await;
+    let third = index.set(&[("fed/app:v1", &moved)]).await;
+    source.set_root(third);
+    for name in ["del", "keep"] {
+        let status = wait_in_sync(&b, name, &third, SYNC).await;
+        assert_eq!(status["tags_followed"], 1, "{status}");
+    }
+    assert_eq!(
+        tagged(&b, "d/fed/lib", "v1").await,
+        Some(one.manifest.digest.clone()),
+        "a tag moved here is not the rule's to delete"
+    );
+    assert_eq!(
+        tagged(&b, "k/fed/lib", "v1").await,
+        Some(three.manifest.digest.clone())
+    );
+    assert_eq!(follow_imports(&b, "del", "deleted").await, 1.0);
+    index.remove().await;
+}
+
+async fn one_bad_entry_fails_alone_and_the_rule_says_so(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let image = tiny_image();
+    let good = publish(&skopeo, &a, &image, "fed/app:v1").await;
+    // A directory that is no image layout (the good layout's blobs/ directory).
+    let bad = MfsIndex::new(common::ipfs_url());
+    let not_a_layout = bad.set(&[("x:y", &good)]).await;
+    let index = MfsIndex::new(common::ipfs_url());
+    let root = index
+        .set(&[("fed/app:v1", &good), ("fed/bad:v1", &not_a_layout)])
+        .await;
+    let b = start_b(pair, vec![rule("a", &format!("/ipfs/{root}"), "m/", false)]).await;
+    let deadline = Instant::now() + SYNC;
+    let status = loop {
+        let status = rule_status(&b, "a").await;
+        if status["last_error"].is_string() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("1 of 2 tags failed") && error.contains("m/fed/bad:v1"),
+        "{error}"
+    );
+    // Not in sync: the root is not recorded, and the next poll tries again.
+    assert_eq!(status["last_root"], serde_json::Value::Null, "{status}");
+    assert_eq!(
+        tagged(&b, "m/fed/app", "v1").await,
+        Some(image.manifest.digest.clone())
+    );
+    assert_eq!(tagged(&b, "m/fed/bad", "v1").await, None);
+    assert!(follow_imports(&b, "a", "failed").await >= 1.0);
+    assert!(b
+        .metric("ipfs_registry_federation_follow_errors_total{rule=\"a\"}")
+        .await
+        .is_some_and(|n| n >= 1.0));
+    index.remove().await;
+    bad.remove().await;
+}
+
+async fn a_restart_mid_pass_resumes_where_it_stopped(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let mut tags = Vec::new();
+    let mut images = Vec::new();
+    for i in 0..6 {
+        let image = make_image("amd64", "linux", &[LayerSpec::tar(300 * 1024)], false);
+        let target = format!("fed/app{i}:v1");
+        tags.push((target.clone(), publish(&skopeo, &a, &image, &target).await));
+        images.push(image);
+    }
+    let index = MfsIndex::new(common::ipfs_url());
+    let entries: Vec<(&str, &cid::Cid)> = tags.iter().map(|(t, c)| (t.as_str(), c)).collect();
+    let root = index.set(&entries).await;
+    let rules = vec![rule("a", &format!("/ipfs/{root}"), "m/", false)];
+    let b = start_b(pair, rules).await;
+    // Stopped as soon as the pass has imported something, most likely before it ends.
+    let deadline = Instant::now() + SYNC;
+    loop {
+        if follow_imports(&b, "a", "imported").await >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let config = b.config.clone();
+    let done_before = follow_imports(&b, "a", "imported").await;
+    b.server.stop().await;
+
+    let b = common::start_registry_from(config).await;
+    let status = wait_in_sync(&b, "a", &root, SYNC).await;
+    assert_eq!(status["tags_followed"], 6, "{status}");
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!(
+            tagged(&b, &format!("m/fed/app{i}"), "v1").await,
+            Some(image.manifest.digest.clone())
+        );
+    }
+    // What the first process imported is not imported again.
+    let imported_after = follow_imports(&b, "a", "imported").await;
+    eprintln!("imported before the restart: {done_before}, after it: {imported_after}");
+    assert!(
+        imported_after <= 6.0 - done_before,
+        "{done_before} imported before the restart, {imported_after} after"
+    );
+    index.remove().await;
+}
