@@ -11,7 +11,8 @@
 # IPFS_NODE_GRPC_PORT (45003), IPFS_NODE_START_TIMEOUT (60 s), IPFS_NODE_STOP_TIMEOUT (20 s),
 # IPFS_NODE_INSTALL_TIMEOUT (900 s), IPFS_NODE_SWARM_PORT (unset: no swarm address; set: a
 # TCP swarm address on 127.0.0.1, for tests whose nodes exchange blocks, see
-# docs/ipfs-node.md).
+# docs/ipfs-node.md), IPFS_NODE_ROUTING (none; dhtserver: a DHT server, online, so that
+# IPNS names it publishes resolve on other such nodes).
 # Only the URL goes to stdout (last line); progress and errors go to stderr.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ API_PORT="${IPFS_NODE_API_PORT:-45001}"
 GATEWAY_PORT="${IPFS_NODE_GATEWAY_PORT:-48080}"
 GRPC_PORT="${IPFS_NODE_GRPC_PORT:-45003}"
 SWARM_PORT="${IPFS_NODE_SWARM_PORT:-}"
+ROUTING="${IPFS_NODE_ROUTING:-none}"
 START_TIMEOUT="${IPFS_NODE_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${IPFS_NODE_STOP_TIMEOUT:-20}"
 INSTALL_TIMEOUT="${IPFS_NODE_INSTALL_TIMEOUT:-900}"
@@ -128,7 +130,7 @@ init_repo() {
   fi
   # One direct edit of the JSON config (each `jsipfs config` call costs seconds).
   REPO_CONFIG="$REPO/config" API_PORT="$API_PORT" GATEWAY_PORT="$GATEWAY_PORT" GRPC_PORT="$GRPC_PORT" \
-    SWARM_PORT="$SWARM_PORT" \
+    SWARM_PORT="$SWARM_PORT" ROUTING="$ROUTING" \
     node -e '
       const fs = require("fs")
       const file = process.env.REPO_CONFIG
@@ -149,7 +151,7 @@ init_repo() {
         webRTCStar: Object.assign((c.Discovery || {}).webRTCStar || {}, { Enabled: false })
       })
       c.Pubsub = Object.assign(c.Pubsub || {}, { Enabled: false })
-      c.Routing = Object.assign(c.Routing || {}, { Type: "none" })
+      c.Routing = Object.assign(c.Routing || {}, { Type: e.ROUTING })
       const out = JSON.stringify(c, null, 2) + "\n"
       if (out !== fs.readFileSync(file, "utf8")) {
         fs.writeFileSync(file + ".tmp", out)
@@ -184,8 +186,11 @@ start() {
   {
     echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start"
   } >> "$REPO/daemon.log"
+  # --offline keeps IPNS records local (it does not stop the swarm): off for a DHT node.
+  local offline=--offline
+  [[ "$ROUTING" == none ]] || offline=
   IPFS_PATH="$REPO" NODE_OPTIONS="--require=$POLYFILL ${NODE_OPTIONS:-}" \
-    setsid "$JSIPFS" daemon --offline --enable-preload=false \
+    setsid "$JSIPFS" daemon $offline --enable-preload=false \
     < /dev/null >> "$REPO/daemon.log" 2>&1 8>&- 9>&- &
   pid=$!
   echo "$pid" > "$REPO/daemon.pid"

@@ -24,6 +24,134 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] moved_tags_follow
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] one_bad_entry_fails_alone_and_the_rule_says_so);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] a_restart_mid_pass_resumes_where_it_stopped);
 
+/// Two registries, each with its own IPFS node (DHT servers on loopback) and database: B
+/// follows the IPNS name A's node publishes the index under, sees a tag moved on A, and
+/// replicates a ~10 MiB image (timed, and A's node's bytes sent counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_follows_an_ipns_name_across_two_nodes() {
+    use common::private_node::PrivateNode;
+    let (node1, node2) = tokio::join!(
+        tokio::task::spawn_blocking(PrivateNode::start_dht_server),
+        tokio::task::spawn_blocking(PrivateNode::start_dht_server),
+    );
+    let (node1, node2) = (node1.unwrap(), node2.unwrap());
+    // B's node reaches A's through a proxy that counts what A's node sends it.
+    let a_to_b = CountingProxy::start(node1.swarm_port.unwrap()).await;
+    swarm_connect(&node2.url, a_to_b.port, &node1.peer_id().await).await;
+    let a = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| config.ipfs.url = Some(node1.url.clone()))
+        .await;
+    let skopeo = Skopeo::new();
+    let (one, two) = (tiny_image(), tiny_image());
+    let v1 = publish(&skopeo, &a, &one, "fed/app:v1").await;
+    let index = MfsIndex::new(node1.url.clone());
+    let first = index.set(&[("fed/app:v1", &v1)]).await;
+    let name = ipns_publish(&node1.url, &first).await;
+
+    let b = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(node2.url.clone());
+            config.federation.follow = vec![rule("a", &format!("/ipns/{name}"), "", false)];
+        })
+        .await;
+    let waited = Instant::now();
+    wait_in_sync(&b, "a", &first, SYNC).await;
+    eprintln!("first sync over IPNS: {:?}", waited.elapsed());
+    assert_eq!(
+        tagged(&b, "fed/app", "v1").await,
+        Some(one.manifest.digest.clone())
+    );
+
+    // The tag moves on A; the index is published again under the same name.
+    let moved = publish(&skopeo, &a, &two, "fed/app:v1").await;
+    let second = index.set(&[("fed/app:v1", &moved)]).await;
+    ipns_publish(&node1.url, &second).await;
+    wait_in_sync(&b, "a", &second, SYNC).await;
+    assert_eq!(
+        tagged(&b, "fed/app", "v1").await,
+        Some(two.manifest.digest.clone())
+    );
+
+    // A ~10 MiB image, from the push on A to a tag on B (the index rebuilt and published
+    // by hand in between, as the registry's own publisher would).
+    let served_before = a_to_b.served();
+    let big = make_image(
+        "amd64",
+        "linux",
+        &[LayerSpec::gzip(6 << 20), LayerSpec::gzip(4 << 20)],
+        false,
+    );
+    let started = Instant::now();
+    let big_v1 = publish(&skopeo, &a, &big, "fed/big:v1").await;
+    let third = index
+        .set(&[("fed/app:v1", &moved), ("fed/big:v1", &big_v1)])
+        .await;
+    ipns_publish(&node1.url, &third).await;
+    let published = started.elapsed();
+    wait_in_sync(&b, "a", &third, SYNC).await;
+    let pullable = started.elapsed();
+    assert_eq!(
+        tagged(&b, "fed/big", "v1").await,
+        Some(big.manifest.digest.clone())
+    );
+    let served_to_b = a_to_b.served() - served_before;
+    let size: u64 = big.blobs().iter().map(|b| b.data.len() as u64).sum();
+    assert!(
+        served_to_b >= size,
+        "{served_to_b} bytes received for {size}"
+    );
+
+    // C follows B: B's index (its own layouts of what it imported, the same image CIDs)
+    // under B's node's name; C's node is connected to B's only.
+    let b_app = image_cid(&b, "fed/app", "v1").await;
+    let b_big = image_cid(&b, "fed/big", "v1").await;
+    assert_eq!(
+        (b_app, b_big),
+        (moved, big_v1),
+        "the same layouts, the same CIDs"
+    );
+    let b_index = MfsIndex::new(node2.url.clone());
+    let b_root = b_index
+        .set(&[("fed/app:v1", &b_app), ("fed/big:v1", &b_big)])
+        .await;
+    let b_name = ipns_publish(&node2.url, &b_root).await;
+    let node3 = tokio::task::spawn_blocking(PrivateNode::start_dht_server)
+        .await
+        .unwrap();
+    let b_to_c = CountingProxy::start(node2.swarm_port.unwrap()).await;
+    swarm_connect(&node3.url, b_to_c.port, &node2.peer_id().await).await;
+    let a_served_before_c = a_to_b.served();
+    let c_started = Instant::now();
+    let c = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(node3.url.clone());
+            config.federation.follow = vec![rule("b", &format!("/ipns/{b_name}"), "", false)];
+        })
+        .await;
+    wait_in_sync(&c, "b", &b_root, SYNC).await;
+    let c_took = c_started.elapsed();
+    assert_eq!(
+        tagged(&c, "fed/big", "v1").await,
+        Some(big.manifest.digest.clone())
+    );
+    let served_to_c = b_to_c.served();
+    assert!(
+        served_to_c >= size,
+        "{served_to_c} bytes from B's node for {size}"
+    );
+    let a_served_during_c = a_to_b.served() - a_served_before_c;
+    assert!(
+        a_served_during_c < size / 10,
+        "A's node served {a_served_during_c} bytes for C"
+    );
+    eprintln!(
+        "10 MiB image ({size} bytes of blobs): pushed to A and published {published:?}, \
+         tagged on B {pullable:?} after the push began; A's node served {served_to_b} bytes \
+         to B's; C (following B) in sync {c_took:?} after its start, {served_to_c} bytes \
+         from B's node, {a_served_during_c} more from A's"
+    );
+}
+
 /// A pass's deadline on the shared 2-core machine.
 const SYNC: Duration = Duration::from_secs(120);
 

@@ -218,3 +218,105 @@ pub async fn tagged(registry: &TestRegistry, repo: &str, tag: &str) -> Option<St
         status => panic!("HEAD {repo}:{tag}: {status}"),
     }
 }
+
+/// Publishes `root` under the node's own IPNS name (its peer ID) and returns the name.
+pub async fn ipns_publish(node: &url::Url, root: &cid::Cid) -> String {
+    let answer = client()
+        .post(node.join("api/v0/name/publish").unwrap())
+        .query(&[
+            ("arg", format!("/ipfs/{root}").as_str()),
+            ("lifetime", "24h"),
+            ("timeout", "60s"),
+        ])
+        .send()
+        .await
+        .expect("name/publish");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert!(status.is_success(), "name/publish: {status} {body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["Name"]
+        .as_str()
+        .expect("a Name")
+        .trim_start_matches("/ipns/")
+        .to_owned()
+}
+
+/// A TCP proxy in front of a node's swarm port that counts the bytes the node sends back
+/// (js-ipfs 0.66's `bitswap/stat` does not count the blocks it moves): what a node
+/// connected through it receives from that node.
+pub struct CountingProxy {
+    pub port: u16,
+    served: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream_port: u16) -> CountingProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = Arc::new(AtomicU64::new(0));
+        let counter = served.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+                    let up = tokio::io::copy(&mut client_read, &mut upstream_write);
+                    let down = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match upstream_read.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                            if client_write.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        CountingProxy { port, served, task }
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `swarm/connect` of `node` to the peer `peer` at 127.0.0.1:`port`.
+pub async fn swarm_connect(node: &url::Url, port: u16, peer: &str) {
+    let address = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}");
+    let answer = client()
+        .post(node.join("api/v0/swarm/connect").unwrap())
+        .query(&[("arg", address.as_str()), ("timeout", "30s")])
+        .send()
+        .await
+        .expect("swarm/connect");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert!(
+        status.is_success() && body.contains("success"),
+        "swarm/connect {address}: {status} {body}"
+    );
+}

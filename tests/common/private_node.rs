@@ -43,7 +43,17 @@ impl PrivateNode {
         PrivateNode::start_node(true)
     }
 
+    /// [`PrivateNode::start_on_swarm`] as a DHT server (`Routing.Type = "dhtserver"`,
+    /// online): IPNS names published on one such node resolve on another it is connected to.
+    pub fn start_dht_server() -> PrivateNode {
+        PrivateNode::start_with(true, "dhtserver")
+    }
+
     fn start_node(swarm: bool) -> PrivateNode {
+        PrivateNode::start_with(swarm, "none")
+    }
+
+    fn start_with(swarm: bool, routing: &str) -> PrivateNode {
         let repo = tempfile::Builder::new()
             .prefix("ipfs-node-")
             .tempdir()
@@ -55,7 +65,8 @@ impl PrivateNode {
             .arg(repo.path())
             .env("IPFS_NODE_API_PORT", api.to_string())
             .env("IPFS_NODE_GATEWAY_PORT", gateway.to_string())
-            .env("IPFS_NODE_GRPC_PORT", grpc.to_string());
+            .env("IPFS_NODE_GRPC_PORT", grpc.to_string())
+            .env("IPFS_NODE_ROUTING", routing);
         if swarm {
             command.env("IPFS_NODE_SWARM_PORT", swarm_port.to_string());
         }

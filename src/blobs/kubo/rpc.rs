@@ -319,6 +319,29 @@ pub(super) fn block_put_names(body: &[u8], expected: &Cid) -> Result<bool, BlobE
     Ok(key.codec() == expected.codec() && key.hash() == expected.hash())
 }
 
+/// The CID of `name/resolve`'s answer, `{"Path": "/ipfs/<cid>"}`.
+pub(super) fn resolved_path(body: &[u8]) -> Result<Cid, BlobError> {
+    #[derive(serde::Deserialize)]
+    struct Resolved {
+        #[serde(rename = "Path")]
+        path: String,
+    }
+    let resolved: Resolved = serde_json::from_slice(body)
+        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {e}")))?;
+    let cid = resolved
+        .path
+        .strip_prefix("/ipfs/")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| {
+            BlobError::Backend(format!(
+                "IPFS node name/resolve: {:?} is not an /ipfs/ path",
+                resolved.path
+            ))
+        })?;
+    Cid::try_from(cid)
+        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {cid:?}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,27 +483,4 @@ mod tests {
             262_144
         );
     }
-}
-
-/// The CID of `name/resolve`'s answer, `{"Path": "/ipfs/<cid>"}`.
-pub(super) fn resolved_path(body: &[u8]) -> Result<Cid, BlobError> {
-    #[derive(serde::Deserialize)]
-    struct Resolved {
-        #[serde(rename = "Path")]
-        path: String,
-    }
-    let resolved: Resolved = serde_json::from_slice(body)
-        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {e}")))?;
-    let cid = resolved
-        .path
-        .strip_prefix("/ipfs/")
-        .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| {
-            BlobError::Backend(format!(
-                "IPFS node name/resolve: {:?} is not an /ipfs/ path",
-                resolved.path
-            ))
-        })?;
-    Cid::try_from(cid)
-        .map_err(|e| BlobError::Backend(format!("IPFS node name/resolve: {cid:?}: {e}")))
 }
