@@ -80,6 +80,11 @@ pub struct Metrics {
     /// Pull-through mirror fetches, by kind and outcome.
     pub mirror_fetches: Family<MirrorLabels, Counter>,
     pub images_imported: Family<OutcomeLabels, Counter>,
+    /// Public index rebuilds (built, unchanged, failed) and IPNS publications.
+    pub index_builds: Family<OutcomeLabels, Counter>,
+    pub index_images: Gauge,
+    pub index_omitted: Gauge,
+    pub ipns_publishes: Family<OutcomeLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -135,6 +140,10 @@ impl Metrics {
             layouts_queued: Gauge::default(),
             mirror_fetches: Family::default(),
             images_imported: Family::default(),
+            index_builds: Family::default(),
+            index_images: Gauge::default(),
+            index_omitted: Gauge::default(),
+            ipns_publishes: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -285,6 +294,26 @@ impl Metrics {
             m.images_imported.clone(),
         );
         r.register(
+            "federation_index_builds",
+            "Rebuilds of the public index, by outcome (built, unchanged, failed)",
+            m.index_builds.clone(),
+        );
+        r.register(
+            "federation_index_images",
+            "Images the public index lists",
+            m.index_images.clone(),
+        );
+        r.register(
+            "federation_index_omitted",
+            "Images left out of the public index because their directory was full",
+            m.index_omitted.clone(),
+        );
+        r.register(
+            "federation_ipns_publishes",
+            "Publications of the public index under the registry's IPNS name, by outcome",
+            m.ipns_publishes.clone(),
+        );
+        r.register(
             "gc_runs",
             "Garbage collection runs by outcome",
             m.gc_runs.clone(),
@@ -413,6 +442,18 @@ impl Metrics {
 
     pub fn record_layout_published(&self, outcome: &'static str) {
         self.layouts_published
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_index_build(&self, outcome: &'static str) {
+        self.index_builds
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_ipns_publish(&self, outcome: &'static str) {
+        self.ipns_publishes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

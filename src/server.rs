@@ -74,6 +74,7 @@ fn settings(config: &Config) -> Settings {
         max_concurrent_uploads: config.limits.max_concurrent_uploads,
         verify_on_pull: config.integrity.verify_on_pull,
         rules: config.rules(),
+        publish_index: config.federation.publish,
     }
 }
 
@@ -146,6 +147,7 @@ pub fn serve(
         import_source: import_source(&config)?,
         auth,
     });
+    let index_auth = state.auth.clone();
     let guard = Arc::new(middleware::Guard::new(
         &config.limits,
         config.auth.trusted_proxies.clone(),
@@ -185,6 +187,11 @@ pub fn serve(
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
     background.push(registry.spawn_publisher());
+    if config.federation.publish {
+        background.extend(
+            registry.spawn_index(visibility(index_auth), config.federation.ipns_key.clone()),
+        );
+    }
     background.extend(registry.spawn_releaser());
     registry.bound_at(local_addr);
     let (outbox, wake) = registry.outbox();
@@ -205,6 +212,31 @@ pub fn serve(
         handle,
         task,
         background,
+    })
+}
+
+/// Which repositories the public index may list: those anonymous users may pull (all, with
+/// auth off).
+fn visibility(auth: Option<Arc<Auth>>) -> crate::registry::Visibility {
+    Arc::new(move || {
+        let auth = auth.clone();
+        Box::pin(async move {
+            let Some(auth) = auth else {
+                return Some(Box::new(|_: &str| true) as Box<dyn Fn(&str) -> bool + Send>);
+            };
+            match auth.rights(None).await {
+                Ok(rights) => {
+                    Some(
+                        Box::new(move |repo: &str| rights.allows(repo, crate::auth::scope::PULL))
+                            as Box<dyn Fn(&str) -> bool + Send>,
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(event = "public_check_failed", error = %e);
+                    None
+                }
+            }
+        })
     })
 }
 

@@ -9,7 +9,8 @@ use futures::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::handlers::{
-    self, blobs, browse, import, listing, looked_up, manifests, pushed, uploads, Response,
+    self, blobs, browse, federation, import, listing, looked_up, manifests, pushed, uploads,
+    Response,
 };
 use super::AppState;
 use crate::auth::scope;
@@ -88,6 +89,8 @@ macro_rules! operation {
 /// What a request needs its token to allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// No token needed (one sent is still checked, and says who calls).
+    Public,
     /// Any valid token.
     Token,
     /// Any valid token; the answer holds only what the token lets the caller pull.
@@ -259,6 +262,16 @@ pub static ENDPOINTS: &[Endpoint] = &[
         other_methods: PULL,
         methods: Methods::Digest(&[operation!(GET, PULL, |c, repo, digest| {
             Box::pin(async move { listing::referrers(&c.state, &c.req, &repo, &digest).await })
+        })]),
+    },
+    // Extension API: this registry's public index and IPNS name (docs/federation.md), for
+    // other registries to follow: public, like the index itself.
+    Endpoint {
+        route: "ext_federation",
+        paths: &["/_ext/federation"],
+        other_methods: Access::Public,
+        methods: Methods::Registry(&[operation!(GET, Access::Public, |c| {
+            Box::pin(async move { federation::status(&c.state).await })
         })]),
     },
     // Extension API: a manifest's blobs with their CIDs. Repository names cannot start with

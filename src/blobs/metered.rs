@@ -110,4 +110,22 @@ impl BlobStore for MeteredBlobStore {
     async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         self.timed("fetch_block", self.inner.fetch_block(cid)).await
     }
+
+    async fn put_dag_replacing(
+        &self,
+        previous: Option<&Cid>,
+        root: &Cid,
+        blocks: Vec<(Cid, Bytes)>,
+    ) -> Result<(), BlobError> {
+        self.timed(
+            "put_dag",
+            self.inner.put_dag_replacing(previous, root, blocks),
+        )
+        .await
+    }
+
+    async fn publish_name(&self, key: &str, root: &Cid) -> Result<Option<String>, BlobError> {
+        self.timed("publish_name", self.inner.publish_name(key, root))
+            .await
+    }
 }

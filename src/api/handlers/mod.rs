@@ -3,6 +3,7 @@
 
 pub(super) mod blobs;
 pub(super) mod browse;
+pub(super) mod federation;
 pub mod gateway;
 pub(super) mod import;
 pub mod listing;

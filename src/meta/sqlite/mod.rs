@@ -621,6 +621,33 @@ impl MetadataStore for SqliteStore {
         self.read(layouts::count).await
     }
 
+    async fn published_images(&self) -> Result<Vec<super::PublishedImage>, MetaError> {
+        self.read(layouts::published).await
+    }
+
+    async fn published_images_version(&self) -> Result<(u64, i64), MetaError> {
+        self.read(layouts::published_version).await
+    }
+
+    async fn federation_index(&self) -> Result<Option<super::FederationIndex>, MetaError> {
+        self.read(layouts::federation_index).await
+    }
+
+    async fn record_federation_index(&self, cid: &Cid) -> Result<(), MetaError> {
+        let cid = *cid;
+        self.write_recording(move |tx| {
+            layouts::record_federation_index(tx, &cid)?;
+            Ok(((), true))
+        })
+        .await
+    }
+
+    async fn record_ipns(&self, name: &str, cid: &Cid) -> Result<(), MetaError> {
+        let (name, cid) = (name.to_owned(), *cid);
+        self.write(move |tx| layouts::record_ipns(tx, &name, &cid))
+            .await
+    }
+
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>, MetaError> {
         let (repo, page) = (repo.clone(), page.clone());
         self.read(move |c| {
