@@ -127,6 +127,16 @@ pub(super) fn queue(
     Ok(())
 }
 
+/// Whether any queue entry is due now.
+pub(super) fn any_due(c: &Connection) -> Result<bool, MetaError> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM layout_queue WHERE not_before <= ?1)",
+        [now_millis()],
+        |row| row.get(0),
+    )
+    .map_err(db)
+}
+
 /// Call inside a write transaction: one writer at a time, so what is selected is claimed.
 pub(super) fn claim(
     c: &Connection,

@@ -599,6 +599,11 @@ impl MetadataStore for SqliteStore {
         limit: u32,
         lease: std::time::Duration,
     ) -> Result<Vec<super::QueuedLayout>, MetaError> {
+        // Asked on a reader first: an idle publisher polls every few seconds, and a write
+        // transaction would take the one writer from the pushes for nothing.
+        if !self.read(layouts::any_due).await? {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| layouts::claim(tx, limit, lease)).await
     }
 
