@@ -281,6 +281,32 @@ async fn with_auth_the_index_is_public_and_lists_only_public_repositories(pair: 
     )
     .await;
 
+    // Blocks inside a public layout: served to anyone where the blob store knows which
+    // DAG holds a block (embedded); on an IPFS node only the roots (the network has them).
+    let blobs_directory = |layout: Cid| async move {
+        let root = gateway_block(registry, &layout).await;
+        directory_links(&root)
+            .unwrap()
+            .into_iter()
+            .find_map(|(name, cid)| (name == "blobs").then_some(cid))
+            .expect("a blobs directory")
+    };
+    let status_of = |cid: Cid| async move {
+        client()
+            .get(registry.url(&format!("/ipfs/{cid}?format=raw")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let inner_status = match pair {
+        StorePair::Embedded => 200,
+        StorePair::PostgresIpfsNode => 401,
+    };
+    let (open_blobs, closing_blobs) = (blobs_directory(open).await, blobs_directory(closing).await);
+    assert_eq!(status_of(closing_blobs).await, inner_status);
+
     assert!(auth.store.set_public("closing/*", false).await.unwrap());
     // Rebuilt on the next refresh, seconds later.
     let root = index_naming(
@@ -295,6 +321,8 @@ async fn with_auth_the_index_is_public_and_lists_only_public_repositories(pair: 
         .await
         .unwrap();
     assert_eq!(hidden.status().as_u16(), 401);
+    assert_eq!(status_of(open_blobs).await, inner_status);
+    assert_eq!(status_of(closing_blobs).await, 401);
     // The index itself is anyone's.
     gateway_block(registry, &root).await;
 }

@@ -124,6 +124,11 @@ impl BlobStore for MeteredBlobStore {
         .await
     }
 
+    async fn roots_holding(&self, cid: &Cid) -> Result<Vec<Cid>, BlobError> {
+        self.timed("roots_holding", self.inner.roots_holding(cid))
+            .await
+    }
+
     async fn publish_name(&self, key: &str, root: &Cid) -> Result<Option<String>, BlobError> {
         self.timed("publish_name", self.inner.publish_name(key, root))
             .await

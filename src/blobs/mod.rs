@@ -227,6 +227,14 @@ pub trait BlobStore: Send + Sync + 'static {
         self.put_dag(root, blocks).await
     }
 
+    /// The pinned roots whose stored DAGs hold the block `cid` (a few at most), where the
+    /// store can tell without walking DAGs (the embedded store's block index); empty where
+    /// it cannot (an IPFS node). Lets the gateway authorise a DAG's inner blocks by the
+    /// blob or layout they belong to.
+    async fn roots_holding(&self, _cid: &Cid) -> Result<Vec<Cid>, BlobError> {
+        Ok(Vec::new())
+    }
+
     /// Publishes `root` under the IPNS name of `key` (created on first use) in the IPFS
     /// node's keystore; returns the name (`k51…`). `None`: this store has no IPNS (the
     /// embedded store).

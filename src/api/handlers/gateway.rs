@@ -127,10 +127,11 @@ pub async fn head(
     serve(&req, &path, &state, true).await
 }
 
-/// With access control on, content is served only as the blob of a repository the caller
-/// may pull (so a private image's layers are not public by CID); interior blocks of a DAG,
-/// which belong to no repository by name, only with access control off (the public index's
-/// directories excepted).
+/// With access control on, content is served only as the blob (or image layout) of a
+/// repository the caller may pull, or as a block inside one (so a private image's layers
+/// are not public by CID). Blocks inside DAGs are known only where the blob store can tell
+/// which DAGs hold a block (the embedded store); on an IPFS node they are served only with
+/// access control off. The public index's directories are anyone's.
 /// Whom the answer may be cached for: a shared cache may keep only what an anonymous
 /// caller may fetch too.
 async fn authorize(
