@@ -97,6 +97,14 @@ pub struct FederationConfig {
         with = "humantime_serde"
     )]
     pub timeout: Duration,
+    /// Keep the public index of published images (`<repository>:<tag>` → image layout)
+    /// and, in Kubo mode, publish its root under this registry's IPNS name
+    /// (docs/federation.md).
+    #[serde(default)]
+    pub publish: bool,
+    /// The IPFS node keystore key the index is published under.
+    #[serde(default = "FederationConfig::default_ipns_key")]
+    pub ipns_key: String,
     /// `[[federation.follow]]`: other registries' indexes this one replicates.
     #[serde(default)]
     pub follow: Vec<FollowRule>,
@@ -106,6 +114,10 @@ impl FederationConfig {
     fn default_timeout() -> Duration {
         Duration::from_secs(30)
     }
+
+    fn default_ipns_key() -> String {
+        "ipfs-registry".to_owned()
+    }
 }
 
 impl Default for FederationConfig {
@@ -113,6 +125,8 @@ impl Default for FederationConfig {
         FederationConfig {
             gateways: Vec::new(),
             timeout: FederationConfig::default_timeout(),
+            publish: false,
+            ipns_key: FederationConfig::default_ipns_key(),
             follow: Vec::new(),
         }
     }
@@ -649,6 +663,18 @@ impl Config {
         }
         if self.federation.timeout.is_zero() {
             return invalid("federation.timeout", "must be > 0");
+        }
+        let key = &self.federation.ipns_key;
+        if key.is_empty()
+            || key == "self"
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return invalid(
+                "federation.ipns_key",
+                "must be a key name of letters, digits, '-', '_' and '.', not \"self\" (the node's own identity)",
+            );
         }
         if let Err((at, message)) = follow::validate(&self.federation.follow) {
             return invalid("federation.follow", &format!("{at}: {message}"));

@@ -103,6 +103,11 @@ pub struct Metrics {
     pub follow_lag: Family<RuleLabels, Seconds>,
     /// Polls or passes that failed (the source unreachable, tags that failed).
     pub follow_errors: Family<RuleLabels, Counter>,
+    /// Public index rebuilds (built, unchanged, failed) and IPNS publications.
+    pub index_builds: Family<OutcomeLabels, Counter>,
+    pub index_images: Gauge,
+    pub index_omitted: Gauge,
+    pub ipns_publishes: Family<OutcomeLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_freed_blobs: Counter,
     pub gc_deleted_manifests: Counter,
@@ -162,6 +167,10 @@ impl Metrics {
             follow_last_success: Family::default(),
             follow_lag: Family::default(),
             follow_errors: Family::default(),
+            index_builds: Family::default(),
+            index_images: Gauge::default(),
+            index_omitted: Gauge::default(),
+            ipns_publishes: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_freed_blobs: Counter::default(),
             gc_deleted_manifests: Counter::default(),
@@ -312,6 +321,26 @@ impl Metrics {
             m.images_imported.clone(),
         );
         r.register(
+            "federation_index_builds",
+            "Rebuilds of the public index, by outcome (built, unchanged, failed)",
+            m.index_builds.clone(),
+        );
+        r.register(
+            "federation_index_images",
+            "Images the public index lists",
+            m.index_images.clone(),
+        );
+        r.register(
+            "federation_index_omitted",
+            "Images left out of the public index because their directory was full",
+            m.index_omitted.clone(),
+        );
+        r.register(
+            "federation_ipns_publishes",
+            "Publications of the public index under the registry's IPNS name, by outcome",
+            m.ipns_publishes.clone(),
+        );
+        r.register(
             "federation_follow_imports",
             "Tags handled by follow rules' passes, by rule and outcome",
             m.follow_imports.clone(),
@@ -460,6 +489,18 @@ impl Metrics {
 
     pub fn record_layout_published(&self, outcome: &'static str) {
         self.layouts_published
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_index_build(&self, outcome: &'static str) {
+        self.index_builds
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn record_ipns_publish(&self, outcome: &'static str) {
+        self.ipns_publishes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -102,26 +102,6 @@ fn follow_tasks(config: &Config) -> anyhow::Result<Vec<crate::registry::FollowTa
     Ok(tasks)
 }
 
-/// Whether anonymous users may pull, as the follow rules ask before publishing what they
-/// imported (as the import endpoint does).
-struct AnonymousPull(Option<Arc<Auth>>);
-
-#[async_trait::async_trait]
-impl crate::registry::Visibility for AnonymousPull {
-    async fn anonymous_may_pull(&self, repo: &crate::oci::RepoName) -> bool {
-        let Some(auth) = &self.0 else {
-            return true;
-        };
-        match auth.rights(None).await {
-            Ok(rights) => rights.allows(repo.as_str(), crate::auth::scope::PULL),
-            Err(e) => {
-                tracing::warn!(event = "public_check_failed", repository = %repo, error = %e);
-                false
-            }
-        }
-    }
-}
-
 /// The metadata store the configuration names, migrated, for a command that needs no
 /// registry (the admin commands, `migrate`); its metrics go nowhere.
 pub async fn metadata_stores(config: &Config) -> anyhow::Result<MetadataStores> {
@@ -136,6 +116,7 @@ fn settings(config: &Config) -> Settings {
         max_concurrent_uploads: config.limits.max_concurrent_uploads,
         verify_on_pull: config.integrity.verify_on_pull,
         rules: config.rules(),
+        publish_index: config.federation.publish,
     }
 }
 
@@ -200,8 +181,6 @@ pub fn serve(
     registry: Arc<Registry>,
     auth: Option<Arc<Auth>>,
 ) -> anyhow::Result<RunningServer> {
-    let followers = follow_tasks(&config)?;
-    let visibility = Arc::new(AnonymousPull(auth.clone()));
     let state = web::Data::new(AppState {
         registry: registry.clone(),
         public_url: config.public_url.clone(),
@@ -210,6 +189,8 @@ pub fn serve(
         import_source: import_source(&config)?,
         auth,
     });
+    let index_auth = state.auth.clone();
+    let followers = follow_tasks(&config)?;
     let guard = Arc::new(middleware::Guard::new(
         &config.limits,
         config.auth.trusted_proxies.clone(),
@@ -249,7 +230,13 @@ pub fn serve(
         background.push(spawn_scrub(&config, interval, registry.clone()));
     }
     background.push(registry.spawn_publisher());
-    background.extend(registry.spawn_followers(followers, visibility));
+    if config.federation.publish {
+        background.extend(registry.spawn_index(
+            visibility(index_auth.clone()),
+            config.federation.ipns_key.clone(),
+        ));
+    }
+    background.extend(registry.spawn_followers(followers, visibility(index_auth)));
     background.extend(registry.spawn_releaser());
     registry.bound_at(local_addr);
     let (outbox, wake) = registry.outbox();
@@ -270,6 +257,31 @@ pub fn serve(
         handle,
         task,
         background,
+    })
+}
+
+/// Which repositories the public index may list: those anonymous users may pull (all, with
+/// auth off).
+fn visibility(auth: Option<Arc<Auth>>) -> crate::registry::Visibility {
+    Arc::new(move || {
+        let auth = auth.clone();
+        Box::pin(async move {
+            let Some(auth) = auth else {
+                return Some(Box::new(|_: &str| true) as Box<dyn Fn(&str) -> bool + Send>);
+            };
+            match auth.rights(None).await {
+                Ok(rights) => {
+                    Some(
+                        Box::new(move |repo: &str| rights.allows(repo, crate::auth::scope::PULL))
+                            as Box<dyn Fn(&str) -> bool + Send>,
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(event = "public_check_failed", error = %e);
+                    None
+                }
+            }
+        })
     })
 }
 

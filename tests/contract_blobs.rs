@@ -39,6 +39,7 @@ on_every_blob_store!(
     evicted_content_is_gone_and_added_afresh,
     a_dag_put_links_stored_blobs_and_pins_the_whole,
     a_dag_put_refuses_bad_blocks_and_unstored_links,
+    an_index_replaces_the_one_before_and_is_published_by_name,
 );
 
 type Open = fn(ImportProfile) -> BlobBackend;
@@ -763,4 +764,65 @@ async fn a_dag_put_refuses_bad_blocks_and_unstored_links(open: Open) {
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert!(!store.is_pinned(&layout.root).await.unwrap());
+}
+
+/// The public index's DAG (directories over image layouts) stored over the one before: the
+/// new root pinned with every block, the old one left to the caller to unpin. An IPFS node
+/// publishes a root under an IPNS name; the embedded store has none.
+async fn an_index_replaces_the_one_before_and_is_published_by_name(open: Open) {
+    use ipfs_registry::blobs::public_index::{build, Entry};
+    let backend = open(ImportProfile::default());
+    let store = &*backend.store;
+    let (one, mut stored) = layout_over(store, &random(400), &[&random(CHUNK + 3)]).await;
+    let (two, more) = layout_over(store, &random(401), &[&random(CHUNK + 4)]).await;
+    stored.extend(more);
+    let mut entries = Vec::new();
+    for (tag, layout) in [("v1", &one), ("v2", &two)] {
+        store
+            .put_dag(&layout.root, layout.blocks.clone())
+            .await
+            .unwrap();
+        let root_block = store.block(&layout.root).await.unwrap();
+        entries.push(Entry {
+            repository: "team/app".into(),
+            tag: tag.into(),
+            layout: layout.root,
+            dag_size: ipfs_registry::blobs::unixfs::cumulative_size(&layout.root, &root_block)
+                .unwrap(),
+        });
+    }
+    let first = build(entries[..1].to_vec());
+    store
+        .put_dag_replacing(None, &first.root, first.blocks.clone())
+        .await
+        .expect("first index");
+    let second = build(entries.clone());
+    store
+        .put_dag_replacing(Some(&first.root), &second.root, second.blocks.clone())
+        .await
+        .expect("second index");
+    assert!(store.is_pinned(&second.root).await.unwrap());
+    assert!(
+        store.is_pinned(&first.root).await.unwrap(),
+        "the caller unpins"
+    );
+    store.unpin(&first.root).await.unwrap();
+    assert!(store.is_pinned(&second.root).await.unwrap());
+    for (cid, bytes) in &second.blocks {
+        assert_eq!(&store.block(cid).await.expect("index block"), bytes);
+    }
+
+    let key = format!("contract-{}", common::unique_name());
+    // The node (shared) has IPNS, the embedded store not.
+    match (backend.shared, store.publish_name(&key, &second.root).await) {
+        (true, Ok(Some(name))) => assert!(!name.is_empty()),
+        (false, Ok(None)) => {}
+        (node, other) => panic!("node: {node}: {other:?}"),
+    }
+
+    store.unpin(&second.root).await.unwrap();
+    for layout in [&one, &two] {
+        store.unpin(&layout.root).await.unwrap();
+    }
+    forget(store, &stored).await;
 }

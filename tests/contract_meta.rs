@@ -50,6 +50,7 @@ on_every_meta_store!(
     image_layouts_live_as_long_as_their_tags_point_at_their_manifests,
     a_layout_cid_recorded_anywhere_is_in_use,
     the_layout_queue_is_claimed_once_retried_and_follows_its_tag,
+    the_public_index_lists_published_images_and_queues_the_root_it_replaces,
     mirrored_manifests_need_no_blobs_and_gc_keeps_what_was_fetched,
     mirrored_tags_record_when_the_upstream_last_confirmed_them,
     follow_rules_keep_their_state_and_tags_per_rule,
@@ -1624,6 +1625,92 @@ async fn leases_exclude_other_holders_until_they_expire(store: Arc<dyn MetaBacke
 }
 
 // ---------- image layouts ----------
+
+async fn the_public_index_lists_published_images_and_queues_the_root_it_replaces(
+    store: Arc<dyn MetaBackend>,
+) {
+    use ipfs_registry::meta::PublishedImage;
+    let (app, other) = (repo("index/app"), repo("index/other"));
+    let one = pushed_image(&*store, &app, "one").await;
+    let two = pushed_image(&*store, &other, "two").await;
+    store
+        .put_manifest(&app, one.clone(), Some(&tag("v1")))
+        .await
+        .unwrap();
+    store
+        .put_manifest(&other, two.clone(), Some(&tag("latest")))
+        .await
+        .unwrap();
+    let [a, b, c, d] = [b"a", b"b", b"c", b"d"].map(|seed| cid_of(&seed[..]));
+    assert_eq!(store.published_images().await.unwrap(), vec![]);
+    let empty = store.published_images_version().await.unwrap();
+
+    assert!(store
+        .record_layout(&app, &tag("v1"), &one.digest, &a)
+        .await
+        .unwrap());
+    let after_one = store.published_images_version().await.unwrap();
+    assert_ne!(after_one, empty);
+    assert!(store
+        .record_layout(&other, &tag("latest"), &two.digest, &b)
+        .await
+        .unwrap());
+    let after_two = store.published_images_version().await.unwrap();
+    assert_ne!(after_two, after_one);
+    assert_eq!(
+        store.published_images().await.unwrap(),
+        vec![
+            PublishedImage {
+                repo: app.clone(),
+                tag: tag("v1"),
+                cid: a
+            },
+            PublishedImage {
+                repo: other.clone(),
+                tag: tag("latest"),
+                cid: b
+            },
+        ]
+    );
+
+    assert_eq!(store.federation_index().await.unwrap(), None);
+    store.record_federation_index(&c).await.unwrap();
+    let index = store.federation_index().await.unwrap().expect("recorded");
+    assert_eq!((index.cid, index.ipns), (c, None));
+    assert!(store.recorded_cids(&[c]).await.unwrap().contains(&c));
+    assert!(queued(&*store).await.is_empty());
+    store.record_ipns("k51name", &c).await.unwrap();
+    let ipns = store
+        .federation_index()
+        .await
+        .unwrap()
+        .and_then(|index| index.ipns)
+        .expect("an IPNS record");
+    assert_eq!((ipns.name.as_str(), ipns.cid), ("k51name", c));
+    // Recording the same root again changes nothing; another queues the one it replaces,
+    // and the IPNS record still says what was published.
+    store.record_federation_index(&c).await.unwrap();
+    assert!(queued(&*store).await.is_empty());
+    store.record_federation_index(&d).await.unwrap();
+    let index = store.federation_index().await.unwrap().expect("recorded");
+    assert_eq!(index.cid, d);
+    assert_eq!(index.ipns.map(|ipns| ipns.cid), Some(c));
+    assert_eq!(queued(&*store).await, [c].into());
+
+    // A deleted tag leaves the list, and the version says so.
+    assert!(store.delete_tag(&app, &tag("v1")).await.unwrap());
+    assert_ne!(store.published_images_version().await.unwrap(), after_two);
+    assert_eq!(
+        store
+            .published_images()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|image| image.repo)
+            .collect::<Vec<_>>(),
+        vec![other]
+    );
+}
 
 async fn queued(store: &dyn MetaBackend) -> std::collections::HashSet<cid::Cid> {
     store.unpin_queue(100).await.unwrap().into_iter().collect()

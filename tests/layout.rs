@@ -407,8 +407,9 @@ async fn private_images_are_not_published_until_public_and_publish_runs(pair: St
 
 /// A tagged push answers before its image is published, from a durable queue: with the IPFS
 /// node unreachable the push still succeeds, publishing is retried (counted, with backoff),
-/// and a registry process stopped meanwhile leaves the image to the next one, which
-/// publishes it once the node is back.
+/// `ipfs-registry publish` publishes a queued image and drops its entry, and a registry
+/// process stopped meanwhile leaves the image to the next one, which publishes it once the
+/// node is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_is_queued_retried_and_survives_a_restart() {
     let node: std::net::SocketAddr = {
@@ -447,6 +448,41 @@ async fn publishing_is_queued_retried_and_survives_a_restart() {
     }
     let (status, _) = layout_of(&registry, "fed/queued", "v2").await;
     assert_eq!(status, 404, "not published while the node is unreachable");
+
+    // `ipfs-registry publish` (on a host that reaches the node) publishes a queued image
+    // and drops its entry; the other entry stays for the publisher.
+    for blob in std::iter::once(&image.config).chain(&image.layers) {
+        let mounted = client()
+            .post(registry.url(&format!(
+                "/v2/fed/by-hand/blobs/uploads/?mount={}&from=fed/queued",
+                blob.digest
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mounted.status().as_u16(), 201);
+    }
+    oci.push_manifest("fed/by-hand", "v1", &image.manifest)
+        .await;
+    let out = common::cli::registry_command()
+        .envs(common::cli::stores_env(&registry.config))
+        .env("IPFS_REGISTRY_IPFS__URL", common::ipfs_url().as_str())
+        .args(["publish", "fed/by-hand"])
+        .output()
+        .expect("run ipfs-registry publish");
+    assert!(
+        common::cli::succeeded(&out).starts_with("fed/by-hand:v1 "),
+        "{out:?}"
+    );
+    let meta = ipfs_registry::server::metadata_stores(&registry.config)
+        .await
+        .unwrap()
+        .meta;
+    assert_eq!(
+        meta.queued_layouts().await.unwrap(),
+        1,
+        "only fed/queued:v2"
+    );
 
     // Another process takes over the queue; the node comes back.
     let config = registry.config.clone();

@@ -76,6 +76,8 @@ impl fmt::Display for Quoted<'_> {
 /// What a request under `/v2` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Need {
+    /// Nothing: a token, when sent, is checked all the same.
+    Public,
     /// Any valid token (the base endpoint, unknown paths, the catalog which is filtered).
     Token { catalog: bool },
     /// `action` on repository `name`.
@@ -88,6 +90,7 @@ impl Need {
             return Need::Token { catalog: false };
         };
         match endpoint.access(method) {
+            Access::Public => Need::Public,
             Access::Token => Need::Token { catalog: false },
             Access::Catalog => Need::Token { catalog: true },
             Access::Repository(action) => Need::Repository {
@@ -101,7 +104,7 @@ impl Need {
     fn scope(&self) -> Option<String> {
         match self {
             Need::Token { catalog: true } => Some(Scope::catalog().to_string()),
-            Need::Token { catalog: false } => None,
+            Need::Token { catalog: false } | Need::Public => None,
             Need::Repository { name, action } => {
                 let actions: &[&str] = if *action == scope::PUSH {
                     &[scope::PULL, scope::PUSH]
@@ -168,7 +171,11 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     kind.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<Claims, ApiError> {
+async fn authorize(
+    auth: &Auth,
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Option<Claims>, ApiError> {
     let raw = req.path();
     // Percent-encoded paths would be decoded for routing but not here; no valid name,
     // reference or digest needs encoding, so they are refused rather than interpreted twice.
@@ -194,7 +201,10 @@ async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<C
         })
     };
     let Some(token) = bearer(req) else {
-        return Err(challenge(None));
+        return match need {
+            Need::Public => Ok(None),
+            _ => Err(challenge(None)),
+        };
     };
     let claims = match auth.issuer.verify_access(token) {
         Ok(claims) => claims,
@@ -204,10 +214,10 @@ async fn authorize(auth: &Auth, state: &AppState, req: &HttpRequest) -> Result<C
         }
     };
     let Need::Repository { name, action } = &need else {
-        return Ok(claims);
+        return Ok(Some(claims));
     };
     if claims.allows(name, action) {
-        return Ok(claims);
+        return Ok(Some(claims));
     }
     if !claims.anonymous() && !auth.rights_of(&claims).await?.allows(name, action) {
         return Err(ApiError::Denied);
@@ -227,7 +237,9 @@ pub async fn check(
     };
     match authorize(&auth, &state, req.request()).await {
         Ok(claims) => {
-            req.extensions_mut().insert(Caller(claims));
+            if let Some(claims) = claims {
+                req.extensions_mut().insert(Caller(claims));
+            }
             Ok(next.call(req).await?.map_into_left_body())
         }
         Err(e) => {

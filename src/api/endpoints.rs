@@ -89,6 +89,8 @@ macro_rules! operation {
 /// What a request needs its token to allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// No token needed (one sent is still checked, and says who calls).
+    Public,
     /// Any valid token.
     Token,
     /// Any valid token; the answer holds only what the token lets the caller pull.
@@ -262,6 +264,16 @@ pub static ENDPOINTS: &[Endpoint] = &[
             Box::pin(async move { listing::referrers(&c.state, &c.req, &repo, &digest).await })
         })]),
     },
+    // Extension API: this registry's public index and IPNS name (docs/federation.md), for
+    // other registries to follow: public, like the index itself.
+    Endpoint {
+        route: "ext_federation",
+        paths: &["/_ext/federation"],
+        other_methods: Access::Public,
+        methods: Methods::Registry(&[operation!(GET, Access::Public, |c| {
+            Box::pin(async move { federation::status(&c.state, &c.req).await })
+        })]),
+    },
     // Extension API: a manifest's blobs with their CIDs. Repository names cannot start with
     // `_`, so its paths collide with no repository's.
     Endpoint {
@@ -279,15 +291,6 @@ pub static ENDPOINTS: &[Endpoint] = &[
         other_methods: PULL,
         methods: Methods::Lookup(&[operation!(GET, PULL, |c, repo, reference| {
             Box::pin(async move { browse::layout(&c.state, &repo, &reference).await })
-        })]),
-    },
-    // Extension API: what this registry publishes for followers, and its follow rules.
-    Endpoint {
-        route: "ext_federation",
-        paths: &["/_ext/federation"],
-        other_methods: Access::Token,
-        methods: Methods::Registry(&[operation!(GET, Access::Token, |c| {
-            Box::pin(async move { federation::federation(&c.state, &c.req).await })
         })]),
     },
     // Extension API: import an image by the CID of its OCI Image Layout (docs/federation.md).

@@ -111,6 +111,29 @@ impl BlobStore for MeteredBlobStore {
         self.timed("fetch_block", self.inner.fetch_block(cid)).await
     }
 
+    async fn put_dag_replacing(
+        &self,
+        previous: Option<&Cid>,
+        root: &Cid,
+        blocks: Vec<(Cid, Bytes)>,
+    ) -> Result<(), BlobError> {
+        self.timed(
+            "put_dag",
+            self.inner.put_dag_replacing(previous, root, blocks),
+        )
+        .await
+    }
+
+    async fn roots_holding(&self, cid: &Cid) -> Result<Vec<Cid>, BlobError> {
+        self.timed("roots_holding", self.inner.roots_holding(cid))
+            .await
+    }
+
+    async fn publish_name(&self, key: &str, root: &Cid) -> Result<Option<String>, BlobError> {
+        self.timed("publish_name", self.inner.publish_name(key, root))
+            .await
+    }
+
     async fn resolve_name(&self, name: &str) -> Result<Cid, BlobError> {
         self.timed("resolve_name", self.inner.resolve_name(name))
             .await

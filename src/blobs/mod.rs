@@ -9,6 +9,7 @@ pub mod metered;
 pub mod migrate;
 mod open;
 mod profile;
+pub mod public_index;
 pub mod remote;
 pub mod unixfs;
 pub mod verified_car;
@@ -210,6 +211,35 @@ pub trait BlobStore: Send + Sync + 'static {
     /// a DAG before deciding to fetch all of it (an image layout to import).
     async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         self.block(cid).await
+    }
+
+    /// As [`BlobStore::put_dag`] for a DAG that replaces `previous` (pinned, and unpinned
+    /// later by the caller): `blocks` holds every block of the new DAG but the pinned roots
+    /// it links, and a store that can pin the new root by walking only what differs from
+    /// the old one (Kubo's `pin/update`) does. The public index is such a DAG: a new root
+    /// over thousands of unchanged image layouts.
+    async fn put_dag_replacing(
+        &self,
+        _previous: Option<&Cid>,
+        root: &Cid,
+        blocks: Vec<(Cid, Bytes)>,
+    ) -> Result<(), BlobError> {
+        self.put_dag(root, blocks).await
+    }
+
+    /// The pinned roots whose stored DAGs hold the block `cid` (a few at most), where the
+    /// store can tell without walking DAGs (the embedded store's block index); empty where
+    /// it cannot (an IPFS node). Lets the gateway authorise a DAG's inner blocks by the
+    /// blob or layout they belong to.
+    async fn roots_holding(&self, _cid: &Cid) -> Result<Vec<Cid>, BlobError> {
+        Ok(Vec::new())
+    }
+
+    /// Publishes `root` under the IPNS name of `key` (created on first use) in the IPFS
+    /// node's keystore; returns the name (`k51…`). `None`: this store has no IPNS (the
+    /// embedded store).
+    async fn publish_name(&self, _key: &str, _root: &Cid) -> Result<Option<String>, BlobError> {
+        Ok(None)
     }
 
     /// The CID an IPNS name (`k51…`, or a DNSLink domain) points at now, as the IPFS

@@ -396,6 +396,37 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
             .await
     }
 
+    async fn published_images(&self) -> Result<Vec<super::PublishedImage>, MetaError> {
+        self.request("published_images", self.inner.published_images())
+            .await
+    }
+
+    async fn published_images_version(&self) -> Result<(u64, i64), MetaError> {
+        self.request(
+            "published_images_version",
+            self.inner.published_images_version(),
+        )
+        .await
+    }
+
+    async fn federation_index(&self) -> Result<Option<super::FederationIndex>, MetaError> {
+        self.request("federation_index", self.inner.federation_index())
+            .await
+    }
+
+    async fn record_federation_index(&self, cid: &Cid) -> Result<(), MetaError> {
+        self.request(
+            "record_federation_index",
+            self.inner.record_federation_index(cid),
+        )
+        .await
+    }
+
+    async fn record_ipns(&self, name: &str, cid: &Cid) -> Result<(), MetaError> {
+        self.request("record_ipns", self.inner.record_ipns(name, cid))
+            .await
+    }
+
     async fn follow_state(&self, rule: &str) -> Result<FollowState, MetaError> {
         self.request("follow_state", self.inner.follow_state(rule))
             .await

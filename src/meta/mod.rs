@@ -80,6 +80,30 @@ pub struct ImageLayout {
     pub cid: Cid,
 }
 
+/// A published image as the public index names it: `<repository>:<tag>` → its layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedImage {
+    pub repo: RepoName,
+    pub tag: Tag,
+    pub cid: Cid,
+}
+
+/// The public index as last recorded, and the IPNS name it was last published under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationIndex {
+    pub cid: Cid,
+    pub built_at: SystemTime,
+    pub ipns: Option<IpnsRecord>,
+}
+
+/// An IPNS publication of the index: the name, the root it named, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpnsRecord {
+    pub name: String,
+    pub cid: Cid,
+    pub published_at: SystemTime,
+}
+
 /// A tagged image waiting to be published as a layout: the manifest its push tagged, and
 /// how many attempts at publishing it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,6 +501,25 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Queue entries, due or not.
     async fn queued_layouts(&self) -> Result<u64, MetaError>;
+
+    // --- the public index (src/registry/federation.rs) ---
+
+    /// Every recorded image layout, by repository then tag (bytewise).
+    async fn published_images(&self) -> Result<Vec<PublishedImage>, MetaError>;
+
+    /// A value that changes whenever the recorded image layouts do (a layout recorded,
+    /// replaced or dropped): the index is rebuilt only then.
+    async fn published_images_version(&self) -> Result<(u64, i64), MetaError>;
+
+    /// The index as last recorded.
+    async fn federation_index(&self) -> Result<Option<FederationIndex>, MetaError>;
+
+    /// Records `cid` as the index (a recording write: no unpin of it runs until the record
+    /// is visible); the root it replaces is queued for unpinning.
+    async fn record_federation_index(&self, cid: &Cid) -> Result<(), MetaError>;
+
+    /// Records that `name` was published naming `cid` (nothing when no index is recorded).
+    async fn record_ipns(&self, name: &str, cid: &Cid) -> Result<(), MetaError>;
 
     // --- follow rules ---
 

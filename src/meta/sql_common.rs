@@ -217,3 +217,20 @@ pub(crate) fn queued(
         attempts: u32::try_from(attempts).unwrap_or(0),
     })
 }
+
+/// A row of the published images (repository, tag, layout root).
+pub(crate) fn published_image(
+    repo: String,
+    tag: String,
+    cid: Cid,
+) -> Result<crate::meta::PublishedImage, MetaError> {
+    Ok(crate::meta::PublishedImage {
+        repo: repo
+            .parse()
+            .map_err(|e| corrupt(format!("stored repository {repo:?}: {e}")))?,
+        tag: tag
+            .parse()
+            .map_err(|e| corrupt(format!("stored tag {tag:?}: {e}")))?,
+        cid,
+    })
+}

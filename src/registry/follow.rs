@@ -11,12 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use cid::Cid;
 use serde::Serialize;
 
 use super::notify::{Action, Origin, Target};
-use super::{ImportSource, Registry, RegistryError};
+use super::{ImportSource, Registry, RegistryError, Visibility};
 use crate::blobs::remote::{DagSource, NodeSource};
 use crate::blobs::unixfs::{as_v1, directory_links};
 use crate::blobs::BlobError;
@@ -37,13 +36,6 @@ const MAX_INDEX_TAGS: usize = 100_000;
 const MAX_REPO_PATH: usize = 255;
 /// The largest `GET /v2/_ext/federation` answer read.
 const MAX_FEDERATION_ANSWER: usize = 64 * 1024;
-
-/// Whether anonymous users may pull a repository: what decides, with auth on, whether an
-/// imported tag is published in this registry's own index (the api layer answers it).
-#[async_trait]
-pub trait Visibility: Send + Sync + 'static {
-    async fn anonymous_may_pull(&self, repo: &RepoName) -> bool;
-}
 
 /// One rule as a task runs it.
 pub struct FollowTask {
@@ -123,7 +115,7 @@ impl Registry {
     pub fn spawn_followers(
         self: &Arc<Self>,
         tasks: Vec<FollowTask>,
-        visibility: Arc<dyn Visibility>,
+        visibility: Visibility,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         tasks
             .into_iter()
@@ -135,7 +127,7 @@ impl Registry {
             .collect()
     }
 
-    async fn run_rule(&self, task: FollowTask, visibility: Arc<dyn Visibility>) {
+    async fn run_rule(&self, task: FollowTask, visibility: Visibility) {
         let name = task.rule.name().to_owned();
         let lease = format!("follow:{name}");
         let holder = self.instance_id().to_owned();
@@ -159,7 +151,7 @@ impl Registry {
                 };
                 // The renewal never ends: the pass decides when the claim is given up.
                 let outcome = tokio::select! {
-                    outcome = self.poll_rule(&task, &name, visibility.as_ref()) => outcome,
+                    outcome = self.poll_rule(&task, &name, &visibility) => outcome,
                     _ = renew => unreachable!("the renewal loop does not end"),
                 };
                 if let Err(e) = self.meta.release_lease(&lease, &holder).await {
@@ -211,7 +203,7 @@ impl Registry {
         &self,
         task: &FollowTask,
         name: &str,
-        visibility: &dyn Visibility,
+        visibility: &Visibility,
     ) -> Result<(), String> {
         let root = self.resolve_source(task).await?;
         let state = self
@@ -293,7 +285,7 @@ impl Registry {
         task: &FollowTask,
         name: &str,
         entries: &[Entry],
-        visibility: &dyn Visibility,
+        visibility: &Visibility,
     ) -> super::Result<Pass> {
         let rule = &task.rule;
         let origin = Origin {
@@ -368,7 +360,12 @@ impl Registry {
                     // Published here too (followers of this registry see it), also when the
                     // tag was already there: a pass cut short may have imported it without
                     // queueing it.
-                    let public = visibility.anonymous_may_pull(&local).await;
+                    // Unknown (the user store failing): not published now; the index
+                    // builder lists it once it can tell.
+                    let public = match visibility().await {
+                        Some(public) => public(local.as_str()),
+                        None => false,
+                    };
                     self.publish_after_push(&local, tag, &imported.digest, public)
                         .await;
                     let outcome = if imported.unchanged {

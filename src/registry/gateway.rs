@@ -28,12 +28,23 @@ impl Registry {
             .ok_or(RegistryError::ContentUnknown(*cid))
     }
 
-    /// The repositories holding the blob whose DAG root is `cid` (none for other CIDs).
+    /// The repositories holding `cid`: as a blob's or image layout's root, or else (where
+    /// the blob store can tell which stored DAGs hold a block) as a block inside one.
     pub async fn ipfs_repositories(&self, cid: &Cid) -> Result<Vec<String>> {
-        match stored_form(cid) {
-            Ok(cid) => Ok(self.meta.repositories_with_cid(&cid).await?),
-            Err(_) => Ok(Vec::new()),
+        let Ok(cid) = stored_form(cid) else {
+            return Ok(Vec::new());
+        };
+        let mut repositories = self.meta.repositories_with_cid(&cid).await?;
+        if repositories.is_empty() {
+            for root in self.blobs.roots_holding(&cid).await? {
+                if root != cid {
+                    repositories.extend(self.meta.repositories_with_cid(&root).await?);
+                }
+            }
+            repositories.sort();
+            repositories.dedup();
         }
+        Ok(repositories)
     }
 
     /// The bytes of the blob whose DAG root is `cid` (or a range of them).

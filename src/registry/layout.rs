@@ -38,7 +38,22 @@ impl Registry {
             .manifest(repo, &Reference::Tag(tag.clone()))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
-        self.publish_manifest_layout(repo, tag, top).await
+        let manifest = top.digest.clone();
+        let published = self.publish_manifest_layout(repo, tag, top).await?;
+        if published.is_some() {
+            // Published here (`ipfs-registry publish`, an import): a queue entry for the
+            // same image has nothing left to do.
+            let entry = crate::meta::QueuedLayout {
+                repo: repo.clone(),
+                tag: tag.clone(),
+                manifest,
+                attempts: 0,
+            };
+            if let Err(e) = self.meta.dequeue_layout(&entry).await {
+                tracing::warn!(event = "layout_queue_update_failed", repository = %repo, tag = %tag, error = %e);
+            }
+        }
+        Ok(published)
     }
 
     /// Publishes `manifest` as the image of `tag`, as a push queued it; `None` when the

@@ -4,6 +4,7 @@
 mod blobs;
 mod browse;
 mod error;
+mod federation;
 mod follow;
 mod gateway;
 pub mod gc;
@@ -37,7 +38,8 @@ use crate::oci::RepoName;
 pub use blobs::{BlobContent, BlobRange};
 pub use browse::{platform_name, ConfigSummary, LayerView, ManifestView, Role};
 pub use error::{RegistryError, Result};
-pub use follow::{FollowStatus, FollowTask, Visibility};
+pub use federation::{IndexStatus, Visibility};
+pub use follow::{FollowStatus, FollowTask};
 pub use health::Readiness;
 pub use import::{ImportProgress, ImportSource, Imported};
 pub use inventory::{Inventory, Reindexed};
@@ -64,6 +66,8 @@ pub struct Settings {
     pub verify_on_pull: bool,
     /// `[[immutable]]` and `[[retention]]`.
     pub rules: rules::Rules,
+    /// `federation.publish`: the public index is kept (src/registry/federation.rs).
+    pub publish_index: bool,
 }
 
 /// The stores the core works on.
@@ -89,6 +93,8 @@ pub struct Registry {
     publisher: publish::Wake,
     /// Unpins completed uploads' chunks after the push answered.
     releaser: releaser::Releaser,
+    /// The public index's builder state.
+    index: federation::IndexState,
     settings: Settings,
     metrics: Arc<Metrics>,
     /// One permit per upload request streaming bytes into the blob store.
@@ -120,6 +126,7 @@ impl Registry {
             wake: Arc::default(),
             publisher: publish::Wake::default(),
             releaser: releaser::Releaser::default(),
+            index: federation::IndexState::default(),
             settings,
             metrics,
             uploads,

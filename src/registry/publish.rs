@@ -97,6 +97,9 @@ impl Registry {
                 // `None`: the tag moved, and its new push queued its own entry.
                 let label = if published.is_some() { "ok" } else { "moved" };
                 self.metrics.record_layout_published(label);
+                if published.is_some() {
+                    self.index.wake();
+                }
                 self.meta.dequeue_layout(entry).await
             }
             Err(e) if entry.attempts + 1 >= MAX_ATTEMPTS => {

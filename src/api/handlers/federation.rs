@@ -1,20 +1,24 @@
-//! Extension API: `GET /v2/_ext/federation`, what this registry publishes for others to
-//! follow, and (for admins) the state of its own `[[federation.follow]]` rules
-//! (docs/federation.md).
+//! Extension API: `GET /v2/_ext/federation`, this registry's public index (its root and
+//! IPNS name) for other registries to follow, and for admins the state of its own
+//! `[[federation.follow]]` rules (docs/federation.md).
 
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::json;
 
 use super::Response;
 use crate::api::{access, AppState};
+use crate::registry::RegistryError;
 
-pub async fn federation(state: &AppState, req: &HttpRequest) -> Response {
-    let mut body = json!({"root": null, "ipns": null, "updated_at": null});
-    // The rules name their sources and errors: an admin's business, everyone's with auth
-    // off. `*` is a name only a grant on every repository covers.
+pub async fn status(state: &AppState, req: &HttpRequest) -> Response {
+    let index = state.registry.index_status().await?;
+    let mut body =
+        serde_json::to_value(index).map_err(|e| RegistryError::Internal(e.to_string()))?;
+    // The rules name their sources and errors: an admin's business (everyone's with auth
+    // off). `*` is a name only a grant on every repository covers.
     if access::may_administer(state, req, "*").await? {
         body["follow"] = serde_json::to_value(state.registry.follow_status().await?)
-            .map_err(|e| crate::registry::RegistryError::Internal(e.to_string()))?;
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-cache"))
+        .json(body))
 }

@@ -127,9 +127,11 @@ pub async fn head(
     serve(&req, &path, &state, true).await
 }
 
-/// With access control on, content is served only as the blob of a repository the caller
-/// may pull (so a private image's layers are not public by CID); interior blocks of a DAG,
-/// which belong to no repository by name, only with access control off.
+/// With access control on, content is served only as the blob (or image layout) of a
+/// repository the caller may pull, or as a block inside one (so a private image's layers
+/// are not public by CID). Blocks inside DAGs are known only where the blob store can tell
+/// which DAGs hold a block (the embedded store); on an IPFS node they are served only with
+/// access control off. The public index's directories are anyone's.
 /// Whom the answer may be cached for: a shared cache may keep only what an anonymous
 /// caller may fetch too.
 async fn authorize(
@@ -137,6 +139,10 @@ async fn authorize(
     state: &AppState,
     cid: &cid::Cid,
 ) -> Result<Audience, ApiError> {
+    // The public index lists only public images: its directories are anyone's.
+    if state.registry.is_index_block(cid) {
+        return Ok(Audience::Everyone);
+    }
     let viewer = Viewer::of(state, req).await?;
     let (Viewer::Restricted { .. }, Some(auth)) = (&viewer, &state.auth) else {
         return Ok(Audience::Everyone);

@@ -735,6 +735,21 @@ impl BlobStore for EmbeddedStore {
         .map_err(|e| BlobError::Backend(format!("embedded store listing task: {e}")))?
     }
 
+    async fn roots_holding(&self, cid: &Cid) -> Result<Vec<Cid>, BlobError> {
+        let wanted = *cid;
+        let locations = self.with_index(move |index| index.locate(&wanted)).await?;
+        let mut roots = Vec::new();
+        for location in locations {
+            let root = match location {
+                Location::Node { root, .. } | Location::Leaf { root, .. } => root,
+            };
+            if !roots.contains(&root) && self.is_pinned(&root).await? {
+                roots.push(root);
+            }
+        }
+        Ok(roots)
+    }
+
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
         let wanted = *cid;
         let locations = self.with_index(move |index| index.locate(&wanted)).await?;

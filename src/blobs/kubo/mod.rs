@@ -228,6 +228,31 @@ impl KuboStore {
         )))
     }
 
+    /// Creates the keystore key `name` (ed25519) unless the node has it.
+    async fn ensure_key(&self, name: &str) -> Result<(), BlobError> {
+        let has_key = |answer: Bytes| -> Result<bool, BlobError> {
+            let keys: rpc::KeyList = serde_json::from_slice(&answer).map_err(|e| {
+                BlobError::Backend(format!("IPFS node key/list: unexpected answer: {e}"))
+            })?;
+            Ok(keys.keys.iter().any(|key| key.name == name))
+        };
+        let list = || async {
+            self.control("key/list", &[])
+                .await
+                .map_err(|e| e.into_blob_error("key/list", None))
+        };
+        if has_key(list().await?)? {
+            return Ok(());
+        }
+        let query = [("arg", name.to_owned()), ("type", "ed25519".to_owned())];
+        match self.control("key/gen", &query).await {
+            Ok(_) => Ok(()),
+            // Another replica created it meanwhile.
+            Err(CallError::Node(_)) if has_key(list().await?)? => Ok(()),
+            Err(e) => Err(e.into_blob_error("key/gen", None)),
+        }
+    }
+
     /// `pin/add` with a progress-based deadline: a pin walks every block of the DAG, which
     /// takes as long as the DAG is large (and on Kubo waits for the repo GC's lock), so it
     /// has no total deadline of T. Kubo reports the blocks walked so far every 500 ms
@@ -572,6 +597,69 @@ impl BlobStore for KuboStore {
             cid: dag.root,
             size: dag.file_size,
         }))
+    }
+
+    async fn put_dag_replacing(
+        &self,
+        previous: Option<&Cid>,
+        root: &Cid,
+        blocks: Vec<(Cid, Bytes)>,
+    ) -> Result<(), BlobError> {
+        let Some(previous) = previous.filter(|previous| *previous != root) else {
+            return self.put_dag(root, blocks).await;
+        };
+        if !self.is_pinned(previous).await? {
+            return self.put_dag(root, blocks).await;
+        }
+        crate::blobs::check_blocks(root, &blocks)?;
+        let writes: Vec<_> = blocks
+            .into_iter()
+            .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
+        // `pin/update` walks only the parts of the new DAG the old one lacks (what it
+        // links and the old one did not is pinned content, held here), where `pin/add`
+        // would walk every linked DAG again. The old pin stays: the caller's unpin queue
+        // releases it once no record holds it.
+        let query = [
+            ("arg", previous.to_string()),
+            ("arg", root.to_string()),
+            ("unpin", "false".to_owned()),
+        ];
+        match self.control("pin/update", &query).await {
+            Ok(_) => Ok(()),
+            // js-ipfs has no `pin/update`: an unknown route is a 404 (JSON "Not Found" on
+            // js-ipfs, text on Kubo), where Kubo's own failures are 500s.
+            Err(CallError::Node(e)) if e.status == reqwest::StatusCode::NOT_FOUND => {
+                self.pin_with_progress(root).await
+            }
+            Err(e) => Err(e.into_blob_error("pin/update", Some(root))),
+        }
+    }
+
+    async fn publish_name(&self, key: &str, root: &Cid) -> Result<Option<String>, BlobError> {
+        self.ensure_key(key).await?;
+        let query = [
+            ("arg", format!("/ipfs/{root}")),
+            ("key", key.to_owned()),
+            ("resolve", "false".to_owned()),
+            // A node with no peers (a private network, a test) still signs and keeps the
+            // record; peers that connect later resolve it.
+            ("allow-offline", "true".to_owned()),
+            ("lifetime", "48h".to_owned()),
+            ("ttl", "1m".to_owned()),
+        ];
+        let answer = self
+            .control("name/publish", &query)
+            .await
+            .map_err(|e| e.into_blob_error("name/publish", None))?;
+        let published: rpc::NamePublished = serde_json::from_slice(&answer).map_err(|e| {
+            BlobError::Backend(format!("IPFS node name/publish: unexpected answer: {e}"))
+        })?;
+        Ok(Some(published.name))
     }
 
     async fn put_dag(&self, root: &Cid, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError> {

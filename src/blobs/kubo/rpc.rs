@@ -484,3 +484,23 @@ mod tests {
         );
     }
 }
+
+/// The `name/publish` answer (`{"Name": "k51…", "Value": "/ipfs/…"}`).
+#[derive(Deserialize)]
+pub(super) struct NamePublished {
+    #[serde(rename = "Name")]
+    pub name: String,
+}
+
+/// The `key/list` answer (`{"Keys": [{"Name": "self", "Id": "k51…"}]}`).
+#[derive(Deserialize)]
+pub(super) struct KeyList {
+    #[serde(rename = "Keys", default)]
+    pub keys: Vec<Key>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Key {
+    #[serde(rename = "Name")]
+    pub name: String,
+}

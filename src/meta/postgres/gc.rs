@@ -533,6 +533,7 @@ impl GcStore for super::PostgresStore {
             "SELECT cid FROM blobs WHERE cid = ANY($1) \
              UNION SELECT cid FROM upload_chunks WHERE cid = ANY($1) \
              UNION SELECT cid FROM image_layouts WHERE cid = ANY($1) \
+             UNION SELECT cid FROM federation_index WHERE cid = ANY($1) \
              UNION SELECT cid FROM gc_unpin_queue WHERE cid = ANY($1)",
             &[&texts],
         )

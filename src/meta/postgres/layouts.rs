@@ -194,3 +194,100 @@ pub(crate) async fn count<C: GenericClient>(c: &C) -> Result<u64, MetaError> {
     let count: i64 = row.map(|row| sql::get(&row, 0)).transpose()?.unwrap_or(0);
     Ok(count.max(0) as u64)
 }
+
+pub(crate) async fn published<C: GenericClient>(
+    c: &C,
+) -> Result<Vec<crate::meta::PublishedImage>, MetaError> {
+    let rows = sql::query(
+        c,
+        "SELECT r.name, l.tag, l.cid FROM image_layouts l \
+         JOIN repositories r ON r.id = l.repository_id ORDER BY r.name, l.tag",
+        &[],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            crate::meta::sql_common::published_image(
+                sql::get::<String>(row, 0)?,
+                sql::get::<String>(row, 1)?,
+                sql::cid(row, 2)?,
+            )
+        })
+        .collect()
+}
+
+pub(crate) async fn published_version<C: GenericClient>(c: &C) -> Result<(u64, i64), MetaError> {
+    let row = sql::query_opt(
+        c,
+        "SELECT count(*)::bigint, \
+                coalesce((extract(epoch FROM max(published_at)) * 1000000)::bigint, 0) \
+         FROM image_layouts",
+        &[],
+    )
+    .await?
+    .ok_or_else(|| MetaError::Backend("count returned no row".into()))?;
+    let count: i64 = sql::get(&row, 0)?;
+    Ok((count.max(0) as u64, sql::get(&row, 1)?))
+}
+
+pub(crate) async fn federation_index<C: GenericClient>(
+    c: &C,
+) -> Result<Option<crate::meta::FederationIndex>, MetaError> {
+    let row = sql::query_opt(
+        c,
+        "SELECT cid, built_at, ipns_name, ipns_cid, ipns_published_at \
+         FROM federation_index WHERE id = 1",
+        &[],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let ipns_name: Option<String> = sql::get(&row, 2)?;
+    let ipns_cid: Option<String> = sql::get(&row, 3)?;
+    let ipns_at: Option<std::time::SystemTime> = sql::get(&row, 4)?;
+    let ipns = match (ipns_name, ipns_cid, ipns_at) {
+        (Some(name), Some(cid), Some(published_at)) => Some(crate::meta::IpnsRecord {
+            name,
+            cid: crate::meta::sql_common::parse_cid(&cid)?,
+            published_at,
+        }),
+        _ => None,
+    };
+    Ok(Some(crate::meta::FederationIndex {
+        cid: sql::cid(&row, 0)?,
+        built_at: sql::get(&row, 1)?,
+        ipns,
+    }))
+}
+
+/// Call inside a transaction.
+pub(crate) async fn record_federation_index<C: GenericClient>(
+    c: &C,
+    cid: &Cid,
+) -> Result<(), MetaError> {
+    super::gc::lock_cid_shared(c, cid).await?;
+    sql::execute(
+        c,
+        "INSERT INTO federation_index (id, cid) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET cid = EXCLUDED.cid, built_at = now()",
+        &[&cid.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn record_ipns<C: GenericClient>(
+    c: &C,
+    name: &str,
+    cid: &Cid,
+) -> Result<(), MetaError> {
+    sql::execute(
+        c,
+        "UPDATE federation_index SET ipns_name = $1, ipns_cid = $2, ipns_published_at = now() \
+         WHERE id = 1",
+        &[&name, &cid.to_string()],
+    )
+    .await?;
+    Ok(())
+}

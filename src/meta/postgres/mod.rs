@@ -385,6 +385,29 @@ impl MetadataStore for PostgresStore {
         layouts::count(&self.client().await?).await
     }
 
+    async fn published_images(&self) -> Result<Vec<super::PublishedImage>, MetaError> {
+        layouts::published(&self.client().await?).await
+    }
+
+    async fn published_images_version(&self) -> Result<(u64, i64), MetaError> {
+        layouts::published_version(&self.client().await?).await
+    }
+
+    async fn federation_index(&self) -> Result<Option<super::FederationIndex>, MetaError> {
+        layouts::federation_index(&self.client().await?).await
+    }
+
+    async fn record_federation_index(&self, cid: &Cid) -> Result<(), MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        layouts::record_federation_index(&tx, cid).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_ipns(&self, name: &str, cid: &Cid) -> Result<(), MetaError> {
+        layouts::record_ipns(&self.client().await?, name, cid).await
+    }
+
     async fn follow_state(&self, rule: &str) -> Result<super::FollowState, MetaError> {
         follow::state(&self.client().await?, rule).await
     }

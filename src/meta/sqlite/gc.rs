@@ -57,7 +57,8 @@ pub(super) fn cid_in_use(c: &Connection, cid: &str) -> Result<bool, MetaError> {
     c.query_row(
         "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = ?1) \
              OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1) \
-             OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = ?1)",
+             OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = ?1) \
+             OR EXISTS (SELECT 1 FROM federation_index WHERE cid = ?1)",
         [cid],
         |row| row.get(0),
     )
@@ -339,6 +340,7 @@ impl GcStore for SqliteStore {
                     "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = ?1) \
+                         OR EXISTS (SELECT 1 FROM federation_index WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM gc_unpin_queue WHERE cid = ?1)",
                 )
                 .map_err(db)?;

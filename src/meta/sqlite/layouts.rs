@@ -6,7 +6,7 @@ use cid::Cid;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::error::db;
-use super::sql::now_millis;
+use super::sql::{from_millis, now_millis};
 use crate::meta::sql_common::{corrupt, millis, parse_cid, parse_digest, queued};
 use crate::meta::{ImageLayout, MetaError, QueuedLayout};
 use crate::oci::{Digest, Reference, RepoName, Tag};
@@ -127,6 +127,16 @@ pub(super) fn queue(
     Ok(())
 }
 
+/// Whether any queue entry is due now.
+pub(super) fn any_due(c: &Connection) -> Result<bool, MetaError> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM layout_queue WHERE not_before <= ?1)",
+        [now_millis()],
+        |row| row.get(0),
+    )
+    .map_err(db)
+}
+
 /// Call inside a write transaction: one writer at a time, so what is selected is claimed.
 pub(super) fn claim(
     c: &Connection,
@@ -210,4 +220,99 @@ pub(super) fn count(c: &Connection) -> Result<u64, MetaError> {
         .query_row("SELECT count(*) FROM layout_queue", [], |row| row.get(0))
         .map_err(db)?;
     Ok(count.max(0) as u64)
+}
+
+pub(super) fn published(c: &Connection) -> Result<Vec<crate::meta::PublishedImage>, MetaError> {
+    let mut statement = c
+        .prepare_cached(
+            "SELECT r.name, l.tag, l.cid FROM image_layouts l \
+             JOIN repositories r ON r.id = l.repository_id ORDER BY r.name, l.tag",
+        )
+        .map_err(db)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    rows.map(|row| {
+        let (repo, tag, cid) = row.map_err(db)?;
+        crate::meta::sql_common::published_image(repo, tag, parse_cid(&cid)?)
+    })
+    .collect()
+}
+
+pub(super) fn published_version(c: &Connection) -> Result<(u64, i64), MetaError> {
+    let (count, latest): (i64, i64) = c
+        .query_row(
+            "SELECT count(*), coalesce(max(published_at), 0) FROM image_layouts",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(db)?;
+    Ok((count.max(0) as u64, latest))
+}
+
+pub(super) fn federation_index(
+    c: &Connection,
+) -> Result<Option<crate::meta::FederationIndex>, MetaError> {
+    type Row = (String, i64, Option<String>, Option<String>, Option<i64>);
+    let row: Option<Row> = c
+        .query_row(
+            "SELECT cid, built_at, ipns_name, ipns_cid, ipns_published_at \
+             FROM federation_index WHERE id = 1",
+            [],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((cid, built_at, ipns_name, ipns_cid, ipns_at)) = row else {
+        return Ok(None);
+    };
+    let ipns = match (ipns_name, ipns_cid, ipns_at) {
+        (Some(name), Some(cid), Some(at)) => Some(crate::meta::IpnsRecord {
+            name,
+            cid: parse_cid(&cid)?,
+            published_at: from_millis(at),
+        }),
+        _ => None,
+    };
+    Ok(Some(crate::meta::FederationIndex {
+        cid: parse_cid(&cid)?,
+        built_at: from_millis(built_at),
+        ipns,
+    }))
+}
+
+/// Call inside a write transaction that holds the CID lock shared (a recording write).
+pub(super) fn record_federation_index(c: &Connection, cid: &Cid) -> Result<(), MetaError> {
+    c.execute(
+        "INSERT INTO federation_index (id, cid, built_at) VALUES (1, ?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET cid = excluded.cid, built_at = excluded.built_at",
+        params![cid.to_string(), now_millis()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Call inside a write transaction.
+pub(super) fn record_ipns(c: &Connection, name: &str, cid: &Cid) -> Result<(), MetaError> {
+    c.execute(
+        "UPDATE federation_index SET ipns_name = ?1, ipns_cid = ?2, ipns_published_at = ?3 \
+         WHERE id = 1",
+        params![name, cid.to_string(), now_millis()],
+    )
+    .map_err(db)?;
+    Ok(())
 }

@@ -600,6 +600,11 @@ impl MetadataStore for SqliteStore {
         limit: u32,
         lease: std::time::Duration,
     ) -> Result<Vec<super::QueuedLayout>, MetaError> {
+        // Asked on a reader first: an idle publisher polls every few seconds, and a write
+        // transaction would take the one writer from the pushes for nothing.
+        if !self.read(layouts::any_due).await? {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| layouts::claim(tx, limit, lease)).await
     }
 
@@ -620,6 +625,33 @@ impl MetadataStore for SqliteStore {
 
     async fn queued_layouts(&self) -> Result<u64, MetaError> {
         self.read(layouts::count).await
+    }
+
+    async fn published_images(&self) -> Result<Vec<super::PublishedImage>, MetaError> {
+        self.read(layouts::published).await
+    }
+
+    async fn published_images_version(&self) -> Result<(u64, i64), MetaError> {
+        self.read(layouts::published_version).await
+    }
+
+    async fn federation_index(&self) -> Result<Option<super::FederationIndex>, MetaError> {
+        self.read(layouts::federation_index).await
+    }
+
+    async fn record_federation_index(&self, cid: &Cid) -> Result<(), MetaError> {
+        let cid = *cid;
+        self.write_recording(move |tx| {
+            layouts::record_federation_index(tx, &cid)?;
+            Ok(((), true))
+        })
+        .await
+    }
+
+    async fn record_ipns(&self, name: &str, cid: &Cid) -> Result<(), MetaError> {
+        let (name, cid) = (name.to_owned(), *cid);
+        self.write(move |tx| layouts::record_ipns(tx, &name, &cid))
+            .await
     }
 
     async fn follow_state(&self, rule: &str) -> Result<super::FollowState, MetaError> {
