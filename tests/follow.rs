@@ -23,6 +23,8 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] an_index_built_by
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] moved_tags_follow_and_removed_tags_go_only_with_delete);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] one_bad_entry_fails_alone_and_the_rule_says_so);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] a_restart_mid_pass_resumes_where_it_stopped);
+common::on_store_pairs!([embedded: Embedded] two_embedded_registries_replicate_over_http);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] c_follows_b_which_follows_a_by_their_urls);
 
 /// Two registries, each with its own IPFS node (DHT servers on loopback) and database: B
 /// follows the IPNS name A's node publishes the index under, sees a tag moved on A, and
@@ -168,6 +170,66 @@ fn rule(name: &str, source: &str, prefix: &str, delete: bool) -> FollowRule {
         interval: Duration::from_secs(1),
         delete,
     }
+}
+
+/// A registry that publishes its index (under an IPNS key of its own on a shared node).
+async fn publishing(pair: StorePair, rules: Vec<FollowRule>) -> TestRegistry {
+    let key = format!("follow-{}", common::unique_name());
+    pair.start_registry_with(move |config| {
+        config.federation.publish = true;
+        config.federation.ipns_key = key;
+        config.federation.follow = rules;
+        config.delete_enabled = true;
+    })
+    .await
+}
+
+/// The index root `registry` publishes, once it names exactly `want` (`repo:tag`), and
+/// among its layouts every one of `layouts` (polling).
+async fn index_with(registry: &TestRegistry, want: &[&str], layouts: &[cid::Cid]) -> cid::Cid {
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let status = federation(registry).await;
+        if let Some(root) = status["root"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("/ipfs/"))
+            .and_then(|c| c.parse::<cid::Cid>().ok())
+        {
+            let names = index_names(registry, &root).await;
+            if want.iter().all(|w| names.iter().any(|(n, _)| n == w))
+                && names.len() == want.len()
+                && layouts.iter().all(|l| names.iter().any(|(_, c)| c == l))
+            {
+                return root;
+            }
+        }
+        assert!(Instant::now() < deadline, "no index of {want:?}: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `repo:tag` of every entry of the index under `root`, read from the registry's gateway.
+async fn index_names(registry: &TestRegistry, root: &cid::Cid) -> Vec<(String, cid::Cid)> {
+    let mut names = Vec::new();
+    let mut pending = vec![(String::new(), *root)];
+    while let Some((prefix, cid)) = pending.pop() {
+        let block = common::federation::client()
+            .get(registry.url(&format!("/ipfs/{cid}?format=raw")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        for (name, child) in ipfs_registry::blobs::unixfs::directory_links(&block).unwrap() {
+            if name.contains(':') {
+                names.push((format!("{prefix}{name}"), child));
+            } else {
+                pending.push((format!("{prefix}{name}/"), child));
+            }
+        }
+    }
+    names
 }
 
 async fn start_b(pair: StorePair, rules: Vec<FollowRule>) -> TestRegistry {
@@ -444,4 +506,88 @@ async fn a_restart_mid_pass_resumes_where_it_stopped(pair: StorePair) {
         "{done_before} imported before the restart, {imported_after} after"
     );
     index.remove().await;
+}
+
+/// Two embedded registries, no IPFS node: B follows A's URL (A's index and blocks over
+/// A's HTTP gateway). A source corrupting one block is refused with nothing tagged; then a
+/// tag moved on A moves on B, and a tag deleted on A is deleted on B (`delete = true`).
+async fn two_embedded_registries_replicate_over_http(pair: StorePair) {
+    let a = publishing(pair, Vec::new()).await;
+    let skopeo = Skopeo::new();
+    let (one, two) = (tiny_image(), tiny_image());
+    push(&skopeo, &a, &one, "fed/app:v1").await;
+    push(&skopeo, &a, &two, "fed/app:v2").await;
+    index_with(&a, &["fed/app:v1", "fed/app:v2"], &[]).await;
+    let proxy = CorruptingProxy::start(a.base.clone()).await;
+    // The manifest's file is one raw block, read alone: corrupted on the way.
+    let manifest_block = common::cid_of_blob(&one.manifest.data);
+    proxy.corrupt(Some(manifest_block));
+    let b = start_b(pair, vec![rule("a", &proxy.url, "", true)]).await;
+    let deadline = Instant::now() + SYNC;
+    let status = loop {
+        let status = rule_status(&b, "a").await;
+        if status["last_error"].is_string() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("fed/app:v1") && error.contains("does not match its CID"),
+        "{error}"
+    );
+    assert_eq!(tagged(&b, "fed/app", "v1").await, None, "nothing tagged");
+
+    proxy.corrupt(None);
+    let root = index_with(&a, &["fed/app:v1", "fed/app:v2"], &[]).await;
+    let status = wait_in_sync(&b, "a", &root, SYNC).await;
+    assert_eq!(status["tags_followed"], 2, "{status}");
+    assert_eq!(
+        tagged(&b, "fed/app", "v1").await,
+        Some(one.manifest.digest.clone())
+    );
+
+    // Moved and deleted on A.
+    push(&skopeo, &a, &two, "fed/app:v1").await;
+    let deleted = common::federation::client()
+        .delete(a.url("/v2/fed/app/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    let moved = image_cid(&a, "fed/app", "v1").await;
+    let changed = index_with(&a, &["fed/app:v1"], &[moved]).await;
+    wait_in_sync(&b, "a", &changed, SYNC).await;
+    assert_eq!(
+        tagged(&b, "fed/app", "v1").await,
+        Some(two.manifest.digest.clone())
+    );
+    assert_eq!(tagged(&b, "fed/app", "v2").await, None);
+}
+
+/// Three registries on PostgreSQL and the IPFS node, each publishing its index: B follows
+/// A's URL, C follows B's; what A pushes reaches C through B, under the same image CIDs.
+async fn c_follows_b_which_follows_a_by_their_urls(pair: StorePair) {
+    let a = publishing(pair, Vec::new()).await;
+    let b = publishing(pair, vec![rule("a", &a.base, "", false)]).await;
+    let c = publishing(pair, vec![rule("b", &b.base, "", false)]).await;
+    let skopeo = Skopeo::new();
+    let image = tiny_image();
+    let started = Instant::now();
+    push(&skopeo, &a, &image, "fed/app:v1").await;
+    let a_root = index_with(&a, &["fed/app:v1"], &[]).await;
+    wait_in_sync(&b, "a", &a_root, SYNC).await;
+    let b_root = index_with(&b, &["fed/app:v1"], &[]).await;
+    assert_eq!(b_root, a_root, "the same images, the same index");
+    wait_in_sync(&c, "b", &b_root, SYNC).await;
+    eprintln!("A to C through B: {:?}", started.elapsed());
+    assert_eq!(
+        tagged(&c, "fed/app", "v1").await,
+        Some(image.manifest.digest.clone())
+    );
+    assert_eq!(
+        image_cid(&c, "fed/app", "v1").await,
+        image_cid(&a, "fed/app", "v1").await
+    );
 }

@@ -320,3 +320,93 @@ pub async fn swarm_connect(node: &url::Url, port: u16, peer: &str) {
         "swarm/connect {address}: {status} {body}"
     );
 }
+
+/// An HTTP proxy in front of a registry that, while told to, corrupts one block its
+/// gateway serves raw (`/ipfs/<cid>?format=raw`): a source with one bad block.
+pub struct CorruptingProxy {
+    pub url: String,
+    corrupt: Arc<Mutex<Option<cid::Cid>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CorruptingProxy {
+    pub async fn start(upstream: String) -> CorruptingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let corrupt: Arc<Mutex<Option<cid::Cid>>> = Arc::default();
+        let shared = corrupt.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let corrupt = shared.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut byte).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => head.push(byte[0]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let accept = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("accept:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    let answer = client()
+                        .get(format!("{upstream}{target}"))
+                        .header("Accept", accept)
+                        .send()
+                        .await;
+                    let (status, mut body) = match answer {
+                        Ok(answer) => (
+                            answer.status().as_u16(),
+                            answer.bytes().await.unwrap_or_default().to_vec(),
+                        ),
+                        Err(_) => (502, Vec::new()),
+                    };
+                    let bad = *corrupt.lock().unwrap();
+                    if let Some(bad) = bad {
+                        let raw = target.contains("format=raw");
+                        let names = target
+                            .strip_prefix("/ipfs/")
+                            .and_then(|rest| rest.split('?').next())
+                            .and_then(|cid| cid.parse::<cid::Cid>().ok())
+                            .is_some_and(|cid| cid.hash() == bad.hash());
+                        if raw && names && status == 200 && !body.is_empty() {
+                            let last = body.len() - 1;
+                            body[last] ^= 0xff;
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        CorruptingProxy { url, corrupt, task }
+    }
+
+    /// Corrupts `block` from now on (`None`: nothing).
+    pub fn corrupt(&self, block: Option<cid::Cid>) {
+        *self.corrupt.lock().unwrap() = block;
+    }
+}
+
+impl Drop for CorruptingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
