@@ -25,6 +25,7 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] one_bad_entry_fai
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] a_restart_mid_pass_resumes_where_it_stopped);
 common::on_store_pairs!([embedded: Embedded] two_embedded_registries_replicate_over_http);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] c_follows_b_which_follows_a_by_their_urls);
+common::on_store_pairs!([embedded: Embedded] with_auth_only_admins_see_the_rules);
 
 /// Two registries, each with its own IPFS node (DHT servers on loopback) and database: B
 /// follows the IPNS name A's node publishes the index under, sees a tag moved on A, and
@@ -590,4 +591,50 @@ async fn c_follows_b_which_follows_a_by_their_urls(pair: StorePair) {
         image_cid(&c, "fed/app", "v1").await,
         image_cid(&a, "fed/app", "v1").await
     );
+}
+
+/// With auth on, the rules' status (sources, errors) is shown to admins only; the index's
+/// own fields stay public.
+async fn with_auth_only_admins_see_the_rules(pair: StorePair) {
+    let registry = common::auth::start_auth_registry_with(pair, |config| {
+        config.federation.follow = vec![rule("a", "http://127.0.0.1:9", "", false)];
+    })
+    .await;
+    registry.add_user("root", "root-password", true).await;
+    registry.add_user("alice", "alice-password", false).await;
+    registry.grant("alice", "*", "pull,push").await;
+    let get = |token: Option<String>| {
+        let url = format!("{}/v2/_ext/federation", registry.base());
+        async move {
+            let mut request = common::federation::client().get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let anonymous = get(None).await;
+    assert!(anonymous.get("publish").is_some(), "{anonymous}");
+    assert!(anonymous.get("follow").is_none(), "{anonymous}");
+    let alice = registry.token(Some(("alice", "alice-password")), &[]).await;
+    assert!(get(Some(alice)).await.get("follow").is_none());
+    let root = registry.token(Some(("root", "root-password")), &[]).await;
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let body = get(Some(root.clone())).await;
+        let rules = body["follow"]
+            .as_array()
+            .expect("follow, for an admin")
+            .clone();
+        assert_eq!(rules.len(), 1, "{body}");
+        assert_eq!(rules[0]["name"], "a");
+        // The source cannot be reached: the rule says so.
+        if rules[0]["last_error"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
