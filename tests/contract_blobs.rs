@@ -768,7 +768,7 @@ async fn a_dag_put_refuses_bad_blocks_and_unstored_links(open: Open) {
 
 /// The public index's DAG (directories over image layouts) stored over the one before: the
 /// new root pinned with every block, the old one left to the caller to unpin. An IPFS node
-/// publishes a root under an IPNS name; the embedded store has none.
+/// publishes a root under an IPNS name and resolves it; the embedded store has none.
 async fn an_index_replaces_the_one_before_and_is_published_by_name(open: Open) {
     use ipfs_registry::blobs::public_index::{build, Entry};
     let backend = open(ImportProfile::default());
@@ -814,9 +814,20 @@ async fn an_index_replaces_the_one_before_and_is_published_by_name(open: Open) {
 
     let key = format!("contract-{}", common::unique_name());
     // The node (shared) has IPNS, the embedded store not.
+    // The node (shared) has IPNS, the embedded store not; a published name resolves to its
+    // root (what a follow rule on an /ipns/ source asks).
     match (backend.shared, store.publish_name(&key, &second.root).await) {
-        (true, Ok(Some(name))) => assert!(!name.is_empty()),
-        (false, Ok(None)) => {}
+        (true, Ok(Some(name))) => {
+            let resolved = store.resolve_name(&name).await.expect("name/resolve");
+            assert_eq!(resolved.hash(), second.root.hash());
+        }
+        (false, Ok(None)) => {
+            let refused = store.resolve_name("k51qzi5uqu5dexample").await;
+            assert!(
+                matches!(&refused, Err(BlobError::Backend(m)) if m.contains("unsupported")),
+                "{refused:?}"
+            );
+        }
         (node, other) => panic!("node: {node}: {other:?}"),
     }
 

@@ -811,16 +811,21 @@ impl BlobStore for KuboStore {
     }
 
     async fn resolve_name(&self, name: &str) -> Result<Cid, BlobError> {
-        // nocache: a follower polls for re-publishes, which a cached answer would hide.
-        let query = [
+        // nocache: a follower polls for re-publishes, which a cached answer would hide. A
+        // node offline (which has only its own records) refuses nocache: asked again without.
+        let mut query = vec![
             ("arg", format!("/ipns/{name}")),
             ("recursive", "true".to_owned()),
             ("nocache", "true".to_owned()),
         ];
-        let body = self
-            .control("name/resolve", &query)
-            .await
-            .map_err(|e| e.into_blob_error("name/resolve", None))?;
+        let body = match self.control("name/resolve", &query).await {
+            Err(CallError::Node(e)) if e.message.contains("nocache") => {
+                query.pop();
+                self.control("name/resolve", &query).await
+            }
+            answer => answer,
+        };
+        let body = body.map_err(|e| e.into_blob_error("name/resolve", None))?;
         rpc::resolved_path(&body)
     }
 
