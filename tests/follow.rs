@@ -26,6 +26,7 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] a_restart_mid_pas
 common::on_store_pairs!([embedded: Embedded] two_embedded_registries_replicate_over_http);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] c_follows_b_which_follows_a_by_their_urls);
 common::on_store_pairs!([embedded: Embedded] with_auth_only_admins_see_the_rules);
+common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] replicas_import_each_tag_once);
 
 /// Two registries, each with its own IPFS node (DHT servers on loopback) and database: B
 /// follows the IPNS name A's node publishes the index under, sees a tag moved on A, and
@@ -637,4 +638,35 @@ async fn with_auth_only_admins_see_the_rules(pair: StorePair) {
         assert!(Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Two replicas of B (one database, one node) run the same rule: the pass's lease lets one
+/// import while the other waits, and then finds the rule in sync: every tag is imported
+/// once in all.
+async fn replicas_import_each_tag_once(pair: StorePair) {
+    let a = pair.start_registry().await;
+    let skopeo = Skopeo::new();
+    let mut entries = Vec::new();
+    for i in 0..3 {
+        let target = format!("fed/app{i}:v1");
+        let layout = publish(&skopeo, &a, &tiny_image(), &target).await;
+        entries.push((target, layout));
+    }
+    let index = MfsIndex::new(common::ipfs_url());
+    let listed: Vec<(&str, &cid::Cid)> = entries.iter().map(|(t, c)| (t.as_str(), c)).collect();
+    let root = index.set(&listed).await;
+    let rules = vec![rule("a", &format!("/ipfs/{root}"), "", false)];
+    let mut config = pair.test_config().await;
+    config.federation.follow = rules;
+    let (one, two) = tokio::join!(
+        common::start_registry_from(config.clone()),
+        common::start_registry_from(config)
+    );
+    wait_in_sync(&one, "a", &root, SYNC).await;
+    wait_in_sync(&two, "a", &root, SYNC).await;
+    // Both replicas polled since (each records the root it found unchanged).
+    let imported =
+        follow_imports(&one, "a", "imported").await + follow_imports(&two, "a", "imported").await;
+    assert_eq!(imported, 3.0, "each tag imported once across the replicas");
+    index.remove().await;
 }
