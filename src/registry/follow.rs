@@ -141,18 +141,18 @@ impl Registry {
                 }
             };
             if claimed {
-                let renew = async {
-                    loop {
-                        tokio::time::sleep(RENEW).await;
-                        if let Err(e) = self.meta.try_lease(&lease, &holder, LEASE).await {
-                            tracing::warn!(event = "follow_claim_renew_failed", rule = %name, error = %e);
+                // The claim is renewed while the pass runs, however long its imports take.
+                let poll = self.poll_rule(&task, &name, &visibility);
+                tokio::pin!(poll);
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut poll => break outcome,
+                        () = tokio::time::sleep(RENEW) => {
+                            if let Err(e) = self.meta.try_lease(&lease, &holder, LEASE).await {
+                                tracing::warn!(event = "follow_claim_renew_failed", rule = %name, error = %e);
+                            }
                         }
                     }
-                };
-                // The renewal never ends: the pass decides when the claim is given up.
-                let outcome = tokio::select! {
-                    outcome = self.poll_rule(&task, &name, &visibility) => outcome,
-                    _ = renew => unreachable!("the renewal loop does not end"),
                 };
                 if let Err(e) = self.meta.release_lease(&lease, &holder).await {
                     tracing::warn!(event = "follow_release_failed", rule = %name, error = %e);
