@@ -28,9 +28,10 @@ common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] c_follows_b_which
 common::on_store_pairs!([embedded: Embedded] with_auth_only_admins_see_the_rules);
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] replicas_import_each_tag_once);
 
-/// Two registries, each with its own IPFS node (DHT servers on loopback) and database: B
-/// follows the IPNS name A's node publishes the index under, sees a tag moved on A, and
-/// replicates a ~10 MiB image (timed, and A's node's bytes sent counted).
+/// Registries each with its own IPFS node and database: B (on a DHT server node, as A) follows
+/// the IPNS name A's node publishes the index under, sees a tag moved on A, and replicates a
+/// ~10 MiB image (timed, and the bytes A's node sends counted); C follows B's URL from a
+/// node connected to B's only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_follows_an_ipns_name_across_two_nodes() {
     use common::private_node::PrivateNode;
@@ -56,6 +57,8 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
         .start_registry_with(|config| {
             config.ipfs.url = Some(node2.url.clone());
             config.federation.follow = vec![rule("a", &format!("/ipns/{name}"), "", false)];
+            // B publishes its own index, for C.
+            config.federation.publish = true;
         })
         .await;
     let waited = Instant::now();
@@ -105,8 +108,9 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
         "{served_to_b} bytes received for {size}"
     );
 
-    // C follows B: B's index (its own layouts of what it imported, the same image CIDs)
-    // under B's node's name; C's node is connected to B's only.
+    // C follows B by its URL: B's own index (its layouts of what it imported: the same
+    // image CIDs). C's node is connected to B's only, through a counting proxy, and routes
+    // nothing (no DHT): it cannot find A's node, so every block comes from B's.
     let b_app = image_cid(&b, "fed/app", "v1").await;
     let b_big = image_cid(&b, "fed/big", "v1").await;
     assert_eq!(
@@ -114,12 +118,8 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
         (moved, big_v1),
         "the same layouts, the same CIDs"
     );
-    let b_index = MfsIndex::new(node2.url.clone());
-    let b_root = b_index
-        .set(&[("fed/app:v1", &b_app), ("fed/big:v1", &b_big)])
-        .await;
-    let b_name = ipns_publish(&node2.url, &b_root).await;
-    let node3 = tokio::task::spawn_blocking(PrivateNode::start_dht_server)
+    let b_root = index_with(&b, &["fed/app:v1", "fed/big:v1"], &[]).await;
+    let node3 = tokio::task::spawn_blocking(PrivateNode::start_on_swarm)
         .await
         .unwrap();
     let b_to_c = CountingProxy::start(node2.swarm_port.unwrap()).await;
@@ -129,7 +129,7 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
     let c = StorePair::PostgresIpfsNode
         .start_registry_with(|config| {
             config.ipfs.url = Some(node3.url.clone());
-            config.federation.follow = vec![rule("b", &format!("/ipns/{b_name}"), "", false)];
+            config.federation.follow = vec![rule("b", &b.base, "", false)];
         })
         .await;
     wait_in_sync(&c, "b", &b_root, SYNC).await;
