@@ -31,6 +31,7 @@ on_every_meta_store!(
     index_requires_child_manifests_in_the_repository,
     delete_manifest_cascades_to_tags_and_delete_tag_keeps_the_manifest,
     moving_a_tag_points_it_at_the_new_manifest,
+    a_conditional_tag_delete_removes_the_tag_only_where_it_points,
     an_immutable_tag_is_created_and_pushed_again_but_never_moved,
     concurrent_pushes_cannot_both_set_an_immutable_tag,
     immutable_tags_refuse_deletes_that_would_remove_them,
@@ -475,6 +476,42 @@ async fn delete_manifest_cascades_to_tags_and_delete_tag_keeps_the_manifest(
         .is_some());
     // The repository still exists, with no tags.
     assert_eq!(all_tags(&*store, &r).await, Some(vec![]));
+}
+
+async fn a_conditional_tag_delete_removes_the_tag_only_where_it_points(
+    store: Arc<dyn MetaBackend>,
+) {
+    let r = repo("conditional/app");
+    let one = pushed_image(&*store, &r, "one").await;
+    let two = pushed_image(&*store, &r, "two").await;
+    store
+        .put_manifest(&r, two.clone(), Some(&tag("latest")))
+        .await
+        .unwrap();
+    let none = ProtectedTags::none();
+    // A push moved the tag from `one` to `two`: a delete meant for `one` changes nothing.
+    assert!(!store
+        .delete_tag_pointing_at(&r, &tag("latest"), &one.digest, &none, &[])
+        .await
+        .unwrap());
+    assert!(store
+        .manifest(&r, &Reference::Tag(tag("latest")))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .delete_tag_pointing_at(&r, &tag("latest"), &two.digest, &none, &[])
+        .await
+        .unwrap());
+    assert!(store
+        .manifest(&r, &Reference::Tag(tag("latest")))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .delete_tag_pointing_at(&r, &tag("latest"), &two.digest, &none, &[])
+        .await
+        .unwrap());
 }
 
 async fn moving_a_tag_points_it_at_the_new_manifest(store: Arc<dyn MetaBackend>) {

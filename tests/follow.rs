@@ -1,10 +1,9 @@
 //! `[[federation.follow]]` rules (docs/federation.md, "Following other registries"), with
-//! real registries, a real IPFS node and skopeo. Registry A publishes image layouts; the
-//! index a rule follows is built by hand in the node's MFS (`files/mkdir`, `files/cp`), an
-//! index made independently of the registry's own code; registry B (its own metadata)
-//! follows it from an `/ipfs/` root, or from a registry URL whose
-//! `GET /v2/_ext/federation` a stand-in answers. Rules poll every second; the tests wait on
-//! the rules' status with deadlines.
+//! real registries, real IPFS nodes and skopeo. A rule follows a registry's own public index
+//! (over IPNS between nodes, or by the registry's URL), or an index built by hand in a
+//! node's MFS (`files/mkdir`, `files/cp`: one made independently of the registry's code),
+//! from an `/ipfs/` root or from a URL whose `GET /v2/_ext/federation` a stand-in answers.
+//! Rules poll every second; the tests wait on the rules' status with deadlines.
 //!
 //! Needs skopeo (scripts/ensure-tools.sh), PostgreSQL and the test IPFS node.
 
@@ -29,7 +28,7 @@ common::on_store_pairs!([embedded: Embedded] with_auth_only_admins_see_the_rules
 common::on_store_pairs!([postgres_ipfs_node: PostgresIpfsNode] replicas_import_each_tag_once);
 
 /// Registries each with its own IPFS node and database: B (on a DHT server node, as A) follows
-/// the IPNS name A's node publishes the index under, sees a tag moved on A, and replicates a
+/// the IPNS name A publishes its index under, sees a tag moved on A, and replicates a
 /// ~10 MiB image (timed, and the bytes A's node sends counted); C follows B's URL from a
 /// node connected to B's only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,15 +42,18 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
     // B's node reaches A's through a proxy that counts what A's node sends it.
     let a_to_b = CountingProxy::start(node1.swarm_port.unwrap()).await;
     swarm_connect(&node2.url, a_to_b.port, &node1.peer_id().await).await;
+    // A publishes its own index under its IPNS name, as any registry with
+    // `federation.publish` does.
     let a = StorePair::PostgresIpfsNode
-        .start_registry_with(|config| config.ipfs.url = Some(node1.url.clone()))
+        .start_registry_with(|config| {
+            config.ipfs.url = Some(node1.url.clone());
+            config.federation.publish = true;
+        })
         .await;
     let skopeo = Skopeo::new();
     let (one, two) = (tiny_image(), tiny_image());
     let v1 = publish(&skopeo, &a, &one, "fed/app:v1").await;
-    let index = MfsIndex::new(node1.url.clone());
-    let first = index.set(&[("fed/app:v1", &v1)]).await;
-    let name = ipns_publish(&node1.url, &first).await;
+    let (first, name) = named_index(&a, &["fed/app:v1"], &[v1]).await;
 
     let b = StorePair::PostgresIpfsNode
         .start_registry_with(|config| {
@@ -69,18 +71,18 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
         Some(one.manifest.digest.clone())
     );
 
-    // The tag moves on A; the index is published again under the same name.
+    // The tag moves on A; A's index is rebuilt and published again under the same name.
     let moved = publish(&skopeo, &a, &two, "fed/app:v1").await;
-    let second = index.set(&[("fed/app:v1", &moved)]).await;
-    ipns_publish(&node1.url, &second).await;
+    let (second, same) = named_index(&a, &["fed/app:v1"], &[moved]).await;
+    assert_eq!(same, name);
     wait_in_sync(&b, "a", &second, SYNC).await;
     assert_eq!(
         tagged(&b, "fed/app", "v1").await,
         Some(two.manifest.digest.clone())
     );
 
-    // A ~10 MiB image, from the push on A to a tag on B (the index rebuilt and published
-    // by hand in between, as the registry's own publisher would).
+    // A ~10 MiB image, from the push on A to a tag on B (A's layout, index and IPNS
+    // record published in between).
     let served_before = a_to_b.served();
     let big = make_image(
         "amd64",
@@ -90,10 +92,7 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
     );
     let started = Instant::now();
     let big_v1 = publish(&skopeo, &a, &big, "fed/big:v1").await;
-    let third = index
-        .set(&[("fed/app:v1", &moved), ("fed/big:v1", &big_v1)])
-        .await;
-    ipns_publish(&node1.url, &third).await;
+    let (third, _) = named_index(&a, &["fed/app:v1", "fed/big:v1"], &[moved, big_v1]).await;
     let published = started.elapsed();
     wait_in_sync(&b, "a", &third, SYNC).await;
     let pullable = started.elapsed();
@@ -154,6 +153,26 @@ async fn a_rule_follows_an_ipns_name_across_two_nodes() {
          to B's; C (following B) in sync {c_took:?} after its start, {served_to_c} bytes \
          from B's node, {a_served_during_c} more from A's"
     );
+}
+
+/// `registry`'s index once it names exactly `want` with `layouts` among its images and
+/// its IPNS name points at it: the root and the name.
+async fn named_index(
+    registry: &TestRegistry,
+    want: &[&str],
+    layouts: &[cid::Cid],
+) -> (cid::Cid, String) {
+    let root = index_with(registry, want, layouts).await;
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let status = federation(registry).await;
+        if status["ipns_root"] == format!("/ipfs/{root}") {
+            let name = status["ipns"].as_str().expect("an IPNS name");
+            return (root, name.trim_start_matches("/ipns/").to_owned());
+        }
+        assert!(Instant::now() < deadline, "{root} not under IPNS: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A pass's deadline on the shared 2-core machine.

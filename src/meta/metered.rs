@@ -326,6 +326,22 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
         .await
     }
 
+    async fn delete_tag_pointing_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        self.request(
+            "delete_tag",
+            self.inner
+                .delete_tag_pointing_at(repo, tag, manifest, protected, notices),
+        )
+        .await
+    }
+
     async fn record_layout(
         &self,
         repo: &RepoName,

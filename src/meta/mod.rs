@@ -404,6 +404,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         notices: &[Notice],
     ) -> Result<bool, MetaError>;
 
+    /// [`MetadataStore::delete_tag_with`] only while the tag points at `manifest`: false,
+    /// and nothing changed, when it points elsewhere (a push moved it meanwhile).
+    async fn delete_tag_pointing_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError>;
+
     // --- pull-through mirrors ---
 
     async fn repository_origin(&self, repo: &RepoName) -> Result<RepoOrigin, MetaError>;

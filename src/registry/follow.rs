@@ -405,20 +405,12 @@ impl Registry {
         record: &FollowedTag,
         origin: &Origin,
     ) -> super::Result<bool> {
-        let current = self
-            .meta
-            .manifest(repo, &Reference::Tag(tag.clone()))
-            .await?
-            .map(|m| m.digest);
-        if current.as_ref() != Some(&record.manifest) {
-            return Ok(false);
-        }
         let target = Target::tag(repo, tag.as_str());
         let notices = self.notifier.notices(Action::Delete, &target, origin);
         let protected = self.settings.rules.protected_tags(repo.as_str());
         let deleted = self
             .meta
-            .delete_tag_with(repo, tag, &protected, &notices)
+            .delete_tag_pointing_at(repo, tag, &record.manifest, &protected, &notices)
             .await
             .map_err(|e| self.immutable(repo, e, "deleted"));
         match deleted {

@@ -219,29 +219,6 @@ pub async fn tagged(registry: &TestRegistry, repo: &str, tag: &str) -> Option<St
     }
 }
 
-/// Publishes `root` under the node's own IPNS name (its peer ID) and returns the name.
-pub async fn ipns_publish(node: &url::Url, root: &cid::Cid) -> String {
-    let answer = client()
-        .post(node.join("api/v0/name/publish").unwrap())
-        .query(&[
-            ("arg", format!("/ipfs/{root}").as_str()),
-            ("lifetime", "24h"),
-            ("timeout", "60s"),
-        ])
-        .send()
-        .await
-        .expect("name/publish");
-    let status = answer.status();
-    let body = answer.text().await.unwrap_or_default();
-    assert!(status.is_success(), "name/publish: {status} {body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
-    body["Name"]
-        .as_str()
-        .expect("a Name")
-        .trim_start_matches("/ipns/")
-        .to_owned()
-}
-
 /// A TCP proxy in front of a node's swarm port that counts the bytes the node sends back
 /// (js-ipfs 0.66's `bitswap/stat` does not count the blocks it moves): what a node
 /// connected through it receives from that node.

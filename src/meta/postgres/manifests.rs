@@ -262,10 +262,12 @@ pub(crate) async fn delete<C: GenericClient>(
 }
 
 /// Deletes the tag unless it is protected (then `TagImmutable` when it exists).
+/// Deletes `tag` (only while it points at `pointing_at`, when given).
 pub(crate) async fn delete_tag<C: GenericClient>(
     c: &C,
     repo: &RepoName,
     tag: &Tag,
+    pointing_at: Option<&Digest>,
     protected: &ProtectedTags,
 ) -> Result<bool, MetaError> {
     if protected.covers(tag.as_str()) {
@@ -281,11 +283,13 @@ pub(crate) async fn delete_tag<C: GenericClient>(
             None => Ok(false),
         };
     }
+    let digest = pointing_at.map(ToString::to_string);
     let n = sql::execute(
         c,
         "DELETE FROM tags t USING repositories r \
-         WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2",
-        &[&repo.as_str(), &tag.as_str()],
+         WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2 \
+         AND ($3::text IS NULL OR t.manifest_digest = $3)",
+        &[&repo.as_str(), &tag.as_str(), &digest],
     )
     .await?;
     Ok(n > 0)

@@ -315,7 +315,23 @@ impl MetadataStore for PostgresStore {
     ) -> Result<bool, MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let deleted = manifests::delete_tag(&tx, repo, tag, protected).await?;
+        let deleted = manifests::delete_tag(&tx, repo, tag, None, protected).await?;
+        let deleted = outbox::record_if(&tx, deleted, notices).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+
+    async fn delete_tag_pointing_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let deleted = manifests::delete_tag(&tx, repo, tag, Some(manifest), protected).await?;
         let deleted = outbox::record_if(&tx, deleted, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)

@@ -206,10 +206,12 @@ pub(super) fn delete(
 }
 
 /// Deletes the tag unless it is protected (then `TagImmutable` when it exists).
+/// Deletes `tag` (only while it points at `pointing_at`, when given).
 pub(super) fn delete_tag(
     c: &Connection,
     repo: &RepoName,
     tag: &Tag,
+    pointing_at: Option<&Digest>,
     protected: &ProtectedTags,
 ) -> Result<bool, MetaError> {
     let Some(repo_id) = repos::id(c, repo)? else {
@@ -229,8 +231,9 @@ pub(super) fn delete_tag(
     }
     let removed = c
         .execute(
-            "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2",
-            params![repo_id, tag.as_str()],
+            "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 \
+             AND (?3 IS NULL OR manifest_digest = ?3)",
+            params![repo_id, tag.as_str(), pointing_at.map(ToString::to_string)],
         )
         .map_err(db)?;
     Ok(removed > 0)

@@ -543,7 +543,24 @@ impl MetadataStore for SqliteStore {
         let (repo, tag, protected) = (repo.clone(), tag.clone(), protected.clone());
         let notices = notices.to_vec();
         self.write(move |tx| {
-            let deleted = manifests::delete_tag(tx, &repo, &tag, &protected)?;
+            let deleted = manifests::delete_tag(tx, &repo, &tag, None, &protected)?;
+            outbox::record_if(tx, deleted, &notices)
+        })
+        .await
+    }
+
+    async fn delete_tag_pointing_at(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &Digest,
+        protected: &ProtectedTags,
+        notices: &[Notice],
+    ) -> Result<bool, MetaError> {
+        let (repo, tag, manifest) = (repo.clone(), tag.clone(), manifest.clone());
+        let (protected, notices) = (protected.clone(), notices.to_vec());
+        self.write(move |tx| {
+            let deleted = manifests::delete_tag(tx, &repo, &tag, Some(&manifest), &protected)?;
             outbox::record_if(tx, deleted, &notices)
         })
         .await
