@@ -481,6 +481,8 @@ async fn one_bad_entry_fails_alone_and_the_rule_says_so(pair: StorePair) {
     bad.remove().await;
 }
 
+/// A pass cut short by a restart resumes where it stopped; a restart also puts back a
+/// followed tag deleted here.
 async fn a_restart_mid_pass_resumes_where_it_stopped(pair: StorePair) {
     let a = pair.start_registry().await;
     let skopeo = Skopeo::new();
@@ -526,6 +528,24 @@ async fn a_restart_mid_pass_resumes_where_it_stopped(pair: StorePair) {
         imported_after <= 6.0 - done_before,
         "{done_before} imported before the restart, {imported_after} after"
     );
+
+    // A followed tag deleted here comes back after a start (and every 10 intervals), the
+    // source unchanged.
+    let meta = ipfs_registry::server::metadata_stores(&b.config)
+        .await
+        .unwrap()
+        .meta;
+    let (repo, tag) = ("m/fed/app0".parse().unwrap(), "v1".parse().unwrap());
+    assert!(meta.delete_tag(&repo, &tag).await.unwrap());
+    assert_eq!(tagged(&b, "m/fed/app0", "v1").await, None);
+    let config = b.config.clone();
+    b.server.stop().await;
+    let b = common::start_registry_from(config).await;
+    let deadline = Instant::now() + SYNC;
+    while tagged(&b, "m/fed/app0", "v1").await != Some(images[0].manifest.digest.clone()) {
+        assert!(Instant::now() < deadline, "the deleted tag never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     index.remove().await;
 }
 

@@ -132,6 +132,8 @@ impl Registry {
         let lease = format!("follow:{name}");
         let holder = self.instance_id().to_owned();
         let mut failures: u32 = 0;
+        // When this process last ran a whole pass: none yet after a start.
+        let mut last_pass: Option<std::time::Instant> = None;
         loop {
             let claimed = match self.meta.try_lease(&lease, &holder, LEASE).await {
                 Ok(claimed) => claimed,
@@ -142,7 +144,7 @@ impl Registry {
             };
             if claimed {
                 // The claim is renewed while the pass runs, however long its imports take.
-                let poll = self.poll_rule(&task, &name, &visibility);
+                let poll = self.poll_rule(&task, &name, &visibility, &mut last_pass);
                 tokio::pin!(poll);
                 let outcome = loop {
                     tokio::select! {
@@ -204,6 +206,7 @@ impl Registry {
         task: &FollowTask,
         name: &str,
         visibility: &Visibility,
+        last_pass: &mut Option<std::time::Instant>,
     ) -> Result<(), String> {
         let root = self.resolve_source(task).await?;
         let state = self
@@ -211,7 +214,8 @@ impl Registry {
             .follow_state(name)
             .await
             .map_err(|e| e.to_string())?;
-        if state.last_root == Some(root) {
+        let resync = resync_period(task.rule.interval);
+        if state.last_root == Some(root) && last_pass.is_some_and(|at| at.elapsed() < resync) {
             return self
                 .meta
                 .record_follow_success(name, &root)
@@ -236,6 +240,7 @@ impl Registry {
             deleted = pass.deleted,
             duration_ms = started.elapsed().as_millis() as u64,
         );
+        *last_pass = Some(started);
         if pass.failed > 0 {
             return Err(format!(
                 "{} of {} tags failed; the first: {}",
@@ -427,6 +432,13 @@ impl Registry {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How long an unchanged root is trusted before a whole pass runs again (and once after every
+/// start): a tag deleted or moved here by hand is put back without waiting for the source
+/// to change.
+fn resync_period(interval: Duration) -> Duration {
+    interval.saturating_mul(10).max(Duration::from_secs(600))
 }
 
 /// Seconds from `at` to now.
