@@ -32,6 +32,10 @@ const RENEW: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// Tag entries one index may hold: a bound on what a source can make a pass do.
 const MAX_INDEX_TAGS: usize = 100_000;
+/// Directories one walk reads at most: directories may link the same child under many
+/// names, so without a bound a small hostile index could make a walk read a block an
+/// exponential number of times.
+const MAX_INDEX_DIRECTORIES: usize = 100_000;
 /// The longest directory path read: a repository name's limit.
 const MAX_REPO_PATH: usize = 255;
 /// The largest `GET /v2/_ext/federation` answer read.
@@ -524,7 +528,14 @@ async fn walk_index(
 ) -> Result<Vec<Entry>, String> {
     let mut entries = Vec::new();
     let mut pending = vec![(String::new(), as_v1(root))];
+    let mut read = 0usize;
     while let Some((path, cid)) = pending.pop() {
+        read += 1;
+        if read > MAX_INDEX_DIRECTORIES {
+            return Err(format!(
+                "the index has more than {MAX_INDEX_DIRECTORIES} directories"
+            ));
+        }
         let what = if path.is_empty() {
             "the index's root".to_owned()
         } else {
@@ -589,6 +600,40 @@ mod tests {
         assert_eq!(backoff(minute, 30), MAX_BACKOFF);
         let hour = Duration::from_secs(3600);
         assert_eq!(backoff(hour, 5), hour);
+    }
+
+    /// A source that serves blocks from memory.
+    struct Blocks(HashMap<Cid, bytes::Bytes>);
+
+    #[async_trait::async_trait]
+    impl DagSource for Blocks {
+        async fn block(&self, cid: &Cid) -> Result<bytes::Bytes, BlobError> {
+            self.0.get(cid).cloned().ok_or(BlobError::NotFound(*cid))
+        }
+
+        async fn file(&self, cid: &Cid) -> Result<crate::blobs::ByteStream, BlobError> {
+            Err(BlobError::NotFound(*cid))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_linking_one_directory_under_many_names_is_bounded() {
+        use crate::blobs::unixfs::directory_node;
+        // Each level links the one below twice: 2^40 paths over 41 blocks.
+        let mut blocks = HashMap::new();
+        let (mut below, bytes, mut size) = directory_node(&[]);
+        blocks.insert(below, bytes);
+        for _ in 0..40 {
+            let (cid, bytes, dag_size) =
+                directory_node(&[("a".to_owned(), below, size), ("b".to_owned(), below, size)]);
+            blocks.insert(cid, bytes);
+            (below, size) = (cid, dag_size);
+        }
+        let rule: FollowRule = toml::from_str("source = \"/ipfs/bafkqaaa\"").unwrap();
+        let error = walk_index(&Blocks(blocks), &below, &rule)
+            .await
+            .unwrap_err();
+        assert!(error.contains("directories"), "{error}");
     }
 
     #[test]
