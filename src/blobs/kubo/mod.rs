@@ -228,6 +228,18 @@ impl KuboStore {
         )))
     }
 
+    /// `block/put`s `blocks`, a few at a time.
+    async fn put_blocks(&self, blocks: Vec<(Cid, Bytes)>) -> Result<(), BlobError> {
+        let writes: Vec<_> = blocks
+            .into_iter()
+            .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
+            .collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await
+    }
+
     /// Creates the keystore key `name` (ed25519) unless the node has it.
     async fn ensure_key(&self, name: &str) -> Result<(), BlobError> {
         let has_key = |answer: Bytes| -> Result<bool, BlobError> {
@@ -612,14 +624,7 @@ impl BlobStore for KuboStore {
             return self.put_dag(root, blocks).await;
         }
         crate::blobs::check_blocks(root, &blocks)?;
-        let writes: Vec<_> = blocks
-            .into_iter()
-            .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
-            .collect();
-        futures::stream::iter(writes)
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<()>()
-            .await?;
+        self.put_blocks(blocks).await?;
         // `pin/update` walks only the parts of the new DAG the old one lacks (what it
         // links and the old one did not is pinned content, held here), where `pin/add`
         // would walk every linked DAG again. The old pin stays: the caller's unpin queue
@@ -679,14 +684,7 @@ impl BlobStore for KuboStore {
             .buffer_unordered(PARALLEL_CALLS)
             .try_collect::<()>()
             .await?;
-        let writes: Vec<_> = blocks
-            .into_iter()
-            .map(|(cid, bytes)| async move { self.put_block(&cid, bytes).await })
-            .collect();
-        futures::stream::iter(writes)
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<()>()
-            .await?;
+        self.put_blocks(blocks).await?;
         // The recursive pin walks the whole DAG, linked blobs included: it fails if any
         // block is missing, so a pinned root is one whose every block is held.
         self.pin_with_progress(root).await
