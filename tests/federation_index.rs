@@ -60,10 +60,30 @@ async fn gateway_block(registry: &TestRegistry, cid: &Cid) -> Vec<u8> {
 
 /// The images the index under `root` names: `<repository>:<tag>` → image CID.
 async fn read_index(registry: &TestRegistry, root: &Cid) -> BTreeMap<String, Cid> {
+    read_index_while_served(registry, root)
+        .await
+        .expect("the current index is served")
+}
+
+/// [`read_index`]; `None` when a block is no longer served (the index was replaced twice
+/// since its root was read, on a busy machine).
+async fn read_index_while_served(
+    registry: &TestRegistry,
+    root: &Cid,
+) -> Option<BTreeMap<String, Cid>> {
     let mut images = BTreeMap::new();
     let mut pending = vec![(String::new(), *root)];
     while let Some((prefix, cid)) = pending.pop() {
-        let block = gateway_block(registry, &cid).await;
+        let answer = client()
+            .get(registry.url(&format!("/ipfs/{cid}?format=raw")))
+            .send()
+            .await
+            .unwrap();
+        if answer.status().as_u16() != 200 {
+            return None;
+        }
+        let block = answer.bytes().await.unwrap().to_vec();
+        assert_eq!(names_block(&cid, &block), Some(true), "block {cid}");
         for (name, child) in directory_links(&block).expect("a plain UnixFS directory") {
             if name.contains(':') {
                 images.insert(format!("{prefix}{name}"), child);
@@ -72,7 +92,7 @@ async fn read_index(registry: &TestRegistry, root: &Cid) -> BTreeMap<String, Cid
             }
         }
     }
-    images
+    Some(images)
 }
 
 fn root_of(status: &serde_json::Value) -> Option<Cid> {
@@ -89,7 +109,7 @@ async fn index_naming(registry: &TestRegistry, expected: &BTreeMap<String, Cid>)
     loop {
         let status = federation(registry).await;
         if let Some(root) = root_of(&status) {
-            if read_index(registry, &root).await == *expected {
+            if read_index_while_served(registry, &root).await.as_ref() == Some(expected) {
                 return root;
             }
         }

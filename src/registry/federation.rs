@@ -44,9 +44,11 @@ pub type Visibility =
 /// What the builder keeps between rounds.
 #[derive(Default)]
 pub struct IndexState {
-    /// The directory blocks of the index this process built last: public by construction,
-    /// so the gateway serves them to anyone.
-    blocks: RwLock<HashSet<Cid>>,
+    /// The directory blocks of the last two indexes this process built (the current one
+    /// and the one it replaced): public by construction, so the gateway serves them to
+    /// anyone. The replaced one stays served until the next change, so a reader who got
+    /// its root just before a rebuild can finish its walk.
+    blocks: RwLock<[HashSet<Cid>; 2]>,
     /// Layout roots' cumulative sizes, which never change (a CID names fixed content).
     sizes: Mutex<HashMap<Cid, u64>>,
     /// Wakes the builder after a layout was published here.
@@ -118,7 +120,7 @@ impl Registry {
         self.index
             .blocks
             .read()
-            .is_ok_and(|blocks| blocks.contains(&as_v1(cid)))
+            .is_ok_and(|sets| sets.iter().any(|blocks| blocks.contains(&as_v1(cid))))
     }
 
     async fn run_index_builder(&self, visibility: Visibility) {
@@ -182,7 +184,8 @@ impl Registry {
         let previous = self.meta.federation_index().await?;
         let blocks: HashSet<Cid> = index.blocks.iter().map(|(cid, _)| *cid).collect();
         let root = index.root;
-        if previous.as_ref().map(|p| p.cid) != Some(root) {
+        let changed = previous.as_ref().map(|p| p.cid) != Some(root);
+        if changed {
             self.blobs
                 .put_dag_replacing(previous.as_ref().map(|p| &p.cid), &root, index.blocks)
                 .await?;
@@ -199,8 +202,11 @@ impl Registry {
         } else {
             self.metrics.record_index_build("unchanged");
         }
-        if let Ok(mut current) = self.index.blocks.write() {
-            *current = blocks;
+        if let Ok(mut sets) = self.index.blocks.write() {
+            if changed {
+                sets.swap(0, 1);
+            }
+            sets[0] = blocks;
         }
         self.metrics.index_images.set(images as i64);
         self.metrics.index_omitted.set(index.omitted as i64);
