@@ -206,13 +206,10 @@ pub(crate) fn queued(
     manifest: crate::oci::Digest,
     attempts: i32,
 ) -> Result<crate::meta::QueuedLayout, MetaError> {
+    let (repo, tag) = stored_repo_tag(repo, tag)?;
     Ok(crate::meta::QueuedLayout {
-        repo: repo
-            .parse()
-            .map_err(|e| corrupt(format!("stored repository {repo:?}: {e}")))?,
-        tag: tag
-            .parse()
-            .map_err(|e| corrupt(format!("stored tag {tag:?}: {e}")))?,
+        repo,
+        tag,
         manifest,
         attempts: u32::try_from(attempts).unwrap_or(0),
     })
@@ -224,13 +221,19 @@ pub(crate) fn published_image(
     tag: String,
     cid: Cid,
 ) -> Result<crate::meta::PublishedImage, MetaError> {
-    Ok(crate::meta::PublishedImage {
-        repo: repo
-            .parse()
+    let (repo, tag) = stored_repo_tag(&repo, &tag)?;
+    Ok(crate::meta::PublishedImage { repo, tag, cid })
+}
+
+/// A stored repository name and tag, parsed back (corrupt when they no longer parse).
+pub(crate) fn stored_repo_tag(
+    repo: &str,
+    tag: &str,
+) -> Result<(RepoName, crate::oci::Tag), MetaError> {
+    Ok((
+        repo.parse()
             .map_err(|e| corrupt(format!("stored repository {repo:?}: {e}")))?,
-        tag: tag
-            .parse()
+        tag.parse()
             .map_err(|e| corrupt(format!("stored tag {tag:?}: {e}")))?,
-        cid,
-    })
+    ))
 }

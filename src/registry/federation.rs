@@ -180,7 +180,7 @@ impl Registry {
             })
         });
         let index = public_index::build(entries);
-        let images = index_entries(&index);
+        let images = index.images;
         let previous = self.meta.federation_index().await?;
         let blocks: HashSet<Cid> = index.blocks.iter().map(|(cid, _)| *cid).collect();
         let root = index.root;
@@ -323,14 +323,4 @@ impl Registry {
         );
         Ok(())
     }
-}
-
-/// The images an index lists (its entries with `:` in their names).
-fn index_entries(index: &public_index::Index) -> usize {
-    index
-        .blocks
-        .iter()
-        .filter_map(|(_, block)| crate::blobs::unixfs::directory_entries(block))
-        .map(|names| names.iter().filter(|name| name.contains(':')).count())
-        .sum()
 }

@@ -85,13 +85,10 @@ pub(crate) async fn tags<C: GenericClient>(
         .map(|row| {
             let repo: String = get(row, 0)?;
             let tag: String = get(row, 1)?;
+            let (repo, tag) = crate::meta::sql_common::stored_repo_tag(&repo, &tag)?;
             Ok(FollowedTag {
-                repo: repo.parse().map_err(|e| {
-                    MetaError::Corrupt(format!("followed repository {repo:?}: {e}"))
-                })?,
-                tag: tag
-                    .parse()
-                    .map_err(|e| MetaError::Corrupt(format!("followed tag {tag:?}: {e}")))?,
+                repo,
+                tag,
                 layout: sql::cid(row, 2)?,
                 manifest: sql::digest(row, 3)?,
             })

@@ -83,13 +83,10 @@ pub(super) fn tags(c: &Connection, rule: &str) -> Result<Vec<FollowedTag>, MetaE
     let mut tags = Vec::new();
     for row in rows {
         let (repo, tag, layout, manifest) = row.map_err(db)?;
+        let (repo, tag) = crate::meta::sql_common::stored_repo_tag(&repo, &tag)?;
         tags.push(FollowedTag {
-            repo: repo
-                .parse()
-                .map_err(|e| MetaError::Corrupt(format!("followed repository {repo:?}: {e}")))?,
-            tag: tag
-                .parse()
-                .map_err(|e| MetaError::Corrupt(format!("followed tag {tag:?}: {e}")))?,
+            repo,
+            tag,
             layout: parse_cid(&layout)?,
             manifest: parse_digest(&manifest)?,
         });
