@@ -183,6 +183,8 @@ start() {
   rm -rf "$REPO/repo.lock" "$REPO/api" "$REPO/daemon.pid"
 
   log "starting daemon (repo $REPO, log $REPO/daemon.log)"
+  local log_start
+  log_start=$(($(stat -c %s "$REPO/daemon.log" 2>/dev/null || echo 0) + 1))
   {
     echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start"
   } >> "$REPO/daemon.log"
@@ -195,23 +197,38 @@ start() {
   pid=$!
   echo "$pid" > "$REPO/daemon.pid"
 
-  if ! wait_ready "$pid"; then
+  if ! wait_ready "$pid" "$log_start"; then
     tail -n 40 "$REPO/daemon.log" >&2 || true
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$REPO/daemon.pid"
+    if port_taken "$log_start"; then
+      die "a port was taken before the daemon could bind it; start again with other ports"
+    fi
     die "daemon did not answer on $URL within ${START_TIMEOUT}s"
   fi
   log "ready (pid $pid)"
   echo "$URL"
 }
 
-# Waits until the daemon answers with this repo's identity; fails early if the process dies.
+# Whether this start's part of the log (from byte $1) says a listener could not bind: js-ipfs
+# logs that and keeps running without answering, so waiting longer would not help.
+port_taken() {
+  tail -c "+$1" "$REPO/daemon.log" 2>/dev/null |
+    grep -qE 'could not listen on any available address|EADDRINUSE'
+}
+
+# Waits until the daemon answers with this repo's identity; fails early if the process dies
+# or (given this start's log offset, $2) could not bind a port.
 wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
+  local pid="$1" log_start="${2:-}" deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
     if answering; then return 0; fi
     if ! kill -0 "$pid" 2>/dev/null; then
       log "daemon process $pid exited"
+      return 1
+    fi
+    if [[ -n "$log_start" ]] && port_taken "$log_start"; then
+      log "daemon could not bind a port"
       return 1
     fi
     sleep 0.3

@@ -58,35 +58,43 @@ impl PrivateNode {
             .prefix("ipfs-node-")
             .tempdir()
             .expect("a repository directory");
-        let [api, gateway, grpc, swarm_port] = free_ports();
-        let mut command = Command::new(script());
-        command
-            .arg("start")
-            .arg(repo.path())
-            .env("IPFS_NODE_API_PORT", api.to_string())
-            .env("IPFS_NODE_GATEWAY_PORT", gateway.to_string())
-            .env("IPFS_NODE_GRPC_PORT", grpc.to_string())
-            .env("IPFS_NODE_ROUTING", routing);
-        if swarm {
-            command.env("IPFS_NODE_SWARM_PORT", swarm_port.to_string());
+        // The ports are free when chosen but released before the daemon binds them, so an
+        // outgoing connection of a busy machine may take one meanwhile; the script tells
+        // that apart from other failures, and new ports are tried.
+        let mut stderr = String::new();
+        for _ in 0..5 {
+            let [api, gateway, grpc, swarm_port] = free_ports();
+            let mut command = Command::new(script());
+            command
+                .arg("start")
+                .arg(repo.path())
+                .env("IPFS_NODE_API_PORT", api.to_string())
+                .env("IPFS_NODE_GATEWAY_PORT", gateway.to_string())
+                .env("IPFS_NODE_GRPC_PORT", grpc.to_string())
+                .env("IPFS_NODE_ROUTING", routing);
+            if swarm {
+                command.env("IPFS_NODE_SWARM_PORT", swarm_port.to_string());
+            }
+            let output = command.output().expect("scripts/ipfs-node.sh runs");
+            stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            if output.status.success() {
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let url = stdout
+                    .lines()
+                    .last()
+                    .and_then(|line| line.trim().parse().ok())
+                    .expect("ipfs-node.sh prints the RPC URL");
+                return PrivateNode {
+                    url,
+                    swarm_port: swarm.then_some(swarm_port),
+                    repo,
+                };
+            }
+            if !(stderr.contains("a port was taken") || stderr.contains("already in use")) {
+                break;
+            }
         }
-        let output = command.output().expect("scripts/ipfs-node.sh runs");
-        assert!(
-            output.status.success(),
-            "starting a private IPFS node: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let url = stdout
-            .lines()
-            .last()
-            .and_then(|line| line.trim().parse().ok())
-            .expect("ipfs-node.sh prints the RPC URL");
-        PrivateNode {
-            url,
-            swarm_port: swarm.then_some(swarm_port),
-            repo,
-        }
+        panic!("starting a private IPFS node: {stderr}")
     }
 
     /// The node's peer ID.
