@@ -421,6 +421,8 @@ async fn verify(
 ) -> anyhow::Result<()> {
     use ipfs_registry::registry::{Reindexed, ScrubOptions};
     use std::io::IsTerminal;
+    // A joined upload whose recursive pin a stopped `serve` left to do is not missing.
+    registry.finish_pending_pins().await;
     let inventory = registry.inventory().await?;
     let mut recorded = Vec::new();
     let mut mismatched = Vec::new();

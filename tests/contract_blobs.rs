@@ -18,7 +18,7 @@ use common::kubo::read_all;
 use futures::{stream, StreamExt};
 use ipfs_registry::blobs::kubo::{DAG_PB_CODEC, RAW_CODEC};
 use ipfs_registry::blobs::unixfs::{Block, DagBuilder};
-use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, UploadFile};
+use ipfs_registry::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, Joined, UploadFile};
 use sha2::{Digest, Sha256};
 
 on_every_blob_store!(
@@ -344,7 +344,9 @@ async fn add_parts(store: &dyn BlobStore, data: &Bytes, sizes: &[usize]) -> Vec<
 /// (180 leaves: a two-level tree), a first part that is a single raw leaf, and a last part
 /// ending in a partial leaf. A part other than the last ending in a partial leaf cannot
 /// lend its leaves (the importer would cut the joined bytes elsewhere): the caller then
-/// re-adds the bytes.
+/// re-adds the bytes. A store may pin the joined blob only in part (its root and nodes
+/// directly, the leaves by the parts' pins): `pin` of the root then makes it whole, and
+/// `unpin` of those nodes drops their direct pins.
 async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes(open: Open) {
     const LEAF: usize = 1024;
     let backend = open(ImportProfile {
@@ -358,7 +360,10 @@ async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes(open: Open) {
     let parts = add_parts(store, &data, &sizes).await;
     assert_eq!(parts[0].codec(), RAW_CODEC);
 
-    let joined = store
+    let Joined {
+        stored: joined,
+        direct,
+    } = store
         .concat(&parts)
         .await
         .expect("join")
@@ -366,8 +371,20 @@ async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes(open: Open) {
     let (whole, _) = imported(&data, LEAF as u32);
     assert_eq!(joined.cid, whole, "the joined root is the root of one add");
     assert_eq!(joined.size, data.len() as u64);
+    if let Some(direct) = direct {
+        // Readable at once; pinned as a whole only once asked.
+        assert!(!store.is_pinned(&joined.cid).await.unwrap());
+        assert!(cat_all(store, &joined.cid, 0, None).await == data);
+        assert_eq!(
+            direct.len(),
+            2,
+            "a two-level tree: two nodes under the root"
+        );
+        store.pin(&joined.cid).await.expect("pin the joined root");
+        forget(store, &direct).await;
+    }
     assert!(store.is_pinned(&joined.cid).await.unwrap());
-    // The join pinned its own root: without the parts' pins the content stays whole.
+    // The joined blob is pinned as a whole: without the parts' pins it stays whole.
     forget(store, &parts).await;
     assert!(store.is_pinned(&joined.cid).await.unwrap());
     assert!(cat_all(store, &joined.cid, 0, None).await == data);

@@ -15,14 +15,16 @@ use common::meta::*;
 use ipfs_registry::meta::gc::{
     SweepPolicy, Swept, SweptManifest, SweptUpload, TagRecord, TagRemoval,
 };
-use ipfs_registry::meta::UploadChunk;
-use ipfs_registry::oci::{Digest, Reference};
+use ipfs_registry::meta::{PendingPin, UploadChunk};
+use ipfs_registry::oci::{Digest, Reference, RepoName};
 
 on_every_meta_store!(
     the_grace_period_keeps_young_blobs_and_the_rest_goes,
     untagged_retention_takes_only_what_no_tag_reaches,
     expired_uploads_are_ended_and_their_chunks_queued,
     ending_an_upload_queues_its_chunks_but_not_its_blob,
+    a_pending_pin_holds_chunks_and_nodes_until_finished,
+    a_pending_pin_of_a_root_not_stored_holds_nothing,
     a_dry_run_reports_the_real_run_and_changes_nothing,
     the_unpin_queue_is_oldest_first_until_dequeued,
     an_unpin_lease_sees_blobs_and_live_upload_chunks,
@@ -365,6 +367,106 @@ async fn the_unpin_queue_is_oldest_first_until_dequeued(store: Arc<dyn MetaBacke
         .await
         .unwrap();
     assert!(store.unpin_queue(10).await.unwrap().is_empty());
+}
+
+/// The CIDs queued for unpinning.
+async fn queued(store: &dyn MetaBackend) -> HashSet<Cid> {
+    store.unpin_queue(100).await.unwrap().into_iter().collect()
+}
+
+/// A session of two chunks, ready to complete.
+async fn two_chunk_upload(store: &dyn MetaBackend, r: &RepoName) -> (uuid::Uuid, Vec<UploadChunk>) {
+    let parts = vec![chunk(0, b"two "), chunk(4, b"chunks")];
+    let upload = store.create_upload(r, vec![]).await.unwrap();
+    for part in &parts {
+        assert!(store
+            .append_upload_chunk(upload.id, part.clone(), vec![])
+            .await
+            .unwrap());
+    }
+    (upload.id, parts)
+}
+
+/// A joined blob pinned only directly: its chunks and directly pinned nodes stay in use
+/// (GC and the start-up check leave them) and unqueued until the recursive pin is made;
+/// finishing queues them, once.
+async fn a_pending_pin_holds_chunks_and_nodes_until_finished(store: Arc<dyn MetaBackend>) {
+    let r = repo("gc/pending");
+    let (id, parts) = two_chunk_upload(&*store, &r).await;
+    let joined = blob(b"two chunks");
+    let node = cid_of(b"an interior node");
+    let pending = PendingPin {
+        root: joined.cid,
+        direct: vec![node],
+    };
+    let (stored, _) = store
+        .complete_upload_with_notices(id, &r, joined.clone(), Some(&pending), &[])
+        .await
+        .unwrap();
+    assert_eq!(stored, joined);
+    assert!(queued(&*store).await.is_empty());
+    let held: HashSet<Cid> = parts.iter().map(|c| c.cid).chain([node]).collect();
+    for cid in &held {
+        assert!(in_use(&*store, cid).await, "{cid} is held");
+    }
+    assert_eq!(
+        store
+            .recorded_cids(&Vec::from_iter(held.clone()))
+            .await
+            .unwrap(),
+        held
+    );
+    assert_eq!(store.pending_pin_roots(10).await.unwrap(), vec![joined.cid]);
+
+    let mut finished = store.finish_pending_pin(&joined.cid).await.unwrap();
+    finished.sort();
+    let mut expected = Vec::from_iter(held.clone());
+    expected.sort();
+    assert_eq!(finished, expected);
+    assert_eq!(queued(&*store).await, held);
+    for cid in &held {
+        assert!(!in_use(&*store, cid).await, "{cid} is released");
+    }
+    assert!(in_use(&*store, &joined.cid).await);
+    assert!(store.pending_pin_roots(10).await.unwrap().is_empty());
+    assert!(store
+        .finish_pending_pin(&joined.cid)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// When the digest was stored meanwhile under another CID, the joined root is recorded by
+/// nothing: it is queued with its chunks and nodes, and nothing waits for its pin.
+async fn a_pending_pin_of_a_root_not_stored_holds_nothing(store: Arc<dyn MetaBackend>) {
+    let r = repo("gc/pending-other");
+    let joined = blob(b"two chunks");
+    let earlier = ipfs_registry::meta::BlobRecord {
+        cid: cid_of(b"the same bytes under an older profile"),
+        ..joined.clone()
+    };
+    store.commit_blob(&r, earlier.clone()).await.unwrap();
+    let (id, parts) = two_chunk_upload(&*store, &r).await;
+    let node = cid_of(b"an interior node");
+    let pending = PendingPin {
+        root: joined.cid,
+        direct: vec![node],
+    };
+    let (stored, _) = store
+        .complete_upload_with_notices(id, &r, joined.clone(), Some(&pending), &[])
+        .await
+        .unwrap();
+    assert_eq!(stored, earlier);
+    let expected: HashSet<Cid> = parts
+        .iter()
+        .map(|c| c.cid)
+        .chain([node, joined.cid])
+        .collect();
+    assert_eq!(queued(&*store).await, expected);
+    assert!(store.pending_pin_roots(10).await.unwrap().is_empty());
+    for cid in &expected {
+        assert!(!in_use(&*store, cid).await, "{cid} is not held");
+    }
 }
 
 /// Whether the store records `cid`, asked under its unpin lease (released at once).

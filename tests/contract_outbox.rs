@@ -149,7 +149,7 @@ async fn notices_are_recorded_with_their_change_and_only_when_it_happens(
         .expect("create upload");
     let uploaded = blob(b"uploaded");
     store
-        .complete_upload_with_notices(upload.id, &r, uploaded, &[notice("a", "upload")])
+        .complete_upload_with_notices(upload.id, &r, uploaded, None, &[notice("a", "upload")])
         .await
         .expect("complete");
 

@@ -291,20 +291,20 @@ async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes() {
         .await
         .unwrap()
         .expect("leaf-aligned parts are joined");
-    assert_eq!(joined.cid, common::cid_of_blob(&data));
-    assert_eq!(joined.size, data.len() as u64);
+    assert_eq!(joined.stored.cid, common::cid_of_blob(&data));
+    assert_eq!(joined.stored.size, data.len() as u64);
     for part in &parts {
         store.unpin(part).await.unwrap();
     }
-    let whole = read_all(store.cat(&joined.cid, 0, None).await.unwrap()).await;
+    let whole = read_all(store.cat(&joined.stored.cid, 0, None).await.unwrap()).await;
     assert!(whole == data, "the joined blob's bytes");
     // block() checks every block against its CID: the root node, and a leaf now read from
     // the joined file.
-    store.block(&joined.cid).await.unwrap();
+    store.block(&joined.stored.cid).await.unwrap();
     let last_whole_leaf = &data[179 * chunk..180 * chunk];
     let leaf = ipfs_registry::blobs::unixfs::cid_of(RAW_CODEC, last_whole_leaf);
     assert!(store.block(&leaf).await.unwrap() == last_whole_leaf);
-    let car = read_all(store.car(&joined.cid).await.unwrap()).await;
+    let car = read_all(store.car(&joined.stored.cid).await.unwrap()).await;
     assert!(!car.is_empty());
 
     let a = data.slice(..chunk + 1);

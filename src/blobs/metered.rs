@@ -49,7 +49,7 @@ impl BlobStore for MeteredBlobStore {
         self.timed("add", self.inner.add(data)).await
     }
 
-    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<super::Joined>, BlobError> {
         self.timed("concat", self.inner.concat(parts)).await
     }
 

@@ -35,6 +35,18 @@ pub struct StoredBytes {
     pub size: u64,
 }
 
+/// What [`BlobStore::concat`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub stored: StoredBytes,
+    /// `None`: pinned like `add`. `Some(nodes)`: the root and these interior nodes are
+    /// pinned only directly, and the leaves are the parts' own blocks, held by nothing but
+    /// the parts' pins. A recursive pin walks every block of the blob (as long as reading
+    /// it); the caller makes it later with [`BlobStore::pin`] of the root, and keeps the
+    /// parts pinned until then. [`BlobStore::unpin`] drops the direct pins.
+    pub direct: Option<Vec<Cid>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     /// The store could not be reached or did not answer in time.
@@ -133,10 +145,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// yields an error, the add is abandoned and nothing is pinned.
     async fn add(&self, data: ByteStream) -> Result<StoredBytes, BlobError>;
 
-    /// Stores the concatenation of the stored blobs `parts` (pinned, like `add`) when the
-    /// store can do so without the bytes passing through the caller; `None` when it cannot,
-    /// and the caller then streams them into `add`. The parts stay stored.
-    async fn concat(&self, _parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+    /// Stores the concatenation of the stored blobs `parts` when the store can do so
+    /// without the bytes passing through the caller; `None` when it cannot, and the caller
+    /// then streams them into `add`. The parts stay stored, and pinned: the result may be
+    /// pinned only in part (see [`Joined::direct`]) until [`BlobStore::pin`] of its root.
+    async fn concat(&self, _parts: &[Cid]) -> Result<Option<Joined>, BlobError> {
         Ok(None)
     }
 

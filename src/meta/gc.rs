@@ -99,7 +99,8 @@ pub trait GcLease: Send {
 /// the same CID waits).
 #[async_trait]
 pub trait UnpinLease: Send {
-    /// Whether any blob or live upload chunk still records the CID (checked under the lease).
+    /// Whether any record (a blob, a live upload chunk, a layout, the public index, or a
+    /// pending pin's hold) still holds the CID (checked under the lease).
     async fn in_use(&mut self) -> Result<bool, MetaError>;
 }
 
@@ -131,6 +132,15 @@ pub trait GcStore: Send + Sync + 'static {
     /// chunk, or queued for unpinning. Content a blob store holds under any other CID is
     /// unknown to the registry (a push cut short, or metadata lost).
     async fn recorded_cids(&self, cids: &[Cid]) -> Result<HashSet<Cid>, MetaError>;
+
+    /// Roots of joined blobs still waiting for their recursive pin (oldest first, at most
+    /// `limit`).
+    async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError>;
+
+    /// Ends the wait of `root` (pinned recursively now, or no longer recorded): drops what
+    /// held its leaves and nodes and queues those CIDs for unpinning, in one write. Returns
+    /// them (empty when nothing was held for `root`).
+    async fn finish_pending_pin(&self, root: &Cid) -> Result<Vec<Cid>, MetaError>;
 
     /// Blob records in digest order, strictly after `after`, at most `limit`: a scan of
     /// every blob, one page at a time.

@@ -37,8 +37,8 @@ use super::status::{PoolUse, StoreStatus};
 use super::users::{RepoFilter, RobotToken, StoredGrant, User, UserStore};
 use super::{
     BlobRecord, FollowState, FollowedTag, ImageLayout, MetaError, MetadataStore, NewManifest, Page,
-    ProtectedTags, Quarantined, QueuedLayout, RepoOrigin, RepositorySummary, StoredManifest,
-    TagSummary, Upload, UploadChunk,
+    PendingPin, ProtectedTags, Quarantined, QueuedLayout, RepoOrigin, RepositorySummary,
+    StoredManifest, TagSummary, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -583,12 +583,13 @@ impl<S: MetadataStore + StoreStatus> MetadataStore for Metered<S> {
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        pending: Option<&PendingPin>,
         notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
         self.request(
             "complete_upload",
             self.inner
-                .complete_upload_with_notices(id, repo, blob, notices),
+                .complete_upload_with_notices(id, repo, blob, pending, notices),
         )
         .await
     }
@@ -746,6 +747,16 @@ impl<S: GcStore + StoreStatus> GcStore for Metered<S> {
         limit: u32,
     ) -> Result<Vec<BlobRecord>, MetaError> {
         self.gc("blob_records", self.inner.blob_records(after, limit))
+            .await
+    }
+
+    async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
+        self.gc("pending_pin_roots", self.inner.pending_pin_roots(limit))
+            .await
+    }
+
+    async fn finish_pending_pin(&self, root: &Cid) -> Result<Vec<Cid>, MetaError> {
+        self.gc("finish_pending_pin", self.inner.finish_pending_pin(root))
             .await
     }
 }

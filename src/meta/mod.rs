@@ -235,6 +235,15 @@ pub struct UploadChunk {
     pub cid: Cid,
 }
 
+/// A blob joined from an upload's chunks whose recursive pin is still to be made: its
+/// root and the `direct` nodes are pinned only directly, and its leaves are the chunks'
+/// blocks, held by the chunks' own pins until the root's recursive pin replaces them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPin {
+    pub root: Cid,
+    pub direct: Vec<Cid>,
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap reachability check.
@@ -634,14 +643,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         blob: BlobRecord,
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
-        self.complete_upload_with_notices(id, repo, blob, &[]).await
+        self.complete_upload_with_notices(id, repo, blob, None, &[])
+            .await
     }
 
+    /// [`MetadataStore::complete_upload`], recording `notices` in the same transaction.
+    /// With `pending` (the blob's root pinned only directly), the chunks and the directly
+    /// pinned nodes are held instead of queued, until [`GcStore::finish_pending_pin`]; when
+    /// the digest was stored meanwhile under another CID, they are queued with the root.
     async fn complete_upload_with_notices(
         &self,
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        pending: Option<&PendingPin>,
         notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError>;
 

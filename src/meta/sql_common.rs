@@ -162,6 +162,34 @@ pub(crate) fn new_upload(
 
 /// The CIDs of an ended session's chunks to queue for unpinning: all but `kept` (the blob
 /// the session produced, when one chunk was the whole blob).
+/// What a completed upload's transaction holds for a pending pin (`(root, cid)` rows) and
+/// what it queues for unpinning: the chunks (but the stored blob's own CID) are queued,
+/// or held with the directly pinned nodes while the joined root that was stored waits for
+/// its recursive pin. A root that was not stored (the digest was known under another
+/// CID) goes to the queue with its nodes.
+pub(crate) fn completed_chunks(
+    chunks: &[UploadChunk],
+    stored: &Cid,
+    pending: Option<&super::PendingPin>,
+) -> (Vec<String>, Vec<String>) {
+    let released = released_chunks(chunks, Some(stored));
+    match pending {
+        None => (Vec::new(), released),
+        Some(pending) => {
+            let nodes = pending.direct.iter().map(ToString::to_string);
+            if pending.root == *stored {
+                (released.into_iter().chain(nodes).collect(), Vec::new())
+            } else {
+                let root = std::iter::once(pending.root.to_string());
+                (
+                    Vec::new(),
+                    released.into_iter().chain(nodes).chain(root).collect(),
+                )
+            }
+        }
+    }
+}
+
 pub(crate) fn released_chunks(chunks: &[UploadChunk], kept: Option<&Cid>) -> Vec<String> {
     chunks
         .iter()

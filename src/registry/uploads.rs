@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::hashing::{restore_sha256, save_sha256, Hasher, Meter};
 use super::notify::{Action, Origin};
 use super::{Registry, RegistryError, Result};
-use crate::blobs::{BlobError, ByteStream, StoredBytes, UploadFile};
-use crate::meta::{BlobRecord, Upload, UploadChunk};
+use crate::blobs::{BlobError, ByteStream, Joined, StoredBytes, UploadFile};
+use crate::meta::{BlobRecord, PendingPin, Upload, UploadChunk};
 use crate::oci::{Algorithm, Digest, RepoName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,22 @@ enum Limit {
     Declared(u64),
     /// The registry's maximum blob size.
     Configured(u64),
+}
+
+/// A blob assembled from an upload session, to be committed.
+struct Assembled {
+    record: BlobRecord,
+    /// Set when the blob store joined the chunks and pinned the result only in part.
+    pending: Option<PendingPin>,
+}
+
+impl From<BlobRecord> for Assembled {
+    fn from(record: BlobRecord) -> Self {
+        Assembled {
+            record,
+            pending: None,
+        }
+    }
 }
 
 impl Registry {
@@ -218,7 +234,9 @@ impl Registry {
             }
             if let Some(existing) = existing {
                 discard(file).await;
-                return self.finish_session(id, &repo, existing, origin).await;
+                return self
+                    .finish_session(id, &repo, existing.into(), origin)
+                    .await;
             }
             let stored = file.finish(upload.bytes_received).await?;
             return self
@@ -250,7 +268,8 @@ impl Registry {
                 if existing.cid != stored.cid {
                     self.release(&stored.cid).await;
                 }
-                self.finish_session(id, &repo, existing, origin).await
+                self.finish_session(id, &repo, existing.into(), origin)
+                    .await
             }
             None => {
                 self.finish_new_blob(id, &repo, digest, stored, healing, origin)
@@ -271,7 +290,7 @@ impl Registry {
         origin: &Origin,
     ) -> Result<BlobRecord> {
         let record = self.record(digest, stored.cid, stored.size);
-        let finished = self.finish_session(id, repo, record, origin).await?;
+        let finished = self.finish_session(id, repo, record.into(), origin).await?;
         if healing {
             self.heal(&finished, stored.cid).await;
         }
@@ -314,7 +333,7 @@ impl Registry {
                 .store_verified(repo, digest, body, content_length, None)
                 .await;
             return match stored {
-                Ok(record) => self.finish_session(id, repo, record, origin).await,
+                Ok(record) => self.finish_session(id, repo, record.into(), origin).await,
                 Err(e) => {
                     self.end_session(id).await;
                     Err(e)
@@ -335,9 +354,9 @@ impl Registry {
             Err(e) => return Err(e),
         };
         match self.assemble(&upload, digest).await {
-            Ok((record, healing)) => {
-                let added = record.cid;
-                let stored = self.finish_session(id, repo, record, origin).await?;
+            Ok((assembled, healing)) => {
+                let added = assembled.record.cid;
+                let stored = self.finish_session(id, repo, assembled, origin).await?;
                 if healing {
                     self.heal(&stored, added).await;
                 }
@@ -562,7 +581,7 @@ impl Registry {
 
     /// Verifies the session's bytes against `digest` and produces the blob record, and
     /// whether it heals a quarantined blob.
-    async fn assemble(&self, upload: &Upload, digest: &Digest) -> Result<(BlobRecord, bool)> {
+    async fn assemble(&self, upload: &Upload, digest: &Digest) -> Result<(Assembled, bool)> {
         let (existing, healing) = self.known_blob(digest).await?;
         self.assemble_known(upload, digest, existing)
             .await
@@ -574,7 +593,7 @@ impl Registry {
         upload: &Upload,
         digest: &Digest,
         existing: Option<BlobRecord>,
-    ) -> Result<BlobRecord> {
+    ) -> Result<Assembled> {
         let chunks = self.meta.upload_chunks(upload.id).await?;
         let total: u64 = chunks.iter().map(|c| c.size).sum();
         if total != upload.bytes_received {
@@ -591,23 +610,30 @@ impl Registry {
                 return Err(digest_mismatch(digest, &actual));
             }
             if let Some(existing) = existing {
-                return Ok(existing);
+                return Ok(existing.into());
             }
             if let [only] = chunks.as_slice() {
-                return Ok(self.record(digest, only.cid, total));
+                return Ok(self.record(digest, only.cid, total).into());
             }
             // The digest is proven by the session's running hash; a store that can join
-            // the chunks itself spares re-reading them (the embedded store, leaf-aligned).
+            // the chunks itself spares re-reading them (leaf-aligned chunks).
             let parts: Vec<cid::Cid> = chunks.iter().map(|c| c.cid).collect();
-            if let Some(stored) = self.blobs.concat(&parts).await? {
+            if let Some(Joined { stored, direct }) = self.blobs.concat(&parts).await? {
                 if stored.size != total {
+                    self.release_queued(direct.into_iter().flatten()).await;
                     self.release(&stored.cid).await;
                     return Err(RegistryError::Internal(format!(
                         "the joined chunks of upload {} hold {} bytes, not {total}",
                         upload.id, stored.size
                     )));
                 }
-                return Ok(self.record(digest, stored.cid, total));
+                return Ok(Assembled {
+                    record: self.record(digest, stored.cid, total),
+                    pending: direct.map(|direct| PendingPin {
+                        root: stored.cid,
+                        direct,
+                    }),
+                });
             }
         }
         // Re-read the chunks as one stream: hashing it when the session's running sha256
@@ -621,14 +647,14 @@ impl Registry {
         if let Some(existing) = existing {
             drain(stream, &meter, &limit).await?;
             verify(&meter, digest)?;
-            return Ok(existing);
+            return Ok(existing.into());
         }
         let stored = self.blobs.add(stream).await?;
         if let Err(e) = verify(&meter, digest) {
             self.release(&stored.cid).await;
             return Err(e);
         }
-        Ok(self.record(digest, stored.cid, meter.bytes()))
+        Ok(self.record(digest, stored.cid, meter.bytes()).into())
     }
 
     fn record(&self, digest: &Digest, cid: cid::Cid, size: u64) -> BlobRecord {
@@ -657,34 +683,49 @@ impl Registry {
         )
     }
 
-    /// Commits the blob and ends the session in one step, then drops the chunks' pins.
+    /// Commits the blob and ends the session in one step, then drops the chunks' pins, or
+    /// (a joined blob pinned only in part) has the blob pinned recursively first.
     async fn finish_session(
         &self,
         id: Uuid,
         repo: &RepoName,
-        record: BlobRecord,
+        assembled: Assembled,
         origin: &Origin,
     ) -> Result<BlobRecord> {
+        let Assembled { record, pending } = assembled;
         let cid = record.cid;
         let notices = self.blob_notices(Action::Push, repo, &record, Some(origin));
         let completed = self
             .meta
-            .complete_upload_with_notices(id, repo, record, &notices)
+            .complete_upload_with_notices(id, repo, record, pending.as_ref(), &notices)
             .await;
-        let committed = match completed {
-            Ok((stored, chunks)) => {
-                self.woken(&notices);
+        let (stored, chunks) = match completed {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(pending) = pending {
+                    self.release_queued(pending.direct).await;
+                }
+                return self.settle(cid, Err(e)).await;
+            }
+        };
+        self.woken(&notices);
+        match pending {
+            // The metadata holds the chunks and nodes until the recursive pin is made.
+            Some(pending) if pending.root == stored.cid => {
+                self.pin_joined_later(stored.cid).await;
+                Ok(stored)
+            }
+            pending => {
                 let released = chunks
                     .iter()
                     .map(|c| c.cid)
                     .filter(|&cid| cid != stored.cid)
+                    .chain(pending.into_iter().flat_map(|pending| pending.direct))
                     .collect();
                 self.release_queued_later(released).await;
-                Ok(stored)
+                self.settle(cid, Ok(stored)).await
             }
-            Err(e) => Err(e),
-        };
-        self.settle(cid, committed).await
+        }
     }
 
     /// Ends a session and drops its chunks' pins.

@@ -87,6 +87,27 @@ impl Node {
         Ok(started.elapsed())
     }
 
+    /// Waits until the node holds a recursive pin of `cid` (a joined blob's, which the
+    /// registry makes after answering the push).
+    pub async fn wait_pinned(&self, http: &Client, cid: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let response = http
+                .post(self.api.join("pin/ls")?)
+                .query(&[("arg", cid), ("type", "recursive")])
+                .send()
+                .await?;
+            if response.status().is_success() {
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "{cid} was not pinned recursively within 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Drops a pin the bench made (directly, or through the registry), so repeated runs do
     /// not keep their layers on the node. Errors are ignored: the pin may already be gone.
     pub async fn unpin(&self, http: &Client, cid: &str) {

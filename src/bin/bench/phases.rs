@@ -85,9 +85,15 @@ pub async fn push_pull(
             "push chunked {mib} MiB ({} MiB chunks): PUT after the last PATCH",
             plan.chunk_mib
         );
+        let pinned_after = format!(
+            "push chunked {mib} MiB ({} MiB chunks): recursive pin after the answer",
+            plan.chunk_mib
+        );
         let mut samples: Vec<[Vec<f64>; 3]> = vec![Default::default(); servers.len()];
         // Seconds of each chunked push's completing PUT.
         let mut completions: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        // Seconds from the answer of a Kubo-mode chunked push to its blob's recursive pin.
+        let mut pins_after = Vec::new();
         // CPU seconds each server spent per operation kind, over all iterations.
         let mut cpu = vec![[0.0f64; 3]; servers.len()];
         let (mut adds, mut cats) = (Vec::new(), Vec::new());
@@ -142,6 +148,16 @@ pub async fn push_pull(
                 completions[k].push(pushed.completion.as_secs_f64());
                 let cpu_chunked = server.cpu_seconds()?;
                 cpu[k][1] += cpu_chunked - cpu_mono;
+                if let (KUBO, Some(node)) = (server.name, node) {
+                    // The node's walk of the joined blob runs after the answer: waited
+                    // for (and reported), so the pull below is measured alone.
+                    let path = workload::ipfs_path(http, &server.base, &repo, &parts_digest)
+                        .await?
+                        .context("the Kubo-mode registry names no IPFS path")?;
+                    let cid = path.trim_start_matches("/ipfs/");
+                    node.wait_pinned(http, cid).await?;
+                    pins_after.push(pushed.answered.elapsed().as_secs_f64());
+                }
                 let pulled = workload::pull(http, &server.base, &repo, &whole_digest, size)
                     .await
                     .with_context(|| format!("{}: {pull}", server.name))?;
@@ -196,6 +212,10 @@ pub async fn push_pull(
                 let median = crate::stats::median(seconds);
                 report.set(&completed, "s", Better::Lower, server.name, median);
             }
+        }
+        if !pins_after.is_empty() {
+            let median = crate::stats::median(&pins_after);
+            report.set(&pinned_after, "s", Better::Lower, KUBO, median);
         }
         if node.is_some() {
             report.set_samples(&mono, "MB/s", NODE, adds.clone());

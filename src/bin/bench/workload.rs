@@ -118,6 +118,8 @@ where
 pub struct ChunkedPush {
     pub elapsed: Duration,
     pub completion: Duration,
+    /// When the `PUT` was answered.
+    pub answered: Instant,
 }
 
 /// Chunked push: POST, PATCH chunks of `chunk` bytes with Content-Range, PUT the digest.
@@ -149,6 +151,7 @@ pub async fn push_chunked(
     Ok(ChunkedPush {
         elapsed: started.elapsed(),
         completion: completing.elapsed(),
+        answered: Instant::now(),
     })
 }
 

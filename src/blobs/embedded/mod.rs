@@ -48,7 +48,7 @@ use uuid::Uuid;
 use self::index::{BlockIndex, Location};
 use crate::blobs::kubo::DAG_PB_CODEC;
 use crate::blobs::unixfs::{as_v1, names_block, Block, DagBuilder};
-use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, Joined, StoredBytes};
 use crate::file_lock::{Held, LockFile};
 
 /// Read and write buffer for blob files: a chunk at the default profile.
@@ -518,7 +518,7 @@ impl BlobStore for EmbeddedStore {
         self.place(tmp, dag, blocks).await
     }
 
-    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<Joined>, BlobError> {
         let chunk_size = self.inner.profile.chunk_size;
         let owned = parts.to_vec();
         let leaves = self
@@ -546,7 +546,11 @@ impl BlobStore for EmbeddedStore {
         if let Some(e) = failed {
             return Err(e);
         }
-        self.place(tmp, dag, blocks).await.map(Some)
+        let stored = self.place(tmp, dag, blocks).await?;
+        Ok(Some(Joined {
+            stored,
+            direct: None,
+        }))
     }
 
     async fn upload_file(

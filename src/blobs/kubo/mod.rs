@@ -57,7 +57,7 @@ use reqwest::{Body, Client, RequestBuilder, Response};
 use url::Url;
 
 use crate::blobs::unixfs::{self, Block};
-use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, StoredBytes};
+use crate::blobs::{BlobError, BlobStore, ByteStream, ImportProfile, Joined, StoredBytes};
 use crate::config::IpfsConfig;
 
 pub use self::raw_cid::{raw_cid_v1_from_sha256, DAG_PB_CODEC, RAW_CODEC, SHA2_256};
@@ -76,6 +76,8 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 const PARALLEL_CALLS: usize = 8;
 /// Blocks removed per `block/rm` call (js-ipfs reads at most 16 KiB of request head).
 const EVICT_BATCH: usize = 100;
+/// CIDs asked about in one `pin/ls`: about 4 KiB of URL (js-ipfs reads at most 16 KiB).
+const PIN_LS_BATCH: usize = 64;
 /// Largest control-call or `add` answer we read.
 const MAX_ANSWER: usize = 1024 * 1024;
 /// Largest `pin/ls` answer we read: it names every pin (about 100 bytes each), so a node
@@ -226,6 +228,64 @@ impl KuboStore {
             response.bytes_stream().map_err(std::io::Error::other),
             self.timeout,
         )))
+    }
+
+    /// The first of `cids` not pinned recursively, if any: one `pin/ls` per batch (the node
+    /// fails the call when any is not pinned; only then is each asked alone).
+    async fn first_unpinned(&self, cids: &[Cid]) -> Result<Option<Cid>, BlobError> {
+        for batch in cids.chunks(PIN_LS_BATCH) {
+            let mut query: Vec<(&str, String)> =
+                batch.iter().map(|cid| ("arg", cid.to_string())).collect();
+            query.push(("type", "recursive".to_owned()));
+            let all_listed = match self.control("pin/ls", &query).await {
+                Ok(body) => batch.iter().try_fold(true, |all, cid| {
+                    Ok::<_, BlobError>(all && rpc::pin_ls_contains(&body, cid)?)
+                })?,
+                Err(CallError::Node(e)) if e.is_not_pinned() => false,
+                Err(e) => return Err(e.into_blob_error("pin/ls", None)),
+            };
+            if all_listed {
+                continue;
+            }
+            for cid in batch {
+                if !self.is_pinned(cid).await? {
+                    return Ok(Some(*cid));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pins `cid` alone (its block must be held); a recursive pin of it already there is
+    /// left as it is.
+    async fn pin_directly(&self, cid: &Cid) -> Result<(), BlobError> {
+        let query = [("arg", cid.to_string()), ("recursive", "false".to_owned())];
+        match self.control("pin/add", &query).await {
+            Ok(_) => Ok(()),
+            // The node of a subtree that is also a blob of its own (the blob's content is a
+            // prefix of this one's): its recursive pin holds it already.
+            Err(CallError::Node(e)) if e.message.contains("pinned recursively") => Ok(()),
+            Err(e) => Err(e.into_blob_error("pin/add", Some(cid))),
+        }
+    }
+
+    /// Drops a direct pin of `cid`, if there is one.
+    async fn unpin_direct(&self, cid: &Cid) -> Result<(), BlobError> {
+        let listed = [("arg", cid.to_string()), ("type", "direct".to_owned())];
+        let direct = match self.control("pin/ls", &listed).await {
+            Ok(body) => rpc::pin_ls_contains(&body, cid)?,
+            Err(CallError::Node(e)) if e.is_not_pinned() => false,
+            Err(e) => return Err(e.into_blob_error("pin/ls", Some(cid))),
+        };
+        if !direct {
+            return Ok(());
+        }
+        let query = [("arg", cid.to_string()), ("recursive", "false".to_owned())];
+        match self.control("pin/rm", &query).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Node(e)) if e.is_not_pinned() => Ok(()),
+            Err(e) => Err(e.into_blob_error("pin/rm", Some(cid))),
+        }
     }
 
     /// `block/put`s `blocks`, a few at a time.
@@ -573,7 +633,7 @@ impl BlobStore for KuboStore {
         })
     }
 
-    async fn concat(&self, parts: &[Cid]) -> Result<Option<StoredBytes>, BlobError> {
+    async fn concat(&self, parts: &[Cid]) -> Result<Option<Joined>, BlobError> {
         let chunk_size = self.profile.chunk_size;
         // Futures collected first: a closure in the stream would not be `Send` for any
         // lifetime, which `async_trait` requires.
@@ -588,26 +648,40 @@ impl BlobStore for KuboStore {
         let Some(leaves) = unixfs::aligned_leaves(listed, u64::from(chunk_size)) else {
             return Ok(None);
         };
+        // The joined root is not walked (below): its leaves are kept only if every part's
+        // recursive pin holds them, so a part that lost its pin fails the join.
+        if let Some(unpinned) = self.first_unpinned(parts).await? {
+            // Retryable for the client: pushing the blob again stores its bytes afresh.
+            return Err(BlobError::Unavailable(format!(
+                "IPFS node: part {unpinned} of the blob is no longer pinned, so its blocks may be gone"
+            )));
+        }
         let (dag, blocks) = unixfs::dag_over(chunk_size, &leaves);
         // Only the interior nodes are new: the leaves are the parts' own blocks, held by the
-        // parts' pins until the new root's pin covers them.
-        let writes: Vec<_> = blocks
-            .iter()
+        // parts' pins until the new root's recursive pin covers them.
+        let nodes: Vec<(Cid, Bytes)> = blocks
+            .into_iter()
             .filter_map(|block| match block {
-                Block::Node { cid, bytes } => Some(self.put_block(cid, bytes.clone())),
+                Block::Node { cid, bytes } => Some((cid, bytes)),
                 Block::Leaf { .. } => None,
             })
             .collect();
-        futures::stream::iter(writes)
+        let direct: Vec<Cid> = nodes.iter().map(|(cid, _)| *cid).collect();
+        self.put_blocks(nodes).await?;
+        // A recursive pin would read every leaf again (most of the push's time for a large
+        // blob on js-ipfs); a direct pin reads one block. The leaves are all held (the
+        // parts' pins), so every block of the root is now kept.
+        let pins: Vec<_> = direct.iter().map(|cid| self.pin_directly(cid)).collect();
+        futures::stream::iter(pins)
             .buffer_unordered(PARALLEL_CALLS)
             .try_collect::<()>()
             .await?;
-        // The pin walks the whole DAG: it fails if any block is missing, so a root that is
-        // recorded is one whose every block is held.
-        self.pin_with_progress(&dag.root).await?;
-        Ok(Some(StoredBytes {
-            cid: dag.root,
-            size: dag.file_size,
+        Ok(Some(Joined {
+            stored: StoredBytes {
+                cid: dag.root,
+                size: dag.file_size,
+            },
+            direct: Some(direct.into_iter().filter(|cid| *cid != dag.root).collect()),
         }))
     }
 
@@ -730,7 +804,7 @@ impl BlobStore for KuboStore {
         // pinset), while `pin/ls ?type=recursive` is a lookup. A concurrent unpin between
         // the two calls is still fine: `pin/rm` then answers "not pinned".
         if !self.is_pinned(cid).await? {
-            return Ok(());
+            return self.unpin_direct(cid).await;
         }
         let query = [("arg", cid.to_string()), ("recursive", "true".to_owned())];
         match self.control("pin/rm", &query).await {

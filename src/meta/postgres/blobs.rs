@@ -149,7 +149,8 @@ pub(crate) async fn cid_in_use<C: GenericClient>(c: &C, cid: &Cid) -> Result<boo
         "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = $1) \
              OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = $1) \
              OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = $1) \
-             OR EXISTS (SELECT 1 FROM federation_index WHERE cid = $1)",
+             OR EXISTS (SELECT 1 FROM federation_index WHERE cid = $1) \
+             OR EXISTS (SELECT 1 FROM pending_pins WHERE cid = $1)",
         &[&cid.to_string()],
     )
     .await?

@@ -454,6 +454,25 @@ pub(crate) async fn queue_unpins<C: GenericClient>(
     Ok(())
 }
 
+/// Holds `cids` for the pending pin of `root` (see V11__pending_pins.sql).
+pub(crate) async fn hold_for_pin<C: GenericClient>(
+    c: &C,
+    root: &Cid,
+    cids: &[String],
+) -> Result<(), MetaError> {
+    if cids.is_empty() {
+        return Ok(());
+    }
+    sql::execute(
+        c,
+        "INSERT INTO pending_pins (root, cid) SELECT $1, unnest($2::text[]) \
+         ON CONFLICT DO NOTHING",
+        &[&root.to_string(), &cids],
+    )
+    .await?;
+    Ok(())
+}
+
 /// `(repository_id, digest)` rows as two arrays for `unnest`.
 fn pairs(rows: &[tokio_postgres::Row]) -> Result<(Vec<i64>, Vec<String>), MetaError> {
     let mut ids = Vec::with_capacity(rows.len());
@@ -534,10 +553,37 @@ impl GcStore for super::PostgresStore {
              UNION SELECT cid FROM upload_chunks WHERE cid = ANY($1) \
              UNION SELECT cid FROM image_layouts WHERE cid = ANY($1) \
              UNION SELECT cid FROM federation_index WHERE cid = ANY($1) \
+             UNION SELECT cid FROM pending_pins WHERE cid = ANY($1) \
              UNION SELECT cid FROM gc_unpin_queue WHERE cid = ANY($1)",
             &[&texts],
         )
         .await?;
+        rows.iter().map(|r| sql::cid(r, 0)).collect()
+    }
+
+    async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = sql::query(
+            &client,
+            "SELECT root FROM pending_pins GROUP BY root ORDER BY min(held_at), root LIMIT $1",
+            &[&i64::from(limit)],
+        )
+        .await?;
+        rows.iter().map(|r| sql::cid(r, 0)).collect()
+    }
+
+    async fn finish_pending_pin(&self, root: &Cid) -> Result<Vec<Cid>, MetaError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let rows = sql::query(
+            &tx,
+            "DELETE FROM pending_pins WHERE root = $1 RETURNING cid",
+            &[&root.to_string()],
+        )
+        .await?;
+        let held: Vec<String> = rows.iter().map(|r| get(r, 0)).collect::<Result<_, _>>()?;
+        queue_unpins(&tx, &held).await?;
+        tx.commit().await.map_err(db)?;
         rows.iter().map(|r| sql::cid(r, 0)).collect()
     }
 

@@ -28,8 +28,8 @@ use uuid::Uuid;
 use self::error::db;
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
 use super::{
-    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, PendingPin,
+    ProtectedTags, Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
 };
 use crate::config::DatabaseConfig;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -541,11 +541,12 @@ impl MetadataStore for PostgresStore {
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        pending: Option<&PendingPin>,
         notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let done = uploads::complete(&tx, id, repo, blob).await?;
+        let done = uploads::complete(&tx, id, repo, blob, pending).await?;
         outbox::record(&tx, notices).await?;
         tx.commit().await.map_err(db)?;
         Ok(done)

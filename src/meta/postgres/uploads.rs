@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::sql::{self, get, upload_chunk};
 use super::{blobs, gc, repos};
-use crate::meta::sql_common::{chunk_span, new_upload, released_chunks, to_i64};
-use crate::meta::{BlobRecord, MetaError, Upload, UploadChunk};
+use crate::meta::sql_common::{chunk_span, completed_chunks, new_upload, released_chunks, to_i64};
+use crate::meta::{BlobRecord, MetaError, PendingPin, Upload, UploadChunk};
 use crate::oci::RepoName;
 
 pub(crate) async fn create<C: GenericClient>(
@@ -174,10 +174,15 @@ pub(crate) async fn complete<C: GenericClient>(
     id: Uuid,
     repo: &RepoName,
     blob: BlobRecord,
+    pending: Option<&PendingPin>,
 ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
     let chunks = end(c, id, Some(repo)).await?;
     let stored = blobs::commit(c, repo, blob).await?;
-    gc::queue_unpins(c, &released_chunks(&chunks, Some(&stored.cid))).await?;
+    let (held, queued) = completed_chunks(&chunks, &stored.cid, pending);
+    if let Some(pending) = pending {
+        gc::hold_for_pin(c, &pending.root, &held).await?;
+    }
+    gc::queue_unpins(c, &queued).await?;
     Ok((stored, chunks))
 }
 

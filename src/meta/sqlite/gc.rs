@@ -58,7 +58,8 @@ pub(super) fn cid_in_use(c: &Connection, cid: &str) -> Result<bool, MetaError> {
         "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = ?1) \
              OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1) \
              OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = ?1) \
-             OR EXISTS (SELECT 1 FROM federation_index WHERE cid = ?1)",
+             OR EXISTS (SELECT 1 FROM federation_index WHERE cid = ?1) \
+             OR EXISTS (SELECT 1 FROM pending_pins WHERE cid = ?1)",
         [cid],
         |row| row.get(0),
     )
@@ -73,6 +74,21 @@ pub(super) fn queue_unpins(c: &Connection, cids: &[String]) -> Result<(), MetaEr
         .map_err(db)?;
     for cid in cids {
         statement.execute(params![cid, now_millis()]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Holds `cids` for the pending pin of `root` (see V11__pending_pins.sql).
+pub(super) fn hold_for_pin(c: &Connection, root: &Cid, cids: &[String]) -> Result<(), MetaError> {
+    let mut statement = c
+        .prepare_cached(
+            "INSERT INTO pending_pins (root, cid, held_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .map_err(db)?;
+    let (root, now) = (root.to_string(), now_millis());
+    for cid in cids {
+        statement.execute(params![root, cid, now]).map_err(db)?;
     }
     Ok(())
 }
@@ -301,6 +317,38 @@ impl GcStore for SqliteStore {
         .await
     }
 
+    async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
+        self.read(move |c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT root FROM pending_pins GROUP BY root \
+                     ORDER BY min(held_at), root LIMIT ?1",
+                )
+                .map_err(db)?;
+            let rows = statement
+                .query_map([i64::from(limit)], |row| row.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|row| parse_cid(&row.map_err(db)?)).collect()
+        })
+        .await
+    }
+
+    async fn finish_pending_pin(&self, root: &Cid) -> Result<Vec<Cid>, MetaError> {
+        let root = root.to_string();
+        self.write(move |tx| {
+            let held: Vec<String> = {
+                let mut statement = tx
+                    .prepare_cached("DELETE FROM pending_pins WHERE root = ?1 RETURNING cid")
+                    .map_err(db)?;
+                let rows = statement.query_map([&root], |row| row.get(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            queue_unpins(tx, &held)?;
+            held.iter().map(|cid| parse_cid(cid)).collect()
+        })
+        .await
+    }
+
     async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError> {
         if cids.is_empty() {
             return Ok(());
@@ -341,6 +389,7 @@ impl GcStore for SqliteStore {
                          OR EXISTS (SELECT 1 FROM upload_chunks WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM image_layouts WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM federation_index WHERE cid = ?1) \
+                         OR EXISTS (SELECT 1 FROM pending_pins WHERE cid = ?1) \
                          OR EXISTS (SELECT 1 FROM gc_unpin_queue WHERE cid = ?1)",
                 )
                 .map_err(db)?;

@@ -37,10 +37,10 @@ use uuid::Uuid;
 use self::error::{db, lock_error};
 use self::sql::{limit, names};
 use super::outbox::{Notice, OutboxCounts, OutboxEntry, OutboxStore, Retry};
-use super::sql_common::released_chunks;
+use super::sql_common::{completed_chunks, released_chunks};
 use super::{
-    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, ProtectedTags,
-    Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
+    BlobRecord, ImageLayout, MetaError, MetadataStore, NewManifest, Page, PendingPin,
+    ProtectedTags, Quarantined, RepoOrigin, StoredManifest, Upload, UploadChunk,
 };
 use crate::file_lock::LockFile;
 use crate::oci::{Descriptor, Digest, Reference, RepoName, Tag};
@@ -820,13 +820,18 @@ impl MetadataStore for SqliteStore {
         id: Uuid,
         repo: &RepoName,
         blob: BlobRecord,
+        pending: Option<&PendingPin>,
         notices: &[Notice],
     ) -> Result<(BlobRecord, Vec<UploadChunk>), MetaError> {
-        let (repo, notices) = (repo.clone(), notices.to_vec());
+        let (repo, notices, pending) = (repo.clone(), notices.to_vec(), pending.cloned());
         self.write_recording(move |tx| {
             let chunks = uploads::end(tx, id, Some(&repo))?;
             let stored = blobs::commit(tx, &repo, &blob)?;
-            gc::queue_unpins(tx, &released_chunks(&chunks, Some(&stored.cid)))?;
+            let (held, queued) = completed_chunks(&chunks, &stored.cid, pending.as_ref());
+            if let Some(pending) = &pending {
+                gc::hold_for_pin(tx, &pending.root, &held)?;
+            }
+            gc::queue_unpins(tx, &queued)?;
             outbox::record(tx, &notices)?;
             Ok(((stored, chunks), true))
         })
