@@ -12,26 +12,23 @@ use crate::oci::{Digest, Reference, ReferenceKind, RepoName, Tag};
 
 type ManifestRow = (String, String, Vec<u8>, Option<String>);
 
+const BY_DIGEST: &str = "SELECT m.digest, m.media_type, m.content, m.subject_digest \
+     FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+     WHERE r.name = ?1 AND m.digest = ?2";
+const BY_TAG: &str = "SELECT m.digest, m.media_type, m.content, m.subject_digest \
+     FROM repositories r \
+     JOIN tags t ON t.repository_id = r.id \
+     JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
+     WHERE r.name = ?1 AND t.name = ?2";
+
 pub(super) fn get(
     c: &Connection,
     repo: &RepoName,
     reference: &Reference,
 ) -> Result<Option<StoredManifest>, MetaError> {
     let (sql, key) = match reference {
-        Reference::Digest(digest) => (
-            "SELECT m.digest, m.media_type, m.content, m.subject_digest \
-             FROM repositories r JOIN manifests m ON m.repository_id = r.id \
-             WHERE r.name = ?1 AND m.digest = ?2",
-            digest.to_string(),
-        ),
-        Reference::Tag(tag) => (
-            "SELECT m.digest, m.media_type, m.content, m.subject_digest \
-             FROM repositories r \
-             JOIN tags t ON t.repository_id = r.id \
-             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest \
-             WHERE r.name = ?1 AND t.name = ?2",
-            tag.as_str().to_owned(),
-        ),
+        Reference::Digest(digest) => (BY_DIGEST, digest.to_string()),
+        Reference::Tag(tag) => (BY_TAG, tag.as_str().to_owned()),
     };
     let row: Option<ManifestRow> = c
         .prepare_cached(sql)
@@ -237,4 +234,35 @@ pub(super) fn delete_tag(
         )
         .map_err(db)?;
     Ok(removed > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::meta::sqlite::SqliteStore;
+
+    /// Each manifest read reuses the join compiled the first time (see `configure`: by
+    /// default SQLite recompiled it on every reuse from the statement cache).
+    #[test]
+    fn manifest_reads_reuse_the_compiled_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let c = super::super::lock(&store.inner.readers[0]);
+        let repo: RepoName = "a/b".parse().unwrap();
+        let digest: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        for reference in [
+            Reference::Tag("latest".parse().unwrap()),
+            Reference::Digest(digest),
+        ] {
+            for _ in 0..3 {
+                assert!(get(&c, &repo, &reference).unwrap().is_none());
+            }
+        }
+        for sql in [BY_TAG, BY_DIGEST] {
+            let statement = c.prepare_cached(sql).unwrap();
+            assert_eq!(statement.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
+    }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
@@ -90,6 +91,14 @@ fn lock_beside(database: &Path, suffix: &str) -> Result<LockFile, MetaError> {
 
 fn configure(connection: &Connection) -> Result<(), MetaError> {
     connection.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    // Without the query planner stability guarantee, planning a join marks its `col = ?`
+    // parameters as plan-changing, and then every reuse of the statement from rusqlite's
+    // cache (which clears the bindings) recompiles it: a manifest GET's three-table join
+    // was parsed and planned again on every call. Nothing here depends on plans chosen by
+    // a bound value (no LIKE on an index, no ANALYZE samples).
+    connection
+        .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db)?;
     connection
         .pragma_update(None, "foreign_keys", "ON")
         .map_err(db)?;
