@@ -387,6 +387,26 @@ async fn two_chunk_upload(store: &dyn MetaBackend, r: &RepoName) -> (uuid::Uuid,
     (upload.id, parts)
 }
 
+/// Completes session `id` as the blob `joined`, pinned in part (one direct interior node,
+/// which is returned with the stored record).
+async fn complete_joined(
+    store: &dyn MetaBackend,
+    r: &RepoName,
+    id: uuid::Uuid,
+    joined: &ipfs_registry::meta::BlobRecord,
+) -> (ipfs_registry::meta::BlobRecord, Cid) {
+    let node = cid_of(b"an interior node");
+    let pending = PendingPin {
+        root: joined.cid,
+        direct: vec![node],
+    };
+    let (stored, _) = store
+        .complete_upload_with_notices(id, r, joined.clone(), Some(&pending), &[])
+        .await
+        .unwrap();
+    (stored, node)
+}
+
 /// A joined blob pinned only directly: its chunks and directly pinned nodes stay in use
 /// (GC and the start-up check leave them) and unqueued until the recursive pin is made;
 /// finishing queues them, once.
@@ -394,15 +414,7 @@ async fn a_pending_pin_holds_chunks_and_nodes_until_finished(store: Arc<dyn Meta
     let r = repo("gc/pending");
     let (id, parts) = two_chunk_upload(&*store, &r).await;
     let joined = blob(b"two chunks");
-    let node = cid_of(b"an interior node");
-    let pending = PendingPin {
-        root: joined.cid,
-        direct: vec![node],
-    };
-    let (stored, _) = store
-        .complete_upload_with_notices(id, &r, joined.clone(), Some(&pending), &[])
-        .await
-        .unwrap();
+    let (stored, node) = complete_joined(&*store, &r, id, &joined).await;
     assert_eq!(stored, joined);
     assert!(queued(&*store).await.is_empty());
     let held: HashSet<Cid> = parts.iter().map(|c| c.cid).chain([node]).collect();
@@ -447,15 +459,7 @@ async fn a_pending_pin_of_a_root_not_stored_holds_nothing(store: Arc<dyn MetaBac
     };
     store.commit_blob(&r, earlier.clone()).await.unwrap();
     let (id, parts) = two_chunk_upload(&*store, &r).await;
-    let node = cid_of(b"an interior node");
-    let pending = PendingPin {
-        root: joined.cid,
-        direct: vec![node],
-    };
-    let (stored, _) = store
-        .complete_upload_with_notices(id, &r, joined.clone(), Some(&pending), &[])
-        .await
-        .unwrap();
+    let (stored, node) = complete_joined(&*store, &r, id, &joined).await;
     assert_eq!(stored, earlier);
     let expected: HashSet<Cid> = parts
         .iter()

@@ -450,7 +450,6 @@ common::on_each_store_pair!(a_joined_upload_is_pinned_whole_and_releases_its_chu
 async fn a_joined_upload_is_pinned_whole_and_releases_its_chunks(stores: StorePair) {
     let registry = stores.start_registry().await;
     let oci = Oci::new(&registry.base);
-    let gc_store = gc_store(&registry.config).await;
     const LEAF: usize = 256 * 1024;
     let chunks = [
         random_bytes(2 * LEAF),
@@ -478,25 +477,36 @@ async fn a_joined_upload_is_pinned_whole_and_releases_its_chunks(stores: StorePa
         assert_eq!(joins, Some(1.0), "the chunks were joined, not read back");
     }
 
+    wait_until_only_the_whole_is_held(&registry, &whole, &chunks).await;
+    registry.server.stop().await;
+}
+
+/// Waits (at most a minute) until the blob store holds `whole` and none of its `parts`,
+/// and nothing is left queued for unpinning or waiting for a recursive pin.
+async fn wait_until_only_the_whole_is_held(
+    registry: &TestRegistry,
+    whole: &[u8],
+    parts: &[Vec<u8>],
+) {
+    let gc_store = gc_store(&registry.config).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut held = Vec::new();
-        for chunk in &chunks {
-            held.push(common::blob_store_holds(&registry, chunk).await);
+        for part in parts {
+            held.push(common::blob_store_holds(registry, part).await);
         }
-        let whole_held = common::blob_store_holds(&registry, &whole).await;
+        let whole_held = common::blob_store_holds(registry, whole).await;
         let queued = gc_store.unpin_queue(10).await.unwrap();
         let pending = gc_store.pending_pin_roots(10).await.unwrap();
-        if whole_held && held == [false; 3] && queued.is_empty() && pending.is_empty() {
-            break;
+        if whole_held && !held.contains(&true) && queued.is_empty() && pending.is_empty() {
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "whole blob held {whole_held}, chunks held {held:?}, queued {queued:?}, pending {pending:?}"
+            "whole blob held {whole_held}, parts held {held:?}, queued {queued:?}, pending {pending:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    registry.server.stop().await;
 }
 
 common::on_each_store_pair!(a_pending_pin_left_by_a_stopped_registry_is_finished_at_start);
@@ -564,25 +574,7 @@ async fn a_pending_pin_left_by_a_stopped_registry_is_finished_at_start(stores: S
     drop((meta, blobs));
 
     let second = common::start_registry_from(config).await;
-    let gc_store = gc_store(&second.config).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut held = Vec::new();
-        for part in &parts {
-            held.push(common::blob_store_holds(&second, part).await);
-        }
-        let whole_held = common::blob_store_holds(&second, &whole).await;
-        let queued = gc_store.unpin_queue(10).await.unwrap();
-        let pending = gc_store.pending_pin_roots(10).await.unwrap();
-        if whole_held && held == [false; 2] && queued.is_empty() && pending.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "whole blob held {whole_held}, parts held {held:?}, queued {queued:?}, pending {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_only_the_whole_is_held(&second, &whole, &parts).await;
     let oci = Oci::new(&second.base);
     let digest = common::oci::sha256(&whole);
     let pulled = oci.get(&format!("/v2/{REPO}/blobs/{digest}")).await;
