@@ -121,7 +121,13 @@ impl Registry {
     /// stay held, and the next rescan tries again. True when it is done.
     pub(super) async fn pin_joined(&self, root: &Cid) -> bool {
         let started = std::time::Instant::now();
-        let pinned = match self.pin_recorded(root).await {
+        // Asked first: a node pins a root it already holds recursively by walking it again
+        // (js-ipfs), and a rescan may meet a root whose job is still queued.
+        let pinned = match self.blobs.is_pinned(root).await {
+            Ok(true) => Ok(true),
+            Ok(false) | Err(_) => self.pin_recorded(root).await,
+        };
+        let pinned = match pinned {
             Ok(pinned) => pinned,
             Err(e) => {
                 tracing::warn!(event = "joined_pin_failed", ipfs_cid = %root, error = %e, "could not pin a joined blob recursively: its chunks stay pinned, tried again later");
