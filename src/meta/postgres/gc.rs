@@ -454,6 +454,13 @@ pub(crate) async fn queue_unpins<C: GenericClient>(
     Ok(())
 }
 
+/// The CIDs a query of one CID column answers, its `$1` the row limit.
+async fn listed_cids(pool: &Pool, sql: &str, limit: u32) -> Result<Vec<Cid>, MetaError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = sql::query(&client, sql, &[&i64::from(limit)]).await?;
+    rows.iter().map(|r| sql::cid(r, 0)).collect()
+}
+
 /// Holds `cids` for the pending pin of `root` (see V11__pending_pins.sql).
 pub(crate) async fn hold_for_pin<C: GenericClient>(
     c: &C,
@@ -515,14 +522,12 @@ impl GcStore for super::PostgresStore {
     }
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = sql::query(
-            &client,
+        listed_cids(
+            &self.pool,
             "SELECT cid FROM gc_unpin_queue ORDER BY queued_at, cid LIMIT $1",
-            &[&i64::from(limit)],
+            limit,
         )
-        .await?;
-        rows.iter().map(|r| sql::cid(r, 0)).collect()
+        .await
     }
 
     async fn dequeue_unpins(&self, cids: &[Cid]) -> Result<(), MetaError> {
@@ -562,14 +567,12 @@ impl GcStore for super::PostgresStore {
     }
 
     async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = sql::query(
-            &client,
+        listed_cids(
+            &self.pool,
             "SELECT root FROM pending_pins GROUP BY root ORDER BY min(held_at), root LIMIT $1",
-            &[&i64::from(limit)],
+            limit,
         )
-        .await?;
-        rows.iter().map(|r| sql::cid(r, 0)).collect()
+        .await
     }
 
     async fn finish_pending_pin(&self, root: &Cid) -> Result<Vec<Cid>, MetaError> {

@@ -78,6 +78,15 @@ pub(super) fn queue_unpins(c: &Connection, cids: &[String]) -> Result<(), MetaEr
     Ok(())
 }
 
+/// The CIDs a query of one CID column answers, its `?1` the row limit.
+fn listed_cids(c: &Connection, sql: &str, limit: u32) -> Result<Vec<Cid>, MetaError> {
+    let mut statement = c.prepare_cached(sql).map_err(db)?;
+    let rows = statement
+        .query_map([i64::from(limit)], |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    rows.map(|row| parse_cid(&row.map_err(db)?)).collect()
+}
+
 /// Holds `cids` for the pending pin of `root` (see V11__pending_pins.sql).
 pub(super) fn hold_for_pin(c: &Connection, root: &Cid, cids: &[String]) -> Result<(), MetaError> {
     let mut statement = c
@@ -306,29 +315,23 @@ impl GcStore for SqliteStore {
 
     async fn unpin_queue(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
         self.read(move |c| {
-            let mut statement = c
-                .prepare_cached("SELECT cid FROM gc_unpin_queue ORDER BY queued_at, cid LIMIT ?1")
-                .map_err(db)?;
-            let rows = statement
-                .query_map([i64::from(limit)], |row| row.get::<_, String>(0))
-                .map_err(db)?;
-            rows.map(|row| parse_cid(&row.map_err(db)?)).collect()
+            listed_cids(
+                c,
+                "SELECT cid FROM gc_unpin_queue ORDER BY queued_at, cid LIMIT ?1",
+                limit,
+            )
         })
         .await
     }
 
     async fn pending_pin_roots(&self, limit: u32) -> Result<Vec<Cid>, MetaError> {
         self.read(move |c| {
-            let mut statement = c
-                .prepare_cached(
-                    "SELECT root FROM pending_pins GROUP BY root \
-                     ORDER BY min(held_at), root LIMIT ?1",
-                )
-                .map_err(db)?;
-            let rows = statement
-                .query_map([i64::from(limit)], |row| row.get::<_, String>(0))
-                .map_err(db)?;
-            rows.map(|row| parse_cid(&row.map_err(db)?)).collect()
+            listed_cids(
+                c,
+                "SELECT root FROM pending_pins GROUP BY root \
+                 ORDER BY min(held_at), root LIMIT ?1",
+                limit,
+            )
         })
         .await
     }
