@@ -575,8 +575,9 @@ async fn an_upload_file_cuts_what_an_uncounted_append_left(open: Open) {
     forget(store, &[stored.cid]).await;
 }
 
-/// One holder at a time (a second request on the session is told it is busy); a session's
-/// file left idle goes with `expire_upload_files`, one in use or recent stays.
+/// One holder at a time (a second request on the session is told it is busy, after waiting
+/// a moment for a holder that is letting go); a session's file left idle goes with
+/// `expire_upload_files`, one in use or recent stays.
 async fn an_upload_file_is_held_by_one_holder_and_idle_ones_expire(open: Open) {
     let backend = open(ImportProfile::default());
     let store = &*backend.store;
@@ -599,6 +600,18 @@ async fn an_upload_file_is_held_by_one_holder_and_idle_ones_expire(open: Open) {
             other.map(|f| f.map(|f| f.size()))
         ),
     }
+    // A holder letting go while the next request waits: that request gets the session.
+    let letting_go = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(file);
+    });
+    let file = store
+        .upload_file(idle)
+        .await
+        .expect("the session once its holder let go")
+        .expect("a session file");
+    letting_go.await.unwrap();
+    assert_eq!(file.size(), 1000);
     drop(file);
     let mut other = store.upload_file(held).await.unwrap().unwrap();
     append_parts(other.as_mut(), &random(10), &[10]).await;

@@ -53,6 +53,8 @@ use crate::file_lock::{Held, LockFile};
 
 /// Read and write buffer for blob files: a chunk at the default profile.
 const IO_BUFFER: usize = 256 * 1024;
+/// How long a request waits for an upload session another holder has locked.
+const SESSION_LOCK_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long an unpinned blob stays restorable before its file and index rows go. What
 /// needs it back is a commit racing the unpin (see the module documentation), which
@@ -557,14 +559,32 @@ impl BlobStore for EmbeddedStore {
         &self,
         id: Uuid,
     ) -> Result<Option<Box<dyn crate::blobs::UploadFile>>, BlobError> {
-        let store = self.clone();
-        let dir = self.inner.uploads.clone();
-        let opened = tokio::task::spawn_blocking(move || session::open(store, &dir, id))
-            .await
-            .map_err(|e| BlobError::Backend(format!("embedded store upload task: {e}")))??;
-        match opened {
-            Some(session) => Ok(Some(Box::new(session) as Box<dyn crate::blobs::UploadFile>)),
-            None => Err(BlobError::Busy(format!("upload {id} is in use"))),
+        let waiting_since = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let store = self.clone();
+            let dir = self.inner.uploads.clone();
+            let opened = tokio::task::spawn_blocking(move || session::open(store, &dir, id))
+                .await
+                .map_err(|e| BlobError::Backend(format!("embedded store upload task: {e}")))??;
+            match opened {
+                session::Opened::Locked(session) => {
+                    return Ok(Some(Box::new(session) as Box<dyn crate::blobs::UploadFile>))
+                }
+                session::Opened::Gone => {
+                    return Err(BlobError::Busy(format!("upload {id} is in use")))
+                }
+                // A holder that has just let go can keep the lock a moment longer (see
+                // `session`); one that really works on the session holds it far longer.
+                session::Opened::Held if waiting_since.elapsed() < SESSION_LOCK_PATIENCE => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                session::Opened::Held => {
+                    tracing::info!(event = "upload_session_busy", upload = %id);
+                    return Err(BlobError::Busy(format!("upload {id} is in use")));
+                }
+            }
         }
     }
 

@@ -11,8 +11,11 @@
 //!
 //! A session's file is locked (`flock`, across processes) while a request uses it, and the
 //! caller re-reads the session's count under the lock: two requests can never write the
-//! same session at once, and the lock is taken without waiting (the loser is told the
-//! session is busy).
+//! same session at once. A request finding the lock held retries it for a moment before it
+//! is told the session is busy: a lock lives as long as any copy of its file descriptor,
+//! and a process forking a child (a test harness spawning a client, say) lends the child
+//! copies of every open descriptor until the child's `exec` closes them, so a request that
+//! has just ended can still seem to hold its session for a few milliseconds.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -51,12 +54,17 @@ fn blocking_error(e: tokio::task::JoinError) -> BlobError {
     BlobError::Backend(format!("embedded store upload task: {e}"))
 }
 
-/// Opens (creating) and locks the session's file; `None` when another holder has it.
-pub(super) fn open(
-    store: EmbeddedStore,
-    dir: &Path,
-    id: Uuid,
-) -> Result<Option<Session>, BlobError> {
+/// What opening a session's file found.
+pub(super) enum Opened {
+    Locked(Session),
+    /// Someone holds the lock.
+    Held,
+    /// Completed or discarded meanwhile.
+    Gone,
+}
+
+/// Opens (creating) and locks the session's file, without waiting for the lock.
+pub(super) fn open(store: EmbeddedStore, dir: &Path, id: Uuid) -> Result<Opened, BlobError> {
     let path = dir.join(id.to_string());
     let file = crate::durable::private_file()
         .read(true)
@@ -67,7 +75,7 @@ pub(super) fn open(
         .map_err(|e| io_error("opening", &path, e))?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(Opened::Held),
         Err(std::fs::TryLockError::Error(e)) => return Err(io_error("locking", &path, e)),
     }
     // Completed or discarded between the open and the lock: the name is gone (or new), and
@@ -75,13 +83,13 @@ pub(super) fn open(
     let held = file.metadata().map_err(|e| io_error("reading", &path, e))?;
     let named = match std::fs::metadata(&path) {
         Ok(named) => named,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Gone),
         Err(e) => return Err(io_error("reading", &path, e)),
     };
     if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
-        return Ok(None);
+        return Ok(Opened::Gone);
     }
-    Ok(Some(Session {
+    Ok(Opened::Locked(Session {
         store,
         leaves: leaves_path(&path),
         path,
