@@ -19,7 +19,7 @@ use cid::Cid;
 use common::federation::{client, image_cid, push, small_image, PlatformIndex};
 use common::images::*;
 use common::skopeo::Skopeo;
-use common::{StorePair, TestRegistry};
+use common::{cid_of_blob, StorePair, TestRegistry};
 use futures::StreamExt;
 use ipfs_registry::blobs::kubo::DAG_PB_CODEC;
 use ipfs_registry::blobs::layout::{self, Content};
@@ -30,6 +30,10 @@ common::on_each_store_pair!(an_image_imports_by_cid_into_another_registry_byte_e
 common::on_each_store_pair!(a_multi_platform_index_imports_with_every_platform);
 common::on_each_store_pair!(lying_sources_are_refused_and_nothing_is_tagged);
 common::on_each_store_pair!(the_cli_imports_and_says_why_it_refuses);
+common::on_store_pairs!(
+    [postgres_ipfs_node: PostgresIpfsNode]
+    a_layout_chunked_otherwise_is_stored_under_this_registrys_profile
+);
 
 /// `POST /v2/_ext/<repo>/import?cid=…[&tag=…]`: status and body.
 async fn import(
@@ -84,6 +88,24 @@ fn gateway_for(pair: StorePair, a: &TestRegistry) -> Option<String> {
     }
 }
 
+/// `ipfs_calls_total{operation=…}` of `registry` (0 before the first call).
+async fn ipfs_calls(registry: &TestRegistry, operation: &str) -> f64 {
+    let series = format!("ipfs_registry_ipfs_calls_total{{operation=\"{operation}\"}}");
+    registry.metric(&series).await.unwrap_or(0.0)
+}
+
+/// The CID `registry` stores blob `digest` of `repo` under (its `X-Ipfs-Path`).
+async fn stored_cid(registry: &TestRegistry, repo: &str, digest: &str) -> Cid {
+    let answer = client()
+        .head(registry.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "HEAD {repo}@{digest}");
+    let path = answer.headers()["x-ipfs-path"].to_str().unwrap().to_owned();
+    path.trim_start_matches("/ipfs/").parse().unwrap()
+}
+
 /// `images_imported_total{outcome=…}` of `registry`.
 async fn imports(registry: &TestRegistry, outcome: &str) -> f64 {
     let series = format!("ipfs_registry_images_imported_total{{outcome=\"{outcome}\"}}");
@@ -122,6 +144,19 @@ async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePai
     assert_eq!(body["blobs"], 4, "{body}");
     assert_eq!(body["blobsPresent"], 0, "{body}");
     assert_eq!(body["unchanged"], false, "{body}");
+    if matches!(pair, StorePair::PostgresIpfsNode) {
+        // Through the node, the layout's files are B's blobs as they stand: read once to
+        // be checked, pinned, and never added again.
+        assert_eq!(ipfs_calls(&b, "add").await, 0.0, "B added bytes");
+        for blob in image.blobs() {
+            assert_eq!(
+                stored_cid(&b, "mirror/app", blob.digest.as_str()).await,
+                cid_of_blob(&blob.data),
+                "{}",
+                blob.digest
+            );
+        }
+    }
 
     // skopeo pulls it from B, byte-exact.
     let dir = tempfile::tempdir().unwrap();
@@ -473,32 +508,7 @@ async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
 
     // A layout whose layer file is not the layer: every block matches its CID, the bytes
     // do not match the digest they are filed under.
-    let mut files = std::collections::BTreeMap::new();
-    files.insert(
-        Digest::sha256_of(&image.manifest.data),
-        Content::Bytes(Bytes::from(image.manifest.data.clone())),
-    );
-    for blob in image.blobs() {
-        let mut data = blob.data.clone();
-        if blob.digest == layer.digest {
-            data[100] ^= 1;
-        }
-        files.insert(
-            blob.digest.parse().unwrap(),
-            Content::Bytes(Bytes::from(data)),
-        );
-    }
-    let forged = layout::build(
-        &layout::Image {
-            tag: "v1".into(),
-            media_type: image.manifest.media_type.clone(),
-            digest: Digest::sha256_of(&image.manifest.data),
-            size: image.manifest.data.len() as u64,
-            blobs: files,
-        },
-        a.config.import_profile.chunk_size,
-    )
-    .unwrap();
+    let forged = forged_layout(&image, &layer.digest, a.config.import_profile.chunk_size);
     let forged_blocks: HashMap<Cid, Vec<u8>> = forged
         .blocks
         .iter()
@@ -514,6 +524,37 @@ async fn lying_sources_are_refused_and_nothing_is_tagged(pair: StorePair) {
     not_layout.insert(other, other_block.to_vec());
     let plain = TestGateway::start(not_layout, Lie::None).await;
     refused(pair, &plain, &other, "plain/app", "not an OCI image layout").await;
+}
+
+/// `image`'s layout with one byte of the blob `forged` changed, filed under its digest all
+/// the same: every block matches its CID, one file does not match its name.
+fn forged_layout(image: &Image, forged: &str, chunk_size: u32) -> layout::Layout {
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        Digest::sha256_of(&image.manifest.data),
+        Content::Bytes(Bytes::from(image.manifest.data.clone())),
+    );
+    for blob in image.blobs() {
+        let mut data = blob.data.clone();
+        if blob.digest == forged {
+            data[100] ^= 1;
+        }
+        files.insert(
+            blob.digest.parse().unwrap(),
+            Content::Bytes(Bytes::from(data)),
+        );
+    }
+    layout::build(
+        &layout::Image {
+            tag: "v1".into(),
+            media_type: image.manifest.media_type.clone(),
+            digest: Digest::sha256_of(&image.manifest.data),
+            size: image.manifest.data.len() as u64,
+            blobs: files,
+        },
+        chunk_size,
+    )
+    .unwrap()
 }
 
 /// The root of the file `blobs/sha256/<hex of digest>` in the layout under `root`.
@@ -580,7 +621,7 @@ async fn the_cli_imports_and_says_why_it_refuses(pair: StorePair) {
     assert_eq!(image_cid(&b, "cli/app", "v1").await, cid);
 
     // A layer's CID is no layout: refused, with the reason.
-    let layer = common::cid_of_blob(&image.layers[1].blob.data).to_string();
+    let layer = cid_of_blob(&image.layers[1].blob.data).to_string();
     let out = run(&[&layer, "cli/nope:v1"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -665,4 +706,93 @@ async fn an_image_crosses_between_two_nodes_while_its_registry_is_stopped() {
         (imported - before_import).as_secs_f64(),
         pullable.as_secs_f64(),
     );
+}
+
+/// A layout whose files were added under another chunk size (another registry's import
+/// profile): the node holds them, but not as this registry stores blobs, so they are added
+/// again under this registry's profile rather than recorded as they are.
+async fn a_layout_chunked_otherwise_is_stored_under_this_registrys_profile(pair: StorePair) {
+    let a = pair
+        .start_registry_with(|config| config.import_profile.chunk_size = 64 * 1024)
+        .await;
+    let skopeo = Skopeo::new();
+    let image = image_with_repeated_chunks();
+    push(&skopeo, &a, &image, "chunked/app:v1").await;
+    let cid = image_cid(&a, "chunked/app", "v1").await;
+    let big = image
+        .blobs()
+        .into_iter()
+        .max_by_key(|blob| blob.data.len())
+        .unwrap();
+    assert!(big.data.len() > 256 * 1024, "a layer of several chunks");
+    let theirs = stored_cid(&a, "chunked/app", big.digest.as_str()).await;
+    assert_ne!(theirs, cid_of_blob(&big.data), "A chunks otherwise");
+
+    let b = start_b(pair, None).await;
+    let (status, body) = import(&b, "mirror/chunked", &cid, None).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        ipfs_calls(&b, "add").await >= 1.0,
+        "B added the bytes again"
+    );
+    for blob in image.blobs() {
+        assert_eq!(
+            stored_cid(&b, "mirror/chunked", blob.digest.as_str()).await,
+            cid_of_blob(&blob.data),
+            "{}: stored under B's profile",
+            blob.digest
+        );
+    }
+    let pulled = client()
+        .get(b.url(&format!("/v2/mirror/chunked/blobs/{}", big.digest)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(pulled == big.data, "B serves the layer byte for byte");
+
+    // Through the node, a file read back is checked as any source's: a layout whose layer
+    // file is not the layer (all its blocks on the node, under this registry's profile) is
+    // refused, and nothing tagged. A registry of its own: one that holds the layer already
+    // would check the file against its record instead.
+    let b = start_b(pair, None).await;
+    let layer = &image.layers[0].blob;
+    let forged = forged_layout(&image, &layer.digest, b.config.import_profile.chunk_size);
+    put_blocks(&b, &forged.blocks).await;
+    let (status, body) = import(&b, "forged/app", &forged.root, Some("v1")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["code"], "LAYOUT_INVALID", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&layer.digest), "{body}");
+    assert_eq!(
+        status_of(&b, &format!("/v2/forged/app/blobs/{}", layer.digest)).await,
+        404
+    );
+    assert_eq!(status_of(&b, "/v2/forged/app/manifests/v1").await, 404);
+}
+
+/// Writes `blocks` into `registry`'s IPFS node, unpinned.
+async fn put_blocks(registry: &TestRegistry, blocks: &[(Cid, Bytes)]) {
+    let node = registry.config.ipfs.url.as_ref().expect("an IPFS node");
+    for (cid, bytes) in blocks {
+        let codec = if cid.codec() == DAG_PB_CODEC {
+            "dag-pb"
+        } else {
+            "raw"
+        };
+        let block = reqwest::multipart::Part::bytes(bytes.to_vec())
+            .file_name("block")
+            .mime_str("application/octet-stream")
+            .unwrap();
+        let put = client()
+            .post(node.join("api/v0/block/put").unwrap())
+            .query(&[("cid-codec", codec), ("mhtype", "sha2-256")])
+            .multipart(reqwest::multipart::Form::new().part("file", block))
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "block/put {cid}");
+    }
 }

@@ -12,13 +12,15 @@ use cid::Cid;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
+use super::hashing::Hasher;
 use super::notify::Origin;
 use super::{ManifestPush, Registry, RegistryError, Result};
 use crate::blobs::kubo::{DAG_PB_CODEC, SHA2_256};
 use crate::blobs::layout::{is_layout_root, REF_NAME};
 use crate::blobs::remote::{read_small, DagSource, Gateways, NodeSource};
-use crate::blobs::unixfs::{as_v1, directory_links};
+use crate::blobs::unixfs::{as_v1, directory_links, DagBuilder};
 use crate::blobs::BlobError;
+use crate::meta::BlobRecord;
 use crate::oci::{manifest, Digest, Reference, ReferenceKind, RepoName, Tag};
 
 /// Manifests one import reads at most (an index and its children).
@@ -112,6 +114,17 @@ struct Manifest {
 
 fn invalid(message: impl Into<String>) -> RegistryError {
     RegistryError::LayoutInvalid(message.into())
+}
+
+/// A blob's bytes that are not what the layout says they are: the layout's fault.
+fn refusal(what: &str, e: RegistryError) -> RegistryError {
+    match e {
+        RegistryError::DigestInvalid(m)
+        | RegistryError::SizeInvalid(m)
+        | RegistryError::BlobUploadInvalid(m) => invalid(format!("{what}: {m}")),
+        RegistryError::TooLarge(m) => RegistryError::TooLarge(format!("{what}: {m}")),
+        e => e,
+    }
 }
 
 /// A source's failure: what it sent or lacks is the layout's fault (400), a source that
@@ -208,6 +221,82 @@ impl Registry {
             duration_ms = started.elapsed().as_millis() as u64,
         );
         Ok(imported)
+    }
+
+    /// Kubo mode, a file of the layout the node holds (under the layout's pin): records the
+    /// file's own DAG as the blob instead of adding the bytes again, once they are read
+    /// back and match `digest` and `size`, and the DAG is the one this registry's import
+    /// profile gives those bytes (the CID an `add` here would answer). So an import reads
+    /// each blob once and the node imports nothing a second time. False, having stored
+    /// nothing, when the DAG was built otherwise (another chunk size: the caller adds the
+    /// bytes, which gives the profile's CID) or the digest is known here already (the
+    /// push path links it, or heals a quarantined blob).
+    async fn adopt_in_place(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        cid: &Cid,
+    ) -> Result<bool> {
+        if !matches!(self.known_blob(digest).await?, (None, false)) {
+            return Ok(false);
+        }
+        let profile = self.blobs.profile().clone();
+        let mut bytes = self
+            .blobs
+            .cat(cid, 0, None)
+            .await
+            .map_err(|e| source_error(&format!("blob {digest}"), e))?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut dag = DagBuilder::new(profile.chunk_size);
+        // Only the root is wanted: the blocks are stored already.
+        let mut blocks = Vec::new();
+        let mut read = 0u64;
+        while let Some(piece) = bytes.next().await {
+            let piece = piece.map_err(|e| {
+                RegistryError::Unavailable(format!("reading {cid} from the IPFS node: {e}"))
+            })?;
+            read += piece.len() as u64;
+            if read > size {
+                break;
+            }
+            hasher.update(&piece);
+            dag.push(&piece, &mut blocks);
+            blocks.clear();
+        }
+        if read > size {
+            return Err(RegistryError::SizeInvalid(format!(
+                "the layout's file holds more than {size} bytes"
+            )));
+        }
+        if read < size {
+            return Err(RegistryError::SizeInvalid(format!(
+                "the layout's file holds {read} bytes, not {size}"
+            )));
+        }
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Err(RegistryError::DigestInvalid(format!(
+                "the layout's file hashes to {actual}"
+            )));
+        }
+        let dag = dag.finish(&mut blocks);
+        if as_v1(&dag.root) != as_v1(cid) {
+            return Ok(false);
+        }
+        // A recursive pin of its own, as an add would leave: the layout's pin goes when the
+        // import ends.
+        self.blobs.pin(&dag.root).await?;
+        self.metrics.blob_bytes_in.inc_by(size);
+        let record = BlobRecord {
+            digest: digest.clone(),
+            cid: dag.root,
+            size,
+            import_profile: profile.id(),
+        };
+        let committed = self.meta.commit_blob_with_notices(repo, record, &[]).await;
+        self.settle(dag.root, committed).await?;
+        Ok(true)
     }
 
     /// Kubo mode: pins the layout's root, so that the node fetches every block from the
@@ -496,9 +585,19 @@ impl Importer<'_> {
     }
 
     /// One blob, streamed from the source into the blob store as a push is: recorded and
-    /// linked only once its bytes match `digest` and `size`.
+    /// linked only once its bytes match `digest` and `size`. Through the node, a file the
+    /// node holds already as this registry would store it is recorded in place instead.
     async fn store_blob(&self, digest: &Digest, size: u64, cid: &Cid) -> Result<()> {
         let what = format!("blob {digest}");
+        if self.through_node
+            && self
+                .registry
+                .adopt_in_place(self.repo, digest, size, cid)
+                .await
+                .map_err(|e| refusal(&what, e))?
+        {
+            return Ok(());
+        }
         let body = self
             .source
             .file(cid)
@@ -507,13 +606,7 @@ impl Importer<'_> {
         self.registry
             .store_verified(self.repo, digest, body, Some(size), None)
             .await
-            .map_err(|e| match e {
-                RegistryError::DigestInvalid(m)
-                | RegistryError::SizeInvalid(m)
-                | RegistryError::BlobUploadInvalid(m) => invalid(format!("{what}: {m}")),
-                RegistryError::TooLarge(m) => RegistryError::TooLarge(format!("{what}: {m}")),
-                e => e,
-            })?;
+            .map_err(|e| refusal(&what, e))?;
         Ok(())
     }
 
