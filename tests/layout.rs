@@ -28,6 +28,7 @@ use ipfs_registry::meta::gc::SweepPolicy;
 common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_exact);
 common::on_each_store_pair!(a_multi_platform_index_is_one_layout_with_every_platform);
 common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
+common::on_each_store_pair!(each_tag_of_one_image_keeps_a_layout_of_its_own);
 common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
 
 /// `GET /v2/_ext/<repo>/manifests/<reference>/layout`: status and body.
@@ -339,6 +340,78 @@ async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
         !store.is_pinned(&new).await.unwrap(),
         "deleted tag's layout unpinned"
     );
+}
+
+/// A second tag of the same manifest gets its own layout, published next to the first
+/// one's (on Kubo, pinned by difference from it: `pin/update`, which leaves the first pin
+/// alone). The two share every file: when the first tag goes and GC unpins its layout, the
+/// second stays pinned and whole.
+async fn each_tag_of_one_image_keeps_a_layout_of_its_own(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    let store: Arc<dyn BlobStore> = ipfs_registry::blobs::open(
+        &registry.config,
+        Arc::new(ipfs_registry::metrics::Metrics::new()),
+    )
+    .unwrap();
+    let skopeo = Skopeo::new();
+    let image = small_image();
+    push(&skopeo, &registry, &image, "fed/twins:first").await;
+    let first = image_cid(&registry, "fed/twins", "first").await;
+    let retagged = client()
+        .put(registry.url("/v2/fed/twins/manifests/second"))
+        .header("Content-Type", image.manifest.media_type.as_str())
+        .body(image.manifest.data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retagged.status().as_u16(), 201);
+    let second = image_cid(&registry, "fed/twins", "second").await;
+    assert_ne!(first, second, "index.json names the tag");
+    assert!(store.is_pinned(&first).await.unwrap());
+    assert!(store.is_pinned(&second).await.unwrap());
+
+    let deleted = client()
+        .delete(registry.url("/v2/fed/twins/manifests/first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 202);
+    let policy = SweepPolicy {
+        grace_period: Duration::from_secs(3600),
+        untagged_retention: None,
+        upload_expiry: Duration::from_secs(24 * 3600),
+        ..SweepPolicy::default()
+    };
+    let report = registry
+        .server
+        .registry
+        .collect_garbage(&policy, false, &|_| {})
+        .await
+        .unwrap()
+        .expect("no other GC run");
+    assert_eq!(report.unpin_failures, 0);
+    assert!(
+        !store.is_pinned(&first).await.unwrap(),
+        "first layout unpinned"
+    );
+    assert!(
+        store.is_pinned(&second).await.unwrap(),
+        "second layout kept"
+    );
+    let blocks = car_blocks(fetch_car(pair, &registry, &second).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    unpack(&blocks, &second, dir.path());
+    for blob in image.blobs().into_iter().chain([&image.manifest]) {
+        let path = dir
+            .path()
+            .join("blobs/sha256")
+            .join(blob.digest.trim_start_matches("sha256:"));
+        assert!(
+            std::fs::read(&path).unwrap() == blob.data,
+            "{}",
+            path.display()
+        );
+    }
 }
 
 /// With auth on, a push to a private repository publishes nothing (a layout is public by

@@ -226,11 +226,13 @@ pub trait BlobStore: Send + Sync + 'static {
         self.block(cid).await
     }
 
-    /// As [`BlobStore::put_dag`] for a DAG that replaces `previous` (pinned, and unpinned
-    /// later by the caller): `blocks` holds every block of the new DAG but the pinned roots
-    /// it links, and a store that can pin the new root by walking only what differs from
-    /// the old one (Kubo's `pin/update`) does. The public index is such a DAG: a new root
-    /// over thousands of unchanged image layouts.
+    /// As [`BlobStore::put_dag`] for a DAG that shares most of its blocks with `previous`
+    /// (pinned; its pin is left as it is, for the caller to release or keep): `blocks`
+    /// holds every block of the new DAG but the pinned roots it links, and a store that can
+    /// pin the new root by walking only what differs from the old one (Kubo's
+    /// `pin/update`) does. The public index is such a DAG (a new root over thousands of
+    /// unchanged image layouts), and so is the layout of a new tag of an image that has
+    /// one (a new root and `index.json` over the same files).
     async fn put_dag_replacing(
         &self,
         _previous: Option<&Cid>,

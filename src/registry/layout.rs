@@ -139,7 +139,19 @@ impl Registry {
         };
         let layout = layout::build(&image, self.blobs.profile().chunk_size)?;
         let root = layout.root;
-        self.blobs.put_dag(&root, layout.blocks).await?;
+        // Another tag of the same manifest has a layout already: all but the new root and
+        // `index.json` are its blocks, so a store that pins by difference walks two blocks
+        // instead of the whole image (Kubo's `pin/update`). Without it, a burst of tags of
+        // one image keeps the node reading the image once per tag.
+        let sibling = self
+            .meta
+            .image_layout(repo, &Reference::Digest(top.digest.clone()))
+            .await?
+            .map(|sibling| sibling.cid)
+            .filter(|cid| *cid != root);
+        self.blobs
+            .put_dag_replacing(sibling.as_ref(), &root, layout.blocks)
+            .await?;
         if !self
             .meta
             .record_layout(repo, tag, &top.digest, &root)

@@ -711,8 +711,12 @@ impl BlobStore for KuboStore {
         match self.control("pin/update", &query).await {
             Ok(_) => Ok(()),
             // js-ipfs has no `pin/update`: an unknown route is a 404 (JSON "Not Found" on
-            // js-ipfs, text on Kubo), where Kubo's own failures are 500s.
-            Err(CallError::Node(e)) if e.status == reqwest::StatusCode::NOT_FOUND => {
+            // js-ipfs, text on Kubo). Kubo's own failures are 500s: the old pin gone since
+            // it was checked (unpinned meanwhile), say. Either way a whole pin still works.
+            Err(CallError::Node(e)) => {
+                if e.status != reqwest::StatusCode::NOT_FOUND {
+                    tracing::info!(event = "pin_update_failed", from = %previous, ipfs_cid = %root, error = %e.message, "pinning the whole DAG instead");
+                }
                 self.pin_with_progress(root).await
             }
             Err(e) => Err(e.into_blob_error("pin/update", Some(root))),
