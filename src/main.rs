@@ -58,7 +58,8 @@ enum Command {
         /// Read each unrecorded root back, check it against its CID, and record it as a
         /// blob linked into REPOSITORY (kept for gc.grace_period unless a manifest pushed
         /// again references it). An unrecorded image layout is unpinned instead: pushing
-        /// its image again (or `publish`) rebuilds it.
+        /// its image again (or `publish`) rebuilds it; so is a direct pin no record holds
+        /// (left by a chunked upload's join that was never completed).
         #[arg(long, value_name = "REPOSITORY")]
         reindex: Option<ipfs_registry::oci::RepoName>,
         /// Print the report as one JSON object.
@@ -427,6 +428,8 @@ async fn verify(
     let mut recorded = Vec::new();
     let mut mismatched = Vec::new();
     let mut dropped = Vec::new();
+    let mut dropped_direct = Vec::new();
+    let mut not_files = Vec::new();
     if let Some(repo) = reindex {
         for (done, root) in inventory.unrecorded.iter().enumerate() {
             eprintln!("[{}/{}] {root}", done + 1, inventory.unrecorded.len());
@@ -434,6 +437,12 @@ async fn verify(
                 Reindexed::Recorded(record) => recorded.push(record),
                 Reindexed::Mismatch { cid, computed } => mismatched.push((cid, computed)),
                 Reindexed::LayoutDropped(cid) => dropped.push(cid),
+                Reindexed::NotAFile(cid) => not_files.push(cid),
+            }
+        }
+        for cid in &inventory.unrecorded_direct {
+            if registry.drop_unrecorded_direct(cid).await? {
+                dropped_direct.push(*cid);
             }
         }
     }
@@ -468,9 +477,9 @@ async fn verify(
         _ => inventory,
     };
     let unresolved = if reindex.is_some() {
-        mismatched.len()
+        mismatched.len() + not_files.len()
     } else {
-        inventory.unrecorded.len()
+        inventory.unrecorded.len() + inventory.unrecorded_direct.len()
     };
     if json {
         let blob = |r: &ipfs_registry::meta::BlobRecord| serde_json::json!({"digest": r.digest, "cid": r.cid.to_string(), "size": r.size});
@@ -479,6 +488,9 @@ async fn verify(
             "records": inventory.records,
             "missing": inventory.missing.iter().map(blob).collect::<Vec<_>>(),
             "unrecorded": inventory.unrecorded.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "unrecorded_direct": inventory.unrecorded_direct.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "dropped_direct": dropped_direct.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "not_files": not_files.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "reindexed": recorded.iter().map(blob).collect::<Vec<_>>(),
             "dropped_layouts": dropped.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mismatched": mismatched
@@ -509,6 +521,9 @@ async fn verify(
             for root in &inventory.unrecorded {
                 println!("unrecorded {root}");
             }
+            for cid in &inventory.unrecorded_direct {
+                println!("unrecorded-direct {cid}");
+            }
         }
         for record in &recorded {
             println!("reindexed {} {} {}", record.digest, record.cid, record.size);
@@ -518,6 +533,12 @@ async fn verify(
         }
         for cid in &dropped {
             println!("dropped {cid} (an image layout no record knows; publishing rebuilds it)");
+        }
+        for cid in &not_files {
+            println!("not-a-file {cid} (pinned, but no blob's bytes: left alone)");
+        }
+        for cid in &dropped_direct {
+            println!("dropped {cid} (a direct pin of a join no upload completed)");
         }
         if let Some(scrub) = &scrub {
             for f in &scrub.corrupt {
@@ -535,16 +556,18 @@ async fn verify(
             println!("scrub: {scrub}");
         }
         println!(
-            "verify: {} blob records, {} pinned roots; {} records without content, {} roots no record knows{}",
+            "verify: {} blob records, {} pinned roots; {} records without content, {} roots and {} direct pins no record knows{}",
             inventory.records,
             inventory.pinned,
             inventory.missing.len(),
             inventory.unrecorded.len(),
+            inventory.unrecorded_direct.len(),
             match reindex {
                 Some(repo) => format!(
-                    "; {} recorded into {repo}, {} left (bytes do not match their CID)",
+                    "; {} recorded into {repo}, {} left (bytes do not match their CID), {} not files",
                     recorded.len(),
-                    mismatched.len()
+                    mismatched.len(),
+                    not_files.len()
                 ),
                 None => String::new(),
             }
@@ -552,7 +575,7 @@ async fn verify(
     }
     anyhow::ensure!(
         inventory.missing.is_empty() && unresolved == 0,
-        "the blob store and the metadata disagree ({} records without content, {} roots left unrecorded)",
+        "the blob store and the metadata disagree ({} records without content, {} roots or direct pins left unrecorded)",
         inventory.missing.len(),
         unresolved
     );

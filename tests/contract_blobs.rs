@@ -345,8 +345,9 @@ async fn add_parts(store: &dyn BlobStore, data: &Bytes, sizes: &[usize]) -> Vec<
 /// ending in a partial leaf. A part other than the last ending in a partial leaf cannot
 /// lend its leaves (the importer would cut the joined bytes elsewhere): the caller then
 /// re-adds the bytes. A store may pin the joined blob only in part (its root and nodes
-/// directly, the leaves by the parts' pins): `pin` of the root then makes it whole, and
-/// `unpin` of those nodes drops their direct pins.
+/// directly, the leaves by the parts' pins, listed by `direct_pins`): `pin` of the root then
+/// makes it whole, and `unpin` of those nodes drops their direct pins. A store that joins
+/// whole lists no direct pin.
 async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes(open: Open) {
     const LEAF: usize = 1024;
     let backend = open(ImportProfile {
@@ -380,8 +381,18 @@ async fn leaf_aligned_parts_join_into_the_blob_of_their_bytes(open: Open) {
             2,
             "a two-level tree: two nodes under the root"
         );
+        let listed = store.direct_pins().await.unwrap();
+        for cid in direct.iter().chain([&joined.cid]) {
+            assert!(listed.contains(cid), "{cid} not among {listed:?}");
+        }
         store.pin(&joined.cid).await.expect("pin the joined root");
         forget(store, &direct).await;
+        let listed = store.direct_pins().await.unwrap();
+        for cid in direct.iter().chain([&joined.cid]) {
+            assert!(!listed.contains(cid), "{cid} still among {listed:?}");
+        }
+    } else {
+        assert_eq!(store.direct_pins().await.unwrap(), vec![]);
     }
     assert!(store.is_pinned(&joined.cid).await.unwrap());
     // The joined blob is pinned as a whole: without the parts' pins it stays whole.

@@ -455,6 +455,8 @@ async fn a_join_pins_its_nodes_directly_until_the_root_is_pinned() {
     assert_eq!(nodes.len(), 2);
     let all: Vec<Cid> = nodes.iter().copied().chain([root]).collect();
     assert_eq!(pinned_as(&node, "direct", &all).await, all);
+    let listed = store.direct_pins().await.unwrap();
+    assert!(all.iter().all(|cid| listed.contains(cid)), "{listed:?}");
     assert!(!store.is_pinned(&root).await.unwrap());
 
     store.pin(&root).await.unwrap();
@@ -464,6 +466,8 @@ async fn a_join_pins_its_nodes_directly_until_the_root_is_pinned() {
         store.unpin(cid).await.unwrap();
     }
     assert_eq!(pinned_as(&node, "direct", &nodes).await, vec![]);
+    let listed = store.direct_pins().await.unwrap();
+    assert!(!all.iter().any(|cid| listed.contains(cid)), "{listed:?}");
     assert_eq!(pinned_as(&node, "recursive", &parts).await, vec![]);
     let mut read = Vec::new();
     let mut body = store.cat(&root, 0, None).await.unwrap();

@@ -93,3 +93,92 @@ async fn verify_reports_a_record_whose_content_is_gone(stores: StorePair) {
         assert!(digests(&report, "missing").is_empty(), "{report}");
     }
 }
+
+/// A chunked push whose join never committed (its process stopped between the join's
+/// direct pins and the commit; here the join is made on the store alone) leaves direct pins
+/// no record holds: verify reports them, and `--reindex` drops them, as it drops an image
+/// layout no record knows. On a node of its own: `--reindex` drops every such pin there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_pins_of_a_join_never_completed_are_reported_and_dropped() {
+    use futures::stream;
+    use ipfs_registry::blobs::{BlobStore, ByteStream, ImportProfile};
+
+    let node = common::private_node::PrivateNode::start();
+    let registry = StorePair::PostgresIpfsNode
+        .start_registry_with(|config| config.ipfs.url = Some(node.url.clone()))
+        .await;
+    let store = common::kubo::store_at(
+        node.url.clone(),
+        std::time::Duration::from_secs(30),
+        ImportProfile::default(),
+    );
+    let chunk = ImportProfile::default().chunk_size as usize;
+    let data = common::pseudo_random(common::unique_seed(), 4 * chunk);
+    let mut parts = Vec::new();
+    for part in data.chunks(2 * chunk) {
+        let body: ByteStream = Box::pin(stream::iter([Ok(bytes::Bytes::copy_from_slice(part))]));
+        parts.push(store.add(body).await.unwrap().cid);
+    }
+    let joined = store.concat(&parts).await.unwrap().expect("aligned parts");
+    let root = joined.stored.cid.to_string();
+    assert_eq!(store.direct_pins().await.unwrap(), vec![joined.stored.cid]);
+
+    let (succeeded, report) = verify_json(&registry.config, &["--no-scrub"]);
+    assert!(!succeeded, "{report}");
+    assert_eq!(
+        report["unrecorded_direct"],
+        serde_json::json!([root]),
+        "{report}"
+    );
+
+    // A directory pinned on the node (as a node's own `init` documents are) is no blob's
+    // bytes: `--reindex` leaves it alone, and goes on.
+    let (directory, block, _) = ipfs_registry::blobs::unixfs::directory_node(&[(
+        "part".to_owned(),
+        parts[0],
+        2 * chunk as u64,
+    )]);
+    let put = reqwest::Client::new()
+        .post(node.url.join("api/v0/block/put").unwrap())
+        .query(&[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")])
+        .multipart(
+            reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(block.to_vec())
+                    .file_name("block")
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "block/put");
+    store.pin(&directory).await.unwrap();
+
+    let (_, report) = verify_json(&registry.config, &["--no-scrub", "--reindex", "lost/found"]);
+    assert_eq!(
+        report["dropped_direct"],
+        serde_json::json!([root]),
+        "{report}"
+    );
+    assert_eq!(store.direct_pins().await.unwrap(), vec![]);
+    let not_files = report["not_files"].as_array().expect("not_files");
+    assert!(
+        not_files.contains(&serde_json::json!(directory.to_string())),
+        "{report}"
+    );
+    // The parts were pinned blobs of the profile: recorded.
+    assert_eq!(
+        report["reindexed"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    let (_, report) = verify_json(&registry.config, &["--no-scrub"]);
+    assert_eq!(
+        report["unrecorded_direct"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    registry.server.stop().await;
+}

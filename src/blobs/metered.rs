@@ -94,6 +94,10 @@ impl BlobStore for MeteredBlobStore {
         self.timed("pinned", self.inner.pinned()).await
     }
 
+    async fn direct_pins(&self) -> Result<Vec<Cid>, BlobError> {
+        self.timed("direct_pins", self.inner.direct_pins()).await
+    }
+
     async fn block(&self, cid: &Cid) -> Result<bytes::Bytes, BlobError> {
         self.timed("block", self.inner.block(cid)).await
     }

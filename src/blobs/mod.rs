@@ -212,6 +212,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// IPFS node, every recursive pin, including those of other users of a shared node.
     async fn pinned(&self) -> Result<Vec<Cid>, BlobError>;
 
+    /// Every CID pinned on its own block alone (an IPFS node's direct pins), as CIDv1. This
+    /// registry makes such pins only while a joined upload waits for its root's recursive
+    /// pin (`pending_pins`); one no record holds was left by a process stopped in between.
+    /// Empty for a store without such pins (the embedded one).
+    async fn direct_pins(&self) -> Result<Vec<Cid>, BlobError> {
+        Ok(Vec::new())
+    }
+
     /// One block (of any stored DAG) by its CID, checked against it. `NotFound` when this
     /// store does not hold it: never fetched from elsewhere.
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError>;

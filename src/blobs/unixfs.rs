@@ -318,6 +318,19 @@ pub fn cumulative_size(cid: &Cid, block: &[u8]) -> Result<u64, String> {
     Ok(size)
 }
 
+/// Whether an encoded dag-pb block is a UnixFS file node (what `add` makes of a file's
+/// bytes), not a directory, a HAMT shard, a symlink or something else.
+pub fn is_file_node(block: &[u8]) -> bool {
+    let Ok(node) = PbNode::from_bytes(Bytes::copy_from_slice(block)) else {
+        return false;
+    };
+    node.data
+        .and_then(|data| UnixFsData::decode(data).ok())
+        .is_some_and(|data| {
+            data.r#type == DataType::File as i32 || data.r#type == DataType::Raw as i32
+        })
+}
+
 /// The entry names of an encoded UnixFS directory node; `None` for anything else (a file
 /// node, or not UnixFS).
 pub fn directory_entries(block: &[u8]) -> Option<Vec<String>> {

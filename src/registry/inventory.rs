@@ -32,6 +32,9 @@ pub struct Inventory {
     pub missing: Vec<BlobRecord>,
     /// Pinned roots that no blob, upload chunk or unpin queue entry records.
     pub unrecorded: Vec<Cid>,
+    /// Direct pins no pending pin holds: the root and new nodes of a join whose upload was
+    /// never completed (its process stopped between the pins and the commit).
+    pub unrecorded_direct: Vec<Cid>,
 }
 
 /// What re-recording one unrecorded root did.
@@ -46,6 +49,9 @@ pub enum Reindexed {
     /// since it cannot be recorded without its tag's manifest, and publishing the image
     /// again after its manifest is pushed again rebuilds the same root.
     LayoutDropped(Cid),
+    /// Not a file (a directory, say: an IPFS node's own `init` documents), so no blob's
+    /// bytes: left alone.
+    NotAFile(Cid),
 }
 
 impl Registry {
@@ -55,6 +61,9 @@ impl Registry {
     pub async fn inventory(&self) -> Result<Inventory> {
         let pinned = self.blobs.pinned().await?;
         let unrecorded = self.unrecorded_among(&pinned).await?;
+        let unrecorded_direct = self
+            .unrecorded_among(&self.blobs.direct_pins().await?)
+            .await?;
         let pinned_set: HashSet<Cid> = pinned.iter().copied().collect();
         let mut missing = Vec::new();
         let mut records = 0;
@@ -77,6 +86,7 @@ impl Registry {
             records,
             missing,
             unrecorded,
+            unrecorded_direct,
         })
     }
 
@@ -100,17 +110,29 @@ impl Registry {
         Ok(unrecorded)
     }
 
+    /// Drops a direct pin no record holds (see [`Inventory::unrecorded_direct`]): never a
+    /// blob of its own, only part of a join that was not completed, whose client pushes the
+    /// blob again. Under the CID's unpin lease, so a pin a record has come to hold since the
+    /// inventory stays. True when it was dropped.
+    pub async fn drop_unrecorded_direct(&self, cid: &Cid) -> Result<bool> {
+        self.unpin_unused(cid).await
+    }
+
     /// Records a pinned root as a blob linked into `repo`, after reading it back and
     /// checking that its bytes are what its CID says under this registry's import profile.
     /// The link is like an upload without a manifest: GC keeps it for `gc.grace_period`,
     /// long enough to push the manifests that use it again.
     pub async fn reindex(&self, repo: &RepoName, root: &Cid) -> Result<Reindexed> {
-        if root.codec() == crate::blobs::kubo::DAG_PB_CODEC
-            && crate::blobs::layout::is_layout_root(&self.blobs.block(root).await?)
-        {
-            self.unpin_unused(root).await?;
-            tracing::info!(event = "layout_dropped", ipfs_cid = %root);
-            return Ok(Reindexed::LayoutDropped(*root));
+        if root.codec() == crate::blobs::kubo::DAG_PB_CODEC {
+            let block = self.blobs.block(root).await?;
+            if crate::blobs::layout::is_layout_root(&block) {
+                self.unpin_unused(root).await?;
+                tracing::info!(event = "layout_dropped", ipfs_cid = %root);
+                return Ok(Reindexed::LayoutDropped(*root));
+            }
+            if !crate::blobs::unixfs::is_file_node(&block) {
+                return Ok(Reindexed::NotAFile(*root));
+            }
         }
         let profile = self.blobs.profile().clone();
         let mut bytes = self.blobs.cat(root, 0, None).await?;

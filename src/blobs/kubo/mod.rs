@@ -269,6 +269,16 @@ impl KuboStore {
         }
     }
 
+    /// Every pin of `kind` (`recursive`, `direct`) the node lists.
+    async fn pins_of_type(&self, kind: &str) -> Result<Vec<Cid>, BlobError> {
+        let query = [("type", kind.to_owned())];
+        let body = self
+            .control_capped("pin/ls", &query, MAX_PIN_LIST)
+            .await
+            .map_err(|e| e.into_blob_error("pin/ls", None))?;
+        rpc::pin_ls_roots(&body)
+    }
+
     /// Drops a direct pin of `cid`, if there is one.
     async fn unpin_direct(&self, cid: &Cid) -> Result<(), BlobError> {
         let listed = [("arg", cid.to_string()), ("type", "direct".to_owned())];
@@ -868,12 +878,11 @@ impl BlobStore for KuboStore {
     }
 
     async fn pinned(&self) -> Result<Vec<Cid>, BlobError> {
-        let query = [("type", "recursive".to_owned())];
-        let body = self
-            .control_capped("pin/ls", &query, MAX_PIN_LIST)
-            .await
-            .map_err(|e| e.into_blob_error("pin/ls", None))?;
-        rpc::pin_ls_roots(&body)
+        self.pins_of_type("recursive").await
+    }
+
+    async fn direct_pins(&self) -> Result<Vec<Cid>, BlobError> {
+        self.pins_of_type("direct").await
     }
 
     async fn block(&self, cid: &Cid) -> Result<Bytes, BlobError> {
