@@ -777,22 +777,6 @@ async fn a_layout_chunked_otherwise_is_stored_under_this_registrys_profile(pair:
 async fn put_blocks(registry: &TestRegistry, blocks: &[(Cid, Bytes)]) {
     let node = registry.config.ipfs.url.as_ref().expect("an IPFS node");
     for (cid, bytes) in blocks {
-        let codec = if cid.codec() == DAG_PB_CODEC {
-            "dag-pb"
-        } else {
-            "raw"
-        };
-        let block = reqwest::multipart::Part::bytes(bytes.to_vec())
-            .file_name("block")
-            .mime_str("application/octet-stream")
-            .unwrap();
-        let put = client()
-            .post(node.join("api/v0/block/put").unwrap())
-            .query(&[("cid-codec", codec), ("mhtype", "sha2-256")])
-            .multipart(reqwest::multipart::Form::new().part("file", block))
-            .send()
-            .await
-            .unwrap();
-        assert!(put.status().is_success(), "block/put {cid}");
+        common::kubo::put_block(node, cid, bytes).await;
     }
 }

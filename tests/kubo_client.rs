@@ -397,18 +397,7 @@ async fn a_join_of_a_part_not_pinned_is_an_error() {
     let Some(ipfs_registry::blobs::unixfs::Block::Node { bytes, .. }) = blocks.last() else {
         panic!("two leaves make a node")
     };
-    let block = reqwest::multipart::Part::bytes(bytes.to_vec())
-        .file_name("block")
-        .mime_str("application/octet-stream")
-        .unwrap();
-    let put = reqwest::Client::new()
-        .post(node.url.join("api/v0/block/put").unwrap())
-        .query(&[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")])
-        .multipart(reqwest::multipart::Form::new().part("file", block))
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "block/put");
+    common::kubo::put_block(&node.url, &part.root, bytes).await;
 
     let start = Instant::now();
     let err = store

@@ -281,11 +281,7 @@ async fn a_multi_platform_index_is_one_layout_with_every_platform(pair: StorePai
 
 async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
     let registry = pair.start_registry().await;
-    let store: Arc<dyn BlobStore> = ipfs_registry::blobs::open(
-        &registry.config,
-        Arc::new(ipfs_registry::metrics::Metrics::new()),
-    )
-    .unwrap();
+    let store = blob_store(&registry);
     let skopeo = Skopeo::new();
     push(&skopeo, &registry, &small_image(), "fed/moving:latest").await;
     let old = image_cid(&registry, "fed/moving", "latest").await;
@@ -301,19 +297,7 @@ async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
         "{unrecorded:?}"
     );
 
-    let policy = SweepPolicy {
-        grace_period: Duration::from_secs(3600),
-        untagged_retention: None,
-        upload_expiry: Duration::from_secs(24 * 3600),
-        ..SweepPolicy::default()
-    };
-    let report = registry
-        .server
-        .registry
-        .collect_garbage(&policy, false, &|_| {})
-        .await
-        .unwrap()
-        .expect("no other GC run");
+    let report = collect_garbage(&registry).await;
     assert_eq!(report.unpin_failures, 0);
     assert!(!store.is_pinned(&old).await.unwrap(), "old layout unpinned");
     assert!(store.is_pinned(&new).await.unwrap(), "current layout kept");
@@ -329,17 +313,38 @@ async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
     assert_eq!(deleted.status().as_u16(), 202);
     let (status, _) = layout_of(&registry, "fed/moving", "latest").await;
     assert_eq!(status, 404);
+    collect_garbage(&registry).await;
+    assert!(
+        !store.is_pinned(&new).await.unwrap(),
+        "deleted tag's layout unpinned"
+    );
+}
+
+/// The blob store `registry` runs on, opened anew beside it.
+fn blob_store(registry: &TestRegistry) -> Arc<dyn BlobStore> {
+    ipfs_registry::blobs::open(
+        &registry.config,
+        Arc::new(ipfs_registry::metrics::Metrics::new()),
+    )
+    .unwrap()
+}
+
+/// One GC run on `registry` that deletes no manifest and keeps recent links: it unpins
+/// what tags that moved or went left behind.
+async fn collect_garbage(registry: &TestRegistry) -> ipfs_registry::registry::gc::GcReport {
+    let policy = SweepPolicy {
+        grace_period: Duration::from_secs(3600),
+        untagged_retention: None,
+        upload_expiry: Duration::from_secs(24 * 3600),
+        ..SweepPolicy::default()
+    };
     registry
         .server
         .registry
         .collect_garbage(&policy, false, &|_| {})
         .await
         .unwrap()
-        .expect("no other GC run");
-    assert!(
-        !store.is_pinned(&new).await.unwrap(),
-        "deleted tag's layout unpinned"
-    );
+        .expect("no other GC run")
 }
 
 /// A second tag of the same manifest gets its own layout, published next to the first
@@ -348,11 +353,7 @@ async fn a_moved_tag_leaves_its_old_layout_to_gc(pair: StorePair) {
 /// second stays pinned and whole.
 async fn each_tag_of_one_image_keeps_a_layout_of_its_own(pair: StorePair) {
     let registry = pair.start_registry().await;
-    let store: Arc<dyn BlobStore> = ipfs_registry::blobs::open(
-        &registry.config,
-        Arc::new(ipfs_registry::metrics::Metrics::new()),
-    )
-    .unwrap();
+    let store = blob_store(&registry);
     let skopeo = Skopeo::new();
     let image = small_image();
     push(&skopeo, &registry, &image, "fed/twins:first").await;
@@ -376,19 +377,7 @@ async fn each_tag_of_one_image_keeps_a_layout_of_its_own(pair: StorePair) {
         .await
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 202);
-    let policy = SweepPolicy {
-        grace_period: Duration::from_secs(3600),
-        untagged_retention: None,
-        upload_expiry: Duration::from_secs(24 * 3600),
-        ..SweepPolicy::default()
-    };
-    let report = registry
-        .server
-        .registry
-        .collect_garbage(&policy, false, &|_| {})
-        .await
-        .unwrap()
-        .expect("no other GC run");
+    let report = collect_garbage(&registry).await;
     assert_eq!(report.unpin_failures, 0);
     assert!(
         !store.is_pinned(&first).await.unwrap(),

@@ -138,22 +138,7 @@ async fn direct_pins_of_a_join_never_completed_are_reported_and_dropped() {
         parts[0],
         2 * chunk as u64,
     )]);
-    let put = reqwest::Client::new()
-        .post(node.url.join("api/v0/block/put").unwrap())
-        .query(&[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")])
-        .multipart(
-            reqwest::multipart::Form::new().part(
-                "file",
-                reqwest::multipart::Part::bytes(block.to_vec())
-                    .file_name("block")
-                    .mime_str("application/octet-stream")
-                    .unwrap(),
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "block/put");
+    common::kubo::put_block(&node.url, &directory, &block).await;
     store.pin(&directory).await.unwrap();
 
     let (_, report) = verify_json(&registry.config, &["--no-scrub", "--reindex", "lost/found"]);

@@ -58,3 +58,29 @@ pub async fn node_only_hash(data: impl Into<bytes::Bytes>, profile: &ImportProfi
         .expect("add answer");
     cid::Cid::try_from(answer["Hash"].as_str().expect("Hash")).expect("a CID")
 }
+
+/// Writes one block into the node at `url` with `block/put`, unpinned; its codec is the
+/// CID's (dag-pb or raw).
+pub async fn put_block(url: &url::Url, cid: &cid::Cid, bytes: &[u8]) {
+    let codec = if cid.codec() == ipfs_registry::blobs::kubo::DAG_PB_CODEC {
+        "dag-pb"
+    } else {
+        "raw"
+    };
+    let block = reqwest::multipart::Part::bytes(bytes.to_vec())
+        .file_name("block")
+        .mime_str("application/octet-stream")
+        .expect("a MIME type");
+    let put = reqwest::Client::new()
+        .post(url.join("api/v0/block/put").expect("a URL"))
+        .query(&[("cid-codec", codec), ("mhtype", "sha2-256")])
+        .multipart(reqwest::multipart::Form::new().part("file", block))
+        .send()
+        .await
+        .expect("block/put");
+    assert!(
+        put.status().is_success(),
+        "block/put {cid}: {}",
+        put.status()
+    );
+}
