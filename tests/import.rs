@@ -106,6 +106,23 @@ async fn stored_cid(registry: &TestRegistry, repo: &str, digest: &str) -> Cid {
     path.trim_start_matches("/ipfs/").parse().unwrap()
 }
 
+/// Every blob of `image` in `repo` of `registry` is stored under the CID the default import
+/// profile gives its bytes.
+async fn assert_stored_under_the_default_profile(
+    registry: &TestRegistry,
+    repo: &str,
+    image: &Image,
+) {
+    for blob in image.blobs() {
+        assert_eq!(
+            stored_cid(registry, repo, blob.digest.as_str()).await,
+            cid_of_blob(&blob.data),
+            "{}: stored under the default profile",
+            blob.digest
+        );
+    }
+}
+
 /// `images_imported_total{outcome=…}` of `registry`.
 async fn imports(registry: &TestRegistry, outcome: &str) -> f64 {
     let series = format!("ipfs_registry_images_imported_total{{outcome=\"{outcome}\"}}");
@@ -148,14 +165,7 @@ async fn an_image_imports_by_cid_into_another_registry_byte_exact(pair: StorePai
         // Through the node, the layout's files are B's blobs as they stand: read once to
         // be checked, pinned, and never added again.
         assert_eq!(ipfs_calls(&b, "add").await, 0.0, "B added bytes");
-        for blob in image.blobs() {
-            assert_eq!(
-                stored_cid(&b, "mirror/app", blob.digest.as_str()).await,
-                cid_of_blob(&blob.data),
-                "{}",
-                blob.digest
-            );
-        }
+        assert_stored_under_the_default_profile(&b, "mirror/app", &image).await;
     }
 
     // skopeo pulls it from B, byte-exact.
@@ -735,14 +745,7 @@ async fn a_layout_chunked_otherwise_is_stored_under_this_registrys_profile(pair:
         ipfs_calls(&b, "add").await >= 1.0,
         "B added the bytes again"
     );
-    for blob in image.blobs() {
-        assert_eq!(
-            stored_cid(&b, "mirror/chunked", blob.digest.as_str()).await,
-            cid_of_blob(&blob.data),
-            "{}: stored under B's profile",
-            blob.digest
-        );
-    }
+    assert_stored_under_the_default_profile(&b, "mirror/chunked", &image).await;
     let pulled = client()
         .get(b.url(&format!("/v2/mirror/chunked/blobs/{}", big.digest)))
         .send()

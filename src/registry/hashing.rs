@@ -8,8 +8,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest as _, Sha256, Sha512};
+use tokio::sync::mpsc;
 
-use crate::blobs::ByteStream;
+use super::{RegistryError, Result};
+use crate::blobs::unixfs::{Dag, DagBuilder};
+use crate::blobs::{ByteStream, ImportProfile};
 use crate::oci::{Algorithm, Digest};
 
 /// Restores a sha256 state saved by [`save_sha256`].
@@ -334,6 +337,114 @@ impl Check {
             "stored content does not match {}",
             self.expected
         )))
+    }
+}
+
+/// Bytes handed to a [`Rebuild`]'s hashing threads at a time.
+const REBUILD_BATCH: usize = 1024 * 1024;
+/// Batches queued per [`Rebuild`] hashing thread: what one holds in memory.
+const REBUILD_QUEUE: usize = 4;
+
+/// The digest and the DAG of a byte stream, each computed on its own blocking thread while
+/// the stream is read, so reading and both hashes overlap.
+pub(super) struct Rebuild {
+    digest_tx: mpsc::Sender<Vec<Bytes>>,
+    dag_tx: Option<mpsc::Sender<Vec<Bytes>>>,
+    digest: tokio::task::JoinHandle<Digest>,
+    dag: Option<tokio::task::JoinHandle<Dag>>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
+}
+
+impl Rebuild {
+    pub(super) fn new(hasher: Hasher, profile: Option<&ImportProfile>) -> Rebuild {
+        let (digest_tx, mut digest_rx) = mpsc::channel::<Vec<Bytes>>(REBUILD_QUEUE);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(batch) = digest_rx.blocking_recv() {
+                for piece in &batch {
+                    hasher.update(piece);
+                }
+            }
+            hasher.finish()
+        });
+        let (dag_tx, dag) = match profile {
+            Some(profile) => {
+                let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(REBUILD_QUEUE);
+                let mut builder = DagBuilder::new(profile.chunk_size);
+                let task = tokio::task::spawn_blocking(move || {
+                    // Only the root is wanted.
+                    let mut blocks = Vec::new();
+                    while let Some(batch) = rx.blocking_recv() {
+                        for piece in &batch {
+                            builder.push(piece, &mut blocks);
+                            blocks.clear();
+                        }
+                    }
+                    builder.finish(&mut blocks)
+                });
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
+        Rebuild {
+            digest_tx,
+            dag_tx,
+            digest,
+            dag,
+            batch: Vec::new(),
+            batch_len: 0,
+        }
+    }
+
+    pub(super) async fn push(&mut self, piece: Bytes) -> Result<()> {
+        self.batch_len += piece.len();
+        self.batch.push(piece);
+        if self.batch_len >= REBUILD_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let stopped = || RegistryError::Internal("a hashing thread stopped".into());
+        if let Some(tx) = &self.dag_tx {
+            tx.send(batch.clone()).await.map_err(|_| stopped())?;
+        }
+        self.digest_tx.send(batch).await.map_err(|_| stopped())
+    }
+
+    pub(super) async fn finish(mut self) -> Result<(Digest, Option<Dag>)> {
+        self.flush().await?;
+        let Rebuild {
+            digest_tx,
+            dag_tx,
+            digest,
+            dag,
+            ..
+        } = self;
+        drop((digest_tx, dag_tx));
+        let failed =
+            |e: tokio::task::JoinError| RegistryError::Internal(format!("hashing thread: {e}"));
+        let digest = digest.await.map_err(failed)?;
+        let dag = match dag {
+            Some(dag) => Some(dag.await.map_err(failed)?),
+            None => None,
+        };
+        Ok((digest, dag))
+    }
+
+    /// As [`Rebuild::finish`], for a rebuild made with an import profile.
+    pub(super) async fn finish_with_dag(self) -> Result<(Digest, Dag)> {
+        match self.finish().await? {
+            (digest, Some(dag)) => Ok((digest, dag)),
+            (_, None) => Err(RegistryError::Internal("no DAG was rebuilt".into())),
+        }
     }
 }
 

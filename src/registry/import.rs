@@ -12,13 +12,13 @@ use cid::Cid;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::hashing::Hasher;
+use super::hashing::{Hasher, Rebuild};
 use super::notify::Origin;
 use super::{ManifestPush, Registry, RegistryError, Result};
 use crate::blobs::kubo::{DAG_PB_CODEC, SHA2_256};
 use crate::blobs::layout::{is_layout_root, REF_NAME};
 use crate::blobs::remote::{read_small, DagSource, Gateways, NodeSource};
-use crate::blobs::unixfs::{as_v1, directory_links, DagBuilder};
+use crate::blobs::unixfs::{as_v1, directory_links};
 use crate::blobs::BlobError;
 use crate::meta::BlobRecord;
 use crate::oci::{manifest, Digest, Reference, ReferenceKind, RepoName, Tag};
@@ -247,10 +247,7 @@ impl Registry {
             .cat(cid, 0, None)
             .await
             .map_err(|e| source_error(&format!("blob {digest}"), e))?;
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut dag = DagBuilder::new(profile.chunk_size);
-        // Only the root is wanted: the blocks are stored already.
-        let mut blocks = Vec::new();
+        let mut rebuild = Rebuild::new(Hasher::new(digest.algorithm()), Some(&profile));
         let mut read = 0u64;
         while let Some(piece) = bytes.next().await {
             let piece = piece.map_err(|e| {
@@ -258,29 +255,23 @@ impl Registry {
             })?;
             read += piece.len() as u64;
             if read > size {
-                break;
+                return Err(RegistryError::SizeInvalid(format!(
+                    "the layout's file holds more than {size} bytes"
+                )));
             }
-            hasher.update(&piece);
-            dag.push(&piece, &mut blocks);
-            blocks.clear();
+            rebuild.push(piece).await?;
         }
-        if read > size {
-            return Err(RegistryError::SizeInvalid(format!(
-                "the layout's file holds more than {size} bytes"
-            )));
-        }
+        let (actual, dag) = rebuild.finish_with_dag().await?;
         if read < size {
             return Err(RegistryError::SizeInvalid(format!(
                 "the layout's file holds {read} bytes, not {size}"
             )));
         }
-        let actual = hasher.finish();
         if actual != *digest {
             return Err(RegistryError::DigestInvalid(format!(
                 "the layout's file hashes to {actual}"
             )));
         }
-        let dag = dag.finish(&mut blocks);
         if as_v1(&dag.root) != as_v1(cid) {
             return Ok(false);
         }

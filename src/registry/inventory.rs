@@ -13,10 +13,10 @@ use cid::Cid;
 use futures::StreamExt;
 
 use super::{Registry, RegistryError, Result};
-use crate::blobs::unixfs::{as_v1, DagBuilder};
+use crate::blobs::unixfs::as_v1;
 use crate::meta::BlobRecord;
 use crate::oci::{Algorithm, RepoName};
-use crate::registry::hashing::Hasher;
+use crate::registry::hashing::{Hasher, Rebuild};
 
 /// CIDs asked about, and blob records read, per metadata query.
 const BATCH: usize = 1000;
@@ -136,19 +136,14 @@ impl Registry {
         }
         let profile = self.blobs.profile().clone();
         let mut bytes = self.blobs.cat(root, 0, None).await?;
-        let mut hasher = Hasher::new(Algorithm::Sha256);
-        let mut dag = DagBuilder::new(profile.chunk_size);
-        // Only the root is wanted; the blocks are already stored.
-        let mut blocks = Vec::new();
+        let mut rebuild = Rebuild::new(Hasher::new(Algorithm::Sha256), Some(&profile));
         while let Some(piece) = bytes.next().await {
             let piece = piece.map_err(|e| {
                 RegistryError::Unavailable(format!("reading {root} from the blob store: {e}"))
             })?;
-            hasher.update(&piece);
-            dag.push(&piece, &mut blocks);
-            blocks.clear();
+            rebuild.push(piece).await?;
         }
-        let dag = dag.finish(&mut blocks);
+        let (digest, dag) = rebuild.finish_with_dag().await?;
         if as_v1(&dag.root) != as_v1(root) {
             return Ok(Reindexed::Mismatch {
                 cid: *root,
@@ -156,7 +151,7 @@ impl Registry {
             });
         }
         let record = BlobRecord {
-            digest: hasher.finish(),
+            digest,
             cid: dag.root,
             size: dag.file_size,
             import_profile: profile.id(),

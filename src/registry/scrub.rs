@@ -13,24 +13,18 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cid::Cid;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 
-use super::hashing::Hasher;
+use super::hashing::{Hasher, Rebuild};
 use super::{Registry, RegistryError, Result};
-use crate::blobs::unixfs::{as_v1, Dag, DagBuilder};
+use crate::blobs::unixfs::as_v1;
 use crate::blobs::{BlobError, ImportProfile};
 use crate::meta::BlobRecord;
 use crate::oci::Digest;
 
 /// Blob records read per metadata query.
 const PAGE: u32 = 1000;
-/// Bytes handed to the hashing threads at a time.
-const BATCH: usize = 1024 * 1024;
-/// Batches queued per hashing thread: what a scrub holds in memory.
-const QUEUE: usize = 4;
 /// The lease the periodic scrub in `serve` takes, so one replica scrubs at a time.
 pub const SCRUB_LEASE: &str = "scrub";
 
@@ -135,102 +129,6 @@ impl Pace {
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
         }
-    }
-}
-
-/// The digest and the DAG of a byte stream, each computed on its own blocking thread while
-/// the stream is read, so reading and both hashes overlap.
-struct Rebuild {
-    digest_tx: mpsc::Sender<Vec<Bytes>>,
-    dag_tx: Option<mpsc::Sender<Vec<Bytes>>>,
-    digest: tokio::task::JoinHandle<Digest>,
-    dag: Option<tokio::task::JoinHandle<Dag>>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
-}
-
-impl Rebuild {
-    fn new(hasher: Hasher, profile: Option<&ImportProfile>) -> Rebuild {
-        let (digest_tx, mut digest_rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
-        let digest = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
-            while let Some(batch) = digest_rx.blocking_recv() {
-                for piece in &batch {
-                    hasher.update(piece);
-                }
-            }
-            hasher.finish()
-        });
-        let (dag_tx, dag) = match profile {
-            Some(profile) => {
-                let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
-                let mut builder = DagBuilder::new(profile.chunk_size);
-                let task = tokio::task::spawn_blocking(move || {
-                    // Only the root is wanted.
-                    let mut blocks = Vec::new();
-                    while let Some(batch) = rx.blocking_recv() {
-                        for piece in &batch {
-                            builder.push(piece, &mut blocks);
-                            blocks.clear();
-                        }
-                    }
-                    builder.finish(&mut blocks)
-                });
-                (Some(tx), Some(task))
-            }
-            None => (None, None),
-        };
-        Rebuild {
-            digest_tx,
-            dag_tx,
-            digest,
-            dag,
-            batch: Vec::new(),
-            batch_len: 0,
-        }
-    }
-
-    async fn push(&mut self, piece: Bytes) -> Result<()> {
-        self.batch_len += piece.len();
-        self.batch.push(piece);
-        if self.batch_len >= BATCH {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_len = 0;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let stopped = || RegistryError::Internal("scrub: a hashing thread stopped".into());
-        if let Some(tx) = &self.dag_tx {
-            tx.send(batch.clone()).await.map_err(|_| stopped())?;
-        }
-        self.digest_tx.send(batch).await.map_err(|_| stopped())
-    }
-
-    async fn finish(mut self) -> Result<(Digest, Option<Dag>)> {
-        self.flush().await?;
-        let Rebuild {
-            digest_tx,
-            dag_tx,
-            digest,
-            dag,
-            ..
-        } = self;
-        drop((digest_tx, dag_tx));
-        let failed = |e: tokio::task::JoinError| {
-            RegistryError::Internal(format!("scrub: hashing thread: {e}"))
-        };
-        let digest = digest.await.map_err(failed)?;
-        let dag = match dag {
-            Some(dag) => Some(dag.await.map_err(failed)?),
-            None => None,
-        };
-        Ok((digest, dag))
     }
 }
 
