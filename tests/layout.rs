@@ -29,6 +29,7 @@ common::on_each_store_pair!(a_pushed_image_is_a_layout_skopeo_copies_back_byte_e
 common::on_each_store_pair!(a_multi_platform_index_is_one_layout_with_every_platform);
 common::on_each_store_pair!(a_moved_tag_leaves_its_old_layout_to_gc);
 common::on_each_store_pair!(each_tag_of_one_image_keeps_a_layout_of_its_own);
+common::on_each_store_pair!(the_image_page_shows_the_image_cid_with_commands_to_copy_it);
 common::on_each_store_pair!(private_images_are_not_published_until_public_and_publish_runs);
 
 /// `GET /v2/_ext/<repo>/manifests/<reference>/layout`: status and body.
@@ -345,6 +346,29 @@ async fn collect_garbage(registry: &TestRegistry) -> ipfs_registry::registry::gc
         .await
         .unwrap()
         .expect("no other GC run")
+}
+
+/// The web UI's image page shows a published image's CID, with the commands that fetch
+/// its layout from IPFS and copy it into a registry (and its CAR from the gateway).
+async fn the_image_page_shows_the_image_cid_with_commands_to_copy_it(pair: StorePair) {
+    let registry = pair.start_registry().await;
+    push(&Skopeo::new(), &registry, &small_image(), "fed/shown:v1").await;
+    let cid = image_cid(&registry, "fed/shown", "v1").await;
+    let answer = client()
+        .get(registry.url("/ui/image/fed/shown@v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let page = answer.text().await.unwrap();
+    for shown in [
+        "In IPFS".to_owned(),
+        format!("ipfs get /ipfs/{cid} -o shown"),
+        "skopeo copy oci:shown:v1 docker://&lt;registry&gt;/fed/shown:v1".to_owned(),
+        format!("/ipfs/{cid}?format=car"),
+    ] {
+        assert!(page.contains(&shown), "{shown}: {page}");
+    }
 }
 
 /// A second tag of the same manifest gets its own layout, published next to the first
